@@ -1,0 +1,167 @@
+"""Population training equals training each model alone with torch.nn and torch.optim."""
+import numpy as np
+import pytest
+import torch
+
+from zoo.architectures import TorchNet, build_spec
+from zoo.functional import population_forward
+from zoo.tasks import load_task
+from zoo.train import (STATUS_DIVERGED, STATUS_DONE, epoch_order, initial_params, noisy_labels,
+                       train_population, training_subset)
+
+M = 8
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_task("digits", n_train=300, n_val=97)
+
+
+@pytest.fixture(scope="module")
+def digits_image():
+    return load_task("digits", layout="image", n_train=200, n_val=97)
+
+
+def population_hparams(optimizer: str, **over):
+    """Varied hyperparameters in a well-conditioned regime. (Adam at lr 0.07 with beta1 0.03 is
+    chaotic: a 1e-7 change of the init moves plain torch's own result by 1e-2 within one epoch,
+    so no implementation could be compared there.)"""
+    rng = np.random.default_rng(0)
+    lr_range, mom_range = ((1e-3, 0.1), (0.0, 0.95)) if optimizer == "sgd" else ((1e-4, 1e-2), (0.5, 0.95))
+    hp = {
+        "lr": list(np.exp(rng.uniform(*np.log(lr_range), M))),
+        "optimizer": [optimizer] * M,
+        "momentum": list(rng.uniform(*mom_range, M)),
+        "weight_decay": list(rng.uniform(0.0, 1e-2, M)),
+        "init_scale": list(rng.uniform(0.5, 2.0, M)),
+        "dropout": [0.0] * M,
+        "data_fraction": list(rng.uniform(0.3, 1.0, M)),
+        "label_noise": list(rng.uniform(0.0, 0.4, M)),
+        "batch_size": [16] * M,
+        "activation": ["tanh"] * M,
+    }
+    hp.update(over)
+    return hp
+
+
+def train_alone(spec, task, hp, i, seed, epochs):
+    """Model i trained the plain way: a torch.nn module, torch.optim, a loop over batches."""
+    net = TorchNet(spec, activation=hp["activation"][i])
+    with torch.no_grad():
+        for p, init in zip(net.parameters(), initial_params(spec, seed, hp["init_scale"][i])):
+            p.copy_(init)
+    kind, lr, wd, mom = hp["optimizer"][i], hp["lr"][i], hp["weight_decay"][i], hp["momentum"][i]
+    if kind == "sgd":
+        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=mom, weight_decay=wd)
+    elif kind == "adam":
+        opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(mom, 0.999), weight_decay=wd)
+    else:
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=(mom, 0.999), weight_decay=wd)
+    subset = training_subset(seed, len(task.x_train), hp["data_fraction"][i])
+    y = noisy_labels(seed, task.y_train, subset, hp["label_noise"][i], task.num_classes)
+    bs = hp["batch_size"][i]
+    for epoch in range(1, epochs + 1):
+        order = epoch_order(seed, subset, epoch)
+        for s in range(0, len(order), bs):
+            idx = order[s:s + bs]
+            loss = torch.nn.functional.cross_entropy(net(task.x_train[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return net
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_population_matches_models_trained_alone(digits, optimizer):
+    spec = build_spec("mlp", digits.input_shape, digits.output_dim, hidden=[16, 16], activation="tanh")
+    hp = population_hparams(optimizer)
+    seeds = list(range(100, 100 + M))
+    epochs = 3
+    res = train_population(spec, digits, hp, seeds, epochs=epochs, checkpoints=[0, epochs])
+    assert (res.status == STATUS_DONE).all()
+    for i in range(M):
+        net = train_alone(spec, digits, hp, i, seeds[i], epochs)
+        for k, (name, p) in enumerate(net.state_dict().items()):
+            assert name == spec.params[k].name
+            np.testing.assert_allclose(res.params[k][i, -1], p.numpy(), rtol=1e-4, atol=2e-5,
+                                       err_msg=f"model {i} {name} ({optimizer})")
+        with torch.no_grad():
+            acc = (net(digits.x_test).argmax(1) == digits.y_test).float().mean().item()
+        assert abs(res.metrics["test_acc"][i, -1] - acc) < 1e-6
+        # the stored initialisation is the initialisation
+        np.testing.assert_array_equal(res.params[0][i, 0], initial_params(spec, seeds[i], hp["init_scale"][i])[0].numpy())
+
+
+def test_cnn_population_matches_models_trained_alone(digits_image):
+    task = digits_image
+    spec = build_spec("cnn", task.input_shape, task.output_dim, channels=[4, 6], kernel=3, stride=2, activation="relu")
+    hp = population_hparams("sgd", activation=["relu"] * M)
+    seeds = list(range(M))
+    res = train_population(spec, task, hp, seeds, epochs=2, checkpoints=[2])
+    for i in range(M):
+        net = train_alone(spec, task, hp, i, seeds[i], 2)
+        for k, p in enumerate(net.state_dict().values()):
+            np.testing.assert_allclose(res.params[k][i, -1], p.numpy(), rtol=1e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("arch,opts,layout", [("mlp", {"hidden": [8, 7]}, "flat"),
+                                              ("cnn", {"channels": [3, 5]}, "image"),
+                                              ("siren", {"hidden": [8, 8]}, "flat")])
+def test_population_forward_matches_torch_module(arch, opts, layout):
+    task = load_task("digits", layout=layout, n_train=100, n_val=50)
+    spec = build_spec(arch, task.input_shape, task.output_dim, **opts)
+    params = [torch.stack(ps) for ps in zip(*[initial_params(spec, s, 1.0) for s in range(5)])]
+    x = task.x_test[:20]
+    shared = population_forward(spec, params, x)
+    per_model = population_forward(spec, params, x.expand(5, *x.shape))
+    for i in range(5):
+        net = TorchNet(spec)
+        net.load_state_dict({p.name: t[i] for p, t in zip(spec.params, params)})
+        with torch.no_grad():
+            ref = net(x)
+        torch.testing.assert_close(shared[i], ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(per_model[i], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_diverged_models_are_marked_and_do_not_poison_the_rest(digits):
+    spec = build_spec("mlp", digits.input_shape, digits.output_dim, hidden=[16, 16], activation="relu")
+    hp = population_hparams("sgd", activation=["relu"] * M)
+    hp["lr"][2] = hp["lr"][5] = 1e4  # these blow up
+    hp["init_scale"][2] = hp["init_scale"][5] = 30.0
+    seeds = list(range(M))
+    res = train_population(spec, digits, hp, seeds, epochs=3, checkpoints=[0, 1, 3])
+    assert res.status[2] == res.status[5] == STATUS_DIVERGED
+    assert res.diverged_epoch[2] >= 1 and res.diverged_epoch[5] >= 1
+    assert np.isnan(res.params[0][2, -1]).all() and np.isnan(res.metrics["test_acc"][2, -1])
+    assert np.isfinite(res.params[0][2, 0]).all()  # the init before divergence is kept
+    keep = [i for i in range(M) if i not in (2, 5)]
+    sub = {k: [v[i] for i in keep] for k, v in hp.items()}
+    alone = train_population(spec, digits, sub, [seeds[i] for i in keep], epochs=3, checkpoints=[0, 1, 3])
+    assert (alone.status == STATUS_DONE).all()
+    for k in range(len(spec.params)):
+        np.testing.assert_allclose(res.params[k][keep], alone.params[k], rtol=1e-5, atol=1e-6)
+    for name in res.metrics:
+        np.testing.assert_allclose(res.metrics[name][keep], alone.metrics[name], rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_is_applied_per_model(digits):
+    spec = build_spec("mlp", digits.input_shape, digits.output_dim, hidden=[16, 16], activation="relu")
+    hp = population_hparams("sgd", activation=["relu"] * M, dropout=[0.0, 0.5] * (M // 2))
+    hp["label_noise"] = [0.0] * M
+    seeds = [7] * M  # identical models but for dropout
+    for k in ("lr", "momentum", "weight_decay", "init_scale", "data_fraction"):
+        hp[k] = [hp[k][0]] * M
+    res = train_population(spec, digits, hp, seeds, epochs=1, checkpoints=[1])
+    w = res.params[0][:, -1]
+    no_drop = w[0::2]
+    np.testing.assert_allclose(no_drop, no_drop[:1].repeat(len(no_drop), 0), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(w[1], w[0])  # dropout changed the training of the others
+    assert not np.allclose(w[1], w[3])  # each with its own masks
+
+
+def test_population_rejects_mixed_structural_hparams(digits):
+    spec = build_spec("mlp", digits.input_shape, digits.output_dim, hidden=[4])
+    hp = population_hparams("sgd")
+    hp["optimizer"] = ["sgd", "adam"] * (M // 2)
+    with pytest.raises(ValueError, match="optimizer"):
+        train_population(spec, digits, hp, list(range(M)), epochs=1, checkpoints=[1])

@@ -1,0 +1,272 @@
+"""Zoo configs: a task, an architecture, a hyperparameter space, a seed. Same config => same zoo.
+
+A config is YAML (see ``configs/zoo/``)::
+
+    name: digits_mlp
+    seed: 0
+    num_models: 1000
+    epochs: 30
+    checkpoints: [0, 1, 5, 30]          # epochs whose weights are kept (0 = initialisation)
+    task: {name: digits}                # plus task options (layout, split_seed, data_dir, ...)
+    architecture: {name: mlp, hidden: [32, 32], activation: relu}
+    hparams:                            # per-model hyperparameters, each one of:
+      lr: {log_uniform: [0.001, 0.5]}   #   a fixed value, {choice: [...]}, {uniform: [a, b]},
+      optimizer: {choice: [sgd, adam]}  #   {log_uniform: [a, b]}, {int_uniform: [a, b]}, {grid: [...]}
+    training: {chunk_size: auto}        # models trained at once (auto: sized to memory)
+
+Hyperparameters are sampled per model from a generator seeded with (seed, model index), so model i
+is the same model whatever the sharding, chunking or resumption. Grid parameters are crossed: model
+i takes grid point ``i mod G``.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .optim import OPTIMIZERS
+from .weight_space import ACTIVATIONS
+
+# name -> (default, kind, validity check, description of the valid values)
+HPARAMS: dict[str, tuple[Any, str, Any, str]] = {
+    "lr": (0.01, "float", lambda v: v > 0, "a learning rate > 0"),
+    "optimizer": ("sgd", "str", lambda v: v in OPTIMIZERS, f"one of {list(OPTIMIZERS)}"),
+    "momentum": (0.0, "float", lambda v: 0 <= v < 1, "SGD momentum / Adam beta1 in [0, 1)"),
+    "weight_decay": (0.0, "float", lambda v: v >= 0, "a weight decay >= 0"),
+    "init_scale": (1.0, "float", lambda v: v > 0, "a multiplier of the default init > 0"),
+    "dropout": (0.0, "float", lambda v: 0 <= v < 1, "a dropout rate in [0, 1)"),
+    "data_fraction": (1.0, "float", lambda v: 0 < v <= 1, "a fraction of the training set in (0, 1]"),
+    "label_noise": (0.0, "float", lambda v: 0 <= v <= 1, "a fraction of noisy training labels in [0, 1]"),
+    "batch_size": (32, "int", lambda v: v >= 1, "a batch size >= 1"),
+    "activation": (None, "str", lambda v: v in ACTIVATIONS, f"one of {list(ACTIVATIONS)}"),
+}
+SAMPLERS = ("choice", "uniform", "log_uniform", "int_uniform", "grid")
+TOP_LEVEL = {"name", "seed", "num_models", "epochs", "checkpoints", "task", "architecture", "hparams",
+             "training", "description"}
+STRUCTURAL = ("activation", "batch_size", "optimizer")  # models in one chunk share these
+
+
+class ConfigError(ValueError):
+    """A zoo config is malformed; the message names the field, the expected and the found value."""
+
+
+@dataclass
+class ZooConfig:
+    raw: dict[str, Any]  # normalised config, defaults filled in
+    source: str = "<config>"
+
+    @property
+    def name(self) -> str:
+        return self.raw["name"]
+
+    @property
+    def seed(self) -> int:
+        return self.raw["seed"]
+
+    @property
+    def num_models(self) -> int:
+        return self.raw["num_models"]
+
+    @property
+    def epochs(self) -> int:
+        return self.raw["epochs"]
+
+    @property
+    def checkpoints(self) -> list[int]:
+        return self.raw["checkpoints"]
+
+    @property
+    def task(self) -> dict[str, Any]:
+        return self.raw["task"]
+
+    @property
+    def architecture(self) -> dict[str, Any]:
+        return self.raw["architecture"]
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return self.raw["hparams"]
+
+    @property
+    def training(self) -> dict[str, Any]:
+        return self.raw["training"]
+
+    def to_json(self) -> str:
+        return json.dumps(self.raw, sort_keys=True)
+
+    def hash(self) -> str:
+        """Identity of the zoo this config makes. Options that change only how it is computed
+        (chunk size, evaluation batch) are left out, so they may differ on resume."""
+        ident = {k: v for k, v in self.raw.items() if k not in ("training", "description")}
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _err(source: str, field: str, msg: str) -> ConfigError:
+    return ConfigError(f"{source}: {field}: {msg}")
+
+
+def _check_space(source: str, name: str, spec: Any) -> Any:
+    """Validate one hyperparameter's space; return it normalised."""
+    field = f"hparams.{name}"
+    if name not in HPARAMS:
+        raise _err(source, field, f"unknown hyperparameter; expected one of {sorted(HPARAMS)}")
+    _, kind, ok, desc = HPARAMS[name]
+
+    def check_value(v):
+        if kind == "float" and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise _err(source, field, f"expected a number ({desc}), found {v!r}")
+        if kind == "int" and (isinstance(v, bool) or not isinstance(v, int)):
+            raise _err(source, field, f"expected an integer ({desc}), found {v!r}")
+        if kind == "str" and not isinstance(v, str):
+            raise _err(source, field, f"expected {desc}, found {v!r}")
+        if not ok(v):
+            raise _err(source, field, f"expected {desc}, found {v!r}")
+        return float(v) if kind == "float" else v
+
+    if not isinstance(spec, dict):
+        return check_value(spec)
+    if len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
+        raise _err(source, field, f"expected a fixed value or one of {{{', '.join(SAMPLERS)}: ...}}, found {spec!r}")
+    sampler, args = next(iter(spec.items()))
+    if sampler in ("choice", "grid"):
+        if not isinstance(args, list) or not args:
+            raise _err(source, field, f"{sampler} needs a non-empty list of values, found {args!r}")
+        return {sampler: [check_value(v) for v in args]}
+    if kind == "str":
+        raise _err(source, field, f"{sampler} needs numbers; use choice or grid for {name}")
+    if not isinstance(args, list) or len(args) != 2:
+        raise _err(source, field, f"{sampler} needs [low, high], found {args!r}")
+    lo, hi = (check_value(v) for v in args)
+    if lo > hi:
+        raise _err(source, field, f"{sampler} range is empty: low {lo} > high {hi}")
+    if sampler == "log_uniform" and lo <= 0:
+        raise _err(source, field, f"log_uniform needs low > 0, found {lo}")
+    if sampler == "int_uniform" and kind != "int":
+        raise _err(source, field, f"int_uniform is for integer hyperparameters; {name} is a {kind}")
+    return {sampler: [lo, hi]}
+
+
+def _positive_int(source: str, field: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise _err(source, field, f"expected a positive integer, found {v!r}")
+    return v
+
+
+def parse_config(raw: dict[str, Any], source: str = "<config>") -> ZooConfig:
+    """Validate and normalise a config dict (defaults filled in)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, found {type(raw).__name__}")
+    raw = copy.deepcopy(raw)
+    unknown = sorted(set(raw) - TOP_LEVEL)
+    if unknown:
+        raise _err(source, unknown[0], f"unknown field; expected some of {sorted(TOP_LEVEL)}")
+    for req in ("task", "architecture", "num_models", "epochs"):
+        if req not in raw:
+            raise _err(source, req, "missing required field")
+    out: dict[str, Any] = {"name": str(raw.get("name", Path(source).stem)),
+                           "description": str(raw.get("description", ""))}
+    seed = raw.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise _err(source, "seed", f"expected an integer >= 0, found {seed!r}")
+    out["seed"] = seed
+    out["num_models"] = _positive_int(source, "num_models", raw["num_models"])
+    out["epochs"] = _positive_int(source, "epochs", raw["epochs"])
+    ckpts = raw.get("checkpoints", [out["epochs"]])
+    if not isinstance(ckpts, list) or not ckpts or not all(isinstance(c, int) and not isinstance(c, bool) for c in ckpts):
+        raise _err(source, "checkpoints", f"expected a non-empty list of epochs, found {ckpts!r}")
+    if any(c < 0 or c > out["epochs"] for c in ckpts):
+        raise _err(source, "checkpoints", f"epochs must lie in [0, {out['epochs']}], found {ckpts}")
+    out["checkpoints"] = sorted(set(ckpts))
+    for key in ("task", "architecture"):
+        v = raw[key]
+        if isinstance(v, str):
+            v = {"name": v}
+        if not isinstance(v, dict) or "name" not in v:
+            raise _err(source, key, f"expected a mapping with a 'name', found {v!r}")
+        out[key] = dict(v)
+    hp = raw.get("hparams", {}) or {}
+    if not isinstance(hp, dict):
+        raise _err(source, "hparams", f"expected a mapping, found {hp!r}")
+    hparams = {}
+    for name in sorted(HPARAMS):
+        if name in hp:
+            hparams[name] = _check_space(source, name, hp[name])
+        elif name == "activation":
+            hparams[name] = out["architecture"].get("activation", "relu" if out["architecture"]["name"] != "siren" else "sine")
+        else:
+            hparams[name] = HPARAMS[name][0]
+    for name in hp:
+        if name not in HPARAMS:
+            _check_space(source, name, hp[name])
+    if "activation" in hp and "activation" in out["architecture"]:
+        raise _err(source, "hparams.activation", "set the activation either in architecture or in hparams, not both")
+    out["hparams"] = hparams
+    training = dict(raw.get("training", {}) or {})
+    known_training = {"chunk_size", "eval_batch", "memory_budget_gb"}
+    for k in training:
+        if k not in known_training:
+            raise _err(source, f"training.{k}", f"unknown field; expected some of {sorted(known_training)}")
+    cs = training.get("chunk_size", "auto")
+    if cs != "auto":
+        _positive_int(source, "training.chunk_size", cs)
+    training.setdefault("chunk_size", "auto")
+    out["training"] = training
+    return ZooConfig(out, source)
+
+
+def load_config(path: str | Path) -> ZooConfig:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    return parse_config(raw, str(path))
+
+
+def model_seed(zoo_seed: int, index: int) -> int:
+    """The seed of model ``index``: everything random about that model derives from it."""
+    return int(np.random.SeedSequence([zoo_seed, index]).generate_state(1, dtype=np.uint32)[0])
+
+
+def sample_hparams(config: ZooConfig, indices: np.ndarray | list[int]) -> dict[str, list]:
+    """Per-model hyperparameters of the models ``indices`` (global model indices)."""
+    space = config.hparams
+    grid_names = [n for n, s in space.items() if isinstance(s, dict) and "grid" in s]
+    grid = list(itertools.product(*[space[n]["grid"] for n in grid_names])) or [()]
+    out: dict[str, list] = {n: [] for n in space}
+    for i in indices:
+        rng = np.random.default_rng(np.random.SeedSequence([config.seed, int(i), 1]))
+        point = dict(zip(grid_names, grid[int(i) % len(grid)]))
+        for name in sorted(space):  # fixed order: a model's draws do not depend on dict order
+            s = space[name]
+            if name in point:
+                v = point[name]
+            elif not isinstance(s, dict):
+                v = s
+            elif "choice" in s:
+                v = s["choice"][int(rng.integers(len(s["choice"])))]
+            elif "uniform" in s:
+                v = float(rng.uniform(*s["uniform"]))
+            elif "log_uniform" in s:
+                lo, hi = s["log_uniform"]
+                v = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+            else:  # int_uniform, inclusive
+                lo, hi = s["int_uniform"]
+                v = int(rng.integers(lo, hi + 1))
+            out[name].append(v)
+    return out
+
+
+def varying_hparams(config: ZooConfig) -> list[str]:
+    """Names of the hyperparameters that differ between models."""
+    return [n for n, s in config.hparams.items()
+            if isinstance(s, dict) and (len(next(iter(s.values()))) > 1 or "choice" not in s and "grid" not in s)]

@@ -1,0 +1,174 @@
+"""Generate a zoo from a config: plan chunks, train each chunk as one population, store, resume.
+
+A zoo of M models is split into shards (``shard=(i, n)`` takes models ``[i*M//n, (i+1)*M//n)``),
+and a shard into chunks of models that share the structural hyperparameters (activation, batch
+size) and fit in memory. The chunk plan is fixed when the file is made, so a resumed run trains
+the same chunks as an uninterrupted one and stores the same weights.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .architectures import build_spec
+from .config import STRUCTURAL, ZooConfig, model_seed, sample_hparams
+from .store import ZooFileError, create_zoo, write_models, zoo_identity
+from .tasks import TaskData, load_task
+from .train import activation_elems, metric_names, train_population
+from .weight_space import WeightSpaceSpec
+
+# Architecture options that the task decides, not the config.
+_TASK_LAYOUT = {"mlp": "flat", "siren": "flat", "cnn": "image"}
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n), 0 <= i < n."""
+    if text is None:
+        return (0, 1)
+    try:
+        i, n = (int(t) for t in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"--shard: expected i/n such as 0/4, found {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"--shard: expected 0 <= i < n, found {text!r}")
+    return (i, n)
+
+
+def shard_indices(num_models: int, shard: tuple[int, int]) -> np.ndarray:
+    i, n = shard
+    return np.arange(i * num_models // n, (i + 1) * num_models // n, dtype=np.int64)
+
+
+def build_task_and_spec(config: ZooConfig) -> tuple[TaskData, WeightSpaceSpec]:
+    """Load the config's task and the weight space of its architecture on that task."""
+    arch = dict(config.architecture)
+    arch_name = arch.pop("name")
+    task_opts = dict(config.task)
+    task_name = task_opts.pop("name")
+    task_opts.setdefault("layout", _TASK_LAYOUT.get(arch_name, "flat"))
+    task = load_task(task_name, **task_opts)
+    act = config.hparams["activation"]
+    if arch_name != "siren":  # a per-model activation leaves the spec's activation None
+        arch["activation"] = act if isinstance(act, str) else None
+    spec = build_spec(arch_name, task.input_shape, task.output_dim, **arch)
+    return task, spec
+
+
+def auto_chunk_size(spec: WeightSpaceSpec, batch_size: int, device: torch.device, budget_gb: float | None = None) -> int:
+    """Models per chunk: what fits a memory budget (default 4 GiB on CPU, half the free GPU memory).
+    Per model: weights, gradients and three optimizer states, plus the batch's activations kept
+    for the backward pass. On a CPU, more than ~2,000 models at once gains nothing."""
+    if budget_gb is None:
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            budget = free / 2
+        else:
+            budget = 4 * 2 ** 30
+    else:
+        budget = budget_gb * 2 ** 30
+    per_model = 4 * (6 * spec.num_params + 4 * batch_size * activation_elems(spec))
+    cap = 20000 if device.type == "cuda" else 2000
+    return int(max(1, min(cap, budget // per_model)))
+
+
+def plan_chunks(indices: np.ndarray, hparams: dict[str, list], chunk_size: int) -> list[np.ndarray]:
+    """Positions (into ``indices``) of each chunk: models grouped by structural hyperparameters,
+    in index order inside a group, at most ``chunk_size`` per chunk."""
+    keys = [tuple(hparams[k][j] for k in STRUCTURAL) for j in range(len(indices))]
+    groups: dict[tuple, list[int]] = {}
+    for j, key in enumerate(keys):
+        groups.setdefault(key, []).append(j)
+    chunks = []
+    for key in sorted(groups, key=lambda k: groups[k][0]):
+        pos = groups[key]
+        n = math.ceil(len(pos) / chunk_size)
+        size = math.ceil(len(pos) / n)  # even chunks rather than a small remainder
+        chunks += [np.asarray(pos[s:s + size]) for s in range(0, len(pos), size)]
+    return chunks
+
+
+def default_output(config: ZooConfig, shard: tuple[int, int]) -> Path:
+    suffix = "" if shard == (0, 1) else f".shard-{shard[0]}-of-{shard[1]}"
+    return Path("zoos") / f"{config.name}{suffix}.h5"
+
+
+def generate(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[int, int] = (0, 1),
+             device: str = "auto", progress: bool = True, log: Callable[[str], None] = print,
+             max_chunks: int | None = None) -> Path:
+    """Generate (or resume) the zoo of ``config`` into ``out``; return the file's path.
+
+    ``max_chunks`` stops after that many chunks (the file is then resumable, as after a crash).
+    """
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    out = Path(out) if out is not None else default_output(config, shard)
+    task, spec = build_task_and_spec(config)
+    indices = shard_indices(config.num_models, shard)
+    chash = config.hash()
+
+    hparams = sample_hparams(config, indices)
+    seeds = np.array([model_seed(config.seed, int(i)) for i in indices], dtype=np.uint32)
+    if out.exists():
+        ident = zoo_identity(out)
+        if ident["config_hash"] != chash:
+            raise ZooFileError(f"{out}: made from a different config (hash {ident['config_hash']}, this config "
+                               f"{chash}); refusing to overwrite it. Choose another --out or delete the file.")
+        if ident["shard"] != shard:
+            raise ZooFileError(f"{out}: holds shard {ident['shard'][0]}/{ident['shard'][1]}, "
+                               f"not {shard[0]}/{shard[1]}")
+        chunk_size = ident["chunk_size"]
+        status = ident["status"]
+        log(f"resuming {out}: {int((status != 0).sum())} of {len(status)} models already finished")
+    else:
+        cs = config.training.get("chunk_size", "auto")
+        bs = max(hparams["batch_size"], default=32)
+        chunk_size = auto_chunk_size(spec, bs, dev, config.training.get("memory_budget_gb")) if cs == "auto" else int(cs)
+        status = np.zeros(len(indices), dtype=np.uint8)
+        create_zoo(out, name=config.name, config_json=config.to_json(), config_hash=chash, spec=spec,
+                   task_info=task.info | {"name": task.name, "kind": task.kind, "input_shape": list(task.input_shape),
+                                          "output_dim": task.output_dim},
+                   checkpoint_epochs=config.checkpoints, metric_names=metric_names(task), indices=indices,
+                   seeds=seeds, hparams=hparams, chunk_size=chunk_size, shard=shard)
+
+    chunks = plan_chunks(indices, hparams, chunk_size)
+    todo = [c for c in chunks if bool((status[c] == 0).any())]
+    n_todo = sum(len(c) for c in todo)
+    bar = None
+    if progress and n_todo:
+        from tqdm import tqdm
+        bar = tqdm(total=n_todo, unit="model", desc=f"{config.name} ({dev.type})", dynamic_ncols=True,
+                   bar_format="{l_bar}{bar}| {n:.0f}/{total} models [{elapsed}<{remaining}, {rate_fmt}]")
+    t0 = time.perf_counter()
+    for k, pos in enumerate(todo):
+        if max_chunks is not None and k >= max_chunks:
+            break
+        done_before = [0.0]
+
+        def on_progress(frac: float, pos=pos, done_before=done_before) -> None:
+            if bar is not None:
+                bar.update(frac * len(pos) - done_before[0])
+                done_before[0] = frac * len(pos)
+
+        chunk_hp = {name: [vals[j] for j in pos] for name, vals in hparams.items()}
+        result = train_population(spec, task, chunk_hp, [int(seeds[j]) for j in pos], epochs=config.epochs,
+                                  checkpoints=config.checkpoints, device=dev,
+                                  dropout_seed=model_seed(config.seed, int(indices[pos[0]]) + 2 ** 31),
+                                  eval_batch=config.training.get("eval_batch"), progress=on_progress)
+        write_models(out, pos, {p.name: a for p, a in zip(spec.params, result.params)}, result.metrics,
+                     result.status, result.diverged_epoch)
+        status[pos] = result.status
+        n_div = int((result.status == 2).sum())
+        msg = f"chunk {k + 1}/{len(todo)} written: models {int(indices[pos[0]])}..{int(indices[pos[-1]])}"
+        if n_div:
+            msg += f" ({n_div} diverged)"
+        (bar.write if bar is not None else log)(msg)
+    if bar is not None:
+        bar.close()
+    elapsed = time.perf_counter() - t0
+    if n_todo and (max_chunks is None or max_chunks >= len(todo)):
+        log(f"{out}: {n_todo} models in {elapsed:.1f} s ({n_todo / max(elapsed, 1e-9):.1f} models/s) on {dev}")
+    return out

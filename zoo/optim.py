@@ -1,0 +1,69 @@
+"""A hand-written optimizer for a population: per-model hyperparameters held as tensors.
+
+Model i follows exactly the update of ``torch.optim.SGD`` (momentum, no dampening, L2 weight decay),
+``torch.optim.Adam`` (L2 weight decay) or ``torch.optim.AdamW`` (decoupled weight decay), with its
+own learning rate, weight decay and momentum (SGD's momentum, Adam's beta1). All models of one
+population use the same kind of optimizer (the zoo's chunk planner groups them so).
+
+Models that are not ``active`` in a step (their epoch is over, or they diverged) must have zero
+gradients; their parameters and state stay untouched. The mask is folded into the per-model
+coefficients (momentum 1, learning rate 0), so a step costs a few fused passes over the
+parameters and no ``torch.where``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+class PopulationOptimizer:
+    def __init__(self, params: list[Tensor], kind: str, lr: Tensor, weight_decay: Tensor,
+                 momentum: Tensor, beta2: float = 0.999, eps: float = 1e-8):
+        if kind not in OPTIMIZERS:
+            raise ValueError(f"hparams.optimizer: unknown optimizer {kind!r}; expected one of {list(OPTIMIZERS)}")
+        self.params, self.kind = params, kind
+        dev = params[0].device
+        self.lr = lr.to(dev, torch.float32)
+        self.weight_decay = weight_decay.to(dev, torch.float32)
+        self.momentum = momentum.to(dev, torch.float32)
+        self.beta2, self.eps = beta2, eps
+        self.step_count = torch.zeros(params[0].shape[0], device=dev, dtype=torch.float64)
+        if kind == "sgd":
+            self.buf = [torch.zeros_like(p) for p in params]
+        else:
+            self.exp_avg = [torch.zeros_like(p) for p in params]
+            self.exp_avg_sq = [torch.zeros_like(p) for p in params]
+
+    @torch.no_grad()
+    def step(self, grads: list[Tensor], active: Tensor) -> None:
+        """One update of every active model; ``active`` is a bool [M]."""
+        a = active.to(torch.float32)
+        lr = self.lr * a
+        wd = self.weight_decay * a
+        if self.kind == "sgd":
+            mom = torch.where(active, self.momentum, torch.ones_like(self.momentum))
+            for p, g, buf in zip(self.params, grads, self.buf):
+                shape = (-1,) + (1,) * (p.dim() - 1)
+                d_p = torch.addcmul(g, p, wd.view(shape))
+                buf.mul_(mom.view(shape)).add_(d_p)
+                p.addcmul_(buf, lr.view(shape), value=-1.0)
+            return
+        self.step_count += active.to(torch.float64)
+        t = self.step_count.clamp_min(1)
+        b1 = self.momentum.double()
+        step_size = (lr.double() / (1 - b1 ** t)).float()
+        sqrt_bc2 = (1 - self.beta2 ** t).sqrt().float()
+        keep1 = torch.where(active, self.momentum, torch.ones_like(self.momentum))
+        keep2 = torch.where(active, torch.full_like(a, self.beta2), torch.ones_like(a))
+        for p, g, m, v in zip(self.params, grads, self.exp_avg, self.exp_avg_sq):
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            if self.kind == "adam":
+                g = torch.addcmul(g, p, wd.view(shape))
+            else:  # AdamW decays the parameter before the Adam step
+                p.mul_(1 - (lr * wd).view(shape))
+            m.mul_(keep1.view(shape)).addcmul_(g, (1 - self.momentum).view(shape))
+            v.mul_(keep2.view(shape)).addcmul_(g, g, value=1 - self.beta2)
+            denom = (v.sqrt() / sqrt_bc2.view(shape)).add_(self.eps)
+            p.sub_(m / denom * step_size.view(shape))

@@ -1,0 +1,306 @@
+"""The zoo file: one HDF5 file per zoo (or per shard). This module is its only reader and writer.
+
+Layout (format ``wsl-zoo``, version 1)::
+
+    /                      attributes
+        format             "wsl-zoo"
+        format_version     1
+        name               zoo name
+        config             the normalised zoo config (JSON); config_hash its identity
+        spec               the weight-space spec (JSON, see zoo.weight_space)
+        task               the task's provenance (JSON: name, kind, options, split sizes, ...)
+        checkpoint_epochs  int [C]: the epochs whose weights are kept (0 = initialisation)
+        metric_names, hparam_names
+        shard_index, shard_count   this file's part of the zoo (0, 1 for a whole zoo)
+        chunk_size         models trained at once (fixed when the file is made, so resumption
+                           reproduces the same chunks)
+    /params/<param name>   float32 [M, C, *shape]; HDF5 chunk = one model (all checkpoints),
+                           gzip + shuffle + fletcher32 checksums; NaN where never written
+    /metrics/<metric>      float32 [M, C]: train/val/test loss and accuracy (or the task's metric)
+    /hparams/<name>        [M] float64, int64 or UTF-8 strings: the model's hyperparameters
+    /models/index          int64 [M]: global model index, also the run id (one run = one model)
+    /models/seed           uint32 [M]: the model's seed (init, subset, label noise, data order)
+    /models/status         uint8 [M]: 0 pending, 1 done, 2 diverged
+    /models/diverged_epoch int32 [M]: first epoch with NaN/inf, -1 if none
+
+Writes are crash-safe: the file is open only while a finished chunk is written, and a model's
+status is set to done in the same flush as its weights, after them. A killed run leaves every
+finished model readable; the same command resumes the pending ones.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import h5py
+import numpy as np
+import torch
+
+from .weight_space import WeightSpaceSpec
+
+FORMAT = "wsl-zoo"
+FORMAT_VERSION = 1
+STATUS_NAMES = {0: "pending", 1: "done", 2: "diverged"}
+
+
+class ZooFileError(ValueError):
+    """A zoo file is missing, not a zoo, of another config, truncated or corrupt."""
+
+
+def _open(path: str | Path, mode: str = "r") -> h5py.File:
+    path = Path(path)
+    if mode == "r" and not path.exists():
+        raise ZooFileError(f"{path}: zoo file not found")
+    try:
+        return h5py.File(path, mode)
+    except OSError as e:
+        msg = str(e)
+        if "truncated" in msg:
+            raise ZooFileError(f"{path}: file is truncated ({msg}); the zoo must be regenerated or "
+                               f"the missing bytes restored") from None
+        if "signature" in msg:
+            raise ZooFileError(f"{path}: not an HDF5 file ({msg})") from None
+        if "lock" in msg:
+            raise ZooFileError(f"{path}: file is locked by another process ({msg})") from None
+        raise ZooFileError(f"{path}: cannot open: {msg}") from None
+
+
+def _check_format(f: h5py.File, path) -> None:
+    fmt = f.attrs.get("format")
+    if fmt != FORMAT:
+        raise ZooFileError(f"{path}: not a wsl zoo file (attribute 'format' is {fmt!r}, expected {FORMAT!r})")
+    ver = int(f.attrs.get("format_version", -1))
+    if ver != FORMAT_VERSION:
+        raise ZooFileError(f"{path}: zoo format version {ver}, this wsl reads version {FORMAT_VERSION}")
+
+
+def create_zoo(path: str | Path, *, name: str, config_json: str, config_hash: str, spec: WeightSpaceSpec,
+               task_info: dict[str, Any], checkpoint_epochs: list[int], metric_names: list[str],
+               indices: np.ndarray, seeds: np.ndarray, hparams: dict[str, list], chunk_size: int,
+               shard: tuple[int, int] = (0, 1)) -> None:
+    """Make an empty zoo file (every model pending) atomically: written beside, then renamed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    M, C = len(indices), len(checkpoint_epochs)
+    with h5py.File(tmp, "w") as f:
+        f.attrs.update({
+            "format": FORMAT, "format_version": FORMAT_VERSION, "name": name, "config": config_json,
+            "config_hash": config_hash, "spec": spec.to_json(), "task": json.dumps(task_info, sort_keys=True, default=str),
+            "checkpoint_epochs": np.asarray(checkpoint_epochs, dtype=np.int64),
+            "metric_names": json.dumps(metric_names), "hparam_names": json.dumps(sorted(hparams)),
+            "shard_index": shard[0], "shard_count": shard[1], "chunk_size": int(chunk_size),
+        })
+        g = f.create_group("params")
+        for p in spec.params:
+            g.create_dataset(p.name, shape=(M, C, *p.shape), dtype="f4", chunks=(1, C, *p.shape),
+                             compression="gzip", compression_opts=1, shuffle=True, fletcher32=True,
+                             fillvalue=np.nan)
+        g = f.create_group("metrics")
+        for m in metric_names:
+            g.create_dataset(m, shape=(M, C), dtype="f4", fillvalue=np.nan)
+        g = f.create_group("hparams")
+        for k, vals in hparams.items():
+            if all(isinstance(v, str) for v in vals):
+                g.create_dataset(k, data=np.asarray(vals, dtype=object), dtype=h5py.string_dtype())
+            elif all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in vals):
+                g.create_dataset(k, data=np.asarray(vals, dtype=np.int64))
+            else:
+                g.create_dataset(k, data=np.asarray(vals, dtype=np.float64))
+        g = f.create_group("models")
+        g.create_dataset("index", data=np.asarray(indices, dtype=np.int64))
+        g.create_dataset("seed", data=np.asarray(seeds, dtype=np.uint32))
+        g.create_dataset("status", data=np.zeros(M, dtype=np.uint8))
+        g.create_dataset("diverged_epoch", data=np.full(M, -1, dtype=np.int32))
+    os.replace(tmp, path)
+
+
+def write_models(path: str | Path, rows: np.ndarray, params: dict[str, np.ndarray], metrics: dict[str, np.ndarray],
+                 status: np.ndarray, diverged_epoch: np.ndarray) -> None:
+    """Write finished models at file rows ``rows`` (sorted); their status last, in the same flush."""
+    rows = np.asarray(rows)
+    order = np.argsort(rows)
+    rows = rows[order]
+    with _open(path, "a") as f:
+        for name, arr in params.items():
+            ds = f["params"][name]
+            for j, r in enumerate(rows):
+                ds[r] = arr[order[j]]
+        for name, arr in metrics.items():
+            f["metrics"][name][rows] = arr[order]
+        f["models/diverged_epoch"][rows] = diverged_epoch[order]
+        f.flush()
+        f["models/status"][rows] = status[order]
+        f.flush()
+
+
+class Zoo:
+    """Read access to a zoo file.
+
+    ``len(zoo)`` counts every model of the file; ``zoo.done`` says which ones finished (pending and
+    diverged ones are in the file too). Weights come as per-layer tensors, as ``state_dict``s
+    loadable by ``zoo.architectures.TorchNet``, or in batches; ``load()`` reads a whole checkpoint
+    into memory for fast random access.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.file = _open(self.path)
+        _check_format(self.file, self.path)
+        a = self.file.attrs
+        self.name = str(a["name"])
+        self.config = json.loads(a["config"])
+        self.config_hash = str(a["config_hash"])
+        self.spec = WeightSpaceSpec.from_json(a["spec"])
+        self.task = json.loads(a["task"])
+        self.checkpoint_epochs = [int(e) for e in a["checkpoint_epochs"]]
+        self.metric_names = json.loads(a["metric_names"])
+        self.hparam_names = json.loads(a["hparam_names"])
+        self.shard = (int(a["shard_index"]), int(a["shard_count"]))
+        self.chunk_size = int(a["chunk_size"])
+        self.index = self.file["models/index"][()]
+        self.seed = self.file["models/seed"][()]
+        self._cache: dict[int, dict[str, np.ndarray]] = {}
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> "Zoo":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __repr__(self) -> str:
+        return (f"Zoo({str(self.path)!r}, {self.spec.architecture} on {self.task.get('name')}, {len(self)} models, "
+                f"{int(self.done.sum())} done, checkpoints at epochs {self.checkpoint_epochs})")
+
+    @property
+    def status(self) -> np.ndarray:
+        return self.file["models/status"][()]
+
+    @property
+    def done(self) -> np.ndarray:
+        """True for models trained to the end without diverging."""
+        return self.status == 1
+
+    @property
+    def diverged_epoch(self) -> np.ndarray:
+        return self.file["models/diverged_epoch"][()]
+
+    def checkpoint_position(self, checkpoint: int) -> int:
+        """Normalise a checkpoint position (``-1`` = last); ``epoch_position`` maps epochs to positions."""
+        C = len(self.checkpoint_epochs)
+        if not -C <= checkpoint < C:
+            raise IndexError(f"{self.path}: checkpoint position {checkpoint} out of range for {C} checkpoints "
+                             f"(epochs {self.checkpoint_epochs})")
+        return checkpoint % C
+
+    def epoch_position(self, epoch: int) -> int:
+        if epoch not in self.checkpoint_epochs:
+            raise KeyError(f"{self.path}: no checkpoint at epoch {epoch}; stored epochs: {self.checkpoint_epochs}")
+        return self.checkpoint_epochs.index(epoch)
+
+    def metric(self, name: str) -> np.ndarray:
+        """[M, C] values of a metric."""
+        if name not in self.metric_names:
+            raise KeyError(f"{self.path}: no metric {name!r}; stored metrics: {self.metric_names}")
+        return self.file["metrics"][name][()]
+
+    def hparam(self, name: str) -> np.ndarray:
+        """[M] values of a hyperparameter (strings for categorical ones)."""
+        if name not in self.hparam_names:
+            raise KeyError(f"{self.path}: no hyperparameter {name!r}; stored: {self.hparam_names}")
+        ds = self.file["hparams"][name]
+        return ds.asstr()[()] if h5py.check_string_dtype(ds.dtype) else ds[()]
+
+    def select(self, *, status: str | None = "done", checkpoint: int = -1, **conditions) -> np.ndarray:
+        """File rows of the models that meet every condition, e.g.
+        ``zoo.select(test_acc=(0.5, None), optimizer="adam")``: a metric at ``checkpoint`` or a
+        hyperparameter, compared to a value, a set of values or a (low, high) range (None = open)."""
+        keep = np.ones(len(self), dtype=bool)
+        if status is not None:
+            codes = {v: k for k, v in STATUS_NAMES.items()}
+            if status not in codes:
+                raise ValueError(f"status must be one of {list(codes)} or None, found {status!r}")
+            keep &= self.status == codes[status]
+        c = self.checkpoint_position(checkpoint)
+        for name, cond in conditions.items():
+            if name in self.metric_names:
+                vals = self.file["metrics"][name][:, c]
+            elif name in self.hparam_names:
+                vals = self.hparam(name)
+            else:
+                raise KeyError(f"{self.path}: {name!r} is neither a metric {self.metric_names} "
+                               f"nor a hyperparameter {self.hparam_names}")
+            if isinstance(cond, tuple) and len(cond) == 2:
+                lo, hi = cond
+                if lo is not None:
+                    keep &= vals >= lo
+                if hi is not None:
+                    keep &= vals <= hi
+            elif isinstance(cond, (list, set)):
+                keep &= np.isin(vals, list(cond))
+            else:
+                keep &= vals == cond
+        return np.flatnonzero(keep)
+
+    def _rows(self, rows) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+        if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"{self.path}: model rows must lie in [0, {len(self)}), found {rows.min()}..{rows.max()}")
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        return uniq, inverse
+
+    def batch(self, rows, checkpoint: int = -1) -> dict[str, torch.Tensor]:
+        """Weights of models ``rows`` at a checkpoint position: name -> tensor [k, *shape]."""
+        c = self.checkpoint_position(checkpoint)
+        if c in self._cache:
+            rows = np.asarray(rows, dtype=np.int64)
+            return {n: torch.from_numpy(a[rows]) for n, a in self._cache[c].items()}
+        uniq, inverse = self._rows(rows)
+        out = {}
+        for p in self.spec.params:
+            arr = self.file["params"][p.name][uniq, c] if len(uniq) else np.zeros((0, *p.shape), np.float32)
+            out[p.name] = torch.from_numpy(np.ascontiguousarray(arr[inverse]))
+        return out
+
+    def params(self, row: int, checkpoint: int = -1) -> list[torch.Tensor]:
+        """One model's parameters in ``spec.params`` order."""
+        b = self.batch([row], checkpoint)
+        return [b[p.name][0] for p in self.spec.params]
+
+    def state_dict(self, row: int, checkpoint: int = -1) -> dict[str, torch.Tensor]:
+        """One model's weights as a ``state_dict`` for ``TorchNet(zoo.spec)``."""
+        return {k: v[0] for k, v in self.batch([row], checkpoint).items()}
+
+    def load(self, checkpoint: int = -1) -> dict[str, np.ndarray]:
+        """Read all weights of one checkpoint into memory; later ``batch`` calls index memory."""
+        c = self.checkpoint_position(checkpoint)
+        if c not in self._cache:
+            self._cache[c] = {p.name: self.file["params"][p.name][:, c] for p in self.spec.params}
+        return self._cache[c]
+
+    def iter_batches(self, batch_size: int = 256, checkpoint: int = -1, rows=None, shuffle: bool = False,
+                     seed: int = 0) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+        """Yield (rows, weights) over ``rows`` (default: the done models) in batches."""
+        rows = self.select() if rows is None else np.asarray(rows)
+        if shuffle:
+            rows = np.random.default_rng(seed).permutation(rows)
+        for s in range(0, len(rows), batch_size):
+            r = rows[s:s + batch_size]
+            yield r, self.batch(r, checkpoint)
+
+
+def zoo_identity(path: str | Path) -> dict[str, Any]:
+    """The attributes that decide whether a file belongs to a config: hash, shard, chunk size, status."""
+    with _open(path) as f:
+        _check_format(f, path)
+        return {"config_hash": str(f.attrs["config_hash"]), "shard": (int(f.attrs["shard_index"]), int(f.attrs["shard_count"])),
+                "chunk_size": int(f.attrs["chunk_size"]), "status": f["models/status"][()],
+                "index": f["models/index"][()], "config": f.attrs["config"]}
