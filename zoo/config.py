@@ -50,7 +50,7 @@ HPARAMS: dict[str, tuple[Any, str, Any, str]] = {
 SAMPLERS = ("choice", "uniform", "log_uniform", "int_uniform", "grid")
 TOP_LEVEL = {"name", "seed", "num_models", "epochs", "checkpoints", "task", "architecture", "hparams",
              "training", "description"}
-STRUCTURAL = ("activation", "batch_size", "optimizer")  # models in one chunk share these
+STRUCTURAL = ("activation", "batch_size")  # models in one chunk share these
 
 
 class ConfigError(ValueError):

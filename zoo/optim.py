@@ -2,8 +2,7 @@
 
 Model i follows exactly the update of ``torch.optim.SGD`` (momentum, no dampening, L2 weight decay),
 ``torch.optim.Adam`` (L2 weight decay) or ``torch.optim.AdamW`` (decoupled weight decay), with its
-own learning rate, weight decay and momentum (SGD's momentum, Adam's beta1). All models of one
-population use the same kind of optimizer (the zoo's chunk planner groups them so).
+own learning rate, weight decay and momentum (SGD's momentum, Adam's beta1).
 
 Models that are not ``active`` in a step (their epoch is over, or they diverged) must have zero
 gradients; their parameters and state stay untouched. The mask is folded into the per-model
@@ -19,11 +18,42 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 class PopulationOptimizer:
-    def __init__(self, params: list[Tensor], kind: str, lr: Tensor, weight_decay: Tensor,
+    """Per-model SGD / Adam / AdamW over stacked parameters ``[M, ...]``.
+
+    ``kinds`` names each model's optimizer; models of one kind must be contiguous rows (the
+    trainer orders them so), and each kind updates its slice of the parameters in place.
+    """
+
+    def __init__(self, params: list[Tensor], kinds: list[str], lr: Tensor, weight_decay: Tensor,
                  momentum: Tensor, beta2: float = 0.999, eps: float = 1e-8):
-        if kind not in OPTIMIZERS:
-            raise ValueError(f"hparams.optimizer: unknown optimizer {kind!r}; expected one of {list(OPTIMIZERS)}")
-        self.params, self.kind = params, kind
+        bad = sorted({k for k in kinds if k not in OPTIMIZERS})
+        if bad:
+            raise ValueError(f"hparams.optimizer: unknown optimizer {bad[0]!r}; expected one of {list(OPTIMIZERS)}")
+        self.groups: list[_KindGroup] = []
+        start = 0
+        while start < len(kinds):
+            end = start
+            while end < len(kinds) and kinds[end] == kinds[start]:
+                end += 1
+            if any(g.kind == kinds[start] for g in self.groups):
+                raise ValueError("models of one optimizer kind must be contiguous rows of the population")
+            sl = slice(start, end)
+            self.groups.append(_KindGroup(kinds[start], sl, [p.detach()[sl] for p in params], lr[sl], weight_decay[sl],
+                                          momentum[sl], beta2, eps))
+            start = end
+
+    def step(self, grads: list[Tensor], active: Tensor) -> None:
+        """One update of every active model; ``active`` is a bool [M]."""
+        for g in self.groups:
+            g.step([gr[g.rows] for gr in grads], active[g.rows])
+
+
+class _KindGroup:
+    """The models of one optimizer kind: views into the population's parameters."""
+
+    def __init__(self, kind: str, rows: slice, params: list[Tensor], lr: Tensor, weight_decay: Tensor,
+                 momentum: Tensor, beta2: float, eps: float):
+        self.kind, self.rows, self.params = kind, rows, params
         dev = params[0].device
         self.lr = lr.to(dev, torch.float32)
         self.weight_decay = weight_decay.to(dev, torch.float32)
@@ -38,7 +68,6 @@ class PopulationOptimizer:
 
     @torch.no_grad()
     def step(self, grads: list[Tensor], active: Tensor) -> None:
-        """One update of every active model; ``active`` is a bool [M]."""
         a = active.to(torch.float32)
         lr = self.lr * a
         wd = self.weight_decay * a

@@ -286,6 +286,40 @@ class Zoo:
             self._cache[c] = {p.name: self.file["params"][p.name][:, c] for p in self.spec.params}
         return self._cache[c]
 
+    def summary(self) -> str:
+        """A human-readable description: task, architecture, sizes, status, metric distribution."""
+        status = self.status
+        lines = [
+            f"zoo        {self.name}  ({self.path})",
+            f"task       {self.task.get('name')} ({self.task.get('kind')}, input {self.task.get('input_shape')}, "
+            f"output {self.task.get('output_dim')})",
+            f"arch       {self.spec.architecture}: " + " -> ".join(
+                f"{l.name} {l.kind} {l.in_features}->{l.out_features}" for l in self.spec.layers)
+            + f", activation {self.spec.activation or 'per model'}",
+            f"params     {self.spec.num_params} per model",
+            f"models     {len(self)} ({int((status == 1).sum())} done, {int((status == 2).sum())} diverged, "
+            f"{int((status == 0).sum())} pending)" + (f", shard {self.shard[0]}/{self.shard[1]}" if self.shard[1] > 1 else ""),
+            f"checkpts   epochs {self.checkpoint_epochs}",
+            "metric at the last checkpoint over done models: min / 5% / median / 95% / max",
+        ]
+        done = self.done
+        for m in self.metric_names:
+            v = self.file["metrics"][m][:, -1][done]
+            if len(v):
+                q = np.quantile(v, [0, 0.05, 0.5, 0.95, 1])
+                lines.append(f"  {m:<11}" + " / ".join(f"{x:.4g}" for x in q))
+        lines.append("hyperparameters:")
+        for h in self.hparam_names:
+            v = self.hparam(h)
+            if v.dtype.kind in "OUS":
+                vals, counts = np.unique(v, return_counts=True)
+                lines.append(f"  {h:<14}" + ", ".join(f"{a} x{c}" for a, c in zip(vals, counts)))
+            elif np.all(v == v[0]):
+                lines.append(f"  {h:<14}{v[0]:.4g} (fixed)")
+            else:
+                lines.append(f"  {h:<14}{v.min():.4g} .. {v.max():.4g}")
+        return "\n".join(lines)
+
     def iter_batches(self, batch_size: int = 256, checkpoint: int = -1, rows=None, shuffle: bool = False,
                      seed: int = 0) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
         """Yield (rows, weights) over ``rows`` (default: the done models) in batches."""

@@ -141,11 +141,19 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
 
     ``hparams`` maps each hyperparameter name of ``zoo.config.HPARAMS`` to M values; the models must
     share the structural hyperparameters (``zoo.config.STRUCTURAL``: activation, batch
-    size, optimizer). ``progress`` is called with the fraction of the chunk
+    size); optimizers may differ. ``progress`` is called with the fraction of the chunk
     finished after each epoch.
     """
-    device = torch.device(device)
     M = len(seeds)
+    order = sorted(range(M), key=lambda i: hparams["optimizer"][i])
+    if order != list(range(M)):  # the optimizer wants models of one kind in contiguous rows
+        res = train_population(spec, task, {k: [v[i] for i in order] for k, v in hparams.items()},
+                               [seeds[i] for i in order], epochs=epochs, checkpoints=checkpoints, device=device,
+                               dropout_seed=dropout_seed, eval_batch=eval_batch, progress=progress)
+        inv = np.argsort(order)
+        return PopulationResult([a[inv] for a in res.params], {k: v[inv] for k, v in res.metrics.items()},
+                                res.status[inv], res.diverged_epoch[inv])
+    device = torch.device(device)
     for name in STRUCTURAL:
         if len(set(hparams[name])) != 1:
             raise ValueError(f"models of one population must share {name}, found {sorted(set(hparams[name]))}")
@@ -167,7 +175,7 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
         in_subset[i, sub] = True
     in_subset = in_subset.to(device)
 
-    opt = PopulationOptimizer(params, hparams["optimizer"][0], torch.tensor(hparams["lr"]),
+    opt = PopulationOptimizer(params, list(hparams["optimizer"]), torch.tensor(hparams["lr"]),
                               torch.tensor(hparams["weight_decay"]), torch.tensor(hparams["momentum"]))
     dropout = torch.tensor(hparams["dropout"], dtype=torch.float32, device=device)
     dropout = dropout if bool((dropout > 0).any()) else None

@@ -1,0 +1,126 @@
+"""The ``wsl`` command: ``wsl zoo generate|info|verify|merge`` and ``wsl demo``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _zoo_generate(args) -> int:
+    from zoo.config import load_config
+    from zoo.generate import generate, parse_shard
+
+    config = load_config(resolve_config(args.config))
+    generate(config, args.out, shard=parse_shard(args.shard), device=args.device, progress=not args.quiet)
+    return 0
+
+
+def _zoo_info(args) -> int:
+    from zoo.store import Zoo
+
+    with Zoo(args.file) as z:
+        print(z.summary())
+        if args.plot:
+            from wsl.plots import metric_histogram
+
+            out = metric_histogram(z, args.plot)
+            print(f"histogram written to {out}")
+    return 0
+
+
+def _zoo_verify(args) -> int:
+    from zoo.verify import verify
+
+    status = 0
+    for f in args.files:
+        problems = verify(f)
+        if problems:
+            status = 1
+            print(f"{f}: {len(problems)} problem(s)")
+            for p in problems[: args.max_problems]:
+                print("  " + p)
+            if len(problems) > args.max_problems:
+                print(f"  ... and {len(problems) - args.max_problems} more")
+        else:
+            print(f"{f}: OK")
+    return status
+
+
+def _zoo_merge(args) -> int:
+    from zoo.merge import merge
+
+    out = merge(args.parts, args.out)
+    print(f"merged {len(args.parts)} parts into {out}")
+    return 0
+
+
+def _demo(args) -> int:
+    from wsl.demo import run_demo
+
+    run_demo(out_dir=args.out_dir, config=resolve_config(args.config), device=args.device)
+    return 0
+
+
+def resolve_config(name: str) -> Path:
+    """A config path, or the name of a config shipped in configs/zoo/ (``digits_mlp``)."""
+    p = Path(name)
+    if p.exists():
+        return p
+    shipped = REPO_ROOT / "configs" / "zoo" / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if shipped.exists():
+        return shipped
+    available = sorted(q.stem for q in (REPO_ROOT / "configs" / "zoo").glob("*.yaml"))
+    raise FileNotFoundError(f"config {name!r} not found (not a file, nor one of the shipped configs {available})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wsl", description="Weight-space learning: model zoos and learning on weights.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    zoo = sub.add_parser("zoo", help="generate and inspect model zoos").add_subparsers(dest="zoo_command", required=True)
+    g = zoo.add_parser("generate", help="train a zoo from a config (resumes an interrupted run)")
+    g.add_argument("config", help="zoo config YAML, or the name of one in configs/zoo/ (e.g. digits_mlp)")
+    g.add_argument("--out", help="zoo file (default: zoos/<name>[.shard-i-of-n].h5)")
+    g.add_argument("--shard", help="i/n: generate only the i-th of n parts (merge them with 'wsl zoo merge')")
+    g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.set_defaults(func=_zoo_generate)
+
+    i = zoo.add_parser("info", help="describe a zoo file")
+    i.add_argument("file")
+    i.add_argument("--plot", metavar="PNG", help="write a histogram of the test metric to this PNG")
+    i.set_defaults(func=_zoo_info)
+
+    v = zoo.add_parser("verify", help="check zoo files for truncation and corruption")
+    v.add_argument("files", nargs="+")
+    v.add_argument("--max-problems", type=int, default=50)
+    v.set_defaults(func=_zoo_verify)
+
+    m = zoo.add_parser("merge", help="join shard files into one zoo")
+    m.add_argument("parts", nargs="+")
+    m.add_argument("--out", required=True)
+    m.set_defaults(func=_zoo_merge)
+
+    d = sub.add_parser("demo", help="generate the demo zoo, train a predictor, predict held-out checkpoints")
+    d.add_argument("--out-dir", default="wsl_demo")
+    d.add_argument("--config", default="digits_mlp")
+    d.add_argument("--device", default="auto")
+    d.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        # Bad input: one clear line, no traceback.
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"wsl: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

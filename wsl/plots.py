@@ -1,0 +1,45 @@
+"""PNG plots of zoos and predictions (matplotlib, headless)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def metric_histogram(zoo, out: str | Path, metric: str | None = None) -> Path:
+    """Histogram of a metric (default: test accuracy, else test loss) at the last checkpoint."""
+    metric = metric or ("test_acc" if "test_acc" in zoo.metric_names else "test_loss")
+    vals = zoo.metric(metric)[:, -1][zoo.done]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(vals, bins=40, color="tab:blue", alpha=0.85)
+    ax.set_xlabel(f"{metric} at epoch {zoo.checkpoint_epochs[-1]}")
+    ax.set_ylabel("models")
+    ax.set_title(f"{zoo.name}: {len(vals)} models")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def prediction_scatter(results: dict[str, tuple[np.ndarray, np.ndarray, str]], target: str, out: str | Path) -> Path:
+    """Predicted vs true, one panel per predictor: name -> (true, predicted, caption)."""
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4.6), squeeze=False)
+    for ax, (name, (y, p, caption)) in zip(axes[0], results.items()):
+        lo, hi = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
+        ax.plot([lo, hi], [lo, hi], color="gray", lw=1, ls="--")
+        ax.scatter(y, p, s=6, alpha=0.5)
+        ax.set_xlabel(f"true {target}")
+        ax.set_ylabel(f"predicted {target}")
+        ax.set_title(f"{name}\n{caption}", fontsize=10)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

@@ -1,0 +1,112 @@
+"""Check a zoo file for truncation and corruption, and say where: which model, which layer.
+
+Every parameter chunk (one model, all checkpoints) carries a Fletcher-32 checksum, so a flipped
+byte is caught on read. A truncated file cannot be opened by HDF5 at all; ``verify`` then reads a
+zero-padded copy to name the models whose weights lay in the lost bytes.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .store import FORMAT, FORMAT_VERSION, STATUS_NAMES
+from .weight_space import WeightSpaceSpec
+
+
+def _check_file(f: h5py.File, where: str) -> list[str]:
+    problems: list[str] = []
+    if f.attrs.get("format") != FORMAT:
+        return [f"{where}: not a wsl zoo file (attribute 'format' is {f.attrs.get('format')!r})"]
+    if int(f.attrs.get("format_version", -1)) != FORMAT_VERSION:
+        return [f"{where}: format version {f.attrs.get('format_version')}, expected {FORMAT_VERSION}"]
+    try:
+        spec = WeightSpaceSpec.from_json(f.attrs["spec"])
+    except Exception as e:  # noqa: BLE001 - any parse failure is corruption of the attribute
+        return [f"{where}: attribute 'spec' is unreadable ({e})"]
+    C = len(f.attrs["checkpoint_epochs"])
+    try:
+        index = f["models/index"][()]
+        status = f["models/status"][()]
+        div = f["models/diverged_epoch"][()]
+    except Exception as e:  # noqa: BLE001
+        return [f"{where}: /models is unreadable ({e})"]
+    M = len(index)
+    for name, arr in (("status", status), ("diverged_epoch", div)):
+        if len(arr) != M:
+            problems.append(f"{where}: /models/{name} has {len(arr)} entries, expected {M}")
+    bad_status = sorted(set(np.unique(status)) - set(STATUS_NAMES))
+    if bad_status:
+        problems.append(f"{where}: /models/status holds unknown codes {bad_status}; expected {STATUS_NAMES}")
+    for i in np.flatnonzero((status == 2) & (div < 0)):
+        problems.append(f"{where}: model {index[i]} is marked diverged but has no diverged_epoch")
+    done = status == 1
+    for p in spec.params:
+        if p.name not in f.get("params", {}):
+            problems.append(f"{where}: layer {p.name}: dataset /params/{p.name} is missing")
+            continue
+        ds = f["params"][p.name]
+        if ds.shape != (M, C, *p.shape):
+            problems.append(f"{where}: layer {p.name}: shape {ds.shape}, expected {(M, C, *p.shape)}")
+            continue
+        for r in range(M):
+            try:
+                w = ds[r]
+            except Exception as e:  # noqa: BLE001 - a checksum or decompression error
+                problems.append(f"{where}: model {index[r]} (row {r}), layer {p.name}: unreadable ({_short(e)})")
+                continue
+            if done[r] and not np.isfinite(w).all():
+                problems.append(f"{where}: model {index[r]} (row {r}), layer {p.name}: marked done but holds NaN/inf")
+    for m in json.loads(f.attrs.get("metric_names", "[]")):
+        if m not in f.get("metrics", {}):
+            problems.append(f"{where}: metric {m}: dataset /metrics/{m} is missing")
+            continue
+        try:
+            vals = f["metrics"][m][()]
+        except Exception as e:  # noqa: BLE001
+            problems.append(f"{where}: metric {m}: unreadable ({_short(e)})")
+            continue
+        if vals.shape != (M, C):
+            problems.append(f"{where}: metric {m}: shape {vals.shape}, expected {(M, C)}")
+            continue
+        for r in np.flatnonzero(done & ~np.isfinite(vals).all(1)):
+            problems.append(f"{where}: model {index[r]} (row {r}), metric {m}: marked done but NaN")
+    return problems
+
+
+def _short(e: Exception) -> str:
+    return str(e).splitlines()[0][:160]
+
+
+def verify(path: str | Path) -> list[str]:
+    """Problems found in the zoo file (an empty list: the file is intact). Pending models are not
+    problems: they are reported by ``wsl zoo info`` and finished by resuming."""
+    path = Path(path)
+    if not path.exists():
+        return [f"{path}: file not found"]
+    try:
+        with h5py.File(path, "r") as f:
+            return _check_file(f, str(path))
+    except OSError as e:
+        msg = str(e)
+        m = re.search(r"eof = (\d+).*stored_eof = (\d+)", msg)
+        if not m:
+            return [f"{path}: cannot be opened as HDF5 ({_short(e)})"]
+        found, expected = int(m.group(1)), int(m.group(2))
+        head = f"{path}: truncated: {found} bytes, the file records {expected}"
+        with tempfile.TemporaryDirectory() as tmp:
+            padded = Path(tmp) / "padded.h5"
+            shutil.copyfile(path, padded)
+            with open(padded, "r+b") as fh:
+                fh.truncate(expected)  # zero-fill the lost tail
+            try:
+                with h5py.File(padded, "r") as f:
+                    found_problems = _check_file(f, str(path))
+            except OSError as e2:
+                return [head + f"; the file's metadata lay in the lost bytes ({_short(e2)})"]
+        return [head] + found_problems
