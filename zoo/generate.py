@@ -98,7 +98,7 @@ def default_output(config: ZooConfig, shard: tuple[int, int]) -> Path:
 
 
 def generate(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[int, int] = (0, 1),
-             device: str = "auto", progress: bool = True, log: Callable[[str], None] = print,
+             device: str = "auto", progress: bool = True, log: Callable[[str], None] = lambda s: print(s, flush=True),
              max_chunks: int | None = None) -> Path:
     """Generate (or resume) the zoo of ``config`` into ``out``; return the file's path.
 
@@ -106,8 +106,11 @@ def generate(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[i
     """
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     out = Path(out) if out is not None else default_output(config, shard)
-    task, spec = build_task_and_spec(config)
     indices = shard_indices(config.num_models, shard)
+    if len(indices) == 0:
+        raise ValueError(f"--shard: shard {shard[0]}/{shard[1]} of a zoo of {config.num_models} models holds no "
+                         f"models; use at most {config.num_models} shards")
+    task, spec = build_task_and_spec(config)
     chash = config.hash()
 
     hparams = sample_hparams(config, indices)
@@ -165,7 +168,7 @@ def generate(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[i
         msg = f"chunk {k + 1}/{len(todo)} written: models {int(indices[pos[0]])}..{int(indices[pos[-1]])}"
         if n_div:
             msg += f" ({n_div} diverged)"
-        (bar.write if bar is not None else log)(msg)
+        bar.write(msg) if bar is not None else log(msg)
     if bar is not None:
         bar.close()
     elapsed = time.perf_counter() - t0

@@ -16,8 +16,9 @@ Layout (format ``wsl-zoo``, version 1)::
                            reproduces the same chunks)
     /params/<param name>   float32 [M, C, *shape]; HDF5 chunk = one model (all checkpoints),
                            gzip + shuffle + fletcher32 checksums; NaN where never written
+                           (every other dataset is chunked and checksummed too)
     /metrics/<metric>      float32 [M, C]: train/val/test loss and accuracy (or the task's metric)
-    /hparams/<name>        [M] float64, int64 or UTF-8 strings: the model's hyperparameters
+    /hparams/<name>        [M] float64, int64 or fixed-length UTF-8 strings: the model's hyperparameters
     /models/index          int64 [M]: global model index, also the run id (one run = one model)
     /models/seed           uint32 [M]: the model's seed (init, subset, label noise, data order)
     /models/status         uint8 [M]: 0 pending, 1 done, 2 diverged
@@ -100,21 +101,29 @@ def create_zoo(path: str | Path, *, name: str, config_json: str, config_hash: st
                              fillvalue=np.nan)
         g = f.create_group("metrics")
         for m in metric_names:
-            g.create_dataset(m, shape=(M, C), dtype="f4", fillvalue=np.nan)
+            _small_dataset(g, m, np.full((M, C), np.nan, dtype=np.float32))
         g = f.create_group("hparams")
         for k, vals in hparams.items():
             if all(isinstance(v, str) for v in vals):
-                g.create_dataset(k, data=np.asarray(vals, dtype=object), dtype=h5py.string_dtype())
+                width = max(1, max(len(v.encode()) for v in vals))
+                _small_dataset(g, k, np.asarray([v.encode() for v in vals], dtype=f"S{width}"))  # UTF-8 bytes
             elif all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in vals):
-                g.create_dataset(k, data=np.asarray(vals, dtype=np.int64))
+                _small_dataset(g, k, np.asarray(vals, dtype=np.int64))
             else:
-                g.create_dataset(k, data=np.asarray(vals, dtype=np.float64))
+                _small_dataset(g, k, np.asarray(vals, dtype=np.float64))
         g = f.create_group("models")
-        g.create_dataset("index", data=np.asarray(indices, dtype=np.int64))
-        g.create_dataset("seed", data=np.asarray(seeds, dtype=np.uint32))
-        g.create_dataset("status", data=np.zeros(M, dtype=np.uint8))
-        g.create_dataset("diverged_epoch", data=np.full(M, -1, dtype=np.int32))
+        _small_dataset(g, "index", np.asarray(indices, dtype=np.int64))
+        _small_dataset(g, "seed", np.asarray(seeds, dtype=np.uint32))
+        _small_dataset(g, "status", np.zeros(M, dtype=np.uint8))
+        _small_dataset(g, "diverged_epoch", np.full(M, -1, dtype=np.int32))
     os.replace(tmp, path)
+
+
+def _small_dataset(group: h5py.Group, name: str, data: np.ndarray) -> None:
+    """Per-model metadata: chunked with checksums like the weights, so corruption is detected."""
+    chunks = (min(len(data), 65536), *data.shape[1:])
+    group.create_dataset(name, data=data, chunks=chunks, compression="gzip",
+                         compression_opts=1, shuffle=True, fletcher32=True)
 
 
 def write_models(path: str | Path, rows: np.ndarray, params: dict[str, np.ndarray], metrics: dict[str, np.ndarray],
@@ -217,7 +226,7 @@ class Zoo:
         if name not in self.hparam_names:
             raise KeyError(f"{self.path}: no hyperparameter {name!r}; stored: {self.hparam_names}")
         ds = self.file["hparams"][name]
-        return ds.asstr()[()] if h5py.check_string_dtype(ds.dtype) else ds[()]
+        return ds.asstr("utf-8")[()] if h5py.check_string_dtype(ds.dtype) else ds[()]
 
     def select(self, *, status: str | None = "done", checkpoint: int = -1, **conditions) -> np.ndarray:
         """File rows of the models that meet every condition, e.g.
@@ -260,10 +269,10 @@ class Zoo:
     def batch(self, rows, checkpoint: int = -1) -> dict[str, torch.Tensor]:
         """Weights of models ``rows`` at a checkpoint position: name -> tensor [k, *shape]."""
         c = self.checkpoint_position(checkpoint)
+        uniq, inverse = self._rows(rows)  # validates rows: a negative row must not wrap around
         if c in self._cache:
-            rows = np.asarray(rows, dtype=np.int64)
+            rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
             return {n: torch.from_numpy(a[rows]) for n, a in self._cache[c].items()}
-        uniq, inverse = self._rows(rows)
         out = {}
         for p in self.spec.params:
             arr = self.file["params"][p.name][uniq, c] if len(uniq) else np.zeros((0, *p.shape), np.float32)

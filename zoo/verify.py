@@ -79,6 +79,25 @@ def _check_file(f: h5py.File, where: str) -> list[str]:
     return problems
 
 
+def _lost_metadata(f: h5py.File, where: str, eof: int) -> list[str]:
+    """The per-model metadata (metrics, status, hparams, ...) whose bytes lay beyond the end of a
+    truncated file: a zero-filled chunk can pass its checksum, so look at where chunks lie."""
+    lost: list[str] = []
+
+    def visit(name, obj):
+        if not isinstance(obj, h5py.Dataset) or name.startswith("params/"):
+            return  # weights are checked model by model in _check_file
+        if obj.chunks is None:
+            spans = [(obj.id.get_offset(), obj.id.get_storage_size())]
+        else:
+            spans = [(c.byte_offset, c.size) for c in map(obj.id.get_chunk_info, range(obj.id.get_num_chunks()))]
+        if any(off is not None and off + size > eof for off, size in spans):
+            lost.append(f"{where}: dataset /{name} lay in the lost bytes (values there now read as zeros)")
+
+    f.visititems(visit)
+    return lost
+
+
 def _short(e: Exception) -> str:
     return str(e).splitlines()[0][:160]
 
@@ -106,7 +125,7 @@ def verify(path: str | Path) -> list[str]:
                 fh.truncate(expected)  # zero-fill the lost tail
             try:
                 with h5py.File(padded, "r") as f:
-                    found_problems = _check_file(f, str(path))
+                    found_problems = _lost_metadata(f, str(path), found) + _check_file(f, str(path))
             except OSError as e2:
                 return [head + f"; the file's metadata lay in the lost bytes ({_short(e2)})"]
         return [head] + found_problems

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create (or reuse) the local virtual environment .venv and install wsl into it, editable, with
+# the CPU build of PyTorch. Users with a GPU override the pin, e.g. WSL_TORCH="torch==2.13.0"
+# from their CUDA index, or WSL_TORCH=torch for the newest release.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+TORCH_SPEC="${WSL_TORCH:-torch==2.13.0}"
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+# Skip the install when nothing changed since the last one (same pyproject and torch pin).
+stamp=".venv/.wsl-setup-$(cat pyproject.toml <(echo "$TORCH_SPEC") | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "$TORCH_SPEC"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+  rm -f .venv/.wsl-setup-*
+  touch "$stamp"
+fi
