@@ -1,0 +1,119 @@
+"""Batched weights: a batch of networks of one weight space, as per-layer tensors.
+
+``WeightBatch`` holds, for every layer of ``spec.layers``, a weight tensor ``[B, out, in, *kernel]``
+and a bias tensor ``[B, out]`` (or ``None`` for a layer without bias). It converts to and from
+
+- the stacked parameter list of the population trainer and of ``zoo.functional.population_forward``
+  (``spec.params`` order),
+- a zoo batch (``{"layers.0.weight": [B, ...], ...}``) and single ``state_dict``s, by the spec's
+  explicit names, never key order,
+- a flat vector ``[B, P]`` (``spec.params`` order, each tensor row-major).
+
+The neural-graph form lives in ``wsl.graph``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+from torch import Tensor
+
+from zoo.weight_space import WeightSpaceSpec
+
+
+@dataclass
+class WeightBatch:
+    spec: WeightSpaceSpec
+    weights: list[Tensor]  # per layer [B, out, in, *kernel]
+    biases: list[Tensor | None]  # per layer [B, out]
+
+    def __post_init__(self) -> None:
+        if len(self.weights) != len(self.spec.layers) or len(self.biases) != len(self.spec.layers):
+            raise ValueError(f"expected {len(self.spec.layers)} layers, found {len(self.weights)} weights "
+                             f"and {len(self.biases)} biases")
+        B = self.weights[0].shape[0]
+        for layer, w, b in zip(self.spec.layers, self.weights, self.biases):
+            if tuple(w.shape[1:]) != layer.weight.shape or w.shape[0] != B:
+                raise ValueError(f"{layer.name}.weight: expected [{B}, {', '.join(map(str, layer.weight.shape))}], "
+                                 f"found {list(w.shape)}")
+            if (b is None) != (not layer.bias):
+                raise ValueError(f"{layer.name}.bias: expected {'a tensor' if layer.bias else 'None'}")
+            if b is not None and tuple(b.shape) != (B, layer.out_features):
+                raise ValueError(f"{layer.name}.bias: expected [{B}, {layer.out_features}], found {list(b.shape)}")
+
+    # --- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_params(cls, spec: WeightSpaceSpec, params: list[Tensor] | Mapping[str, Tensor]) -> "WeightBatch":
+        """From stacked parameters: a list in ``spec.params`` order or a name -> tensor mapping
+        (a zoo batch). Mappings are checked against the spec's names and shapes."""
+        if isinstance(params, Mapping):
+            spec.check_state_dict({k: v[0] for k, v in params.items()}, "weights")
+            params = [params[p.name] for p in spec.params]
+        it = iter(params)
+        weights, biases = [], []
+        for layer in spec.layers:
+            weights.append(next(it))
+            biases.append(next(it) if layer.bias else None)
+        return cls(spec, weights, biases)
+
+    @classmethod
+    def from_state_dicts(cls, spec: WeightSpaceSpec, state_dicts: list[Mapping[str, Tensor]],
+                         source: str = "state_dict") -> "WeightBatch":
+        """Stack plain ``state_dict``s (each checked: missing, unexpected or mis-shaped names raise)."""
+        for k, sd in enumerate(state_dicts):
+            spec.check_state_dict(sd, f"{source} {k}" if len(state_dicts) > 1 else source)
+        return cls.from_params(spec, [torch.stack([sd[p.name] for sd in state_dicts]).float() for p in spec.params])
+
+    @classmethod
+    def from_flat(cls, spec: WeightSpaceSpec, flat: Tensor) -> "WeightBatch":
+        if flat.dim() != 2 or flat.shape[1] != spec.num_params:
+            raise ValueError(f"flat weights must be [B, {spec.num_params}], found {list(flat.shape)}")
+        parts, s = [], 0
+        for p in spec.params:
+            parts.append(flat[:, s:s + p.numel].reshape(-1, *p.shape))
+            s += p.numel
+        return cls.from_params(spec, parts)
+
+    # --- conversion ---------------------------------------------------------------------------
+    def params(self) -> list[Tensor]:
+        """Stacked parameters in ``spec.params`` order (the population trainer's form)."""
+        out = []
+        for w, b in zip(self.weights, self.biases):
+            out.append(w)
+            if b is not None:
+                out.append(b)
+        return out
+
+    def to_dict(self) -> dict[str, Tensor]:
+        """name -> [B, *shape], the zoo's batch form."""
+        return {p.name: t for p, t in zip(self.spec.params, self.params())}
+
+    def state_dict(self, i: int) -> dict[str, Tensor]:
+        """Network ``i`` as a ``state_dict`` for ``zoo.architectures.TorchNet(spec)``."""
+        return {p.name: t[i] for p, t in zip(self.spec.params, self.params())}
+
+    def flatten(self) -> Tensor:
+        return torch.cat([t.flatten(1) for t in self.params()], 1)
+
+    # --- tensor plumbing ----------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.weights[0].shape[0]
+
+    def map(self, fn) -> "WeightBatch":
+        """Apply ``fn`` to every tensor."""
+        return WeightBatch(self.spec, [fn(w) for w in self.weights], [None if b is None else fn(b) for b in self.biases])
+
+    def to(self, *args, **kwargs) -> "WeightBatch":
+        return self.map(lambda t: t.to(*args, **kwargs))
+
+    def __getitem__(self, idx) -> "WeightBatch":
+        """Select networks (an int keeps the batch axis)."""
+        if isinstance(idx, int):
+            idx = slice(idx, idx + 1) if idx != -1 else slice(-1, None)
+        return self.map(lambda t: t[idx])
+
+    @staticmethod
+    def cat(batches: list["WeightBatch"]) -> "WeightBatch":
+        spec = batches[0].spec
+        return WeightBatch.from_params(spec, [torch.cat(ts) for ts in zip(*[b.params() for b in batches])])
