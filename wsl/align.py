@@ -1,0 +1,93 @@
+"""Weight matching (Ainsworth et al. 2023, "Git Re-Basin"): permute networks' hidden neurons onto a reference.
+
+Networks that compute the same function can sit at different points of weight space, one per
+permutation of their hidden neurons. Aligning every network to one reference removes most of this
+arbitrariness, so that averaging, interpolating (``wsl.augment.AlignedMixUp``) or comparing weights
+entry by entry becomes meaningful.
+
+For a network ``W`` and the reference ``R``, weight matching maximises
+
+    sum over layers  < R_l, P_out(l) W_l P_in(l)^T >  +  < r_l, P_out(l) b_l >
+
+over the hidden permutations (convolution kernels: summed over taps). Jointly this is NP-hard; it
+is solved by coordinate descent: with all other groups fixed, the best permutation of one group is
+a linear assignment problem (``scipy.optimize.linear_sum_assignment``). Groups are visited in a
+random order until a full pass changes nothing. Each step can only raise the objective.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+from .symmetry import permute
+from .weights import WeightBatch
+
+
+def matching_objective(reference: WeightBatch, wb: WeightBatch) -> Tensor:
+    """``[B]``: the inner product of each network's weights and biases with the reference's."""
+    ref = reference.flatten().to(wb.weights[0])
+    return (wb.flatten() * ref).sum(1)
+
+
+def _assignment_costs(reference: WeightBatch, wb: WeightBatch, group: str) -> Tensor:
+    """``[B, n, n]``: entry ``[b, j, k]`` is the gain of placing network b's neuron ``k`` at the
+    reference's position ``j`` of ``group``, with every other axis as ``wb`` has it now."""
+    n = wb.spec.groups[group]
+    cost = wb.weights[0].new_zeros(len(wb), n, n)
+    for i, layer in enumerate(wb.spec.layers):
+        w, r = wb.weights[i], reference.weights[i][0]
+        if layer.out_group == group:  # the neuron's incoming weights and bias
+            cost += torch.einsum("jx,bkx->bjk", r.reshape(n, -1), w.reshape(len(wb), n, -1))
+            if layer.bias:
+                cost += reference.biases[i][0][:, None] * wb.biases[i][:, None, :]
+        if layer.in_group == group:  # its outgoing weights
+            cost += torch.einsum("jx,bkx->bjk", r.transpose(0, 1).reshape(n, -1),
+                                 w.transpose(1, 2).reshape(len(wb), n, -1))
+    return cost
+
+
+def match_permutations(reference: WeightBatch, wb: WeightBatch, max_iter: int = 50,
+                       seed: int = 0) -> dict[str, Tensor]:
+    """Per network, the hidden permutations (group -> ``[B, n]``, as ``wsl.symmetry.permute`` takes
+    them) that bring ``wb`` closest to the single network ``reference`` by weight matching.
+
+    ``max_iter`` bounds the passes over all groups; ``seed`` fixes the random group order. A network
+    stops as soon as one full pass leaves all its permutations unchanged.
+    """
+    if len(reference) != 1:
+        raise ValueError(f"the reference must be one network, found a batch of {len(reference)}")
+    if reference.spec.to_dict() != wb.spec.to_dict():
+        raise ValueError("the reference and the networks to align have different weight spaces")
+    spec, B = wb.spec, len(wb)
+    device = wb.weights[0].device
+    # float64 on CPU: the assignment is solved by scipy, and exact ties between distinct neurons
+    # should come only from the weights, not from rounding
+    wb64 = wb.to(device="cpu", dtype=torch.float64)
+    ref64 = reference.to(device="cpu", dtype=torch.float64)
+    perms = {g: torch.arange(spec.groups[g]).repeat(B, 1) for g in spec.permutable}
+    active = np.ones(B, dtype=bool)
+    groups = list(spec.permutable)
+    rng = np.random.default_rng(seed)
+    for _ in range(max_iter):
+        if not active.any():
+            break
+        changed = np.zeros(B, dtype=bool)
+        for k in rng.permutation(len(groups)):
+            g = groups[k]
+            others = {h: p for h, p in perms.items() if h != g}
+            cost = _assignment_costs(ref64, permute(wb64, others), g).numpy()
+            for b in np.flatnonzero(active):
+                _, cols = linear_sum_assignment(cost[b], maximize=True)
+                new = torch.from_numpy(cols)
+                if not torch.equal(new, perms[g][b]):
+                    perms[g][b] = new
+                    changed[b] = True
+        active &= changed
+    return {g: p.to(device) for g, p in perms.items()}
+
+
+def align(wb: WeightBatch, reference: WeightBatch, max_iter: int = 50, seed: int = 0) -> WeightBatch:
+    """``wb`` with each network's hidden neurons permuted to match ``reference`` (same functions)."""
+    return permute(wb, match_permutations(reference, wb, max_iter=max_iter, seed=seed))
