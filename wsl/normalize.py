@@ -1,0 +1,115 @@
+"""Normalisation of weights and regression targets, stored as buffers so checkpoints carry it.
+
+``WeightNormalizer`` maps every parameter tensor ``t`` to ``asinh(t / scale_t)`` with one scalar
+``scale_t`` per tensor of the spec (``spec.params`` order). Why this form:
+
+- a scalar per tensor, and no mean subtracted, commutes with the weight-space symmetries that
+  learning on weights relies on: neuron permutations (any per-tensor scalar map does) and sign
+  flips of tanh networks (``asinh`` is odd);
+- the scale is the median over networks of each network's RMS of that tensor, so a few blown-up
+  networks (weights around 1e5 and more appear in zoos with wide hyperparameter ranges) do not
+  shrink everyone else's weights to zero, as a mean/std fit does;
+- ``asinh`` is linear near zero and logarithmic far out, so those blown-up networks still give
+  finite, moderate inputs, and it is exactly invertible (``scale * sinh``).
+
+``TargetNormalizer`` standardises a scalar regression target with mean and std of the training
+split, so the predictor's loss is on a unit scale and predictions map back to the target's units.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import Tensor, nn
+
+from zoo.weight_space import WeightSpaceSpec
+
+from .weights import WeightBatch
+
+
+def _weight_batches(data) -> Iterable[WeightBatch]:
+    """A WeightBatch, or an iterable of WeightBatch or of (WeightBatch, ...) tuples (a loader)."""
+    if isinstance(data, WeightBatch):
+        yield data
+        return
+    for item in data:
+        yield item[0] if isinstance(item, (tuple, list)) else item
+
+
+class WeightNormalizer(nn.Module):
+    """x -> asinh(x / scale) per parameter tensor; ``scale`` is a buffer fitted by ``fit``."""
+
+    def __init__(self, spec: WeightSpaceSpec):
+        super().__init__()
+        self.spec = spec
+        self.register_buffer("scale", torch.ones(len(spec.params)))
+
+    @torch.no_grad()
+    def fit(self, data) -> "WeightNormalizer":
+        """Set each tensor's scale to the median over networks of their RMS (non-finite and zero
+        RMS ignored: an all-zero tensor, e.g. zero-initialised biases, must not give scale 0)."""
+        rms: list[list[Tensor]] = [[] for _ in self.spec.params]
+        for wb in _weight_batches(data):
+            self._check(wb)
+            for k, t in enumerate(wb.params()):
+                rms[k].append(t.detach().flatten(1).double().pow(2).mean(1).sqrt().cpu())
+        if not rms[0]:
+            raise ValueError("WeightNormalizer.fit: no weights given")
+        scale = torch.ones(len(self.spec.params), dtype=torch.float64)
+        for k, parts in enumerate(rms):
+            r = torch.cat(parts)
+            r = r[torch.isfinite(r) & (r > 0)]
+            if len(r):
+                scale[k] = r.median()
+        self.scale.copy_(scale.to(self.scale.dtype))
+        return self
+
+    def _check(self, wb: WeightBatch) -> None:
+        if len(wb.spec.params) != len(self.scale):
+            raise ValueError(f"WeightNormalizer has {len(self.scale)} parameter tensors "
+                             f"({self.spec.param_names}), the batch {len(wb.spec.params)}")
+
+    def forward(self, wb: WeightBatch) -> WeightBatch:
+        self._check(wb)
+        out = [torch.asinh(t / s.to(t.dtype)) for t, s in zip(wb.params(), self.scale)]
+        return WeightBatch.from_params(wb.spec, out)
+
+    def inverse(self, wb: WeightBatch) -> WeightBatch:
+        self._check(wb)
+        out = [torch.sinh(t) * s.to(t.dtype) for t, s in zip(wb.params(), self.scale)]
+        return WeightBatch.from_params(wb.spec, out)
+
+    def extra_repr(self) -> str:
+        return "scale=[" + ", ".join(f"{s:.3g}" for s in self.scale.tolist()) + "]"
+
+
+class TargetNormalizer(nn.Module):
+    """y -> (y - mean) / std for a scalar regression target; buffers fitted on the training split."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(0.0))
+        self.register_buffer("std", torch.tensor(1.0))
+
+    @torch.no_grad()
+    def fit(self, y: Tensor) -> "TargetNormalizer":
+        """Mean and std of the finite values; a constant target keeps std 1 (no division by 0)."""
+        y = torch.as_tensor(y).detach().double().flatten()
+        y = y[torch.isfinite(y)]
+        if not len(y):
+            raise ValueError("TargetNormalizer.fit: no finite target values")
+        mean, std = y.mean(), y.std(unbiased=False)
+        if not std > 1e-12 * max(1.0, abs(mean.item())):
+            std = torch.tensor(1.0, dtype=torch.float64)
+        self.mean.copy_(mean)
+        self.std.copy_(std)
+        return self
+
+    def forward(self, y: Tensor) -> Tensor:
+        return (y - self.mean.to(y.dtype)) / self.std.to(y.dtype)
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return y * self.std.to(y.dtype) + self.mean.to(y.dtype)
+
+    def extra_repr(self) -> str:
+        return f"mean={self.mean.item():.4g}, std={self.std.item():.4g}"
