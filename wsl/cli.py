@@ -1,4 +1,5 @@
-"""The ``wsl`` command: ``wsl zoo generate|info|verify|merge`` and ``wsl demo``."""
+"""The ``wsl`` command: ``wsl zoo generate|info|verify|merge``, ``wsl fit|validate|test`` (LightningCLI),
+``wsl predict`` and ``wsl demo``."""
 from __future__ import annotations
 
 import argparse
@@ -56,6 +57,14 @@ def _zoo_merge(args) -> int:
     return 0
 
 
+def _predict(args) -> int:
+    from wsl.predict import run_predict
+
+    run_predict(args.model, args.inputs, csv_path=args.csv, split=args.split, checkpoint=args.checkpoint,
+                max_rows=args.max_rows)
+    return 0
+
+
 def _demo(args) -> int:
     from wsl.demo import run_demo
 
@@ -103,6 +112,20 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True)
     m.set_defaults(func=_zoo_merge)
 
+    for name, what in (("fit", "train a weight-space model"), ("validate", "evaluate on validation runs"),
+                       ("test", "evaluate on test runs")):
+        sub.add_parser(name, help=f"{what} (LightningCLI: wsl {name} --config configs/predict/<name>.yaml)",
+                       add_help=False)
+
+    p = sub.add_parser("predict", help="predict properties of checkpoint files or zoos with a trained predictor")
+    p.add_argument("--model", required=True, help="predictor checkpoint (.ckpt) written by wsl fit")
+    p.add_argument("inputs", nargs="+", help=".pt / .safetensors state_dicts, folders of them, or zoo .h5 files")
+    p.add_argument("--csv", help="also write every prediction to this CSV file")
+    p.add_argument("--split", choices=["train", "val", "test", "all"], help="zoo inputs: only this split's runs")
+    p.add_argument("--checkpoint", type=int, default=-1, help="zoo inputs: checkpoint position (-1 = last)")
+    p.add_argument("--max-rows", type=int, default=20, help="rows printed (all go to --csv)")
+    p.set_defaults(func=_predict)
+
     d = sub.add_parser("demo", help="generate the demo zoo, train a predictor, predict held-out checkpoints")
     d.add_argument("--out-dir", default="wsl_demo")
     d.add_argument("--config", default="digits_mlp")
@@ -112,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("fit", "validate", "test"):
+        from wsl.lightning_cli import run_lightning_cli
+
+        run_lightning_cli(argv)
+        return 0
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -1,0 +1,170 @@
+"""``wsl predict``: a trained predictor applied to checkpoints from anywhere.
+
+Inputs are ``.pt``/``.pth`` state_dicts (loaded with ``weights_only=True``: checkpoints from
+strangers are untrusted), ``.safetensors`` files, folders of them, or zoo files (all finished
+models at a checkpoint, or one split of the predictor's own data module). Every input is checked
+against the predictor's weight space by parameter name and shape; a mismatch names both.
+"""
+from __future__ import annotations
+
+import csv
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zoo.store import Zoo
+
+from .predictor import PropertyPredictor
+from .weights import WeightBatch
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
+
+
+@dataclass
+class Prediction:
+    source: str  # file, or "zoo.h5#model=17@epoch=30"
+    value: float | str  # regression value, or predicted class name
+    confidence: float | None = None  # classification: probability of the predicted class
+    true: float | str | None = None  # when the input is a zoo that stores the target
+
+
+def load_predictor(path: str | Path) -> PropertyPredictor:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: predictor checkpoint not found")
+    # A predictor checkpoint is one this library wrote (it holds hyperparameters, not only tensors).
+    model = PropertyPredictor.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+    return model.eval()
+
+
+def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    """A state_dict from an untrusted file: tensors only, never pickled code."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - report any unreadable file the same way
+        raise ValueError(f"{path}: cannot be read as a tensors-only torch file ({str(e).splitlines()[0]})") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path}: expected a state_dict (a mapping of names to tensors)")
+    return obj
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    files = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.suffix in CHECKPOINT_SUFFIXES + (".h5",))
+            if not found:
+                raise FileNotFoundError(f"{p}: folder holds no {', '.join(CHECKPOINT_SUFFIXES + ('.h5',))} files")
+            files += found
+        elif p.exists():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: input not found")
+    return files
+
+
+def _format(model: PropertyPredictor, values: torch.Tensor) -> list[tuple[float | str, float | None]]:
+    if model.regression:
+        return [(float(v), None) for v in values]
+    names = model.hparams.class_names or [str(i) for i in range(values.shape[1])]
+    conf, idx = values.max(1)
+    return [(names[int(i)], float(c)) for i, c in zip(idx, conf)]
+
+
+def predict_files(model: PropertyPredictor, files: list[Path], batch_size: int = 256) -> list[Prediction]:
+    out: list[Prediction] = []
+    sds = [(f, load_state_dict_file(f)) for f in files]
+    for s in range(0, len(sds), batch_size):
+        chunk = sds[s:s + batch_size]
+        for f, sd in chunk:
+            model.spec.check_state_dict(sd, str(f))
+        wb = WeightBatch.from_state_dicts(model.spec, [sd for _, sd in chunk])
+        for (f, _), (v, c) in zip(chunk, _format(model, model.predict_values(wb))):
+            out.append(Prediction(str(f), v, c))
+    return out
+
+
+def predict_zoo(model: PropertyPredictor, path: Path, split: str | None = None, checkpoint: int = -1,
+                runs: dict | None = None, batch_size: int = 1024) -> list[Prediction]:
+    with Zoo(path) as zoo:
+        if zoo.spec.to_dict()["params"] != model.spec.to_dict()["params"]:
+            exp = ", ".join(f"{p.name} {list(p.shape)}" for p in model.spec.params)
+            found = ", ".join(f"{p.name} {list(p.shape)}" for p in zoo.spec.params)
+            raise ValueError(f"{path}: weight space does not match the predictor's. Expected: {exp}. Found: {found}")
+        rows = zoo.select()
+        if split not in (None, "all"):
+            if not runs or split not in runs:
+                raise ValueError(f"--split {split}: the predictor checkpoint records no '{split}' runs for this zoo")
+            keep = {int(r) for r in runs[split]}
+            rows = np.asarray([r for r in rows if int(zoo.index[r]) in keep], dtype=np.int64)
+        target = model.hparams.target
+        truth = None
+        if target in zoo.metric_names:
+            truth = zoo.metric(target)[:, checkpoint]
+        elif target in zoo.hparam_names:
+            truth = zoo.hparam(target)
+        zoo.load(checkpoint)
+        epoch = zoo.checkpoint_epochs[checkpoint]
+        preds: list[Prediction] = []
+        for s in range(0, len(rows), batch_size):
+            r = rows[s:s + batch_size]
+            wb = WeightBatch.from_params(zoo.spec, zoo.batch(r, checkpoint))
+            for row, (v, c) in zip(r, _format(model, model.predict_values(wb))):
+                t = None if truth is None else (truth[row].item() if hasattr(truth[row], "item") else truth[row])
+                preds.append(Prediction(f"{path}#model={int(zoo.index[row])}@epoch={epoch}", v, c, t))
+        return preds
+
+
+def run_predict(model_path: str, inputs: list[str], csv_path: str | None = None, split: str | None = None,
+                checkpoint: int = -1, max_rows: int = 20, stream=sys.stdout) -> list[Prediction]:
+    model = load_predictor(model_path)
+    runs = _split_runs(model_path)
+    files = expand_inputs(inputs)
+    preds: list[Prediction] = []
+    loose = [f for f in files if f.suffix != ".h5"]
+    if loose:
+        preds += predict_files(model, loose)
+    for f in files:
+        if f.suffix == ".h5":
+            preds += predict_zoo(model, f, split, checkpoint, runs.get(str(f)) or runs.get(f.name) or runs.get("*"))
+    target = model.hparams.target or "value"
+    print(f"{'input':<60} {'predicted ' + target:>20} {'true':>10}", file=stream)
+    for p in preds[:max_rows]:
+        val = f"{p.value:.4f}" if isinstance(p.value, float) else f"{p.value} ({p.confidence:.2f})"
+        true = "" if p.true is None else (f"{p.true:.4f}" if isinstance(p.true, float) else str(p.true))
+        print(f"{p.source[-60:]:<60} {val:>20} {true:>10}", file=stream)
+    if len(preds) > max_rows:
+        print(f"... {len(preds) - max_rows} more rows" + (f" in {csv_path}" if csv_path else " (use --csv FILE)"), file=stream)
+    with_truth = [p for p in preds if p.true is not None and isinstance(p.value, float)]
+    if len(with_truth) > 2:
+        from scipy.stats import kendalltau
+
+        tau = kendalltau([p.true for p in with_truth], [p.value for p in with_truth]).statistic
+        print(f"Kendall tau against the stored {target} over {len(with_truth)} checkpoints: {tau:.3f}", file=stream)
+    if csv_path:
+        with open(csv_path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["input", f"predicted_{target}", "confidence", f"true_{target}"])
+            for p in preds:
+                w.writerow([p.source, p.value, "" if p.confidence is None else p.confidence, "" if p.true is None else p.true])
+        print(f"wrote {len(preds)} rows to {csv_path}", file=stream)
+    return preds
+
+
+def _split_runs(model_path: str) -> dict:
+    """The data module's recorded split runs, per zoo file, from a predictor checkpoint."""
+    ckpt = torch.load(model_path, map_location="cpu", weights_only=False)
+    for key, state in ckpt.items():
+        if key.endswith("ZooDataModule") or key == "datamodule_state":
+            return state.get("split_runs_by_zoo", {}) if isinstance(state, dict) else {}
+    return {}

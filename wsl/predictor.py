@@ -1,0 +1,143 @@
+"""Property prediction: a LightningModule that maps checkpoints' weights to a property.
+
+Regression (test accuracy, generalization gap, a numeric hyperparameter, ...) is trained with MSE
+on standardized targets and reported with Kendall tau, R^2 and MAE in the target's units;
+classification (optimizer, activation, an INR's class, ...) with cross-entropy and accuracy. The
+weight and target normalizers are buffers of this module: they are fitted on the training split
+by the DataModule, saved in every checkpoint, and applied unchanged at prediction time.
+"""
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import MeanAbsoluteError, R2Score
+from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.regression import KendallRankCorrCoef
+
+from zoo.weight_space import WeightSpaceSpec
+
+from .encoders import build_encoder
+from .normalize import TargetNormalizer, WeightNormalizer
+from .weights import WeightBatch
+
+
+class PropertyPredictor(pl.LightningModule):
+    def __init__(self, spec_json: str = "", num_outputs: int = 1, task_type: str = "regression",
+                 encoder: str = "hnp", encoder_kwargs: dict | None = None, lr: float = 1e-3,
+                 weight_decay: float = 1e-4, warmup_epochs: int = 1, class_names: list[str] | None = None,
+                 target: str = ""):
+        super().__init__()
+        if not spec_json:
+            raise ValueError("PropertyPredictor needs the weight space (spec_json); with `wsl fit` it comes "
+                             "from the data module's zoo file")
+        if task_type not in ("regression", "classification"):
+            raise ValueError(f"task_type must be 'regression' or 'classification', found {task_type!r}")
+        self.save_hyperparameters()
+        self.spec = WeightSpaceSpec.from_json(spec_json)
+        self.encoder = build_encoder(encoder, self.spec, num_outputs, **(encoder_kwargs or {}))
+        self.weight_normalizer = WeightNormalizer(self.spec)
+        self.target_normalizer = TargetNormalizer()
+        self.regression = task_type == "regression"
+        self.metrics = torch.nn.ModuleDict()
+        for split in ("val", "test"):
+            if self.regression:
+                self.metrics[f"{split}_tau"] = KendallRankCorrCoef()
+                self.metrics[f"{split}_r2"] = R2Score()
+                self.metrics[f"{split}_mae"] = MeanAbsoluteError()
+            else:
+                self.metrics[f"{split}_acc"] = MulticlassAccuracy(num_classes=num_outputs, average="micro")
+
+    # --- wiring with the data module -----------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if stage == "fit" and dm is not None and getattr(dm, "weight_normalizer", None) is not None:
+            self.weight_normalizer.load_state_dict(dm.weight_normalizer.state_dict())
+            if self.regression and getattr(dm, "target_normalizer", None) is not None:
+                self.target_normalizer.load_state_dict(dm.target_normalizer.state_dict())
+
+    # --- the science ---------------------------------------------------------------------------
+    def forward(self, wb: WeightBatch) -> Tensor:
+        """Raw outputs: standardized predictions (regression) or logits (classification)."""
+        return self.encoder(self.weight_normalizer(wb))
+
+    @torch.no_grad()
+    def predict_values(self, wb: WeightBatch) -> Tensor:
+        """Predictions in the target's units [B], or class probabilities [B, classes]."""
+        out = self(wb)
+        if self.regression:
+            return self.target_normalizer.inverse(out.squeeze(-1))
+        return out.softmax(-1)
+
+    def _loss(self, out: Tensor, y: Tensor) -> Tensor:
+        if self.regression:
+            return F.mse_loss(out.squeeze(-1), self.target_normalizer(y.float()), reduction="none")
+        return F.cross_entropy(out, y, reduction="none")
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        wb, y = batch[0], batch[1]
+        out = self(wb)
+        if len(batch) == 4:  # aligned MixUp: (weights, targets, lam [B], partner [B])
+            lam, partner = batch[2], batch[3]
+            loss = (lam * self._loss(out, y) + (1 - lam) * self._loss(out, y[partner])).mean()
+        else:
+            loss = self._loss(out, y).mean()
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(wb))
+        return loss
+
+    def _eval_step(self, batch, split: str) -> None:
+        wb, y = batch[0], batch[1]
+        out = self(wb)
+        self.log(f"{split}/loss", self._loss(out, y).mean(), batch_size=len(wb))
+        if self.regression:
+            pred = self.target_normalizer.inverse(out.squeeze(-1))
+            for name in ("tau", "r2", "mae"):
+                self.metrics[f"{split}_{name}"].update(pred, y.float())
+        else:
+            self.metrics[f"{split}_acc"].update(out.argmax(-1), y)
+
+    def _eval_epoch_end(self, split: str) -> None:
+        names = ("tau", "r2", "mae") if self.regression else ("acc",)
+        for name in names:
+            m = self.metrics[f"{split}_{name}"]
+            self.log(f"{split}/{name}", m.compute(), prog_bar=name in ("tau", "acc"))
+            m.reset()
+
+    def on_validation_epoch_start(self) -> None:
+        for name, m in self.metrics.items():
+            if name.startswith("val_"):
+                m.reset()
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        score_metric = self.metrics["val_tau" if self.regression else "val_acc"]
+        if score_metric.update_count:  # the monitored score: tau or accuracy, chosen on validation runs
+            self.log("val/score", score_metric.compute())
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def predict_step(self, batch, batch_idx: int) -> Tensor:
+        return self.predict_values(batch[0])
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1000
+        warm = min(total // 2, self.hparams.warmup_epochs * max(1, total // max(1, self.trainer.max_epochs or 1))) \
+            if self._trainer is not None else 0
+
+        def schedule(step: int) -> float:  # linear warm-up, then cosine decay to zero
+            if step < warm:
+                return (step + 1) / warm
+            progress = (step - warm) / max(1, total - warm)
+            return 0.5 * (1 + torch.cos(torch.tensor(progress * torch.pi)).item())
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
