@@ -41,14 +41,21 @@ def activation_fn(name: str, options: dict | None = None):
 
 
 def _dropout(h: Tensor, p: Tensor | None, model_axis: int, generator: torch.Generator | None) -> Tensor:
-    """Inverted dropout with a per-model rate ``p`` [M] applied along ``model_axis`` of ``h``."""
+    """Inverted dropout with a per-model rate ``p`` [M] applied along ``model_axis`` of ``h``.
+
+    The uniform draws are 16-bit words cut from 64-bit random integers (three per integer: the top
+    word has a constant sign bit), about 4x cheaper than ``torch.rand``; the keep probability is
+    resolved to 1/65536."""
     if p is None:
         return h
     shape = [1] * h.dim()
     shape[model_axis] = -1
     keep = (1.0 - p).view(shape)
-    u = torch.rand(h.shape, generator=generator, device=h.device, dtype=h.dtype)
-    return h * (u < keep).to(h.dtype) / keep.clamp_min(1e-12)
+    n = h.numel()
+    words = torch.empty((n + 2) // 3, dtype=torch.int64, device=h.device).random_(generator=generator)
+    u = words.view(torch.int16).view(-1, 4)[:, :3].reshape(-1)[:n].view(h.shape)
+    threshold = (keep * 65536.0 - 32768.0).round()
+    return h * ((u < threshold).to(h.dtype) / keep.clamp_min(1e-12))
 
 
 def population_forward(spec: WeightSpaceSpec, params: list[Tensor], x: Tensor, *,

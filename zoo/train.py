@@ -4,7 +4,7 @@ Each model has its own initialisation, training subset, label noise and data ord
 generators seeded with the model's seed (``model_generator``), so model i of a population equals
 model i trained alone by a plain ``torch.nn`` module with ``torch.optim`` (tests/test_train.py shows
 it). An epoch of a model is one pass over its own subset in batches of ``batch_size`` (the last one
-smaller); models with smaller subsets idle during the remaining steps of a population epoch.
+smaller); a step computes only the models still inside their epoch.
 Dropout masks come from one generator per chunk, seeded from the zoo seed and the chunk's first model.
 
 A model whose loss or weights become NaN/inf is marked diverged: it stops training, its later
@@ -12,6 +12,8 @@ checkpoints and metrics are NaN, and the other models are unaffected.
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -39,10 +41,23 @@ def model_generator(seed: int, purpose: str, *extra: int) -> torch.Generator:
     return g
 
 
+def _subset_size(n_train: int, fraction: float) -> int:
+    return max(1, int(round(fraction * n_train)))
+
+
+def _runs(values: list) -> list[tuple[int, int]]:
+    """[start, end) ranges of equal consecutive values."""
+    out, start = [], 0
+    for i in range(1, len(values) + 1):
+        if i == len(values) or values[i] != values[start]:
+            out.append((start, i))
+            start = i
+    return out
+
+
 def training_subset(seed: int, n_train: int, fraction: float) -> Tensor:
     """Indices of the training examples a model sees (a seeded random subset)."""
-    n = max(1, int(round(fraction * n_train)))
-    return torch.randperm(n_train, generator=model_generator(seed, "subset"))[:n]
+    return torch.randperm(n_train, generator=model_generator(seed, "subset"))[:_subset_size(n_train, fraction)]
 
 
 def noisy_labels(seed: int, y: Tensor, subset: Tensor, noise: float, num_classes: int | None) -> Tensor:
@@ -77,6 +92,20 @@ class PopulationResult:
     metrics: dict[str, np.ndarray]  # name -> [M, C] float32
     status: np.ndarray  # [M] uint8: STATUS_DONE or STATUS_DIVERGED
     diverged_epoch: np.ndarray  # [M] int32, -1 if never
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed blocks instead of unmapping them. A training step allocates
+    and frees the same multi-megabyte tensors hundreds of times; with the default thresholds each
+    one is a fresh mmap whose pages fault in again, which cost a quarter of a CPU step here."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, Windows): nothing to tune
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    return bool(libc.mallopt(m_mmap_threshold, 256 * 2 ** 20) and libc.mallopt(m_trim_threshold, 2 ** 30)
+                and libc.mallopt(m_top_pad, 64 * 2 ** 20))
 
 
 def metric_names(task: TaskData) -> list[str]:
@@ -145,8 +174,12 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
     finished after each epoch.
     """
     M = len(seeds)
-    order = sorted(range(M), key=lambda i: hparams["optimizer"][i])
-    if order != list(range(M)):  # the optimizer wants models of one kind in contiguous rows
+    # Rows ordered by optimizer kind (each kind updates a contiguous slice), then by subset size,
+    # largest first: the models still inside their epoch at a step are then a prefix of each kind's
+    # rows, and the step computes only those.
+    n_train = task.x_train.shape[0]
+    order = sorted(range(M), key=lambda i: (hparams["optimizer"][i], -_subset_size(n_train, hparams["data_fraction"][i])))
+    if order != list(range(M)):
         res = train_population(spec, task, {k: [v[i] for i in order] for k, v in hparams.items()},
                                [seeds[i] for i in order], epochs=epochs, checkpoints=checkpoints, device=device,
                                dropout_seed=dropout_seed, eval_batch=eval_batch, progress=progress)
@@ -154,13 +187,14 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
         return PopulationResult([a[inv] for a in res.params], {k: v[inv] for k, v in res.metrics.items()},
                                 res.status[inv], res.diverged_epoch[inv])
     device = torch.device(device)
+    if device.type == "cpu":
+        keep_freed_memory()
     for name in STRUCTURAL:
         if len(set(hparams[name])) != 1:
             raise ValueError(f"models of one population must share {name}, found {sorted(set(hparams[name]))}")
     activation = hparams["activation"][0]
     bs = int(hparams["batch_size"][0])
     task = task.to(device)
-    n_train = task.x_train.shape[0]
     classification = task.kind == "classification"
 
     # Per-model initialisation, subset, labels.
@@ -222,30 +256,44 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
                 ck_metrics[f"{split}_{key}"][keep, c] = v[alive].cpu().numpy()
 
     checkpoint(0)
-    sizes = torch.tensor([len(s) for s in subsets])
-    steps = int(math.ceil(int(sizes.max()) / bs))
+    model_steps = np.array([math.ceil(len(s) / bs) for s in subsets])
+    steps = int(model_steps.max())
+    kinds = hparams["optimizer"]
+    groups = [(a, b) for a, b in _runs(kinds)]
+    # rows of each kind group still inside their epoch at each step (sizes are sorted, largest first)
+    stepping = [[int((model_steps[a:b] > s).sum()) for s in range(steps)] for a, b in groups]
     for epoch in range(1, epochs + 1):
         order = torch.full((M, steps * bs), -1, dtype=torch.long)
         for i, (s, sub) in enumerate(zip(seeds, subsets)):
             order[i, :len(sub)] = epoch_order(s, sub, epoch)
         order = order.to(device)
         for step in range(steps):
-            idx = order[:, step * bs:(step + 1) * bs]
-            valid = idx >= 0
-            active = valid.any(1) & alive
-            if not bool(active.any()):
+            active = torch.zeros(M, dtype=torch.bool, device=device)
+            bad = torch.zeros(M, dtype=torch.bool, device=device)
+            losses = []
+            for (a, _), counts in zip(groups, stepping):
+                k = counts[step]
+                if k == 0:
+                    continue
+                rows = slice(a, a + k)
+                idx = order[rows, step * bs:(step + 1) * bs]
+                valid = idx >= 0
+                safe = idx.clamp_min(0)
+                x = task.x_train[safe]
+                y = labels[rows].gather(1, safe) if classification else task.y_train[safe]
+                out = population_forward(spec, [p[rows] for p in params], x, activation=activation,
+                                         dropout=None if dropout is None else dropout[rows], generator=gen)
+                per = _loss(task, out, y)
+                w = valid.to(per.dtype)
+                model_loss = (per * w).sum(1) / w.sum(1).clamp_min(1)
+                act = valid.any(1) & alive[rows]
+                nonfinite = ~torch.isfinite(model_loss) & act
+                act = act & ~nonfinite
+                bad[rows], active[rows] = nonfinite, act
+                losses.append(torch.where(act, model_loss, torch.zeros_like(model_loss)).sum())
+            if not losses:
                 break
-            safe = idx.clamp_min(0)
-            x = task.x_train[safe]
-            y = labels.gather(1, safe) if classification else task.y_train[safe]
-            out = population_forward(spec, params, x, activation=activation, dropout=dropout, generator=gen)
-            per = _loss(task, out, y)
-            w = valid.to(per.dtype)
-            model_loss = (per * w).sum(1) / w.sum(1).clamp_min(1)
-            bad = ~torch.isfinite(model_loss) & active
-            active = active & ~bad
-            total = torch.where(active, model_loss, torch.zeros_like(model_loss)).sum()
-            grads = torch.autograd.grad(total, params)
+            grads = torch.autograd.grad(sum(losses), params)
             if bool(bad.any()):  # after the backward pass, which needs the unmodified weights
                 mark_diverged(bad, epoch)
                 grads = [torch.where(alive.view(-1, *[1] * (g.dim() - 1)), g, 0.0) for g in grads]
