@@ -10,6 +10,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def _save(fig, out: str | Path) -> Path:
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 def metric_histogram(zoo, out: str | Path, metric: str | None = None) -> Path:
     """Histogram of a metric (default: test accuracy, else test loss) at the last checkpoint."""
     metric = metric or ("test_acc" if "test_acc" in zoo.metric_names else "test_loss")
@@ -19,12 +28,7 @@ def metric_histogram(zoo, out: str | Path, metric: str | None = None) -> Path:
     ax.set_xlabel(f"{metric} at epoch {zoo.checkpoint_epochs[-1]}")
     ax.set_ylabel("models")
     ax.set_title(f"{zoo.name}: {len(vals)} models")
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def prediction_scatter(results: dict[str, tuple[np.ndarray, np.ndarray, str]], target: str, out: str | Path) -> Path:
@@ -37,9 +41,4 @@ def prediction_scatter(results: dict[str, tuple[np.ndarray, np.ndarray, str]], t
         ax.set_xlabel(f"true {target}")
         ax.set_ylabel(f"predicted {target}")
         ax.set_title(f"{name}\n{caption}", fontsize=10)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
