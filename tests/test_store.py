@@ -153,6 +153,15 @@ def test_batch_rows_in_given_order_and_load(base_zoo, task_and_spec):
         assert [len(r) for r in rows_list] == [10, 10, 4]
 
 
+def test_cached_and_uncached_reads_agree(base_zoo):
+    rows = [9, 3, 9, 17, 0]
+    with Zoo(base_zoo) as cached, Zoo(base_zoo, cache_mb=0) as direct:
+        for ck in (0, 1, -1):
+            a, b = cached.batch(rows, ck), direct.batch(rows, ck)
+            assert all(torch.equal(a[k], b[k]) for k in a)
+        assert len(cached._cache) == len(cached.checkpoint_epochs) and not direct._cache
+
+
 def test_select_matches_numpy_filter(base_zoo):
     with Zoo(base_zoo) as z:
         acc = z.metric("test_acc")[:, -1]
@@ -397,6 +406,10 @@ def test_verify_intact_and_corrupt(base_zoo, tmp_path, capsys):
     assert "model 5 (row 5)" in problems[0] and "layers.1.weight" in problems[0] and "unreadable" in problems[0]
     with Zoo(bad) as z:  # the other models still read
         assert torch.equal(z.batch([4])["layers.1.weight"], Zoo(base_zoo).batch([4])["layers.1.weight"])
+        with pytest.raises(ZooFileError, match=r"model 5 \(row 5\), parameter layers.1.weight: unreadable"):
+            z.batch([3, 5])
+        with pytest.raises(ZooFileError, match="model 5"):
+            z.load(-1)
 
     assert main(["zoo", "verify", str(base_zoo)]) == 0
     assert "OK" in capsys.readouterr().out

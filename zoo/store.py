@@ -150,12 +150,14 @@ class Zoo:
 
     ``len(zoo)`` counts every model of the file; ``zoo.done`` says which ones finished (pending and
     diverged ones are in the file too). Weights come as per-layer tensors, as ``state_dict``s
-    loadable by ``zoo.architectures.TorchNet``, or in batches; ``load()`` reads a whole checkpoint
-    into memory for fast random access.
+    loadable by ``zoo.architectures.TorchNet``, or in batches. A checkpoint is read into memory
+    whole on its first ``batch`` (while the cached checkpoints stay under ``cache_mb``), so random
+    batches are memory indexing; ``cache_mb=0`` reads every batch from the file.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, cache_mb: float = 1024):
         self.path = Path(path)
+        self.cache_bytes = cache_mb * 2 ** 20  # checkpoints up to this size in all are kept in memory
         self.file = _open(self.path)
         _check_format(self.file, self.path)
         a = self.file.attrs
@@ -172,6 +174,7 @@ class Zoo:
         self.index = self.file["models/index"][()]
         self.seed = self.file["models/seed"][()]
         self._cache: dict[int, dict[str, np.ndarray]] = {}
+        self._uncacheable: set[int] = set()  # checkpoints with an unreadable chunk: read row by row
 
     def close(self) -> None:
         self.file.close()
@@ -270,14 +273,40 @@ class Zoo:
         """Weights of models ``rows`` at a checkpoint position: name -> tensor [k, *shape]."""
         c = self.checkpoint_position(checkpoint)
         uniq, inverse = self._rows(rows)  # validates rows: a negative row must not wrap around
+        checkpoint_bytes = 4 * len(self) * self.spec.num_params
+        if (c not in self._cache and c not in self._uncacheable
+                and (len(self._cache) + 1) * checkpoint_bytes <= self.cache_bytes):
+            # Random reads of one-model HDF5 chunks cost ~60 us each; a whole checkpoint reads at
+            # disk speed, after which batches are memory indexing.
+            try:
+                self.load(c)
+            except ZooFileError:
+                self._uncacheable.add(c)
         if c in self._cache:
             rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
             return {n: torch.from_numpy(a[rows]) for n, a in self._cache[c].items()}
         out = {}
         for p in self.spec.params:
-            arr = self.file["params"][p.name][uniq, c] if len(uniq) else np.zeros((0, *p.shape), np.float32)
+            if not len(uniq):
+                arr = np.zeros((0, *p.shape), np.float32)
+            else:
+                try:
+                    arr = self.file["params"][p.name][uniq, c]
+                except OSError:
+                    raise self._unreadable(p.name, uniq) from None
             out[p.name] = torch.from_numpy(np.ascontiguousarray(arr[inverse]))
         return out
+
+    def _unreadable(self, name: str, rows: np.ndarray) -> ZooFileError:
+        """The error for a failed read: find the model whose chunk is corrupt and name it."""
+        ds = self.file["params"][name]
+        for r in rows:
+            try:
+                ds[int(r)]
+            except OSError:
+                return ZooFileError(f"{self.path}: model {int(self.index[r])} (row {int(r)}), parameter {name}: "
+                                    f"unreadable (checksum or decompression failure); see wsl zoo verify")
+        return ZooFileError(f"{self.path}: parameter {name}: unreadable; see wsl zoo verify")
 
     def params(self, row: int, checkpoint: int = -1) -> list[torch.Tensor]:
         """One model's parameters in ``spec.params`` order."""
@@ -292,7 +321,13 @@ class Zoo:
         """Read all weights of one checkpoint into memory; later ``batch`` calls index memory."""
         c = self.checkpoint_position(checkpoint)
         if c not in self._cache:
-            self._cache[c] = {p.name: self.file["params"][p.name][:, c] for p in self.spec.params}
+            arrays = {}
+            for p in self.spec.params:
+                try:
+                    arrays[p.name] = self.file["params"][p.name][:, c]
+                except OSError:
+                    raise self._unreadable(p.name, np.arange(len(self))) from None
+            self._cache[c] = arrays
         return self._cache[c]
 
     def summary(self) -> str:
