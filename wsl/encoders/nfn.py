@@ -82,20 +82,22 @@ def _taps(spec: WeightSpaceSpec) -> list[int]:
 
 
 def _mix(x: Tensor, w: Tensor, kept: list[int]) -> Tensor:
-    """Channel mixing ``x [B, C, *axes] -> [B, O, *axes]`` with ``w [*sizes of kept axes, O, C]``:
-    one ``O x C`` matrix, or one per index of the neuron axes listed in ``kept``. Written as plain
-    (batched) matmuls, several times faster on CPU than the equivalent ``einsum``."""
-    B, C, axes = x.shape[0], x.shape[1], x.shape[2:]
-    O = w.shape[-2]
+    """Channel mixing, channels last: ``x [B, *axes, C] -> [B, *axes, O]`` with ``w [*sizes of kept
+    axes, O, C]``: one ``O x C`` matrix, or one per index of the axes listed in ``kept`` (positions
+    in ``axes``). A shared matrix is one plain matmul; per-index matrices one ``bmm`` over the kept
+    indices, on a contiguous copy (BLAS on strided batches is several times slower)."""
     if not kept:
-        return (w @ x.reshape(B, C, -1)).view(B, O, *axes)
-    kept_dims = [2 + k for k in kept]
-    rest_dims = [d for d in range(2, x.dim()) if d not in kept_dims]
-    order = kept_dims + [1, 0] + rest_dims  # [*K, C, B, *rest]: one matmul per kept index
-    xk = x.permute(order)
+        return nn.functional.linear(x, w)
+    kept_dims = [1 + k for k in kept]
+    rest_dims = [d for d in range(1, x.dim() - 1) if d not in kept_dims]
+    order = kept_dims + [0] + rest_dims + [x.dim() - 1]  # [*K, B, *rest, C]
+    xk = x.permute(order).contiguous()
     K = xk.shape[:len(kept)]
-    z = (w.reshape(-1, O, C) @ xk.reshape(math.prod(K), C, -1)).view(*K, O, *xk.shape[len(kept) + 1:])
-    return z.permute([order.index(d) for d in range(x.dim())])
+    O, C = w.shape[-2], w.shape[-1]
+    z = torch.bmm(xk.view(math.prod(K), -1, C), w.reshape(-1, O, C).mT)
+    if z.requires_grad:  # its gradient arrives permuted: make it contiguous for bmm's backward too
+        z.register_hook(Tensor.contiguous)
+    return z.view(*xk.shape[:-1], O).permute([order.index(d) for d in range(x.dim())])
 
 
 class _NFLinear(nn.Module):
@@ -103,6 +105,14 @@ class _NFLinear(nn.Module):
 
     ``per_index``: fixed axes get per-index weights (HNP) instead of shared weights and means (NP).
     ``global_summaries``: full summaries of every layer feed every tensor (NP), not just adjacent ones.
+
+    The computation runs channels last (``forward_cl``), where a summary that folds a fixed axis
+    into channels is a free view, and it is organised per *piece*: every piece is mixed once, by one
+    matmul with the matrices of all the terms that read it stacked (``self.mix[k]`` for
+    ``self.plan[k]``: ``[*sizes of its per-index axes, sum of its readers' channels, its channels]``),
+    and the result is split and broadcast into the output tensors. That is the same linear map as
+    mixing, per output tensor and term, the concatenated pieces of the term with one matrix: the
+    matrices are initialised that way (He-style, per term) and split by piece.
     """
 
     def __init__(self, spec: WeightSpaceSpec, c_in: int, c_out: int, per_index: bool, global_summaries: bool):
@@ -114,7 +124,7 @@ class _NFLinear(nn.Module):
         taps = _taps(spec)
         L = len(spec.layers)
 
-        # pieces[s]: name -> (axes, channels) of layer s's pieces; computed the same way in _pieces
+        # piece_meta[s]: name -> (axes, channels) of layer s's pieces; computed the same way in _pieces
         self.piece_meta = []
         for s, layer in enumerate(spec.layers):
             o, i, ct = layer.out_group, layer.in_group, c_in * taps[s]
@@ -127,10 +137,12 @@ class _NFLinear(nn.Module):
                 "bsum": ((), c_in * self._fold(o)),
             })
 
-        # targets: every output tensor, with its terms grouped by the axes of their pieces
+        # targets: every output tensor (kind, layer, axes). Its terms group the pieces it reads by
+        # their axes; a term's matrix [*kept sizes, channels, sum of its pieces' channels] is split
+        # into one block per piece, filed under that piece.
         self.targets = []
-        self.mix = nn.ParameterList()
         self.bias = nn.ParameterList()
+        blocks: dict[tuple[int, str], list[tuple[int, Tensor]]] = {}
         for i, layer in enumerate(spec.layers):
             o, n = layer.out_group, layer.in_group
             for kind, axes, channels in (("W", (o, n), c_out * taps[i]), ("b", (o,), c_out)):
@@ -141,18 +153,33 @@ class _NFLinear(nn.Module):
                         if in_scope and set(p_axes) <= set(axes):
                             key = tuple(g for g in axes if g in p_axes)  # in the target's axis order
                             classes.setdefault(key, []).append((s, name))
-                terms = []
                 for key, sources in classes.items():
                     c_class = sum(self.piece_meta[s][name][1] for s, name in sources)
                     kept = [g for g in key if self._unshared(g)]  # per-index axes of this term
                     shape = [spec.groups[g] for g in kept] + [channels, c_class]
                     # He-style init, split over the summed terms, keeps activations O(1) through ReLUs
                     std = math.sqrt(2.0 / (c_class * len(classes)))
-                    self.mix.append(nn.Parameter(torch.randn(shape) * std))
-                    terms.append((len(self.mix) - 1, key, sources, kept))
+                    mat, off = torch.randn(shape) * std, 0
+                    for s, name in sources:
+                        width = self.piece_meta[s][name][1]
+                        block = mat[..., off:off + width][..., self._fold_order(s, name)]
+                        blocks.setdefault((s, name), []).append((len(self.targets), block))
+                        off += width
                 bias_shape = [channels] + [spec.groups[g] if self.fixed[g] else 1 for g in axes]
                 self.bias.append(nn.Parameter(torch.zeros(bias_shape)))
-                self.targets.append((kind, i, axes, terms))
+                self.targets.append((kind, i, axes))
+
+        # plan[k]: piece k, its per-index axes (positions), and per reader its output tensor, channel
+        # count and the output axes to broadcast along (the ones the piece lacks)
+        self.plan = []
+        self.mix = nn.ParameterList()
+        for (s, name), readers in blocks.items():
+            axes = self.piece_meta[s][name][0]
+            kept = [k for k, g in enumerate(axes) if self._unshared(g)]
+            uses = [(t, block.shape[-2], [1 + pos for pos, g in enumerate(self.targets[t][2]) if g not in axes])
+                    for t, block in readers]
+            self.plan.append((s, name, kept, uses))
+            self.mix.append(nn.Parameter(torch.cat([block for _, block in readers], -2)))
 
     def _unshared(self, group: str) -> bool:
         return self.per_index and self.fixed[group]
@@ -161,33 +188,85 @@ class _NFLinear(nn.Module):
         """Channel factor of summarising over ``group``: its size if read per index, else 1 (a mean)."""
         return self.spec.groups[group] if self._unshared(group) else 1
 
+    def _fold_order(self, s: int, name: str) -> Tensor | slice:
+        """The channels of piece ``name`` of layer ``s`` as ``_pieces`` lays them out, channels last:
+        each folded axis (a fixed axis summarised per index) goes before the channels, the last folded
+        outermost: ``(*reversed(folded), c)``. As indices into the order ``(c, *folded)`` of the
+        channels-first layout that the terms are specified in (``slice(None)``: nothing folded)."""
+        layer = self.spec.layers[s]
+        i, o = layer.in_group, layer.out_group
+        folded = {"W": [], "row": [i], "col": [o], "full": [i, o], "b": [], "bsum": [o]}[name]
+        folded = [self.spec.groups[g] for g in folded if self._unshared(g)]
+        if not folded:
+            return slice(None)
+        c = self.c_in * (_taps(self.spec)[s] if name in ("W", "row", "col", "full") else 1)
+        idx = torch.arange(c * math.prod(folded)).view(c, *folded)
+        return idx.permute(*range(len(folded), 0, -1), 0).flatten()
+
     def _reduce(self, x: Tensor, dim: int, group: str) -> Tensor:
-        """Summarise axis ``dim`` (a neuron axis of ``x [B, C, ...]``): mean, or fold into channels."""
+        """Summarise axis ``dim`` of a channels-last ``x [B, ..., C]``: a mean, or (a fixed axis read
+        per index) fold it into the channels, outermost, as ``(index, c)``."""
         if self._unshared(group):
-            return x.movedim(dim, 2).flatten(1, 2)
-        return x.mean(dim)
+            return x.movedim(dim, -2).flatten(-2)
+        # sum, then scale the small result: the same mean, but its backward is a broadcast view, not
+        # a full-size division
+        return x.sum(dim) * (1.0 / x.shape[dim])
 
     def _pieces(self, w: Tensor, b: Tensor, s: int) -> dict[str, Tensor]:
+        """Channels last: ``w [B, out, in, C]``, ``b [B, out, C]``."""
         layer = self.spec.layers[s]
-        row = self._reduce(w, 3, layer.in_group)
-        return {"W": w, "row": row, "col": self._reduce(w, 2, layer.out_group),
-                "full": self._reduce(row, 2, layer.out_group), "b": b,
-                "bsum": self._reduce(b, 2, layer.out_group)}
+        row = self._reduce(w, 2, layer.in_group)
+        return {"W": w, "row": row, "col": self._reduce(w, 1, layer.out_group),
+                "full": self._reduce(row, 1, layer.out_group), "b": b,
+                "bsum": self._reduce(b, 1, layer.out_group)}
+
+    def forward_cl(self, weights: list[Tensor], biases: list[Tensor],
+                   relu: bool = False) -> tuple[list[Tensor], list[Tensor]]:
+        """The layer on channels-last features: ``weights[i] [B, out, in, C*taps]``, ``biases[i] [B, out, C]``;
+        ``relu`` rectifies the outputs (in place, saving a pass and a tensor)."""
+        pieces = [self._pieces(w, b, s) for s, (w, b) in enumerate(zip(weights, biases))]
+        terms: list[list[Tensor]] = [[p.movedim(0, -1).unsqueeze(0)] for p in self.bias]  # channels last
+        for (s, name, kept, uses), w in zip(self.plan, self.mix):
+            z = _mix(pieces[s][name], w, kept)
+            # one split (its backward is one concatenation, where slices would each pad with zeros)
+            parts = torch.split(z, [width for _, width, _ in uses], -1) if len(uses) > 1 else [z]
+            for zt, (t, _, dims) in zip(parts, uses):
+                for d in dims:
+                    zt = zt.unsqueeze(d)
+                terms[t].append(zt)
+        out_w, out_b = [], []
+        for (kind, _, axes), ts in zip(self.targets, terms):
+            (out_w if kind == "W" else out_b).append(_sum_broadcast(ts, len(axes), relu))
+        return out_w, out_b
 
     def forward(self, feats: WeightFeatures) -> WeightFeatures:
-        pieces = [self._pieces(w, b, s) for s, (w, b) in enumerate(zip(feats.weights, feats.biases))]
-        out_w, out_b = [], []
-        for (kind, i, axes, terms), bias in zip(self.targets, self.bias):
-            y = bias
-            for idx, key, sources, kept in terms:
-                x = torch.cat([pieces[s][name] for s, name in sources], 1)  # [B, C_class, *key]
-                z = _mix(x, self.mix[idx], [key.index(g) for g in kept])
-                for pos, g in enumerate(axes):  # broadcast along the target axes the piece lacks
-                    if g not in key:
-                        z = z.unsqueeze(2 + pos)
-                y = y + z
-            (out_w if kind == "W" else out_b).append(y)
-        return WeightFeatures(out_w, out_b)
+        out_w, out_b = self.forward_cl([w.permute(0, 2, 3, 1) for w in feats.weights],
+                                       [b.transpose(1, 2) for b in feats.biases])
+        return WeightFeatures([w.permute(0, 3, 1, 2) for w in out_w], [b.transpose(1, 2) for b in out_b])
+
+
+def _sum_broadcast(terms: list[Tensor], n_axes: int, relu: bool = False) -> Tensor:
+    """Sum of channels-last terms ``[B or 1, *(n or 1 per axis), O]`` that broadcast to one tensor
+    (then a ReLU if ``relu``), with few passes over the full-size result: terms with the same
+    broadcast axes are summed first, a group is added into the smallest group whose axes contain
+    its own, and only what is left is expanded, in place into one fresh tensor."""
+    groups: dict[tuple[bool, ...], Tensor] = {}
+    for t in terms:
+        key = tuple(t.shape[1 + k] > 1 for k in range(n_axes))
+        groups[key] = t if key not in groups else groups[key] + t
+    keys = sorted(groups, key=sum)  # fewest axes first
+    for k, small in enumerate(keys):
+        for big in keys[k + 1:]:
+            if all(b or not s for s, b in zip(small, big)):
+                groups[big] = groups[big] + groups.pop(small)
+                break
+    parts = sorted(groups.values(), key=lambda t: t.numel(), reverse=True)
+    if len(parts) == 1:
+        return torch.relu(parts[0]) if relu else parts[0]
+    y = parts[0] + parts[1]
+    for p in parts[2:]:  # y is a fresh tensor: add (and rectify) in place where the shape allows
+        y = y.add_(p) if torch.broadcast_shapes(y.shape, p.shape) == y.shape else y + p
+    return y.relu_() if relu else y
 
 
 class NPLinear(_NFLinear):
@@ -220,13 +299,19 @@ class NFNInvariantPool(nn.Module):
         self.dim = dim
 
     def forward(self, feats: WeightFeatures) -> Tensor:
+        return self.forward_cl([w.permute(0, 2, 3, 1) for w in feats.weights],
+                               [b.transpose(1, 2) for b in feats.biases])
+
+    def forward_cl(self, weights: list[Tensor], biases: list[Tensor]) -> Tensor:
+        """On channels-last features; the output's features are in the channels-first order."""
         out = []
-        for layer, w, b in zip(self.spec.layers, feats.weights, feats.biases):
+        for layer, w, b in zip(self.spec.layers, weights, biases):
+            # means as sums times 1/n: the backward of a sum is a broadcast view (see _NFLinear._reduce)
             if layer.in_group in self.permutable:
-                w = w.mean(3, keepdim=True)
+                w = w.sum(2, keepdim=True) * (1.0 / w.shape[2])
             if layer.out_group in self.permutable:
-                w, b = w.mean(2, keepdim=True), b.mean(2, keepdim=True)
-            out += [w.flatten(1), b.flatten(1)]
+                w, b = w.sum(1, keepdim=True) * (1.0 / w.shape[1]), b.sum(1, keepdim=True) * (1.0 / b.shape[1])
+            out += [w.permute(0, 3, 1, 2).flatten(1), b.transpose(1, 2).flatten(1)]
         return torch.cat(out, 1)
 
 
@@ -248,7 +333,9 @@ class NFNEncoder(nn.Module):
                                   nn.Linear(head_hidden, out_dim))
 
     def forward(self, wb: WeightBatch) -> Tensor:
-        feats = WeightFeatures.lift(wb)
+        # channels last throughout (see _NFLinear); the lift is then a free reshape
+        ws = [w.reshape(*w.shape[:3], -1) for w in wb.weights]
+        bs = [w.new_zeros(*w.shape[:2], 1) if b is None else b.unsqueeze(-1) for w, b in zip(wb.weights, wb.biases)]
         for layer in self.layers:
-            feats = layer(feats).map(torch.relu)
-        return self.head(self.pool(feats))
+            ws, bs = layer.forward_cl(ws, bs, relu=True)
+        return self.head(self.pool.forward_cl(ws, bs))

@@ -1,0 +1,247 @@
+"""Benchmark weight-space encoders: training throughput and peak memory, ours against the ``nfn``
+package (Zhou et al.'s reference implementation of NFNs).
+
+    .venv/bin/python scripts/bench_encoders.py                      # CPU, 2 threads, B=64, 5 repeats
+    .venv/bin/python scripts/bench_encoders.py --device cuda --threads 8
+    .venv/bin/python scripts/bench_encoders.py --baseline-src /path/to/old/checkout   # before vs after
+
+Encoders (all at ``--channels`` width and ``--layers`` depth, on the MLP 64-32-32-10 weight space):
+
+- ``hnp``: our ``NFNEncoder(mode="hnp")``: lift -> [HNPLinear, ReLU] x layers -> invariant pool ->
+  MLP head (``--head-hidden``).
+- ``nfn-hnp``: the same pipeline built from the ``nfn`` package (``nfn.layers.HNPLinear``,
+  ``TupleOp(ReLU)``, ``HNPPool``) with the same head. Skipped, with a note, when ``nfn`` is not
+  importable (``pip install nfn``). Its HNP layer is not parameter-for-parameter ours: on the fixed
+  input/output axes it mixes all indices (``n^2 C^2`` parameters) where ours is per-index, so the
+  work differs a little; both are what a user gets from ``hnp`` in each library.
+- ``ngnn``: our ``NGGNN`` (hidden size ``--channels``, ``--layers`` message-passing layers).
+
+What is measured: one training step is forward + ``sum().backward()`` on a batch of ``--batch``
+random networks (the conversion from a ``WeightBatch`` into each library's input form included),
+after ``--warmup`` steps. Each encoder runs in a fresh subprocess per repeat, which times
+``--steps`` steps one by one and reports ``batch / median step time``; the encoders take turns in
+every repeat (side by side, so CPU noise hits them alike) and the figures are medians over
+``--repeats``.
+
+Memory: on CUDA, ``torch.cuda.max_memory_allocated`` during the timed steps minus the memory
+allocated before them (model, optimizer-free, inputs). On CPU torch's allocations are invisible to
+tracemalloc, so the worker reports its process's peak resident set size (``ru_maxrss`` of
+``resource.getrusage``) minus its resident set size just before the first step (``VmRSS``): the
+peak *growth* caused by training steps, allocator caching included. A fresh process per run keeps
+earlier runs out of the peak. It is coarse (page granularity, glibc's caching) but honest.
+
+The last line of output is one JSON object with the headline figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENCODERS = ("hnp", "nfn-hnp", "ngnn")
+
+
+# --- worker: one encoder, one fresh process -------------------------------------------------------
+def _rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _nfn_hnp(spec, channels: int, layers: int, head_hidden: int, out_dim: int):
+    """The nfn package's HNP encoder with the same depth, width, activation, pool and head as ours."""
+    import torch
+    from torch import nn
+    from nfn.common import WeightSpaceFeatures, network_spec_from_wsfeat
+    from nfn.layers import HNPLinear, HNPPool, TupleOp
+
+    example = WeightSpaceFeatures([torch.zeros(1, 1, *l.weight.shape) for l in spec.layers],
+                                  [torch.zeros(1, 1, l.out_features) for l in spec.layers])
+    nspec = network_spec_from_wsfeat(example)
+
+    class NFNPackageHNP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            mods = []
+            for k in range(layers):
+                mods += [HNPLinear(nspec, 1 if k == 0 else channels, channels), TupleOp(nn.ReLU())]
+            self.layers = nn.Sequential(*mods)
+            self.pool = HNPPool(nspec)
+            self.head = nn.Sequential(nn.Linear(HNPPool.get_num_outs(nspec) * channels, head_hidden), nn.ReLU(),
+                                      nn.Linear(head_hidden, out_dim))
+
+        def forward(self, wb):
+            feats = WeightSpaceFeatures([w.unsqueeze(1) for w in wb.weights], [b.unsqueeze(1) for b in wb.biases])
+            return self.head(self.pool(self.layers(feats)).flatten(1))
+
+    return NFNPackageHNP()
+
+
+def worker(args) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from wsl.weights import WeightBatch
+    from zoo.architectures import build_spec
+
+    spec = build_spec("mlp", (64,), 10, hidden=[32, 32])
+    torch.manual_seed(0)
+    name = args.worker
+    if name == "hnp":
+        from wsl.encoders.nfn import NFNEncoder
+        model = NFNEncoder(spec, 1, mode="hnp", channels=args.channels, layers=args.layers,
+                           head_hidden=args.head_hidden)
+    elif name == "ngnn":
+        from wsl.encoders.ngnn import NGGNN
+        model = NGGNN(spec, 1, hidden=args.channels, layers=args.layers)
+    elif name == "nfn-hnp":
+        model = _nfn_hnp(spec, args.channels, args.layers, args.head_hidden, 1)
+    else:
+        raise ValueError(f"unknown encoder {name!r}")
+    dev = torch.device(args.device)
+    model = model.to(dev).train()
+    gen = torch.Generator().manual_seed(1)
+    wb = WeightBatch.from_params(spec, [0.3 * torch.randn(args.batch, *p.shape, generator=gen) for p in spec.params])
+    wb = wb.to(dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        model(wb).sum().backward()
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        base = _rss_kib() * 1024
+    for _ in range(args.warmup):
+        step()
+    times = []
+    for _ in range(args.steps):
+        sync()
+        t0 = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t0)
+    if dev.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    return {"encoder": name, "networks_per_s": args.batch / statistics.median(times),
+            "peak_mem_mib": max(peak, 0) / 2**20, "params": sum(p.numel() for p in model.parameters()),
+            "wsl": str(Path(sys.modules["wsl"].__file__).parent.parent)}
+
+
+# --- driver ---------------------------------------------------------------------------------------
+def run_one(args, name: str, src: str | None) -> dict | None:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name]
+    for opt in ("device", "threads", "batch", "channels", "layers", "head_hidden", "steps", "warmup"):
+        cmd += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    if src:
+        env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if res.returncode != 0:
+        print(f"  {name}: failed\n{res.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def nfn_available() -> bool:
+    try:
+        import nfn.layers  # noqa: F401
+        return True
+    except Exception:
+        return False
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--steps", type=int, default=10, help="timed steps per run (median step time)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--channels", type=int, default=32)
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--head-hidden", type=int, default=256)
+    p.add_argument("--encoders", default=",".join(ENCODERS), help=f"comma-separated subset of {ENCODERS}")
+    p.add_argument("--baseline-src", default=None,
+                   help="a directory holding another version of the wsl and zoo packages (e.g. a checkout "
+                        "before a change): our encoders from there are run too, as NAME@base")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+
+    names = [n.strip() for n in args.encoders.split(",") if n.strip()]
+    for n in names:
+        if n not in ENCODERS:
+            p.error(f"unknown encoder {n!r}; expected some of {ENCODERS}")
+    has_nfn = nfn_available()
+    if "nfn-hnp" in names and not has_nfn:
+        print("note: the nfn package is not importable (pip install nfn): benchmarking ours only")
+        names.remove("nfn-hnp")
+    runs = [(n, None) for n in names]
+    if args.baseline_src:
+        src = str(Path(args.baseline_src).resolve())
+        runs += [(f"{n}@base", src) for n in names if n != "nfn-hnp"]
+
+    print(f"encoders on MLP 64-32-32-10 weights: device={args.device} threads={args.threads} batch={args.batch} "
+          f"channels={args.channels} layers={args.layers} repeats={args.repeats} steps={args.steps}")
+    results: dict[str, list[dict]] = {label: [] for label, _ in runs}
+    for r in range(args.repeats):
+        for label, src in runs:
+            out = run_one(args, label.split("@")[0], src)
+            if out is not None:
+                results[label].append(out)
+                print(f"  repeat {r + 1}/{args.repeats} {label:10s} {out['networks_per_s']:8.1f} networks/s  "
+                      f"peak +{out['peak_mem_mib']:7.1f} MiB", flush=True)
+
+    summary: dict[str, dict] = {}
+    for label, outs in results.items():
+        if outs:
+            summary[label] = {
+                "networks_per_s": statistics.median(o["networks_per_s"] for o in outs),
+                "peak_mem_mib": statistics.median(o["peak_mem_mib"] for o in outs),
+                "params": outs[0]["params"], "runs": len(outs), "wsl": outs[0]["wsl"],
+            }
+    mem_kind = "max_memory_allocated growth" if args.device == "cuda" else "peak RSS growth"
+    print(f"\nmedians over {args.repeats} repeats ({mem_kind} during training steps):")
+    print(f"  {'encoder':10s} {'networks/s':>11s} {'peak MiB':>9s} {'params':>9s}")
+    for label, s in summary.items():
+        print(f"  {label:10s} {s['networks_per_s']:11.1f} {s['peak_mem_mib']:9.1f} {s['params']:9d}")
+
+    headline = {"device": args.device, "threads": args.threads, "batch": args.batch, "channels": args.channels,
+                "layers": args.layers, "repeats": args.repeats, "memory": mem_kind, "nfn_available": has_nfn}
+    for label, s in summary.items():
+        key = label.replace("-", "_").replace("@", "_")
+        headline[f"{key}_networks_per_s"] = round(s["networks_per_s"], 1)
+        headline[f"{key}_peak_mib"] = round(s["peak_mem_mib"], 1)
+    if "hnp" in summary and "nfn-hnp" in summary:
+        ours, ref = summary["hnp"], summary["nfn-hnp"]
+        headline["hnp_speed_ratio_ours_over_nfn"] = round(ours["networks_per_s"] / ref["networks_per_s"], 2)
+        if ref["peak_mem_mib"] > 0:
+            headline["hnp_memory_ratio_ours_over_nfn"] = round(ours["peak_mem_mib"] / ref["peak_mem_mib"], 2)
+        print(f"\nours / nfn (HNP): {headline['hnp_speed_ratio_ours_over_nfn']:.2f}x networks/s")
+    for n in ("hnp", "ngnn"):
+        if n in summary and f"{n}@base" in summary:
+            headline[f"{n}_speedup_over_base"] = round(summary[n]["networks_per_s"] / summary[f"{n}@base"]["networks_per_s"], 2)
+    print(json.dumps(headline))
+
+
+if __name__ == "__main__":
+    main()
