@@ -141,6 +141,17 @@ class WeightSpaceSpec:
     def from_json(cls, text: str) -> "WeightSpaceSpec":
         return cls.from_dict(json.loads(text))
 
+    def check_chain(self, user: str) -> None:
+        """Raise unless each layer reads the group the previous one writes, all groups distinct:
+        the shape that NFN and DWSNet layers assume (``user`` names the encoder in the error)."""
+        for prev, layer in zip(self.layers, self.layers[1:]):
+            if layer.in_group != prev.out_group:
+                raise ValueError(f"{user} needs a chain of layers: {layer.name!r} reads group {layer.in_group!r} "
+                                 f"but {prev.name!r} writes {prev.out_group!r}")
+        groups = [self.layers[0].in_group] + [l.out_group for l in self.layers]
+        if len(set(groups)) != len(groups):
+            raise ValueError(f"{user} needs distinct neuron groups along the chain, found {groups}")
+
     def check_state_dict(self, state_dict: dict[str, Any], source: str = "state_dict") -> None:
         """Raise a ValueError naming every missing, unexpected or mis-shaped parameter."""
         expected = {p.name: tuple(p.shape) for p in self.params}

@@ -45,13 +45,7 @@ def check_mlp_spec(spec: WeightSpaceSpec) -> None:
             raise ValueError(f"DWSNet supports MLP weight spaces only (linear layers); layer {layer.name!r} of "
                              f"{spec.architecture!r} is a {layer.kind!r} layer. Use the NG-GNN encoder ('ngnn') "
                              f"for convolutional weight spaces.")
-    for prev, layer in zip(spec.layers, spec.layers[1:]):
-        if layer.in_group != prev.out_group:
-            raise ValueError(f"DWSNet needs a chain of layers: {layer.name!r} reads group {layer.in_group!r} "
-                             f"but {prev.name!r} writes {prev.out_group!r}")
-    groups = [spec.layers[0].in_group] + [l.out_group for l in spec.layers]
-    if len(set(groups)) != len(groups):
-        raise ValueError(f"DWSNet needs distinct neuron groups along the chain, found {groups}")
+    spec.check_chain("DWSNet")
 
 
 def weight_space_tensors(spec: WeightSpaceSpec) -> list[tuple[str, tuple[str, ...]]]:

@@ -68,13 +68,7 @@ class WeightFeatures:
 
 def check_chain(spec: WeightSpaceSpec) -> None:
     """The layers' terms assume each layer reads the group the previous one writes, with distinct groups."""
-    for prev, layer in zip(spec.layers, spec.layers[1:]):
-        if layer.in_group != prev.out_group:
-            raise ValueError(f"NFN needs a chain of layers: {layer.name!r} reads group {layer.in_group!r} "
-                             f"but {prev.name!r} writes {prev.out_group!r}")
-    groups = [spec.layers[0].in_group] + [l.out_group for l in spec.layers]
-    if len(set(groups)) != len(groups):
-        raise ValueError(f"NFN needs distinct neuron groups along the chain, found {groups}")
+    spec.check_chain("NFN")
 
 
 def _taps(spec: WeightSpaceSpec) -> list[int]:
