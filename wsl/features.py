@@ -24,6 +24,3 @@ def weight_statistics(spec: WeightSpaceSpec, weights: dict[str, Tensor]) -> Tens
                   torch.quantile(w, _QUANTILES.to(w.device), dim=1).T]
     return torch.cat(feats, 1)
 
-
-def statistic_names(spec: WeightSpaceSpec) -> list[str]:
-    return [f"{p.name}.{s}" for p in spec.params for s in STATISTICS]
