@@ -156,8 +156,9 @@ def flop_counts(spec, task, hp, epochs, n_checkpoints):
     6 * MACs per example (forward 2*MACs, weight gradients 2*MACs, input gradients 2*MACs; the
     first layer's input gradient is in fact never computed, see ``strict``). Evaluation counts
     2 * MACs per example. Useful work: each model's own subset per epoch, and at each checkpoint
-    its subset + val + test. Executed work: the population runs max-steps-over-models full
-    batches for every model each epoch and evaluates the whole training split for every model.
+    its subset + val + test. Executed work: a step computes only the models still inside their
+    epoch, each on a full batch (the last batch of an epoch is padded), and evaluation covers the
+    whole training split for every model.
     """
     macs = sum(l.in_features * l.out_features for l in spec.layers)
     first = spec.layers[0].in_features * spec.layers[0].out_features
@@ -168,7 +169,7 @@ def flop_counts(spec, task, hp, epochs, n_checkpoints):
     train_examples = epochs * sizes.sum()
     eval_examples = n_checkpoints * (sizes + n_val + n_test).sum()
     steps = math.ceil(sizes.max() / bs)
-    exec_train = epochs * steps * bs * M
+    exec_train = epochs * (np.ceil(sizes / bs) * bs).sum()
     exec_eval = n_checkpoints * (n_train + n_val + n_test) * M
     return {
         "macs_per_example": macs,
@@ -388,10 +389,10 @@ def main(argv=None):
     log(f"  (sanity: mean test acc of the {args.loop_models} sampled models: population "
         f"{np.nanmean(pop_acc):.3f}, loop {np.mean(loop_acc):.3f}; dropout masks differ)")
     log(f"FLOPs: {flops['macs_per_example']} MACs/example forward; training 6*MACs/example, eval 2*MACs/example; "
-        f"{flops['steps_per_epoch']} steps/epoch executed for every model vs "
-        f"{flops['mean_steps_per_epoch_needed']:.1f} needed on average")
+        f"{flops['mean_steps_per_epoch_needed']:.1f} steps/epoch per model on average "
+        f"(the largest subset needs {flops['steps_per_epoch']})")
     log(f"population achieved: {gflops:.2f} GFLOP/s useful ({flops['useful'] / 1e9:.1f} GFLOP), "
-        f"{flops['executed'] / pop_s / 1e9:.2f} GFLOP/s executed incl. padding steps and full-train eval "
+        f"{flops['executed'] / pop_s / 1e9:.2f} GFLOP/s executed incl. padded last batches and full-train eval "
         f"({flops['executed'] / 1e9:.1f} GFLOP); strict count without the first layer's input grad: "
         f"{flops['useful_strict'] / pop_s / 1e9:.2f} GFLOP/s")
     log(f"batched matmul:     {bmm_g:.1f} GFLOP/s  (torch.bmm [{args.models}, {B}, {big.in_features}] x "
