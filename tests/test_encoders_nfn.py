@@ -57,28 +57,26 @@ def _take(x: torch.Tensor, perm: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.take_along_dim(x, perm.view(shape), dim)
 
 
-def permute_weights(wb: WeightBatch, perms) -> WeightBatch:
-    weights, biases = [], []
-    for layer, w, b in zip(wb.spec.layers, wb.weights, wb.biases):
+def _permute_layers(spec, weights, biases, perms, axis):
+    """Permute hidden groups; ``axis`` is the neuron-out axis of the weights (1 for a WeightBatch,
+    2 for channelled features), the neuron-in axis follows it."""
+    new_w, new_b = [], []
+    for layer, w, b in zip(spec.layers, weights, biases):
         if layer.out_group in perms:
-            w, b = _take(w, perms[layer.out_group], 1), _take(b, perms[layer.out_group], 1)
+            w, b = _take(w, perms[layer.out_group], axis), _take(b, perms[layer.out_group], axis)
         if layer.in_group in perms:
-            w = _take(w, perms[layer.in_group], 2)
-        weights.append(w)
-        biases.append(b)
-    return WeightBatch(wb.spec, weights, biases)
+            w = _take(w, perms[layer.in_group], axis + 1)
+        new_w.append(w)
+        new_b.append(b)
+    return new_w, new_b
+
+
+def permute_weights(wb: WeightBatch, perms) -> WeightBatch:
+    return WeightBatch(wb.spec, *_permute_layers(wb.spec, wb.weights, wb.biases, perms, 1))
 
 
 def permute_features(spec, feats: WeightFeatures, perms) -> WeightFeatures:
-    weights, biases = [], []
-    for layer, w, b in zip(spec.layers, feats.weights, feats.biases):
-        if layer.out_group in perms:
-            w, b = _take(w, perms[layer.out_group], 2), _take(b, perms[layer.out_group], 2)
-        if layer.in_group in perms:
-            w = _take(w, perms[layer.in_group], 3)
-        weights.append(w)
-        biases.append(b)
-    return WeightFeatures(weights, biases)
+    return WeightFeatures(*_permute_layers(spec, feats.weights, feats.biases, perms, 2))
 
 
 def hidden_perms(spec, seed=0):

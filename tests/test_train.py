@@ -71,6 +71,14 @@ def train_alone(spec, task, hp, i, seed, epochs):
     return net
 
 
+def assert_each_matches_alone(spec, task, hp, seeds, res, epochs):
+    """Every model's final weights equal those of the same model trained alone."""
+    for i in range(len(seeds)):
+        net = train_alone(spec, task, hp, i, seeds[i], epochs)
+        for k, p in enumerate(net.state_dict().values()):
+            np.testing.assert_allclose(res.params[k][i, -1], p.numpy(), rtol=1e-4, atol=2e-5, err_msg=f"model {i}")
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
 def test_population_matches_models_trained_alone(digits, optimizer):
     spec = build_spec("mlp", digits.input_shape, digits.output_dim, hidden=[16, 16], activation="tanh")
@@ -98,10 +106,7 @@ def test_cnn_population_matches_models_trained_alone(digits_image):
     hp = population_hparams("sgd", activation=["relu"] * M)
     seeds = list(range(M))
     res = train_population(spec, task, hp, seeds, epochs=2, checkpoints=[2])
-    for i in range(M):
-        net = train_alone(spec, task, hp, i, seeds[i], 2)
-        for k, p in enumerate(net.state_dict().values()):
-            np.testing.assert_allclose(res.params[k][i, -1], p.numpy(), rtol=1e-4, atol=2e-5)
+    assert_each_matches_alone(spec, task, hp, seeds, res, 2)
 
 
 @pytest.mark.parametrize("arch,opts,layout", [("mlp", {"hidden": [8, 7]}, "flat"),
@@ -166,10 +171,7 @@ def test_mixed_optimizers_in_one_population(digits):
     hp = {k: [(sgd if i % 2 == 0 else adam)[k][i] for i in range(M)] for k in sgd}
     seeds = list(range(M))
     res = train_population(spec, digits, hp, seeds, epochs=2, checkpoints=[2])
-    for i in range(M):
-        net = train_alone(spec, digits, hp, i, seeds[i], 2)
-        for k, p in enumerate(net.state_dict().values()):
-            np.testing.assert_allclose(res.params[k][i, -1], p.numpy(), rtol=1e-4, atol=2e-5)
+    assert_each_matches_alone(spec, digits, hp, seeds, res, 2)
 
 
 def test_population_rejects_mixed_structural_hparams(digits):
