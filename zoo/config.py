@@ -14,6 +14,11 @@ A config is YAML (see ``configs/zoo/``)::
       optimizer: {choice: [sgd, adam]}  #   {log_uniform: [a, b]}, {int_uniform: [a, b]}, {grid: [...]}
     training: {chunk_size: auto}        # models trained at once (auto: sized to memory)
 
+INR zoos (``task`` one of ``zoo.signals.SIGNAL_TASKS``, e.g. ``mnist-inr``) fit one network per
+signal: model i fits signal ``i // inrs_per_signal`` (a task option, default 1), so
+``num_models`` must equal signals x ``inrs_per_signal``; an epoch is one full-batch step, and only
+the hyperparameters in ``INR_HPARAMS`` apply.
+
 Hyperparameters are sampled per model from a generator seeded with (seed, model index), so model i
 is the same model whatever the sharding, chunking or resumption. Grid parameters are crossed: model
 i takes grid point ``i mod G``.
@@ -32,6 +37,7 @@ import numpy as np
 import yaml
 
 from .optim import OPTIMIZERS
+from .signals import SIGNAL_TASKS
 from .weight_space import ACTIVATIONS
 
 # name -> (default, kind, validity check, description of the valid values)
@@ -51,6 +57,8 @@ SAMPLERS = ("choice", "uniform", "log_uniform", "int_uniform", "grid")
 TOP_LEVEL = {"name", "seed", "num_models", "epochs", "checkpoints", "task", "architecture", "hparams",
              "training", "description"}
 STRUCTURAL = ("activation", "batch_size")  # models in one chunk share these
+# INR tasks (zoo.signals): one network per signal, full-batch steps; these hyperparameters apply
+INR_HPARAMS = ("lr", "optimizer", "momentum", "weight_decay", "init_scale", "activation")
 
 
 class ConfigError(ValueError):
@@ -194,8 +202,16 @@ def parse_config(raw: dict[str, Any], source: str = "<config>") -> ZooConfig:
     hp = raw.get("hparams", {}) or {}
     if not isinstance(hp, dict):
         raise _err(source, "hparams", f"expected a mapping, found {hp!r}")
+    inr = out["task"]["name"] in SIGNAL_TASKS
+    if inr:
+        unused = sorted(set(hp) - set(INR_HPARAMS))
+        if unused:
+            raise _err(source, f"hparams.{unused[0]}", f"not used by INR task {out['task']['name']!r} (each network "
+                       f"fits its own signal, full batch); expected some of {list(INR_HPARAMS)}")
+        k = out["task"].get("inrs_per_signal", 1)
+        _positive_int(source, "task.inrs_per_signal", k)
     hparams = {}
-    for name in sorted(HPARAMS):
+    for name in sorted(INR_HPARAMS if inr else HPARAMS):
         if name in hp:
             hparams[name] = _check_space(source, name, hp[name])
         elif name == "activation":

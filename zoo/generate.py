@@ -4,6 +4,9 @@ A zoo of M models is split into shards (``shard=(i, n)`` takes models ``[i*M//n,
 and a shard into chunks of models that share the structural hyperparameters (activation, batch
 size) and fit in memory. The chunk plan is fixed when the file is made, so a resumed run trains
 the same chunks as an uninterrupted one and stores the same weights.
+
+INR zoos (a task of ``zoo.signals``) take the same path with another trainer: model i fits signal
+``i // inrs_per_signal`` (``zoo.inr.fit_population``), and the file also records each model's signal.
 """
 from __future__ import annotations
 
@@ -16,7 +19,9 @@ import numpy as np
 import torch
 
 from .architectures import build_spec
-from .config import STRUCTURAL, ZooConfig, model_seed, sample_hparams
+from .config import STRUCTURAL, ConfigError, ZooConfig, model_seed, sample_hparams
+from .inr import INR_METRICS, fit_population
+from .signals import SIGNAL_TASKS, SignalSet, load_signals
 from .store import ZooFileError, create_zoo, write_models, zoo_identity
 from .tasks import TaskData, load_task
 from .train import activation_elems, metric_names, train_population
@@ -44,12 +49,22 @@ def shard_indices(num_models: int, shard: tuple[int, int]) -> np.ndarray:
     return np.arange(i * num_models // n, (i + 1) * num_models // n, dtype=np.int64)
 
 
-def build_task_and_spec(config: ZooConfig) -> tuple[TaskData, WeightSpaceSpec]:
-    """Load the config's task and the weight space of its architecture on that task."""
+def build_task_and_spec(config: ZooConfig) -> tuple[TaskData | SignalSet, WeightSpaceSpec]:
+    """Load the config's task (or an INR task's signals) and the weight space of its architecture."""
     arch = dict(config.architecture)
     arch_name = arch.pop("name")
     task_opts = dict(config.task)
     task_name = task_opts.pop("name")
+    if task_name in SIGNAL_TASKS:
+        k = task_opts.pop("inrs_per_signal", 1)
+        signals = load_signals(task_name, **task_opts)
+        if config.num_models != len(signals) * k:
+            raise ConfigError(f"{config.source}: num_models: expected {len(signals) * k} ({len(signals)} signals of "
+                              f"task {task_name!r} x inrs_per_signal {k}), found {config.num_models}")
+        if arch_name != "siren":
+            act = config.hparams["activation"]
+            arch["activation"] = act if isinstance(act, str) else None
+        return signals, build_spec(arch_name, (signals.in_dim,), signals.out_dim, **arch)
     task_opts.setdefault("layout", _TASK_LAYOUT.get(arch_name, "flat"))
     task = load_task(task_name, **task_opts)
     act = config.hparams["activation"]
@@ -57,6 +72,19 @@ def build_task_and_spec(config: ZooConfig) -> tuple[TaskData, WeightSpaceSpec]:
         arch["activation"] = act if isinstance(act, str) else None
     spec = build_spec(arch_name, task.input_shape, task.output_dim, **arch)
     return task, spec
+
+
+def signal_of(indices: np.ndarray, config: ZooConfig) -> np.ndarray:
+    """The signal each model of an INR zoo fits: model i fits signal i // inrs_per_signal."""
+    return np.asarray(indices, dtype=np.int64) // int(config.task.get("inrs_per_signal", 1))
+
+
+def signal_records(signals: SignalSet, indices: np.ndarray, config: ZooConfig) -> dict:
+    """What an INR zoo file records about each model's signal (see ``zoo.store``)."""
+    which = signal_of(indices, config)
+    fields = {"signal": which.tolist()} | {k: v[which].tolist() for k, v in signals.fields.items()}
+    return {"coords": signals.coords.numpy(), "values": signals.values[torch.as_tensor(which)].numpy(),
+            "fields": fields}
 
 
 def auto_chunk_size(spec: WeightSpaceSpec, batch_size: int, device: torch.device, budget_gb: float | None = None) -> int:
@@ -79,7 +107,7 @@ def auto_chunk_size(spec: WeightSpaceSpec, batch_size: int, device: torch.device
 def plan_chunks(indices: np.ndarray, hparams: dict[str, list], chunk_size: int) -> list[np.ndarray]:
     """Positions (into ``indices``) of each chunk: models grouped by structural hyperparameters,
     in index order inside a group, at most ``chunk_size`` per chunk."""
-    keys = [tuple(hparams[k][j] for k in STRUCTURAL) for j in range(len(indices))]
+    keys = [tuple(hparams[k][j] for k in STRUCTURAL if k in hparams) for j in range(len(indices))]
     groups: dict[tuple, list[int]] = {}
     for j, key in enumerate(keys):
         groups.setdefault(key, []).append(j)
@@ -111,6 +139,7 @@ def generate(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[i
         raise ValueError(f"--shard: shard {shard[0]}/{shard[1]} of a zoo of {config.num_models} models holds no "
                          f"models; use at most {config.num_models} shards")
     task, spec = build_task_and_spec(config)
+    inr = isinstance(task, SignalSet)
     chash = config.hash()
 
     hparams = sample_hparams(config, indices)
@@ -128,14 +157,19 @@ def generate(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[i
         log(f"resuming {out}: {int((status != 0).sum())} of {len(status)} models already finished")
     else:
         cs = config.training.get("chunk_size", "auto")
-        bs = max(hparams["batch_size"], default=32)
+        bs = task.coords.shape[0] if inr else max(hparams["batch_size"], default=32)
         chunk_size = auto_chunk_size(spec, bs, dev, config.training.get("memory_budget_gb")) if cs == "auto" else int(cs)
         status = np.zeros(len(indices), dtype=np.uint8)
+        if inr:
+            info = task.info | {"kind": "inr", "input_shape": [task.in_dim], "output_dim": task.out_dim}
+        else:
+            info = task.info | {"name": task.name, "kind": task.kind, "input_shape": list(task.input_shape),
+                                "output_dim": task.output_dim}
         create_zoo(out, name=config.name, config_json=config.to_json(), config_hash=chash, spec=spec,
-                   task_info=task.info | {"name": task.name, "kind": task.kind, "input_shape": list(task.input_shape),
-                                          "output_dim": task.output_dim},
-                   checkpoint_epochs=config.checkpoints, metric_names=metric_names(task), indices=indices,
-                   seeds=seeds, hparams=hparams, chunk_size=chunk_size, shard=shard)
+                   task_info=info, checkpoint_epochs=config.checkpoints,
+                   metric_names=INR_METRICS if inr else metric_names(task), indices=indices, seeds=seeds,
+                   hparams=hparams, chunk_size=chunk_size, shard=shard,
+                   signals=signal_records(task, indices, config) if inr else None)
 
     chunks = plan_chunks(indices, hparams, chunk_size)
     todo = [c for c in chunks if bool((status[c] == 0).any())]
@@ -157,10 +191,16 @@ def generate(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[i
                 done_before[0] = frac * len(pos)
 
         chunk_hp = {name: [vals[j] for j in pos] for name, vals in hparams.items()}
-        result = train_population(spec, task, chunk_hp, [int(seeds[j]) for j in pos], epochs=config.epochs,
-                                  checkpoints=config.checkpoints, device=dev,
-                                  dropout_seed=model_seed(config.seed, int(indices[pos[0]]) + 2 ** 31),
-                                  eval_batch=config.training.get("eval_batch"), progress=on_progress)
+        if inr:
+            which = torch.as_tensor(signal_of(indices[pos], config))
+            result = fit_population(spec, task.coords, task.values[which], chunk_hp, [int(seeds[j]) for j in pos],
+                                    epochs=config.epochs, checkpoints=config.checkpoints, peak=task.peak,
+                                    device=dev, progress=on_progress)
+        else:
+            result = train_population(spec, task, chunk_hp, [int(seeds[j]) for j in pos], epochs=config.epochs,
+                                      checkpoints=config.checkpoints, device=dev,
+                                      dropout_seed=model_seed(config.seed, int(indices[pos[0]]) + 2 ** 31),
+                                      eval_batch=config.training.get("eval_batch"), progress=on_progress)
         write_models(out, pos, {p.name: a for p, a in zip(spec.params, result.params)}, result.metrics,
                      result.status, result.diverged_epoch)
         status[pos] = result.status

@@ -14,6 +14,13 @@ import numpy as np
 from .store import Zoo, ZooFileError, create_zoo, write_models
 
 
+def _signals(zoos: list[Zoo]) -> dict:
+    """The parts' INR signals, concatenated (every part of an INR zoo samples the same coordinates)."""
+    return {"coords": zoos[0].signal_coords().numpy(),
+            "values": np.concatenate([z.file["signals/values"][()] for z in zoos]),
+            "fields": {k: np.concatenate([z.signal(k) for z in zoos]).tolist() for k in zoos[0].signal_names}}
+
+
 def merge(parts: list[str | Path], out: str | Path, block: int = 1024) -> Path:
     out = Path(out)
     if out.exists():
@@ -43,7 +50,8 @@ def merge(parts: list[str | Path], out: str | Path, block: int = 1024) -> Path:
         create_zoo(out, name=first.name, config_json=json.dumps(first.config, sort_keys=True),
                    config_hash=first.config_hash, spec=first.spec, task_info=first.task,
                    checkpoint_epochs=first.checkpoint_epochs, metric_names=first.metric_names, indices=indices,
-                   seeds=np.concatenate([z.seed for z in zoos]), hparams=hparams, chunk_size=first.chunk_size)
+                   seeds=np.concatenate([z.seed for z in zoos]), hparams=hparams, chunk_size=first.chunk_size,
+                   signals=_signals(zoos) if first.is_inr else None)
         offset = 0
         for z in zoos:
             status, div = z.status, z.diverged_epoch

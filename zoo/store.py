@@ -24,6 +24,16 @@ Layout (format ``wsl-zoo``, version 1)::
     /models/status         uint8 [M]: 0 pending, 1 done, 2 diverged
     /models/diverged_epoch int32 [M]: first epoch with NaN/inf, -1 if none
 
+INR zoos (one network fitted per signal, ``zoo.signals``) also hold what each model fits::
+
+    /signals/coords        float32 [P, d_in]: the coordinates every signal is sampled at
+    /signals/values        float32 [M, P, d_out]: the signal model m fits (its image, its wave)
+    /signals/fields/<name> [M]: per-model facts about its signal: ``signal`` (which signal of the
+                           task; the INRs of one signal share it), ``source_index`` (e.g. the
+                           image's index in its IDX file), ``split`` (train/val/test of the
+                           signal), ``label`` (image class), ``frequency`` / ``phase`` (sines)
+    attribute signal_fields  the field names (JSON); absent in ordinary zoos
+
 Writes are crash-safe: the file is open only while a finished chunk is written, and a model's
 status is set to done in the same flush as its weights, after them. A killed run leaves every
 finished model readable; the same command resumes the pending ones.
@@ -80,8 +90,9 @@ def _check_format(f: h5py.File, path) -> None:
 def create_zoo(path: str | Path, *, name: str, config_json: str, config_hash: str, spec: WeightSpaceSpec,
                task_info: dict[str, Any], checkpoint_epochs: list[int], metric_names: list[str],
                indices: np.ndarray, seeds: np.ndarray, hparams: dict[str, list], chunk_size: int,
-               shard: tuple[int, int] = (0, 1)) -> None:
-    """Make an empty zoo file (every model pending) atomically: written beside, then renamed."""
+               shard: tuple[int, int] = (0, 1), signals: dict[str, Any] | None = None) -> None:
+    """Make an empty zoo file (every model pending) atomically: written beside, then renamed.
+    ``signals`` (INR zoos): ``{"coords": [P, d], "values": [M, P, d_out], "fields": {name: [M]}}``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -104,19 +115,42 @@ def create_zoo(path: str | Path, *, name: str, config_json: str, config_hash: st
             _small_dataset(g, m, np.full((M, C), np.nan, dtype=np.float32))
         g = f.create_group("hparams")
         for k, vals in hparams.items():
-            if all(isinstance(v, str) for v in vals):
-                width = max(1, max(len(v.encode()) for v in vals))
-                _small_dataset(g, k, np.asarray([v.encode() for v in vals], dtype=f"S{width}"))  # UTF-8 bytes
-            elif all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in vals):
-                _small_dataset(g, k, np.asarray(vals, dtype=np.int64))
-            else:
-                _small_dataset(g, k, np.asarray(vals, dtype=np.float64))
+            _column(g, k, vals)
+        if signals is not None:
+            g = f.create_group("signals")
+            coords = np.asarray(signals["coords"], dtype=np.float32)
+            values = np.asarray(signals["values"], dtype=np.float32)
+            if values.shape[:2] != (M, coords.shape[0]):
+                raise ValueError(f"signals: values of shape {values.shape}, expected [{M}, {coords.shape[0]}, d_out]")
+            _small_dataset(g, "coords", coords)
+            g.create_dataset("values", data=values, chunks=(min(M, 256), *values.shape[1:]), compression="gzip",
+                             compression_opts=1, shuffle=True, fletcher32=True)
+            fg = g.create_group("fields")
+            for k, vals in signals["fields"].items():
+                _column(fg, k, list(vals))
+            f.attrs["signal_fields"] = json.dumps(sorted(signals["fields"]))
         g = f.create_group("models")
         _small_dataset(g, "index", np.asarray(indices, dtype=np.int64))
         _small_dataset(g, "seed", np.asarray(seeds, dtype=np.uint32))
         _small_dataset(g, "status", np.zeros(M, dtype=np.uint8))
         _small_dataset(g, "diverged_epoch", np.full(M, -1, dtype=np.int32))
     os.replace(tmp, path)
+
+
+def _column(group: h5py.Group, name: str, vals: list) -> None:
+    """A per-model column: UTF-8 strings, int64 or float64 by the values' type."""
+    vals = [v.item() if isinstance(v, np.generic) else v for v in vals]
+    if all(isinstance(v, str) for v in vals):
+        width = max(1, max((len(v.encode()) for v in vals), default=1))
+        _small_dataset(group, name, np.asarray([v.encode() for v in vals], dtype=f"S{width}"))  # UTF-8 bytes
+    elif all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
+        _small_dataset(group, name, np.asarray(vals, dtype=np.int64))
+    else:
+        _small_dataset(group, name, np.asarray(vals, dtype=np.float64))
+
+
+def _read_column(ds: h5py.Dataset) -> np.ndarray:
+    return ds.asstr("utf-8")[()] if h5py.check_string_dtype(ds.dtype) else ds[()]
 
 
 def _small_dataset(group: h5py.Group, name: str, data: np.ndarray) -> None:
@@ -169,6 +203,7 @@ class Zoo:
         self.checkpoint_epochs = [int(e) for e in a["checkpoint_epochs"]]
         self.metric_names = json.loads(a["metric_names"])
         self.hparam_names = json.loads(a["hparam_names"])
+        self.signal_names: list[str] = json.loads(a.get("signal_fields", "[]"))
         self.shard = (int(a["shard_index"]), int(a["shard_count"]))
         self.chunk_size = int(a["chunk_size"])
         self.index = self.file["models/index"][()]
@@ -228,28 +263,56 @@ class Zoo:
         """[M] values of a hyperparameter (strings for categorical ones)."""
         if name not in self.hparam_names:
             raise KeyError(f"{self.path}: no hyperparameter {name!r}; stored: {self.hparam_names}")
-        ds = self.file["hparams"][name]
-        return ds.asstr("utf-8")[()] if h5py.check_string_dtype(ds.dtype) else ds[()]
+        return _read_column(self.file["hparams"][name])
+
+    @property
+    def is_inr(self) -> bool:
+        """True for INR zoos: each model fits its own signal (``/signals``)."""
+        return "signals" in self.file
+
+    def signal(self, name: str) -> np.ndarray:
+        """[M] values of a signal field of an INR zoo (``label``, ``split``, ``frequency``, ...)."""
+        if name not in self.signal_names:
+            raise KeyError(f"{self.path}: no signal field {name!r}; stored: {self.signal_names}"
+                           + ("" if self.is_inr else " (not an INR zoo)"))
+        return _read_column(self.file["signals/fields"][name])
+
+    def signal_coords(self) -> torch.Tensor:
+        """[P, d_in] coordinates of an INR zoo's signals."""
+        if not self.is_inr:
+            raise KeyError(f"{self.path}: not an INR zoo (no /signals)")
+        return torch.from_numpy(self.file["signals/coords"][()])
+
+    def signal_values(self, rows) -> torch.Tensor:
+        """[k, P, d_out] the signals that models ``rows`` fit."""
+        if not self.is_inr:
+            raise KeyError(f"{self.path}: not an INR zoo (no /signals)")
+        uniq, inverse = self._rows(rows)
+        return torch.from_numpy(self.file["signals/values"][uniq][inverse])
+
+    def column(self, name: str, checkpoint: int = -1) -> np.ndarray:
+        """[M] values of a metric (at a checkpoint position), hyperparameter or signal field."""
+        if name in self.metric_names:
+            return self.file["metrics"][name][:, self.checkpoint_position(checkpoint)]
+        if name in self.hparam_names:
+            return self.hparam(name)
+        if name in self.signal_names:
+            return self.signal(name)
+        raise KeyError(f"{self.path}: {name!r} is neither a metric {self.metric_names}, a hyperparameter "
+                       f"{self.hparam_names}" + (f" nor a signal field {self.signal_names}" if self.signal_names else ""))
 
     def select(self, *, status: str | None = "done", checkpoint: int = -1, **conditions) -> np.ndarray:
         """File rows of the models that meet every condition, e.g.
         ``zoo.select(test_acc=(0.5, None), optimizer="adam")``: a metric at ``checkpoint`` or a
-        hyperparameter, compared to a value, a set of values or a (low, high) range (None = open)."""
+        hyperparameter or signal field, compared to a value, a set of values or a (low, high) range (None = open)."""
         keep = np.ones(len(self), dtype=bool)
         if status is not None:
             codes = {v: k for k, v in STATUS_NAMES.items()}
             if status not in codes:
                 raise ValueError(f"status must be one of {list(codes)} or None, found {status!r}")
             keep &= self.status == codes[status]
-        c = self.checkpoint_position(checkpoint)
         for name, cond in conditions.items():
-            if name in self.metric_names:
-                vals = self.file["metrics"][name][:, c]
-            elif name in self.hparam_names:
-                vals = self.hparam(name)
-            else:
-                raise KeyError(f"{self.path}: {name!r} is neither a metric {self.metric_names} "
-                               f"nor a hyperparameter {self.hparam_names}")
+            vals = self.column(name, checkpoint)
             if isinstance(cond, tuple) and len(cond) == 2:
                 lo, hi = cond
                 if lo is not None:
@@ -362,6 +425,17 @@ class Zoo:
                 lines.append(f"  {h:<14}{v[0]:.4g} (fixed)")
             else:
                 lines.append(f"  {h:<14}{v.min():.4g} .. {v.max():.4g}")
+        if self.is_inr:
+            coords = self.file["signals/coords"]
+            lines.append(f"signals    {coords.shape[0]} points in {coords.shape[1]}-D per model, "
+                         f"shape {self.task.get('signal_shape')}, range {self.task.get('target_range')}")
+            for h in self.signal_names:
+                v = self.signal(h)
+                if v.dtype.kind in "OUS" or (v.dtype.kind == "i" and len(np.unique(v)) <= 20):
+                    vals, counts = np.unique(v, return_counts=True)
+                    lines.append(f"  {h:<14}" + ", ".join(f"{a} x{c}" for a, c in zip(vals, counts)))
+                else:
+                    lines.append(f"  {h:<14}{v.min():.4g} .. {v.max():.4g}")
         return "\n".join(lines)
 
     def iter_batches(self, batch_size: int = 256, checkpoint: int = -1, rows=None, shuffle: bool = False,

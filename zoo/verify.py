@@ -76,6 +76,26 @@ def _check_file(f: h5py.File, where: str) -> list[str]:
             continue
         for r in np.flatnonzero(done & ~np.isfinite(vals).all(1)):
             problems.append(f"{where}: model {index[r]} (row {r}), metric {m}: marked done but NaN")
+    if "signal_fields" in f.attrs:
+        problems += _check_signals(f, where, M)
+    return problems
+
+
+def _check_signals(f: h5py.File, where: str, M: int) -> list[str]:
+    """An INR zoo's signals: every dataset readable, one entry per model."""
+    problems = []
+    names = [f"signals/fields/{k}" for k in json.loads(f.attrs["signal_fields"])] + ["signals/coords", "signals/values"]
+    for name in names:
+        if name not in f:
+            problems.append(f"{where}: dataset /{name} is missing")
+            continue
+        try:
+            arr = f[name][()]
+        except Exception as e:  # noqa: BLE001 - a checksum or decompression error
+            problems.append(f"{where}: dataset /{name}: unreadable ({_short(e)})")
+            continue
+        if name != "signals/coords" and len(arr) != M:
+            problems.append(f"{where}: dataset /{name} has {len(arr)} entries, expected {M}")
     return problems
 
 
