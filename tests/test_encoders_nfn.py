@@ -11,6 +11,7 @@ import torch
 from wsl.encoders.deepsets import DeepSetsEncoder
 from wsl.encoders.flat import FlatMLP
 from wsl.encoders.nfn import HNPLinear, NFNEncoder, NPLinear, WeightFeatures
+from wsl.encoders.probe import ProbeEncoder
 from wsl.encoders.statnn import StatNN
 from wsl.weights import WeightBatch
 from zoo.architectures import build_spec
@@ -25,6 +26,7 @@ INVARIANT = {
     "deepsets": lambda spec: DeepSetsEncoder(spec, 2, hidden=16),
     "hnp": lambda spec: NFNEncoder(spec, 2, mode="hnp", channels=8, head_hidden=32),
     "np": lambda spec: NFNEncoder(spec, 2, mode="np", channels=8, head_hidden=32),
+    "probe": lambda spec: ProbeEncoder(spec, 2, probes=16, hidden=32),
 }
 ALL = {**INVARIANT, "flat": lambda spec: FlatMLP(spec, 2, hidden=32)}
 

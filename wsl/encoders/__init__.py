@@ -8,6 +8,7 @@
 | ``np`` / ``hnp`` | ``nfn.NFNEncoder`` | NFN NP / HNP equivariant layers, invariant pooling (Zhou et al. 2023) |
 | ``dwsnet`` | ``dwsnet.DWSNetEncoder`` | DWSNet equivariant layers, MLP weight spaces (Navon et al. 2023) |
 | ``ngnn`` | ``ngnn.NGGNN`` | message passing on the neural graph with edge features (Kofinas et al. 2024) |
+| ``probe`` | ``probe.ProbeEncoder`` | the network's outputs on learned probe inputs into an MLP (raw weights) |
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ ENCODERS: dict[str, tuple[str, str, dict]] = {
     "hnp": ("wsl.encoders.nfn", "NFNEncoder", {"mode": "hnp"}),
     "dwsnet": ("wsl.encoders.dwsnet", "DWSNetEncoder", {}),
     "ngnn": ("wsl.encoders.ngnn", "NGGNN", {}),
+    "probe": ("wsl.encoders.probe", "ProbeEncoder", {}),
 }
 
 

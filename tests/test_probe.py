@@ -1,0 +1,77 @@
+"""The probe encoder: invariant to every function-preserving symmetry (permutations, ReLU scaling,
+sine sign flips), grid probes for INRs, raw weights in the predictor, a clear error without a
+fixed activation."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from wsl.encoders.probe import ProbeEncoder
+from wsl.predictor import PropertyPredictor
+from wsl.symmetry import permute, random_permutations, random_scales, scale
+from wsl.weights import WeightBatch
+from zoo.architectures import build_spec
+from zoo.functional import population_forward
+
+
+def _weights(spec, n=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return WeightBatch.from_params(spec, [torch.randn(n, *p.shape, generator=g, dtype=torch.float64) * 0.5
+                                          for p in spec.params])
+
+
+@pytest.mark.parametrize("arch,activation", [("mlp", "relu"), ("siren", "sine"), ("mlp", "tanh")])
+def test_probe_invariant_to_permutations_and_scalings(arch, activation):
+    spec = (build_spec("siren", (2,), 1, hidden=[8, 8], omega_0=3.0) if arch == "siren"
+            else build_spec("mlp", (5,), 3, hidden=[7, 6], activation=activation))
+    torch.manual_seed(0)
+    enc = ProbeEncoder(spec, 4, probes=25, hidden=32).double().eval()
+    wb = _weights(spec)
+    g = torch.Generator().manual_seed(1)
+    moved = scale(permute(wb, random_permutations(spec, len(wb), g)), random_scales(spec, len(wb), activation, g))
+    # the action really changed the weights but not the function
+    assert (moved.flatten() - wb.flatten()).abs().max() > 0.1
+    x = torch.rand(9, *spec.input_shape, dtype=torch.float64) * 2 - 1
+    torch.testing.assert_close(population_forward(spec, moved.params(), x), population_forward(spec, wb.params(), x))
+    with torch.no_grad():
+        out, out_moved, other = enc(wb), enc(moved), enc(_weights(spec, seed=5))
+    torch.testing.assert_close(out_moved, out, atol=1e-9, rtol=1e-7)
+    assert (other - out).abs().max() > 1e-3
+
+
+def test_grid_probes_for_inrs_and_normal_probes_otherwise():
+    siren = build_spec("siren", (2,), 1, hidden=[8, 8])
+    enc = ProbeEncoder(siren, 10, probes=64)
+    pts = enc.probe_inputs().detach()
+    assert pts.shape == (64, 2) and pts.min() == -1 and pts.max() == 1
+    assert len(torch.unique(pts[:, 0])) == 8  # an 8 x 8 grid
+    mlp = build_spec("mlp", (64,), 10, hidden=[8])
+    assert ProbeEncoder(mlp, 10, probes=32).probe_inputs().shape == (32, 64)
+    with pytest.raises(ValueError, match="at most 3 dimensions"):
+        ProbeEncoder(mlp, 10, init="grid")
+
+
+def test_probes_and_generator_are_learned():
+    spec = build_spec("siren", (2,), 1, hidden=[8, 8], omega_0=3.0)
+    enc = ProbeEncoder(spec, 3, probes=16, generator_layers=2, hidden=16).train()
+    out = enc(_weights(spec, n=8).map(lambda t: t.float()))
+    (out * torch.randn_like(out)).sum().backward()
+    for name, p in enc.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_predictor_feeds_raw_weights_to_the_probe_encoder():
+    spec = build_spec("mlp", (4,), 2, hidden=[5], activation="relu")
+    model = PropertyPredictor(spec.to_json(), num_outputs=1, encoder="probe",
+                              encoder_kwargs={"probes": 8, "hidden": 16}).eval()
+    wb = _weights(spec, n=4).map(lambda t: t.float())
+    # a normalizer that would change the weights must not reach the encoder
+    model.weight_normalizer.fit(WeightBatch.from_params(spec, [t * 100 for t in wb.params()]))
+    assert (model.weight_normalizer(wb).flatten() - wb.flatten()).abs().max() > 0.1
+    torch.testing.assert_close(model(wb), model.encoder(wb))
+
+
+def test_probe_needs_a_fixed_activation():
+    spec = build_spec("mlp", (4,), 2, hidden=[5], activation=None)
+    with pytest.raises(ValueError, match="per-model activation"):
+        ProbeEncoder(spec, 2)

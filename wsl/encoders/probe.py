@@ -1,0 +1,81 @@
+"""Probing: encode a network by what it computes on a set of learned probe inputs.
+
+Each network of the batch is run (``zoo.functional.population_forward``) on K probe inputs shared
+by all networks; its K outputs, flattened, go through an MLP. A network's function is unchanged by
+every symmetry of its weights (neuron permutations, ReLU rescaling, sine sign flips), so the
+encoder is invariant to all of them exactly, not only to the ones an architecture builds in.
+The probes are parameters trained with the head (Kahana et al. 2024, "Deep Linear Probe
+Generators for Weight Space Learning", generate them from latent codes through a deep linear
+network; ``generator_layers`` > 0 does the same).
+
+For INRs the probes start on a regular grid over [-1, 1]^d, so the encoder begins as "render the
+INR at K points and classify the rendering"; for networks on standardized data they start as
+N(0, 1) draws. The encoder needs raw weights (it runs the network), so it sets ``raw_weights`` and
+the predictor skips weight normalization for it.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from zoo.functional import population_forward
+from zoo.weight_space import WeightSpaceSpec
+
+from ..weights import WeightBatch
+from .flat import mlp
+
+
+def _grid(k: int, d: int) -> Tensor | None:
+    """A regular grid of about ``k`` points over [-1, 1]^d (``None`` for d > 3)."""
+    if d > 3:
+        return None
+    n = max(2, round(k ** (1.0 / d)))
+    axes = [torch.linspace(-1.0, 1.0, n)] * d
+    return torch.stack([m.reshape(-1) for m in torch.meshgrid(*axes, indexing="ij")], dim=-1)
+
+
+class ProbeEncoder(nn.Module):
+    """K learned probe inputs -> the network's outputs [B, K, out] -> BatchNorm -> MLP."""
+
+    raw_weights = True
+
+    def __init__(self, spec: WeightSpaceSpec, out_dim: int, probes: int = 256, init: str = "auto",
+                 learn_probes: bool = True, generator_layers: int = 0, hidden: int = 256, layers: int = 3,
+                 dropout: float = 0.0):
+        super().__init__()
+        if spec.activation is None:
+            raise ValueError("the probe encoder runs the networks, so it needs one activation for the weight space; "
+                             "this one has a per-model activation (e.g. a zoo with hparams.activation varying)")
+        if init not in ("auto", "grid", "normal"):
+            raise ValueError(f"probe init must be 'auto', 'grid' or 'normal', found {init!r}")
+        self.spec = spec
+        d = math.prod(spec.input_shape)
+        grid = _grid(probes, d) if init in ("auto", "grid") else None
+        if init == "grid" and grid is None:
+            raise ValueError(f"probe init 'grid' needs an input of at most 3 dimensions, found {d}")
+        start = grid if grid is not None else torch.randn(probes, d, generator=torch.Generator().manual_seed(0))
+        self.num_probes = start.shape[0]
+        if generator_layers > 0:  # probes = latent codes through a deep linear network
+            self.latent = nn.Parameter(start.clone(), requires_grad=learn_probes)
+            self.generator = nn.Sequential(*[nn.Linear(d, d) for _ in range(generator_layers)])
+            for lin in self.generator:  # start as the identity map
+                nn.init.eye_(lin.weight)
+                nn.init.zeros_(lin.bias)
+                lin.requires_grad_(learn_probes)
+        else:
+            self.latent = nn.Parameter(start.clone(), requires_grad=learn_probes)
+            self.generator = nn.Identity()
+        n_features = self.num_probes * spec.layers[-1].out_features
+        self.norm = nn.BatchNorm1d(n_features)
+        self.net = mlp(n_features, hidden, out_dim, layers, dropout)
+
+    def probe_inputs(self) -> Tensor:
+        """The current probe inputs [K, *input_shape]."""
+        return self.generator(self.latent).view(self.num_probes, *self.spec.input_shape)
+
+    def forward(self, wb: WeightBatch) -> Tensor:
+        params = [p.to(self.latent.dtype) for p in wb.params()]
+        out = population_forward(self.spec, params, self.probe_inputs())  # [B, K, out]
+        return self.net(self.norm(out.flatten(1)))
