@@ -71,7 +71,24 @@ def test_predictor_feeds_raw_weights_to_the_probe_encoder():
     torch.testing.assert_close(model(wb), model.encoder(wb))
 
 
-def test_probe_needs_a_fixed_activation():
+def test_per_network_activations():
+    """With a per-model activation each network runs with its own: equal to separate batches."""
     spec = build_spec("mlp", (4,), 2, hidden=[5], activation=None)
-    with pytest.raises(ValueError, match="per-model activation"):
-        ProbeEncoder(spec, 2)
+    torch.manual_seed(0)
+    enc = ProbeEncoder(spec, 3, probes=8, hidden=16).double().eval()
+    wb = _weights(spec, n=6)
+    acts = ["relu", "tanh", "tanh", "relu", "tanh", "relu"]
+    wb.activation = acts
+    with torch.no_grad():
+        out = enc(wb)
+        for a in ("relu", "tanh"):
+            rows = [i for i, x in enumerate(acts) if x == a]
+            part = wb[torch.tensor(rows)]
+            assert part.activation == [a] * len(rows)
+            torch.testing.assert_close(enc(part), out[rows])
+        other = wb[torch.arange(6)]
+        other.activation = ["relu"] * 6
+        assert (enc(other) - out).abs().max() > 1e-4  # the activation matters
+    wb.activation = None
+    with pytest.raises(ValueError, match="activation varies per network"):
+        enc(wb)

@@ -27,12 +27,17 @@ class WeightBatch:
     spec: WeightSpaceSpec
     weights: list[Tensor]  # per layer [B, out, in, *kernel]
     biases: list[Tensor | None]  # per layer [B, out]
+    # per-network activation names, for weight spaces whose activation varies per model (the spec's
+    # is None); only encoders that run the networks need it (``wsl.encoders.probe``)
+    activation: list[str] | None = None
 
     def __post_init__(self) -> None:
         if len(self.weights) != len(self.spec.layers) or len(self.biases) != len(self.spec.layers):
             raise ValueError(f"expected {len(self.spec.layers)} layers, found {len(self.weights)} weights "
                              f"and {len(self.biases)} biases")
         B = self.weights[0].shape[0]
+        if self.activation is not None and len(self.activation) != B:
+            raise ValueError(f"activation: {len(self.activation)} names for {B} networks")
         for layer, w, b in zip(self.spec.layers, self.weights, self.biases):
             if tuple(w.shape[1:]) != layer.weight.shape or w.shape[0] != B:
                 raise ValueError(f"{layer.name}.weight: expected [{B}, {', '.join(map(str, layer.weight.shape))}], "
@@ -102,7 +107,8 @@ class WeightBatch:
 
     def map(self, fn) -> "WeightBatch":
         """Apply ``fn`` to every tensor."""
-        return WeightBatch(self.spec, [fn(w) for w in self.weights], [None if b is None else fn(b) for b in self.biases])
+        return WeightBatch(self.spec, [fn(w) for w in self.weights], [None if b is None else fn(b) for b in self.biases],
+                           self.activation)
 
     def to(self, *args, **kwargs) -> "WeightBatch":
         return self.map(lambda t: t.to(*args, **kwargs))
@@ -111,9 +117,16 @@ class WeightBatch:
         """Select networks (an int keeps the batch axis)."""
         if isinstance(idx, int):
             idx = slice(idx, idx + 1) if idx != -1 else slice(-1, None)
-        return self.map(lambda t: t[idx])
+        out = WeightBatch(self.spec, *[[None if t is None else t[idx] for t in ts] for ts in (self.weights, self.biases)])
+        if self.activation is not None:
+            keep = torch.arange(len(self))[idx.cpu() if torch.is_tensor(idx) else idx].reshape(-1).tolist()
+            out.activation = [self.activation[i] for i in keep]
+        return out
 
     @staticmethod
     def cat(batches: list["WeightBatch"]) -> "WeightBatch":
         spec = batches[0].spec
-        return WeightBatch.from_params(spec, [torch.cat(ts) for ts in zip(*[b.params() for b in batches])])
+        out = WeightBatch.from_params(spec, [torch.cat(ts) for ts in zip(*[b.params() for b in batches])])
+        if all(b.activation is not None for b in batches):
+            out.activation = [a for b in batches for a in b.activation]
+        return out

@@ -11,7 +11,8 @@ network; ``generator_layers`` > 0 does the same).
 For INRs the probes start on a regular grid over [-1, 1]^d, so the encoder begins as "render the
 INR at K points and classify the rendering"; for networks on standardized data they start as
 N(0, 1) draws. The encoder needs raw weights (it runs the network), so it sets ``raw_weights`` and
-the predictor skips weight normalization for it.
+the predictor skips weight normalization for it; where the activation varies per network, the
+batch names each one (``WeightBatch.activation``).
 """
 from __future__ import annotations
 
@@ -45,9 +46,6 @@ class ProbeEncoder(nn.Module):
                  learn_probes: bool = True, generator_layers: int = 0, hidden: int = 256, layers: int = 3,
                  dropout: float = 0.0):
         super().__init__()
-        if spec.activation is None:
-            raise ValueError("the probe encoder runs the networks, so it needs one activation for the weight space; "
-                             "this one has a per-model activation (e.g. a zoo with hparams.activation varying)")
         if init not in ("auto", "grid", "normal"):
             raise ValueError(f"probe init must be 'auto', 'grid' or 'normal', found {init!r}")
         self.spec = spec
@@ -77,5 +75,17 @@ class ProbeEncoder(nn.Module):
 
     def forward(self, wb: WeightBatch) -> Tensor:
         params = [p.to(self.latent.dtype) for p in wb.params()]
-        out = population_forward(self.spec, params, self.probe_inputs())  # [B, K, out]
+        x = self.probe_inputs()
+        if self.spec.activation is not None:
+            out = population_forward(self.spec, params, x)  # [B, K, out]
+        elif wb.activation is None:
+            raise ValueError("the probe encoder runs the networks, and this weight space's activation varies per "
+                             "network: the batch must say which (WeightBatch.activation; the zoo's "
+                             "hparams.activation, or `wsl predict --activation` for checkpoint files)")
+        else:  # one population forward per activation present in the batch
+            out = params[0].new_empty(len(wb), self.num_probes, self.spec.layers[-1].out_features)
+            names = wb.activation
+            for act in sorted(set(names)):
+                rows = torch.tensor([i for i, a in enumerate(names) if a == act], device=x.device)
+                out[rows] = population_forward(self.spec, [p[rows] for p in params], x, activation=act)
         return self.net(self.norm(out.flatten(1)))
