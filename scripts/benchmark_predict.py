@@ -54,7 +54,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from scipy.stats import kendalltau  # noqa: E402
 from sklearn.metrics import r2_score  # noqa: E402
 
-from wsl.baselines import MAX_ITER, TREE_SETTINGS, hyperparameter_oracle, statnn_trees  # noqa: E402
+from wsl.baselines import MAX_ITER, TREE_SETTINGS, NotApplicable, hyperparameter_oracle, statnn_trees  # noqa: E402
 from wsl.data import ZooDataModule  # noqa: E402
 from wsl.predictor import PropertyPredictor  # noqa: E402
 from zoo.config import parse_config  # noqa: E402
@@ -163,16 +163,19 @@ def resolve_zoo(item: str, zoo_dir: Path, overrides: dict, device: str) -> Path:
 
 # --- one predictor ------------------------------------------------------------------------------------------
 def train_encoder(dm: ZooDataModule, encoder: str, settings: dict, epochs: int, accelerator: str,
-                  work_dir: Path) -> tuple[np.ndarray, float, float]:
-    """Fit one predictor; return test-run predictions of its best checkpoint (by validation tau),
-    that validation tau, and the training wall time in seconds."""
+                  work_dir: Path, max_minutes: float | None = None) -> tuple[np.ndarray, float, float]:
+    """Fit one predictor; return test-run predictions of its best checkpoint (by validation score:
+    Kendall tau, or accuracy for classification), that score, and the training wall time in
+    seconds. ``max_minutes`` stops training after that wall time (Lightning's ``max_time``)."""
     model = PropertyPredictor(spec_json=dm.spec_json, num_outputs=dm.num_outputs, task_type=dm.task_type,
                               encoder=encoder, encoder_kwargs=settings["encoder_kwargs"], lr=settings["lr"],
                               weight_decay=WEIGHT_DECAY, target=dm.target)
     ckpt = ModelCheckpoint(dirpath=work_dir, filename=encoder, monitor="val/score", mode="max",
                            enable_version_counter=False)
-    trainer = pl.Trainer(max_epochs=epochs, accelerator=accelerator, devices=1, logger=False, callbacks=[ckpt],
-                         enable_model_summary=False, num_sanity_val_steps=0, enable_progress_bar=False)
+    max_time = None if max_minutes is None else datetime.timedelta(minutes=max_minutes)
+    trainer = pl.Trainer(max_epochs=epochs, max_time=max_time, accelerator=accelerator, devices=1, logger=False,
+                         callbacks=[ckpt], enable_model_summary=False, num_sanity_val_steps=0,
+                         enable_progress_bar=False)
     t0 = time.perf_counter()
     trainer.fit(model, dm)
     fit_s = time.perf_counter() - t0
@@ -416,7 +419,12 @@ def main(argv=None) -> dict:
                 try:
                     if pname in REFERENCES:
                         t0 = time.perf_counter()
-                        pred = REFERENCES[pname](dm, seed=seed, max_iter=args.tree_iters)
+                        try:
+                            pred = REFERENCES[pname](dm, seed=seed, max_iter=args.tree_iters)
+                        except NotApplicable as e:
+                            r[seed] = {"skipped": str(e)}
+                            print(f"  {pname:<22} skipped: {e}", flush=True)
+                            continue
                         r[seed] = {**scores(truth, pred), "time_s": time.perf_counter() - t0}
                     elif pname == "dwsnet" and not is_mlp:
                         r[seed] = {"skipped": "dwsnet: MLP weight spaces only"}

@@ -109,6 +109,24 @@ def test_scaling_of_the_wrong_kind_changes_the_function():
     assert (outputs(moved, x) - outputs(wb, x)).abs().max() > 1e-3
 
 
+def test_siren_permutation_then_sign_flip_preserves_function():
+    """Both SIREN symmetries at once; flipping only a neuron's incoming weights and bias (not its
+    outgoing weights) must change the function, so the check can fail."""
+    spec, wb = make(*CASES["siren"])
+    assert spec.activation == "sine"
+    x = inputs(spec)
+    perms = random_permutations(spec, B, generator=torch.Generator().manual_seed(8))
+    signs = random_scales(spec, B, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    moved = scale(permute(wb, perms), signs)
+    assert differs(moved, permute(wb, perms))
+    torch.testing.assert_close(outputs(moved, x), outputs(wb, x), rtol=1e-10, atol=1e-10)
+    flip0 = scale(wb, {"hidden0": signs["hidden0"]})
+    assert (signs["hidden0"] < 0).any(1).all()
+    half = WeightBatch(spec, [flip0.weights[0], *wb.weights[1:]], [flip0.biases[0], *wb.biases[1:]])
+    torch.testing.assert_close(outputs(flip0, x), outputs(wb, x), rtol=1e-10, atol=1e-10)
+    assert (outputs(half, x) - outputs(wb, x)).abs().max() > 1e-3
+
+
 def test_per_model_activations():
     acts = ["relu", "tanh", "tanh", "relu"]
     spec, wb = make("mlp", (5,), {"hidden": [6, 7], "activation": None})

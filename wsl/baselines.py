@@ -1,4 +1,4 @@
-"""Reference predictors of a regression target, scored exactly like the weight-space encoders.
+"""Reference predictors of a target, scored exactly like the weight-space encoders.
 
 Both take a set-up ``ZooDataModule`` and use its split by run, its targets and its checkpoints
 (``dm.items(split)``: runs, epochs and targets in loader order), and return predictions for
@@ -11,15 +11,20 @@ Both take a set-up ``ZooDataModule`` and use its split by run, its targets and i
 - ``statnn_trees``: the same boosted trees on per-layer weight statistics (``wsl.features``), the
   classic setup of Unterthiner et al. 2020 ("Predicting Neural Network Accuracy from Weights").
 
-The trees are sklearn's ``HistGradientBoostingRegressor`` with fixed settings; the number of
-boosting iterations is chosen on the validation runs (``staged_predict``; the stage with the best
-Kendall tau, the score the encoders' checkpoints are chosen by), never on the test runs.
+The trees are sklearn's ``HistGradientBoostingRegressor`` (regression targets) or
+``HistGradientBoostingClassifier`` (classification targets, e.g. an INR's ``label``; predictions are
+class indices into ``dm.class_names``) with fixed settings; the number of boosting iterations is
+chosen on the validation runs (``staged_predict``; the stage with the best Kendall tau or accuracy,
+the score the encoders' checkpoints are chosen by), never on the test runs.
+
+The oracle is refused (``NotApplicable``) on INR zoos whose models all share their hyperparameters:
+there the recipe says nothing about the signal an INR fits.
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy.stats import kendalltau
-from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
 from zoo.store import Zoo
 
@@ -30,12 +35,13 @@ TREE_SETTINGS = {"learning_rate": 0.05, "max_leaf_nodes": 31, "min_samples_leaf"
 MAX_ITER = 1000
 
 
+class NotApplicable(ValueError):
+    """A reference that cannot say anything on this data (callers report it as skipped)."""
+
+
 def _check(dm) -> None:
     if dm.split_runs is None:
         raise RuntimeError("call dm.setup() before computing a baseline")
-    if dm.task_type != "regression":
-        raise ValueError(f"the tree baselines are for regression targets; {dm.target!r} is a "
-                         f"{dm.task_type} target")
 
 
 def _run_key(run) -> tuple[int, int]:
@@ -49,7 +55,8 @@ def _split_arrays(dm, split: str) -> tuple[list[tuple[int, int]], np.ndarray, np
     items = dm.items(split)
     runs = [_run_key(r) for r in items["runs"]]
     epochs = np.asarray(items["epochs"], dtype=np.int64)
-    targets = items["targets"].numpy().astype(np.float64)
+    targets = items["targets"].numpy()
+    targets = targets.astype(np.float64) if dm.task_type == "regression" else targets.astype(np.int64)
     return runs, epochs, targets
 
 
@@ -151,15 +158,22 @@ def statistic_features(dm, split: str) -> np.ndarray:
 
 # --- trees --------------------------------------------------------------------------------------------
 def boosted_trees(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-                  x_test: np.ndarray, seed: int = 0, max_iter: int = MAX_ITER) -> tuple[np.ndarray, int]:
-    """Fit ``max_iter`` boosting iterations on train; keep the stage with the best Kendall tau on the
-    validation checkpoints (all stages if there are fewer than two); return its test predictions
-    and the number of iterations used."""
-    model = HistGradientBoostingRegressor(max_iter=max_iter, early_stopping=False, random_state=seed,
-                                          **TREE_SETTINGS)
+                  x_test: np.ndarray, seed: int = 0, max_iter: int = MAX_ITER,
+                  classification: bool = False) -> tuple[np.ndarray, int]:
+    """Fit ``max_iter`` boosting iterations on train; keep the stage with the best Kendall tau
+    (classification: accuracy) on the validation checkpoints (all stages if there are fewer than
+    two); return its test predictions and the number of iterations used."""
+    cls = HistGradientBoostingClassifier if classification else HistGradientBoostingRegressor
+    model = cls(max_iter=max_iter, early_stopping=False, random_state=seed, **TREE_SETTINGS)
     model.fit(x_train, y_train)
     best = model.n_iter_
-    if len(y_val) >= 2 and np.unique(y_val).size >= 2:
+    if classification and len(y_val):
+        best_acc = -1.0
+        for k, pred in enumerate(model.staged_predict(x_val), start=1):
+            acc = float(np.mean(pred == y_val))
+            if acc > best_acc:
+                best_acc, best = acc, k
+    elif len(y_val) >= 2 and np.unique(y_val).size >= 2:
         best_tau = -np.inf
         for k, pred in enumerate(model.staged_predict(x_val), start=1):
             if np.unique(pred).size < 2:
@@ -176,11 +190,19 @@ def boosted_trees(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y
 def hyperparameter_oracle(dm, seed: int = 0, max_iter: int = MAX_ITER) -> np.ndarray:
     """Predictions for ``dm.items("test")`` from the runs' true hyperparameters and the epoch."""
     _check(dm)
+    inr = []
+    for path in dm.zoos:
+        with Zoo(path) as z:
+            if z.is_inr:
+                inr.append(path)
+    if inr and not _encode_hparams(dm)[0]:
+        raise NotApplicable(f"hyperparameter oracle skipped: {', '.join(inr)} is an INR zoo whose models all share "
+                            f"their hyperparameters, so they say nothing about the signal each INR fits")
     data = {}
     for s in ("train", "val", "test"):
         data[s] = (hyperparameter_features(dm, s)[1], _split_arrays(dm, s)[2])
     pred, _ = boosted_trees(data["train"][0], data["train"][1], data["val"][0], data["val"][1],
-                            data["test"][0], seed, max_iter)
+                            data["test"][0], seed, max_iter, dm.task_type == "classification")
     return pred
 
 
@@ -189,5 +211,5 @@ def statnn_trees(dm, seed: int = 0, max_iter: int = MAX_ITER) -> np.ndarray:
     _check(dm)
     data = {s: (statistic_features(dm, s), _split_arrays(dm, s)[2]) for s in ("train", "val", "test")}
     pred, _ = boosted_trees(data["train"][0], data["train"][1], data["val"][0], data["val"][1],
-                            data["test"][0], seed, max_iter)
+                            data["test"][0], seed, max_iter, dm.task_type == "classification")
     return pred

@@ -8,6 +8,11 @@ What it guarantees, and why:
   permutation of the runs; the chosen runs are recorded in ``split_runs`` and in the module's
   ``state_dict`` (Lightning stores it in every checkpoint), so a resumed or reloaded run uses the
   same split even if the seed logic changes.
+- INR zoos fit several networks to one signal (an image): a drawn split keeps all INRs of a
+  signal together (grouped by (file, ``signal`` field)), else a classifier could be scored on a
+  second INR of an image it was trained on. ``split="recorded"`` uses the zoo's own per-model
+  ``split`` field instead, the fixed split of the images that published INR benchmarks use.
+- Targets are metrics, hyperparameters or an INR zoo's signal fields (``label``, ``frequency``).
 - Only models with status done are used: pending ones have no weights, diverged ones have NaN.
 - Weights of the selected checkpoints are read once (``Zoo.load`` per checkpoint) into
   per-parameter float32 tensors. A batch is one gather per tensor with a LongTensor of indices
@@ -128,11 +133,14 @@ class ZooDataModule(pl.LightningDataModule):
 
     Args:
         zoos: zoo files of one weight space (same layers and shapes; the activation may differ).
-        target: a metric stored per checkpoint (``test_acc``, ``val_loss``, ...) or a hyperparameter.
-        task: ``auto`` (string hyperparameters -> classification, numbers -> regression),
-            ``regression`` or ``classification`` (classes: the sorted distinct values).
+        target: a metric stored per checkpoint (``test_acc``, ``val_loss``, ...), a hyperparameter or,
+            in INR zoos, a signal field (``label``, ``frequency``, ...).
+        task: ``auto`` (strings and integer signal fields such as ``label`` -> classification, other
+            numbers -> regression), ``regression`` or ``classification`` (classes: the sorted
+            distinct values).
         checkpoints: ``last``, ``all`` (every stored epoch > 0) or a list of epochs (used as given).
-        split: fractions of runs for train, val and test.
+        split: fractions of runs for train, val and test, or ``"recorded"``: the zoo's per-model
+            ``split`` field (INR zoos: the fixed split of their signals).
         split_seed: seeds the split, the ``max_models`` subsample, shuffling and augmentations.
         include_init: also use the initialisation checkpoint (epoch 0).
         max_models: use at most this many runs (a seeded random subset of the done ones).
@@ -144,7 +152,7 @@ class ZooDataModule(pl.LightningDataModule):
     """
 
     def __init__(self, zoos: list[str], target: str = "test_acc", task: str = "auto",
-                 checkpoints: str | list[int] = "last", split: list[float] = [0.7, 0.1, 0.2],
+                 checkpoints: str | list[int] = "last", split: str | list[float] = [0.7, 0.1, 0.2],
                  split_seed: int = 0, batch_size: int = 64, include_init: bool = False,
                  max_models: int | None = None, num_workers: int = 0, augment: dict | None = None):
         super().__init__()
@@ -152,7 +160,8 @@ class ZooDataModule(pl.LightningDataModule):
         if not self.zoos:
             raise ValueError("ZooDataModule: zoos is empty; give one or more zoo files")
         self.target, self.checkpoints = target, checkpoints
-        self.split, self.split_seed = [float(f) for f in split], int(split_seed)
+        self.split = split if isinstance(split, str) else [float(f) for f in split]
+        self.split_seed = int(split_seed)
         self.batch_size, self.include_init = int(batch_size), bool(include_init)
         self.max_models, self.num_workers = max_models, int(num_workers)
         self.augment = dict(augment or {})
@@ -165,23 +174,36 @@ class ZooDataModule(pl.LightningDataModule):
             with Zoo(path) as z:
                 specs.append(z.spec)
                 self._epochs.append(self._select_epochs(z))
+                if self.split == "recorded" and "split" not in z.signal_names:
+                    raise ValueError(f"{path}: split 'recorded' needs a per-model 'split' field (INR zoos record "
+                                     f"one), but this zoo has none (signal fields: {z.signal_names}); give "
+                                     f"split fractions such as [0.7, 0.1, 0.2] instead")
                 if target in z.metric_names:
                     kinds.add("metric")
-                elif target in z.hparam_names:
-                    v = z.hparam(target)[z.done]
-                    kinds.add("string" if v.dtype.kind in "OUS" else "number")
-                    class_values.append(v.astype(str) if v.dtype.kind in "OUS" else v)
+                    continue
+                if target in z.hparam_names:
+                    v, source = z.hparam(target)[z.done], "hyperparameter"
+                elif target in z.signal_names:
+                    v, source = z.signal(target)[z.done], "signal field"
                 else:
-                    raise KeyError(f"{path}: target {target!r} is neither a stored metric {z.metric_names} "
-                                   f"nor a hyperparameter {z.hparam_names}")
+                    raise KeyError(f"{path}: target {target!r} is neither a stored metric {z.metric_names}, "
+                                   f"a hyperparameter {z.hparam_names} nor a signal field "
+                                   f"{z.signal_names or '(none: not an INR zoo)'}")
+                if v.dtype.kind in "OUS":
+                    kinds.add("string")
+                    v = v.astype(str)
+                elif source == "signal field" and v.dtype.kind in "iu":
+                    kinds.add("integer signal field")  # a class (label) or an id, not a quantity
+                else:
+                    kinds.add(f"numeric {source}")
+                class_values.append(v)
         self.spec = self._common_spec(specs)
         self.spec_json: str = self.spec.to_json()
         if len(kinds) > 1:
-            raise ValueError(f"target {target!r} is a metric in some zoo files and a hyperparameter (or of "
-                             f"another type) in others: {sorted(kinds)}")
+            raise ValueError(f"target {target!r} is of different kinds in the zoo files: {sorted(kinds)}")
         kind = kinds.pop()
         if task == "auto":
-            task = "classification" if kind == "string" else "regression"
+            task = "classification" if kind in ("string", "integer signal field") else "regression"
         if task == "regression" and kind == "string":
             raise ValueError(f"target {target!r} has string values; it needs task 'classification' or 'auto'")
         if task == "classification" and kind == "metric":
@@ -205,9 +227,12 @@ class ZooDataModule(pl.LightningDataModule):
     def _check_args(self, task: str) -> None:
         if task not in ("auto", "regression", "classification"):
             raise ValueError(f"task must be 'auto', 'regression' or 'classification', found {task!r}")
-        if len(self.split) != 3 or min(self.split) < 0 or abs(sum(self.split) - 1) > 1e-6 or self.split[0] == 0:
+        if isinstance(self.split, str):
+            if self.split != "recorded":
+                raise ValueError(f"split must be 'recorded' or three fractions (train, val, test), found {self.split!r}")
+        elif len(self.split) != 3 or min(self.split) < 0 or abs(sum(self.split) - 1) > 1e-6 or self.split[0] == 0:
             raise ValueError(f"split must be three fractions (train, val, test) >= 0 summing to 1 with "
-                             f"train > 0, found {self.split}")
+                             f"train > 0, or 'recorded', found {self.split}")
         if not (self.checkpoints in ("last", "all") or (isinstance(self.checkpoints, (list, tuple))
                                                          and self.checkpoints)):
             raise ValueError(f"checkpoints must be 'last', 'all' or a non-empty list of epochs, "
@@ -268,16 +293,51 @@ class ZooDataModule(pl.LightningDataModule):
             raise ValueError(f"zoo files {self.zoos} contain the same run index twice in one file")
         return runs
 
+    def _signal_groups(self, runs: list[tuple[int, int]]) -> list[list[int]]:
+        """Positions in ``runs`` grouped by (file, ``signal`` field): the INRs of one signal form a
+        group; in files without a ``signal`` field every run is its own group. Groups are in order
+        of their first run, so a zoo without signals gives one group per run, in run order."""
+        signal_of: dict[tuple[int, int], Any] = {}
+        for fi, path in enumerate(self.zoos):
+            with Zoo(path) as z:
+                if "signal" in z.signal_names:
+                    signal_of.update({(fi, int(i)): s for i, s in zip(z.index, z.signal("signal").tolist())})
+        groups: dict[Any, list[int]] = {}
+        for k, run in enumerate(runs):
+            key = (run[0], signal_of[run]) if run in signal_of else ("run", run)
+            groups.setdefault(key, []).append(k)
+        return list(groups.values())
+
     def _draw_split(self, runs: list[tuple[int, int]]) -> dict[str, list[tuple[int, int]]]:
-        """Seeded permutation of the runs (first ``max_models`` kept), cut by the split fractions."""
-        order = np.random.default_rng(self.split_seed).permutation(len(runs))
+        """Seeded permutation of the signal groups (whole groups up to ``max_models`` runs kept), cut
+        by the split fractions of the groups."""
+        groups = self._signal_groups(runs)
+        order = np.random.default_rng(self.split_seed).permutation(len(groups))
         if self.max_models is not None:
-            order = order[:self.max_models]
+            sizes = np.cumsum([len(groups[g]) for g in order])
+            order = order[:max(1, int(np.searchsorted(sizes, self.max_models, side="right")))]
         n = len(order)
         n_train = max(1, round(self.split[0] * n))
         n_val = min(n - n_train, round(self.split[1] * n))
         cuts = {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
-        return {s: sorted(runs[i] for i in idx) for s, idx in cuts.items()}
+        return {s: sorted(runs[k] for g in idx for k in groups[g]) for s, idx in cuts.items()}
+
+    def _recorded_split(self, runs: list[tuple[int, int]]) -> dict[str, list[tuple[int, int]]]:
+        """The zoos' own per-model ``split`` field (``max_models``: a seeded subset of the runs)."""
+        if self.max_models is not None:
+            keep = np.random.default_rng(self.split_seed).permutation(len(runs))[:self.max_models]
+            runs = [runs[k] for k in sorted(keep)]
+        split_of = {}
+        for fi, path in enumerate(self.zoos):
+            with Zoo(path) as z:
+                split_of.update({(fi, int(i)): s for i, s in zip(z.index, z.signal("split").tolist())})
+        bad = sorted({split_of[r] for r in runs} - set(SPLITS))
+        if bad:
+            raise ValueError(f"split 'recorded': the zoos' 'split' field holds {bad}; expected {list(SPLITS)}")
+        by_split = {s: sorted(r for r in runs if split_of[r] == s) for s in SPLITS}
+        if not by_split["train"]:
+            raise ValueError(f"split 'recorded': no done model of {self.zoos} is recorded as 'train'")
+        return by_split
 
     def _load(self, runs: list[tuple[int, int]]) -> None:
         """Read the selected checkpoints of ``runs`` into memory: weights, targets, run and epoch per item."""
@@ -292,7 +352,7 @@ class ZooDataModule(pl.LightningDataModule):
                 row_of = {int(i): r for r, i in enumerate(z.index)}
                 rows = np.asarray([row_of[int(i)] for i in wanted])
                 is_metric = self.target in z.metric_names
-                values = z.metric(self.target) if is_metric else z.hparam(self.target)
+                values = z.metric(self.target) if is_metric else z.column(self.target)
                 if values.dtype.kind in "OUS":
                     values = values.astype(str)
                 acts = (z.hparam("activation")[rows].tolist() if z.spec.activation is None
@@ -326,7 +386,7 @@ class ZooDataModule(pl.LightningDataModule):
         """Make (or restore) the split, load what it needs, fit the normalizers on train."""
         done = self._done_runs()
         if self._restored_runs is None:
-            by_split = self._draw_split(done)
+            by_split = self._recorded_split(done) if self.split == "recorded" else self._draw_split(done)
         else:
             by_split = self._restored_runs
             missing = sorted(set(r for s in SPLITS for r in by_split[s]) - set(done))

@@ -42,3 +42,23 @@ def prediction_scatter(results: dict[str, tuple[np.ndarray, np.ndarray, str]], t
         ax.set_ylabel(f"predicted {target}")
         ax.set_title(f"{name}\n{caption}", fontsize=10)
     return _save(fig, out)
+
+
+def score_vs_time(panels: dict[str, dict[str, tuple[float, float, float, float]]], out: str | Path,
+                  score: str = "test accuracy") -> Path:
+    """A score against training time, one panel per zoo: panel -> {predictor: (time mean, time std,
+    score mean, score std)}; error bars are the std over seeds. Time on a log axis: encoders differ
+    by orders of magnitude."""
+    names = sorted({n for rows in panels.values() for n in rows})
+    colors = {n: plt.cm.tab10(k % 10) for k, n in enumerate(names)}
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.4), squeeze=False)
+    for ax, (title, rows) in zip(axes[0], panels.items()):
+        for name, (t, t_std, s, s_std) in rows.items():
+            ax.errorbar([t], [s], xerr=[t_std], yerr=[s_std], fmt="o", color=colors[name], capsize=3, label=name)
+            ax.annotate(name, (t, s), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("training time (s)")
+        ax.set_ylabel(score)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    return _save(fig, out)

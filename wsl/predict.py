@@ -4,6 +4,10 @@ Inputs are ``.pt``/``.pth`` state_dicts (loaded with ``weights_only=True``: chec
 strangers are untrusted), ``.safetensors`` files, folders of them, or zoo files (all finished
 models at a checkpoint, or one split of the predictor's own data module). Every input is checked
 against the predictor's weight space by parameter name and shape; a mismatch names both.
+
+``--split`` on a zoo follows the split the predictor was trained with: the runs its data module
+recorded for that zoo file, or, for a predictor trained with ``split: recorded`` (INR zoos), the
+zoo's own per-model ``split`` field, which then works for any INR zoo of the same signals.
 """
 from __future__ import annotations
 
@@ -95,24 +99,29 @@ def predict_files(model: PropertyPredictor, files: list[Path], batch_size: int =
 
 
 def predict_zoo(model: PropertyPredictor, path: Path, split: str | None = None, checkpoint: int = -1,
-                runs: dict | None = None, batch_size: int = 1024) -> list[Prediction]:
+                runs: dict | None = None, batch_size: int = 1024, recorded_split: bool = False) -> list[Prediction]:
+    """Predictions for the done models of a zoo (``split``: only that split's runs, from ``runs``
+    or, with ``recorded_split``, from the zoo's ``split`` field)."""
     with Zoo(path) as zoo:
         if zoo.spec.to_dict()["params"] != model.spec.to_dict()["params"]:
             exp = ", ".join(f"{p.name} {list(p.shape)}" for p in model.spec.params)
             found = ", ".join(f"{p.name} {list(p.shape)}" for p in zoo.spec.params)
             raise ValueError(f"{path}: weight space does not match the predictor's. Expected: {exp}. Found: {found}")
         rows = zoo.select()
-        if split not in (None, "all"):
+        if split not in (None, "all") and recorded_split:
+            if "split" not in zoo.signal_names:
+                raise ValueError(f"--split {split}: the predictor was trained on the zoos' recorded split, but "
+                                 f"{path} has no per-model 'split' field (signal fields: {zoo.signal_names})")
+            rows = rows[zoo.signal("split")[rows] == split]
+        elif split not in (None, "all"):
             if not runs or split not in runs:
                 raise ValueError(f"--split {split}: the predictor checkpoint records no '{split}' runs for this zoo")
             keep = {int(r) for r in runs[split]}
             rows = np.asarray([r for r in rows if int(zoo.index[r]) in keep], dtype=np.int64)
         target = model.hparams.target
         truth = None
-        if target in zoo.metric_names:
-            truth = zoo.metric(target)[:, checkpoint]
-        elif target in zoo.hparam_names:
-            truth = zoo.hparam(target)
+        if target in (*zoo.metric_names, *zoo.hparam_names, *zoo.signal_names):
+            truth = zoo.column(target, checkpoint)
         zoo.load(checkpoint)
         epoch = zoo.checkpoint_epochs[checkpoint]
         preds: list[Prediction] = []
@@ -126,9 +135,10 @@ def predict_zoo(model: PropertyPredictor, path: Path, split: str | None = None, 
 
 
 def run_predict(model_path: str, inputs: list[str], csv_path: str | None = None, split: str | None = None,
-                checkpoint: int = -1, max_rows: int = 20, stream=sys.stdout) -> list[Prediction]:
+                checkpoint: int = -1, max_rows: int = 20, stream=None) -> list[Prediction]:
+    stream = sys.stdout if stream is None else stream  # looked up per call: redirected stdout is honoured
     model = load_predictor(model_path)
-    runs = _split_runs(model_path)
+    runs, split_setting = _data_state(model_path)
     files = expand_inputs(inputs)
     preds: list[Prediction] = []
     loose = [f for f in files if f.suffix != ".h5"]
@@ -136,7 +146,8 @@ def run_predict(model_path: str, inputs: list[str], csv_path: str | None = None,
         preds += predict_files(model, loose)
     for f in files:
         if f.suffix == ".h5":
-            preds += predict_zoo(model, f, split, checkpoint, runs.get(str(f)) or runs.get(f.name) or runs.get("*"))
+            preds += predict_zoo(model, f, split, checkpoint, runs.get(str(f)) or runs.get(f.name) or runs.get("*"),
+                                 recorded_split=split_setting == "recorded")
     target = model.hparams.target or "value"
     print(f"{'input':<60} {'predicted ' + target:>20} {'true':>10}", file=stream)
     for p in preds[:max_rows]:
@@ -151,6 +162,10 @@ def run_predict(model_path: str, inputs: list[str], csv_path: str | None = None,
 
         tau = kendalltau([p.true for p in with_truth], [p.value for p in with_truth]).statistic
         print(f"Kendall tau against the stored {target} over {len(with_truth)} checkpoints: {tau:.3f}", file=stream)
+    with_class = [p for p in preds if p.true is not None and isinstance(p.value, str)]
+    if with_class:
+        acc = np.mean([p.value == str(p.true) for p in with_class])
+        print(f"accuracy against the stored {target} over {len(with_class)} checkpoints: {acc:.3f}", file=stream)
     if csv_path:
         with open(csv_path, "w", newline="") as fh:
             w = csv.writer(fh)
@@ -161,10 +176,12 @@ def run_predict(model_path: str, inputs: list[str], csv_path: str | None = None,
     return preds
 
 
-def _split_runs(model_path: str) -> dict:
-    """The data module's recorded split runs, per zoo file, from a predictor checkpoint."""
+def _data_state(model_path: str) -> tuple[dict, object]:
+    """From a predictor checkpoint: the data module's split runs per zoo file, and its ``split``
+    argument (fractions, or "recorded"; None if the checkpoint has no data module hyperparameters)."""
     ckpt = torch.load(model_path, map_location="cpu", weights_only=False)
+    split_setting = (ckpt.get("datamodule_hyper_parameters") or {}).get("split")
     for key, state in ckpt.items():
         if key.endswith("ZooDataModule") or key == "datamodule_state":
-            return state.get("split_runs_by_zoo", {}) if isinstance(state, dict) else {}
-    return {}
+            return (state.get("split_runs_by_zoo", {}) if isinstance(state, dict) else {}), split_setting
+    return {}, split_setting
