@@ -92,3 +92,29 @@ def test_per_network_activations():
     wb.activation = None
     with pytest.raises(ValueError, match="activation varies per network"):
         enc(wb)
+
+
+def test_data_module_batches_name_each_networks_activation(tmp_path):
+    """A zoo whose activation varies per model: batches carry the activations, matching the file."""
+    from wsl.data import ZooDataModule
+    from zoo.config import parse_config
+    from zoo.generate import generate
+    from zoo.store import Zoo
+
+    raw = {"name": "acts", "seed": 1, "num_models": 12, "epochs": 1, "checkpoints": [1],
+           "task": {"name": "digits", "n_train": 100, "n_val": 97}, "architecture": {"name": "mlp", "hidden": [6]},
+           "hparams": {"activation": {"choice": ["relu", "tanh"]}, "lr": 0.05}}
+    path = str(generate(parse_config(raw), tmp_path / "acts.h5", progress=False, log=lambda s: None))
+    dm = ZooDataModule(zoos=[path], batch_size=4, split=[0.5, 0.25, 0.25])
+    dm.setup("fit")
+    with Zoo(path) as z:
+        by_index = dict(zip(z.index.tolist(), z.hparam("activation").tolist()))
+    assert len(set(by_index.values())) == 2
+    runs = dm.items("val")["runs"]
+    seen = []
+    for wb, y in dm.val_dataloader():
+        assert wb.activation is not None and len(wb.activation) == len(wb)
+        seen += wb.activation
+    assert seen == [by_index[r] for r in runs]
+    wb, _ = next(iter(dm.train_dataloader()))
+    assert wb.activation is not None and set(wb.activation) <= {"relu", "tanh"}

@@ -92,17 +92,18 @@ class _Items(Dataset):
 
     def __getitem__(self, pos: Tensor):
         idx = self.items[pos]
+        # per-network activations only when they vary per model; else the spec's is used
+        acts = None if self.activations is None else [self.activations[i] for i in idx.tolist()]
         wb = WeightBatch.from_params(self.spec, [p[idx] for p in self.params])
         y = self.targets[idx]
-        if not self.augmentations and self.mixup is None:
-            return wb, y
-        # per-network activations only when they vary per model; else the spec's is used
-        kw = {} if self.activations is None else {"activation": [self.activations[i] for i in idx.tolist()]}
+        kw = {} if acts is None else {"activation": acts}
         for f in self.augmentations:
             wb = f(wb, **kw)
         if self.mixup is not None:
             wb, lam, partner = self.mixup(wb, **kw)
+            wb.activation = acts  # the mixed network keeps the activation of the first one
             return wb, y, lam, partner
+        wb.activation = acts
         return wb, y
 
 
