@@ -85,7 +85,10 @@ def _format(model: PropertyPredictor, values: torch.Tensor) -> list[tuple[float 
     return [(names[int(i)], float(c)) for i, c in zip(idx, conf)]
 
 
-def predict_files(model: PropertyPredictor, files: list[Path], batch_size: int = 256) -> list[Prediction]:
+def predict_files(model: PropertyPredictor, files: list[Path], batch_size: int = 256,
+                  activation: str | None = None) -> list[Prediction]:
+    """Predictions for state_dict files; ``activation`` names the networks' activation where the
+    weight space leaves it per model (a state_dict does not record it)."""
     out: list[Prediction] = []
     sds = [(f, load_state_dict_file(f)) for f in files]
     for s in range(0, len(sds), batch_size):
@@ -93,6 +96,8 @@ def predict_files(model: PropertyPredictor, files: list[Path], batch_size: int =
         for f, sd in chunk:
             model.spec.check_state_dict(sd, str(f))
         wb = WeightBatch.from_state_dicts(model.spec, [sd for _, sd in chunk])
+        if activation is not None:
+            wb.activation = [activation] * len(wb)
         for (f, _), (v, c) in zip(chunk, _format(model, model.predict_values(wb))):
             out.append(Prediction(str(f), v, c))
     return out
@@ -122,12 +127,15 @@ def predict_zoo(model: PropertyPredictor, path: Path, split: str | None = None, 
         truth = None
         if target in (*zoo.metric_names, *zoo.hparam_names, *zoo.signal_names):
             truth = zoo.column(target, checkpoint)
+        acts = zoo.hparam("activation") if zoo.spec.activation is None and "activation" in zoo.hparam_names else None
         zoo.load(checkpoint)
         epoch = zoo.checkpoint_epochs[checkpoint]
         preds: list[Prediction] = []
         for s in range(0, len(rows), batch_size):
             r = rows[s:s + batch_size]
             wb = WeightBatch.from_params(zoo.spec, zoo.batch(r, checkpoint))
+            if acts is not None:
+                wb.activation = acts[r].tolist()
             for row, (v, c) in zip(r, _format(model, model.predict_values(wb))):
                 t = None if truth is None else (truth[row].item() if hasattr(truth[row], "item") else truth[row])
                 preds.append(Prediction(f"{path}#model={int(zoo.index[row])}@epoch={epoch}", v, c, t))
@@ -135,7 +143,7 @@ def predict_zoo(model: PropertyPredictor, path: Path, split: str | None = None, 
 
 
 def run_predict(model_path: str, inputs: list[str], csv_path: str | None = None, split: str | None = None,
-                checkpoint: int = -1, max_rows: int = 20, stream=None) -> list[Prediction]:
+                checkpoint: int = -1, max_rows: int = 20, stream=None, activation: str | None = None) -> list[Prediction]:
     stream = sys.stdout if stream is None else stream  # looked up per call: redirected stdout is honoured
     model = load_predictor(model_path)
     runs, split_setting = _data_state(model_path)
@@ -143,7 +151,7 @@ def run_predict(model_path: str, inputs: list[str], csv_path: str | None = None,
     preds: list[Prediction] = []
     loose = [f for f in files if f.suffix != ".h5"]
     if loose:
-        preds += predict_files(model, loose)
+        preds += predict_files(model, loose, activation=activation)
     for f in files:
         if f.suffix == ".h5":
             preds += predict_zoo(model, f, split, checkpoint, runs.get(str(f)) or runs.get(f.name) or runs.get("*"),
