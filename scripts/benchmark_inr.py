@@ -51,8 +51,8 @@ from wsl.plots import score_vs_time  # noqa: E402
 from zoo.store import Zoo  # noqa: E402
 
 TREES = "statnn+trees"
-ENCODERS = ["flat", "statnn", "deepsets", "np", "hnp", "dwsnet", "ngnn"]
-DEFAULT_PREDICTORS = [TREES, "flat", "statnn", "np", "hnp", "dwsnet", "ngnn"]
+ENCODERS = ["flat", "statnn", "deepsets", "np", "hnp", "dwsnet", "ngnn", "probe"]
+DEFAULT_PREDICTORS = [TREES, "flat", "statnn", "np", "hnp", "dwsnet", "ngnn", "probe"]
 DEFAULT_ZOOS = ["zoos/mnist_inr.h5", "zoos/fashion_inr.h5"]
 AUGMENT = {"permutation": True, "scaling": True}  # scaling = sign flips for the sine activation
 

@@ -63,7 +63,7 @@ from zoo.store import Zoo  # noqa: E402
 
 TARGET = "test_acc"
 DEFAULT_ZOOS = ["digits_mlp", "mnist1d_mlp"]
-ENCODERS = ["flat", "statnn", "deepsets", "np", "hnp", "dwsnet", "ngnn"]
+ENCODERS = ["flat", "statnn", "deepsets", "np", "hnp", "dwsnet", "ngnn", "probe"]
 REFERENCES = {"hparam oracle (trees)": hyperparameter_oracle, "StatNN + trees": statnn_trees}
 
 # Per-encoder settings, from configs/predict/digits_<encoder>.yaml (all: weight decay 1e-4,
@@ -76,6 +76,7 @@ PREDICTORS = {
     "hnp": {"lr": 1e-3, "encoder_kwargs": {"channels": 32, "layers": 3}},
     "dwsnet": {"lr": 1e-3, "encoder_kwargs": {"channels": 16, "layers": 3}},
     "ngnn": {"lr": 1e-3, "encoder_kwargs": {"hidden": 64, "layers": 4}},
+    "probe": {"lr": 1e-3, "encoder_kwargs": {"probes": 256, "hidden": 256, "layers": 3}},
 }
 # --quick: tiny encoders, only to check that everything runs end to end.
 QUICK_PREDICTORS = {
@@ -86,6 +87,7 @@ QUICK_PREDICTORS = {
     "hnp": {"lr": 1e-3, "encoder_kwargs": {"channels": 4, "layers": 1, "head_hidden": 32}},
     "dwsnet": {"lr": 1e-3, "encoder_kwargs": {"channels": 4, "layers": 1, "head_hidden": 32}},
     "ngnn": {"lr": 1e-3, "encoder_kwargs": {"hidden": 8, "layers": 1}},
+    "probe": {"lr": 1e-3, "encoder_kwargs": {"probes": 16, "hidden": 32, "layers": 2}},
 }
 WEIGHT_DECAY = 1e-4
 SPLIT = [0.7, 0.1, 0.2]
