@@ -1,4 +1,4 @@
-"""The ``wsl`` command: ``wsl zoo generate|info|verify|merge``, ``wsl fit|validate|test`` (LightningCLI),
+"""The ``wsl`` command: ``wsl zoo generate|info|render|verify|merge``, ``wsl fit|validate|test`` (LightningCLI),
 ``wsl predict`` and ``wsl demo``."""
 from __future__ import annotations
 
@@ -28,6 +28,18 @@ def _zoo_info(args) -> int:
 
             out = metric_histogram(z, args.plot)
             print(f"histogram written to {out}")
+    return 0
+
+
+def _zoo_render(args) -> int:
+    from wsl.render import render_inr
+    from zoo.store import Zoo
+
+    with Zoo(args.file) as z:
+        out = args.out or str(Path(args.file).with_suffix("")) + f".{args.split}.png"
+        path, rows, db = render_inr(z, out, n=args.n, split=args.split, checkpoint=args.checkpoint, seed=args.seed)
+    print(f"{len(rows)} INRs of split {args.split}: PSNR mean {db.mean():.2f} dB, min {db.min():.2f} dB")
+    print(f"rendering written to {path}")
     return 0
 
 
@@ -102,6 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--plot", metavar="PNG", help="write a histogram of the test metric to this PNG")
     i.set_defaults(func=_zoo_info)
 
+    r = zoo.add_parser("render", help="draw INRs of an INR zoo decoded from their weights beside their signals")
+    r.add_argument("file")
+    r.add_argument("--out", metavar="PNG", help="output image (default: FILE without .h5, plus .<split>.png)")
+    r.add_argument("--n", type=int, default=16, help="models drawn, a seeded random sample (default 16)")
+    r.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    r.add_argument("--checkpoint", type=int, default=-1, help="checkpoint position (-1 = last)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the sample of models")
+    r.set_defaults(func=_zoo_render)
+
     v = zoo.add_parser("verify", help="check zoo files for truncation and corruption")
     v.add_argument("files", nargs="+")
     v.add_argument("--max-problems", type=int, default=50)
@@ -144,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, KeyError) as e:
+    except (ValueError, FileNotFoundError, KeyError, IndexError) as e:
         # Bad input: one clear line, no traceback.
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"wsl: error: {msg}", file=sys.stderr)
