@@ -8,7 +8,9 @@ matmul are measured side by side in every repeat, so CPU noise hits them alike):
 1. ``zoo.inr.fit_population`` on ``--models`` MNIST-INR images with the SIREN and hyperparameters
    of configs/zoo/mnist_inr.yaml (2-32-32-1, omega_0 30, Adam lr 0.002, beta1 0.9), full-batch
    steps on all 784 pixels, checkpoints [0, steps] as a zoo run keeps them. Without the MNIST IDX
-   files it falls back to configs/zoo/digits_inr.yaml (8x8 digits) and says so.
+   files it falls back to configs/zoo/digits_inr.yaml (8x8 digits) and says so; ``--config``
+   picks another shipped INR config (digits_inr: 64 points per signal, where the per-INR loop is
+   bound by per-step overhead rather than by arithmetic).
 2. The first ``--loop-models`` of those INRs fitted one after another the plain way:
    ``TorchNet(spec)`` + ``torch.optim.Adam``, the same initialisation (``initial_params``), steps
    and learning rate. Its INRs/s is a per-INR rate, so a sample suffices.
@@ -56,13 +58,13 @@ def bench_config(name: str, models: int, steps: int):
     return parse_config(raw, str(path))
 
 
-def load_bench_task(models: int, steps: int, log):
-    """MNIST-INR, or digits-INR with a message when the IDX files are missing."""
+def load_bench_task(name: str, models: int, steps: int, log):
+    """The config's signals, or digits-INR with a message when MNIST-style IDX files are missing."""
     try:
-        config = bench_config("mnist_inr", models, steps)
+        config = bench_config(name, models, steps)
         signals, spec = build_task_and_spec(config)
     except FileNotFoundError as e:
-        log(f"MNIST IDX files not found ({str(e).splitlines()[0][:160]}); falling back to digits-inr")
+        log(f"IDX files not found ({str(e).splitlines()[0][:160]}); falling back to digits_inr")
         config = bench_config("digits_inr", models, steps)
         signals, spec = build_task_and_spec(config)
     return config, signals, spec
@@ -117,6 +119,8 @@ def bmm_best_gflops(batch: int, points: int, width: int, repeats: int = 5) -> fl
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="mnist_inr", choices=["mnist_inr", "fashion_inr", "digits_inr", "sine_inr"],
+                    help="shipped INR config whose signals, SIREN and hyperparameters are used (default mnist_inr)")
     ap.add_argument("--models", type=int, default=512, help="INRs in the population (default 512)")
     ap.add_argument("--steps", type=int, default=100, help="full-batch Adam steps per INR (default 100)")
     ap.add_argument("--loop-models", type=int, default=32,
@@ -129,7 +133,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     log = lambda *a: print(*a, flush=True)
 
-    config, signals, spec = load_bench_task(args.models, args.steps, log)
+    config, signals, spec = load_bench_task(args.config, args.models, args.steps, log)
     hp = sample_hparams(config, np.arange(args.models))
     seeds = [model_seed(config.seed, i) for i in range(args.models)]
     P = signals.coords.shape[0]
@@ -190,6 +194,7 @@ def main(argv=None):
 
     summary = {
         "task": signals.name,
+        "config": config.name,
         "population_inrs_per_s": round(pop_rate, 2),
         "loop_inrs_per_s": round(loop_rate, 3),
         "ratio": round(pop_rate / loop_rate, 2),
