@@ -73,7 +73,7 @@ def _predict(args) -> int:
     from wsl.predict import run_predict
 
     run_predict(args.model, args.inputs, csv_path=args.csv, split=args.split, checkpoint=args.checkpoint,
-                max_rows=args.max_rows)
+                max_rows=args.max_rows, activation=args.activation)
     return 0
 
 
@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["train", "val", "test", "all"], help="zoo inputs: only this split's runs")
     p.add_argument("--checkpoint", type=int, default=-1, help="zoo inputs: checkpoint position (-1 = last)")
     p.add_argument("--max-rows", type=int, default=20, help="rows printed (all go to --csv)")
+    p.add_argument("--activation", help="file inputs: the networks' activation, for a predictor that runs the networks "
+                   "(probe) on a weight space whose activation varies per model")
     p.set_defaults(func=_predict)
 
     d = sub.add_parser("demo", help="generate the demo zoo, train a predictor, predict held-out checkpoints")
