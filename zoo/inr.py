@@ -5,7 +5,7 @@ step on its mean squared error (``epochs`` of an INR zoo count these steps). The
 the coordinate grid, so the first layer is one matmul of the shared grid with M weight matrices
 and the rest are batched matmuls. Per-model learning rate, optimizer, Adam beta1 (``momentum``),
 weight decay and init scale come from the zoo config, as in ``zoo.train``; model m equals the same
-SIREN fitted alone with ``torch.nn`` and ``torch.optim`` (tests/test_inr.py shows it).
+SIREN fitted alone with ``torch.nn`` and ``torch.optim`` (tests/test_inr_zoo.py shows it).
 
 The forward and backward passes are written out by hand for MLPs (linear layers with an
 elementwise activation): autograd would keep more activations and launch more kernels, and at
