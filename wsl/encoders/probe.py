@@ -12,7 +12,9 @@ For INRs the probes start on a regular grid over [-1, 1]^d, so the encoder begin
 INR at K points and classify the rendering"; for networks on standardized data they start as
 N(0, 1) draws. The encoder needs raw weights (it runs the network), so it sets ``raw_weights`` and
 the predictor skips weight normalization for it; where the activation varies per network, the
-batch names each one (``WeightBatch.activation``).
+batch names each one (``WeightBatch.activation``). Outputs are squashed with asinh (a zoo's
+blown-up networks answer with logits of 1e5); ``weight_stats`` adds StatNN's per-layer weight
+statistics, which the function alone does not show (e.g. the weight decay that shaped it).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from torch import Tensor, nn
 from zoo.functional import population_forward
 from zoo.weight_space import WeightSpaceSpec
 
+from ..features import STATISTICS, weight_statistics
 from ..weights import WeightBatch
 from .flat import mlp
 
@@ -44,7 +47,7 @@ class ProbeEncoder(nn.Module):
 
     def __init__(self, spec: WeightSpaceSpec, out_dim: int, probes: int = 256, init: str = "auto",
                  learn_probes: bool = True, generator_layers: int = 0, hidden: int = 256, layers: int = 3,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, squash: bool = True, weight_stats: bool = False):
         super().__init__()
         if init not in ("auto", "grid", "normal"):
             raise ValueError(f"probe init must be 'auto', 'grid' or 'normal', found {init!r}")
@@ -65,7 +68,10 @@ class ProbeEncoder(nn.Module):
         else:
             self.latent = nn.Parameter(start.clone(), requires_grad=learn_probes)
             self.generator = nn.Identity()
+        self.squash, self.weight_stats = squash, weight_stats
         n_features = self.num_probes * spec.layers[-1].out_features
+        if weight_stats:
+            n_features += len(STATISTICS) * len(spec.params)
         self.norm = nn.BatchNorm1d(n_features)
         self.net = mlp(n_features, hidden, out_dim, layers, dropout)
 
@@ -88,4 +94,9 @@ class ProbeEncoder(nn.Module):
             for act in sorted(set(names)):
                 rows = torch.tensor([i for i, a in enumerate(names) if a == act], device=x.device)
                 out[rows] = population_forward(self.spec, [p[rows] for p in params], x, activation=act)
-        return self.net(self.norm(out.flatten(1)))
+        feats = out.flatten(1)
+        if self.squash:  # blown-up networks give outputs of 1e5 and more; asinh keeps them in range
+            feats = torch.asinh(feats)
+        if self.weight_stats:
+            feats = torch.cat([feats, torch.asinh(weight_statistics(self.spec, wb.to_dict()).to(feats.dtype))], 1)
+        return self.net(self.norm(feats))
