@@ -118,3 +118,25 @@ def test_data_module_batches_name_each_networks_activation(tmp_path):
     assert seen == [by_index[r] for r in runs]
     wb, _ = next(iter(dm.train_dataloader()))
     assert wb.activation is not None and set(wb.activation) <= {"relu", "tanh"}
+
+
+def test_predict_files_passes_the_activation_to_a_probe_predictor(tmp_path):
+    from wsl.predict import predict_files
+
+    spec = build_spec("mlp", (4,), 2, hidden=[5], activation=None)
+    torch.manual_seed(0)
+    model = PropertyPredictor(spec.to_json(), num_outputs=1, encoder="probe",
+                              encoder_kwargs={"probes": 8, "hidden": 16}).eval()
+    wb = _weights(spec, n=3).map(lambda t: t.float())
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"net{i}.pt")
+        torch.save(wb.state_dict(i), files[-1])
+    relu = [p.value for p in predict_files(model, files, activation="relu")]
+    tanh = [p.value for p in predict_files(model, files, activation="tanh")]
+    assert len(relu) == 3 and max(abs(a - b) for a, b in zip(relu, tanh)) > 1e-4
+    wb.activation = ["tanh"] * 3
+    expected = model.predict_values(wb)
+    torch.testing.assert_close(torch.tensor(tanh), expected)
+    with pytest.raises(ValueError, match="activation varies per network"):
+        predict_files(model, files)
