@@ -28,13 +28,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import logging
 import shlex
 import sys
 import tempfile
 import time
 import traceback
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -124,16 +122,7 @@ def run_one(dm: ZooDataModule, name: str, seed: int, args, predictors: dict, acc
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="lightning")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is available")
-    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    accelerator = "gpu" if use_cuda else "cpu"
-    if use_cuda:
-        torch.set_float32_matmul_precision("high")
+    accelerator = bp.quiet_lightning_on(args.device)
     predictors = bp.QUICK_PREDICTORS if args.quick else bp.PREDICTORS
     device = bp.device_name(accelerator)
     command = shlex.join(["python", *sys.argv] if argv is None else ["python", "scripts/benchmark_inr.py", *argv])
@@ -145,7 +134,7 @@ def main(argv=None) -> dict:
 
     for item in args.zoos:
         try:
-            path = bp.resolve_zoo(item, Path(args.zoo_dir), {}, "cuda" if use_cuda else "cpu")
+            path = bp.resolve_zoo(item, Path(args.zoo_dir), {}, "cuda" if accelerator == "gpu" else "cpu")
             with Zoo(path) as z:
                 zoo_notes[path.stem] = (f"{path}: {z.spec.architecture} {z.spec.num_params} params on "
                                         f"{z.task.get('name')}, {int(z.done.sum())} done INRs")
@@ -175,7 +164,7 @@ def main(argv=None) -> dict:
                     traceback.print_exc()
                     res[name][seed] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
                     print(f"  {name:<14} FAILED: {res[name][seed]['error']}", flush=True)
-                    if use_cuda:
+                    if accelerator == "gpu":
                         torch.cuda.empty_cache()
             del dm
 

@@ -347,18 +347,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
+def quiet_lightning_on(device: str) -> str:
+    """Silence Lightning's per-run chatter and pick the accelerator for ``--device`` (auto/cpu/cuda)."""
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="lightning")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    if args.device == "cuda" and not torch.cuda.is_available():
+    if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
-    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    accelerator = "gpu" if use_cuda else "cpu"
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if use_cuda:
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and later
+    return "gpu" if use_cuda else "cpu"
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    accelerator = quiet_lightning_on(args.device)
     predictors = QUICK_PREDICTORS if args.quick else PREDICTORS
     overrides = parse_overrides(args.zoo_overrides)
     report = {
