@@ -2,8 +2,9 @@
 
 1. generate the demo zoo (configs/zoo/digits_mlp.yaml; a zoo already there is resumed or reused),
 2. split it by run into train / validation / test runs (``wsl.data.ZooDataModule``),
-3. train two predictors of test accuracy from weights with Lightning: an equivariant encoder and
-   the StatNN baseline (Unterthiner et al. 2020); the checkpoint kept is the best on validation runs,
+3. train predictors of test accuracy from weights with Lightning: an equivariant encoder, the
+   StatNN baseline (Unterthiner et al. 2020) and the probe encoder (each network run on learned
+   inputs, with its own activation); the checkpoint kept is the best on validation runs,
 4. predict the held-out test runs' checkpoints, print Kendall tau / R^2 / MAE side by side, plot
    predicted vs true,
 5. export one held-out checkpoint as a plain ``state_dict`` file and run ``wsl predict`` on it.
@@ -36,6 +37,7 @@ TARGET = "test_acc"
 PREDICTORS = [
     ("NFN-HNP (equivariant)", "hnp", {"channels": 16, "layers": 2, "head_hidden": 128}, 3e-3, 12),
     ("StatNN (baseline)", "statnn", {"hidden": 256, "layers": 3}, 3e-3, 12),
+    ("Probe (runs the networks)", "probe", {"probes": 128, "hidden": 256, "layers": 3, "weight_stats": True}, 1e-3, 12),
 ]
 
 
