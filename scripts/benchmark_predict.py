@@ -384,7 +384,7 @@ def main(argv=None) -> dict:
 
     for item in args.zoos:
         try:
-            path = resolve_zoo(item, Path(args.zoo_dir), overrides, "cuda" if use_cuda else "cpu")
+            path = resolve_zoo(item, Path(args.zoo_dir), overrides, "cuda" if accelerator == "gpu" else "cpu")
             with Zoo(path) as z:
                 name = path.stem
                 report["zoos"][name] = {
@@ -449,7 +449,7 @@ def main(argv=None) -> dict:
                     traceback.print_exc()
                     r[seed] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
                     print(f"  {pname:<22} FAILED: {r[seed]['error']}", flush=True)
-                    if use_cuda:
+                    if accelerator == "gpu":
                         torch.cuda.empty_cache()
                 results[pname]["summary"] = summarize(r)
             write_markdown(out_md, report)
