@@ -414,6 +414,7 @@ def main(argv=None) -> dict:
                 traceback.print_exc()
                 for pname in names:
                     results[pname]["per_seed"][seed] = {"error": f"data: {type(e).__name__}: {e}"}
+                    results[pname]["summary"] = summarize(results[pname]["per_seed"])
                 continue
             if seed == args.seeds[0]:
                 report["zoos"][name]["splits"] = {s: {"runs": len(dm.split_runs[s]), "checkpoints": len(dm.items(s)["runs"])}
