@@ -41,9 +41,9 @@ from bench_zoo import loadavg, time_op  # noqa: E402
 
 from zoo.architectures import TorchNet  # noqa: E402
 from zoo.config import model_seed, parse_config, sample_hparams  # noqa: E402
-from zoo.generate import build_task_and_spec  # noqa: E402
+from zoo.generate import INR_CPU_CHUNK, build_task_and_spec  # noqa: E402
 from zoo.inr import fit_population, psnr  # noqa: E402
-from zoo.train import initial_params  # noqa: E402
+from zoo.train import PopulationResult, initial_params  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "zoo"
@@ -70,10 +70,15 @@ def load_bench_task(name: str, models: int, steps: int, log):
     return config, signals, spec
 
 
-def run_population(spec, signals, hp, seeds, steps):
+def run_population(spec, signals, hp, seeds, steps, chunk):
+    """All INRs, ``chunk`` at a time as ``wsl zoo generate`` fits them; the chunks' results joined."""
     t0 = time.perf_counter()
-    res = fit_population(spec, signals.coords, signals.values, hp, seeds, epochs=steps, checkpoints=[0, steps],
-                         peak=signals.peak)
+    parts = [fit_population(spec, signals.coords, signals.values[s:s + chunk], {k: v[s:s + chunk] for k, v in hp.items()},
+                            seeds[s:s + chunk], epochs=steps, checkpoints=[0, steps], peak=signals.peak)
+             for s in range(0, len(seeds), chunk)]
+    res = PopulationResult([np.concatenate(a) for a in zip(*[p.params for p in parts])],
+                           {k: np.concatenate([p.metrics[k] for p in parts]) for k in parts[0].metrics},
+                           np.concatenate([p.status for p in parts]), np.concatenate([p.diverged_epoch for p in parts]))
     return time.perf_counter() - t0, res
 
 
@@ -125,6 +130,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=100, help="full-batch Adam steps per INR (default 100)")
     ap.add_argument("--loop-models", type=int, default=32,
                     help="INRs the per-INR loop fits, the first of the population (default 32)")
+    ap.add_argument("--chunk", type=int, default=INR_CPU_CHUNK,
+                    help=f"INRs fitted at once, as wsl zoo generate does on a CPU (default {INR_CPU_CHUNK})")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     ap.add_argument("--repeats", type=int, default=3, help="repeats; medians are reported (default 3)")
     args = ap.parse_args(argv)
@@ -143,7 +150,7 @@ def main(argv=None):
 
     log(f"torch {torch.__version__}, {args.threads} threads, {torch.get_num_threads()} in use; "
         f"python {sys.version.split()[0]}")
-    log(f"population: {args.models} {signals.name} INRs, SIREN {sizes} omega_0 {spec.options['omega_0']}, "
+    log(f"population: {args.models} {signals.name} INRs in chunks of {args.chunk}, SIREN {sizes} omega_0 {spec.options['omega_0']}, "
         f"{spec.num_params} params, {P} points, {args.steps} steps of {hp['optimizer'][0]} lr {hp['lr'][0]} "
         f"beta1 {hp['momentum'][0]}")
     log(f"per-INR loop: the first {args.loop_models} of those INRs, TorchNet + torch.optim.Adam")
@@ -159,7 +166,7 @@ def main(argv=None):
     pop_t, loop_t, bmm = [], [], []
     res = loop_mse = loop_params = None
     for r in range(args.repeats):
-        t, res = run_population(spec, signals, hp, seeds, args.steps)
+        t, res = run_population(spec, signals, hp, seeds, args.steps, args.chunk)
         pop_t.append(t)
         t2, loop_mse, loop_params = run_loop(spec, signals, hp, seeds, args.loop_models, args.steps)
         loop_t.append(t2)
@@ -211,7 +218,7 @@ def main(argv=None):
         "population_s": round(pop_s, 3),
         "loop_s": round(loop_s, 3),
         "loadavg_before_after": [load_before, loadavg()],
-        "settings": {"models": args.models, "steps": args.steps, "loop_models": n, "points": P,
+        "settings": {"models": args.models, "chunk": args.chunk, "steps": args.steps, "loop_models": n, "points": P,
                      "threads": args.threads, "repeats": args.repeats, "torch": torch.__version__,
                      "cpu_count": os.cpu_count()},
     }

@@ -74,6 +74,11 @@ def build_task_and_spec(config: ZooConfig) -> tuple[TaskData | SignalSet, Weight
     return task, spec
 
 
+# INRs fitted at once on a CPU: a full-batch step keeps [chunk, points, width] activations, and
+# past a few hundred MNIST INRs they outgrow the cache; 64-256 fit 13% faster than 1,024 here.
+INR_CPU_CHUNK = 256
+
+
 def signal_of(indices: np.ndarray, config: ZooConfig) -> np.ndarray:
     """The signal each model of an INR zoo fits: model i fits signal i // inrs_per_signal."""
     return np.asarray(indices, dtype=np.int64) // int(config.task.get("inrs_per_signal", 1))
@@ -159,6 +164,8 @@ def generate(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[i
         cs = config.training.get("chunk_size", "auto")
         bs = task.coords.shape[0] if inr else max(hparams["batch_size"], default=32)
         chunk_size = auto_chunk_size(spec, bs, dev, config.training.get("memory_budget_gb")) if cs == "auto" else int(cs)
+        if inr and cs == "auto" and dev.type == "cpu":
+            chunk_size = min(chunk_size, INR_CPU_CHUNK)
         status = np.zeros(len(indices), dtype=np.uint8)
         if inr:
             info = task.info | {"kind": "inr", "input_shape": [task.in_dim], "output_dim": task.out_dim}
