@@ -118,9 +118,7 @@ def fit_population(spec: WeightSpaceSpec, coords: Tensor, targets: Tensor, hpara
         res = fit_population(spec, coords, targets[order], {k: [v[i] for i in order] for k, v in hparams.items()},
                              [seeds[i] for i in order], epochs=epochs, checkpoints=checkpoints, peak=peak,
                              device=device, progress=progress)
-        inv = np.argsort(order)
-        return PopulationResult([a[inv] for a in res.params], {k: v[inv] for k, v in res.metrics.items()},
-                                res.status[inv], res.diverged_epoch[inv])
+        return res.rows_in_order(order)
     device = torch.device(device)
     if device.type == "cpu":
         keep_freed_memory()

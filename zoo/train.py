@@ -93,6 +93,12 @@ class PopulationResult:
     status: np.ndarray  # [M] uint8: STATUS_DONE or STATUS_DIVERGED
     diverged_epoch: np.ndarray  # [M] int32, -1 if never
 
+    def rows_in_order(self, order: list[int]) -> "PopulationResult":
+        """The result of a population trained in row order ``order``, back in the caller's order."""
+        inv = np.argsort(order)
+        return PopulationResult([a[inv] for a in self.params], {k: v[inv] for k, v in self.metrics.items()},
+                                self.status[inv], self.diverged_epoch[inv])
+
 
 @functools.cache
 def keep_freed_memory() -> bool:
@@ -183,9 +189,7 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
         res = train_population(spec, task, {k: [v[i] for i in order] for k, v in hparams.items()},
                                [seeds[i] for i in order], epochs=epochs, checkpoints=checkpoints, device=device,
                                dropout_seed=dropout_seed, eval_batch=eval_batch, progress=progress)
-        inv = np.argsort(order)
-        return PopulationResult([a[inv] for a in res.params], {k: v[inv] for k, v in res.metrics.items()},
-                                res.status[inv], res.diverged_epoch[inv])
+        return res.rows_in_order(order)
     device = torch.device(device)
     if device.type == "cpu":
         keep_freed_memory()
