@@ -16,7 +16,6 @@ the signal's value range). A model whose loss or weights turn NaN/inf is marked 
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import numpy as np
