@@ -140,3 +140,17 @@ def test_predict_files_passes_the_activation_to_a_probe_predictor(tmp_path):
     torch.testing.assert_close(torch.tensor(tanh), expected)
     with pytest.raises(ValueError, match="activation varies per network"):
         predict_files(model, files)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_population_forward_with_one_activation_per_network(shared):
+    spec = build_spec("mlp", (4,), 2, hidden=[5], activation=None)
+    wb = _weights(spec, n=5)
+    acts = ["tanh", "relu", "tanh", "tanh", "relu"]
+    x = torch.randn(7, 4, dtype=torch.float64) if shared else torch.randn(5, 7, 4, dtype=torch.float64)
+    out = population_forward(spec, wb.params(), x, activation=acts)
+    for i, a in enumerate(acts):
+        xi = x if shared else x[i:i + 1]
+        torch.testing.assert_close(out[i:i + 1], population_forward(spec, wb[i].params(), xi, activation=a))
+    with pytest.raises(ValueError, match="3 names for 5 networks"):
+        population_forward(spec, wb.params(), x, activation=acts[:3])

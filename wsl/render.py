@@ -25,16 +25,10 @@ def decode(zoo: Zoo, rows, checkpoint: int = -1, coords: torch.Tensor | None = N
     x = zoo.signal_coords() if coords is None else coords
     batch = zoo.batch(rows, checkpoint)
     params = [batch[p.name] for p in zoo.spec.params]
-    if zoo.spec.activation is not None:
-        with torch.no_grad():
-            return population_forward(zoo.spec, params, x)
-    acts = zoo.hparam("activation")[rows]  # a per-model activation: run each group with its own
-    out = torch.empty(len(rows), x.shape[0], zoo.spec.layers[-1].out_features)
-    for a in np.unique(acts):
-        m = torch.from_numpy(acts == a)
-        with torch.no_grad():
-            out[m] = population_forward(zoo.spec, [p[m] for p in params], x, activation=str(a))
-    return out
+    # a per-model activation: each network runs with its own
+    acts = None if zoo.spec.activation is not None else zoo.hparam("activation")[rows].tolist()
+    with torch.no_grad():
+        return population_forward(zoo.spec, params, x, activation=acts)
 
 
 def choose_rows(zoo: Zoo, n: int, split: str, seed: int) -> np.ndarray:

@@ -59,14 +59,17 @@ def _dropout(h: Tensor, p: Tensor | None, model_axis: int, generator: torch.Gene
 
 
 def population_forward(spec: WeightSpaceSpec, params: list[Tensor], x: Tensor, *,
-                       activation: str | None = None, dropout: Tensor | None = None,
+                       activation: str | list[str] | None = None, dropout: Tensor | None = None,
                        generator: torch.Generator | None = None) -> Tensor:
     """Outputs ``[M, B, out]`` of M networks.
 
     ``x`` is either shared by all models, ``[B, *input_shape]``, or per model,
     ``[M, B, *input_shape]``. ``dropout`` is a per-model rate ``[M]`` (training only; ``None`` in
-    evaluation). ``activation`` overrides ``spec.activation`` (needed when it varies per model).
+    evaluation). ``activation`` overrides ``spec.activation`` (needed when it varies per model):
+    one name for all networks, or one per network (each group of equal names runs as one population).
     """
+    if isinstance(activation, (list, tuple)):
+        return _forward_per_activation(spec, params, x, list(activation), dropout, generator)
     act_name = activation or spec.activation
     if act_name is None:
         raise ValueError("this weight space has a per-model activation: pass activation=")
@@ -127,6 +130,24 @@ def population_forward(spec: WeightSpaceSpec, params: list[Tensor], x: Tensor, *
             if dropout is not None:
                 h = _dropout(h, dropout, 0, generator)
     return h
+
+
+def _forward_per_activation(spec: WeightSpaceSpec, params: list[Tensor], x: Tensor, names: list[str],
+                            dropout: Tensor | None, generator: torch.Generator | None) -> Tensor:
+    M = params[0].shape[0]
+    if len(names) != M:
+        raise ValueError(f"activation: {len(names)} names for {M} networks")
+    out = None
+    for act in sorted(set(names)):
+        rows = torch.tensor([i for i, a in enumerate(names) if a == act], device=params[0].device)
+        xs = x if x.dim() == len(spec.input_shape) + 1 else x[rows]
+        part = population_forward(spec, [p[rows] for p in params], xs, activation=act,
+                                  dropout=None if dropout is None or not torch.is_tensor(dropout) else dropout[rows],
+                                  generator=generator)
+        if out is None:
+            out = part.new_empty(M, *part.shape[1:])
+        out[rows] = part
+    return out
 
 
 def default_init(spec: WeightSpaceSpec, generator: torch.Generator, init_scale: float = 1.0,

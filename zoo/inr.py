@@ -62,18 +62,16 @@ class MLPPopulation:
         self.spec = spec
         name = activation or spec.activation
         self.f, self.df = _act(name)
-        self.omega = float(spec.options.get("omega_0", 1.0)) if name == "sine" else 1.0
-
-    def _scales(self) -> list[float]:
-        n = len(self.spec.layers)
-        return [self.omega if i < n - 1 else 1.0 for i in range(n)]
+        omega = float(spec.options.get("omega_0", 1.0)) if name == "sine" else 1.0
+        n = len(spec.layers)
+        self.scales = [omega if i < n - 1 else 1.0 for i in range(n)]  # the last layer is linear
 
     def forward(self, params: list[Tensor], x: Tensor) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
         """Outputs [M, P, out] and what the backward pass needs (pre- and post-activations)."""
         n = len(self.spec.layers)
         saved, h = [], x
-        for i, s in enumerate(self._scales()):
-            wt = params[2 * i].transpose(1, 2) * s  # [M, in, out], contiguous
+        for i, s in enumerate(self.scales):
+            wt = params[2 * i].transpose(1, 2) * s  # [M, in, out]
             b = (params[2 * i + 1] * s).unsqueeze(1)
             if h.dim() == 2:  # the shared input: [P, d] @ [M, d, out] -> [M, P, out]
                 u = torch.matmul(h, wt).add_(b)
@@ -90,7 +88,7 @@ class MLPPopulation:
         n = len(self.spec.layers)
         grads: list[Tensor] = [None] * (2 * n)  # type: ignore[list-item]
         g = grad_out  # d loss / d u of layer i
-        for i, s in reversed(list(enumerate(self._scales()))):
+        for i, s in reversed(list(enumerate(self.scales))):
             inp = x if i == 0 else saved[i - 1][1]
             if inp.dim() == 2:  # sum_p g[m, p, o] x[p, k]
                 gw = torch.matmul(inp.t(), g).transpose(1, 2)

@@ -58,16 +58,14 @@ class ProbeEncoder(nn.Module):
             raise ValueError(f"probe init 'grid' needs an input of at most 3 dimensions, found {d}")
         start = grid if grid is not None else torch.randn(probes, d, generator=torch.Generator().manual_seed(0))
         self.num_probes = start.shape[0]
+        self.latent = nn.Parameter(start.clone(), requires_grad=learn_probes)
+        self.generator = nn.Identity()
         if generator_layers > 0:  # probes = latent codes through a deep linear network
-            self.latent = nn.Parameter(start.clone(), requires_grad=learn_probes)
             self.generator = nn.Sequential(*[nn.Linear(d, d) for _ in range(generator_layers)])
             for lin in self.generator:  # start as the identity map
                 nn.init.eye_(lin.weight)
                 nn.init.zeros_(lin.bias)
                 lin.requires_grad_(learn_probes)
-        else:
-            self.latent = nn.Parameter(start.clone(), requires_grad=learn_probes)
-            self.generator = nn.Identity()
         self.squash, self.weight_stats = squash, weight_stats
         n_features = self.num_probes * spec.layers[-1].out_features
         if weight_stats:
@@ -82,18 +80,12 @@ class ProbeEncoder(nn.Module):
     def forward(self, wb: WeightBatch) -> Tensor:
         params = [p.to(self.latent.dtype) for p in wb.params()]
         x = self.probe_inputs()
-        if self.spec.activation is not None:
-            out = population_forward(self.spec, params, x)  # [B, K, out]
-        elif wb.activation is None:
+        if self.spec.activation is None and wb.activation is None:
             raise ValueError("the probe encoder runs the networks, and this weight space's activation varies per "
                              "network: the batch must say which (WeightBatch.activation; the zoo's "
                              "hparams.activation, or `wsl predict --activation` for checkpoint files)")
-        else:  # one population forward per activation present in the batch
-            out = params[0].new_empty(len(wb), self.num_probes, self.spec.layers[-1].out_features)
-            names = wb.activation
-            for act in sorted(set(names)):
-                rows = torch.tensor([i for i, a in enumerate(names) if a == act], device=x.device)
-                out[rows] = population_forward(self.spec, [p[rows] for p in params], x, activation=act)
+        act = None if self.spec.activation is not None else wb.activation
+        out = population_forward(self.spec, params, self.probe_inputs(), activation=act)  # [B, K, out]
         feats = out.flatten(1)
         if self.squash:  # blown-up networks give outputs of 1e5 and more; asinh keeps them in range
             feats = torch.asinh(feats)
