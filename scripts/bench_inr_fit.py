@@ -10,7 +10,9 @@ matmul are measured side by side in every repeat, so CPU noise hits them alike):
    steps on all 784 pixels, checkpoints [0, steps] as a zoo run keeps them. Without the MNIST IDX
    files it falls back to configs/zoo/digits_inr.yaml (8x8 digits) and says so; ``--config``
    picks another shipped INR config (digits_inr: 64 points per signal, where the per-INR loop is
-   bound by per-step overhead rather than by arithmetic).
+   bound by per-step overhead rather than by arithmetic). Its sine layers use the fused kernel of
+   ``zoo.fused`` (compiled once in the warm-up, whose time is printed); ``WSL_COMPILE=0`` measures
+   the eager fallback.
 2. The first ``--loop-models`` of those INRs fitted one after another the plain way:
    ``TorchNet(spec)`` + ``torch.optim.Adam``, the same initialisation (``initial_params``), steps
    and learning rate. Its INRs/s is a per-INR rate, so a sample suffices.
@@ -41,6 +43,7 @@ from bench_zoo import loadavg, time_op  # noqa: E402
 
 from zoo.architectures import TorchNet  # noqa: E402
 from zoo.config import model_seed, parse_config, sample_hparams  # noqa: E402
+from zoo.fused import compile_enabled  # noqa: E402
 from zoo.generate import INR_CPU_CHUNK, build_task_and_spec  # noqa: E402
 from zoo.inr import fit_population, psnr  # noqa: E402
 from zoo.train import PopulationResult, initial_params  # noqa: E402
@@ -155,10 +158,14 @@ def main(argv=None):
         f"beta1 {hp['momentum'][0]}")
     log(f"per-INR loop: the first {args.loop_models} of those INRs, TorchNet + torch.optim.Adam")
 
-    # warm-up (allocator, thread pool, first-call dispatch)
-    w = min(32, args.models)
+    # warm-up (allocator, thread pool, first-call dispatch, and the one-time torch.compile of the
+    # fused sine kernel, which a zoo run pays once per process too)
+    w = min(args.chunk, args.models)
+    t0 = time.perf_counter()
     fit_population(spec, signals.coords, signals.values[:w], {k: v[:w] for k, v in hp.items()}, seeds[:w],
                    epochs=2, checkpoints=[0, 2], peak=signals.peak)
+    warmup_s = time.perf_counter() - t0
+    log(f"warm-up: {warmup_s:.1f} s (fused kernels {'compiled' if compile_enabled() else 'off: WSL_COMPILE=0'})")
     run_loop(spec, signals, hp, seeds, 1, 2)
 
     load_before = loadavg()
@@ -217,9 +224,11 @@ def main(argv=None):
         "max_weight_difference": max_diff,
         "population_s": round(pop_s, 3),
         "loop_s": round(loop_s, 3),
+        "warmup_s": round(warmup_s, 2),
         "loadavg_before_after": [load_before, loadavg()],
         "settings": {"models": args.models, "chunk": args.chunk, "steps": args.steps, "loop_models": n, "points": P,
-                     "threads": args.threads, "repeats": args.repeats, "torch": torch.__version__,
+                     "threads": args.threads, "repeats": args.repeats,
+                     "fused_kernels_compiled": compile_enabled(), "torch": torch.__version__,
                      "cpu_count": os.cpu_count()},
     }
     print(json.dumps(summary))
