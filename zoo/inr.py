@@ -207,7 +207,7 @@ def fit_population(spec: WeightSpaceSpec, coords: Tensor, targets: Tensor, hpara
             record(step, mse)  # the weights after ``step`` updates and their error
         if step == epochs:
             break
-        opt.step(grads, alive)
+        opt.step(grads, alive, compile=compile)
         if progress is not None and (step + 1) % max(1, epochs // 100) == 0:
             progress((step + 1) / epochs)
 
