@@ -187,6 +187,9 @@ def main(argv=None):
     pop_rate, loop_rate = args.models / pop_s, args.loop_models / loop_s
     gflops = flops * args.models / pop_s / 1e9
     bmm_g = statistics.median(bmm)
+    # ratios within each repeat (its three measurements ran back to back, under the same load)
+    ratios = [(args.models / p) / (args.loop_models / l) for p, l in zip(pop_t, loop_t)]
+    fractions = [flops * args.models / p / 1e9 / b for p, b in zip(pop_t, bmm)]
     n = args.loop_models
     pop_db = res.metrics["psnr"][:, -1]
     loop_db = psnr(loop_mse, signals.peak).numpy()
@@ -197,11 +200,13 @@ def main(argv=None):
     log(f"population fitter: {pop_rate:,.1f} INRs/s  ({args.models} INRs, median {pop_s:.2f} s of {args.repeats})")
     log(f"per-INR loop:      {loop_rate:,.2f} INRs/s  ({n} INRs sampled, median {loop_s:.2f} s); the loop would "
         f"take {args.models / loop_rate:.0f} s for {args.models} INRs")
-    log(f"ratio:             {pop_rate / loop_rate:.1f}x")
+    log(f"ratio:             {pop_rate / loop_rate:.1f}x of the medians; per repeat "
+        f"{', '.join(f'{r:.1f}x' for r in ratios)} (median {statistics.median(ratios):.1f}x)")
     log(f"FLOPs: {flops / 1e6:.1f} MFLOP per INR ({args.steps} steps x 6·P·Σ(in·out) + a final forward, "
         f"P = {P})")
     log(f"population achieved: {gflops:.2f} GFLOP/s; torch.bmm [{args.models}, {P}, {width}] x "
-        f"[{args.models}, {width}, {width}]: {bmm_g:.1f} GFLOP/s (median of best-of-5); {gflops / bmm_g:.1%} of it")
+        f"[{args.models}, {width}, {width}]: {bmm_g:.1f} GFLOP/s (median of best-of-5); {gflops / bmm_g:.1%} of it; "
+        f"per repeat {', '.join(f'{f:.1%}' for f in fractions)} (median {statistics.median(fractions):.1%})")
     log(f"PSNR of the {n} sampled INRs: population mean {pop_db[:n].mean():.2f} dB, min {pop_db[:n].min():.2f} dB; "
         f"loop mean {loop_db.mean():.2f} dB, min {loop_db.min():.2f} dB; largest weight difference {max_diff:.2e}")
     log(f"PSNR of all {args.models} population INRs: mean {np.nanmean(pop_db):.2f} dB, min {np.nanmin(pop_db):.2f} dB")
@@ -215,6 +220,8 @@ def main(argv=None):
         "population_gflops": round(gflops, 3),
         "bmm_gflops": round(bmm_g, 2),
         "fraction_of_bmm": round(gflops / bmm_g, 4),
+        "ratio_per_repeat_median": round(statistics.median(ratios), 2),
+        "fraction_of_bmm_per_repeat_median": round(statistics.median(fractions), 4),
         "population_psnr_mean": round(float(np.nanmean(pop_db)), 3),
         "population_psnr_min": round(float(np.nanmin(pop_db)), 3),
         "sampled_population_psnr_mean": round(float(pop_db[:n].mean()), 3),
