@@ -14,9 +14,10 @@ Layout (format ``wsl-zoo``, version 1)::
         shard_index, shard_count   this file's part of the zoo (0, 1 for a whole zoo)
         chunk_size         models trained at once (fixed when the file is made, so resumption
                            reproduces the same chunks)
-    /params/<param name>   float32 [M, C, *shape]; HDF5 chunk = one model (all checkpoints),
-                           gzip + shuffle + fletcher32 checksums; NaN where never written
-                           (every other dataset is chunked and checksummed too)
+    /params/<param name>   float32 [M, C, *shape]; HDF5 chunk = 16 consecutive models at one
+                           checkpoint (fewer for parameters over 64 KiB), uncompressed, with
+                           fletcher32 checksums; NaN where never written (every other dataset is
+                           chunked, gzip-compressed and checksummed too)
     /metrics/<metric>      float32 [M, C]: train/val/test loss and accuracy (or the task's metric)
     /hparams/<name>        [M] float64, int64 or fixed-length UTF-8 strings: the model's hyperparameters
     /models/index          int64 [M]: global model index, also the run id (one run = one model)
@@ -37,6 +38,11 @@ INR zoos (one network fitted per signal, ``zoo.signals``) also hold what each mo
 Writes are crash-safe: the file is open only while a finished chunk is written, and a model's
 status is set to done in the same flush as its weights, after them. A killed run leaves every
 finished model readable; the same command resumes the pending ones.
+
+Why this weight layout: reading one checkpoint of a whole zoo (what training a weight-space model
+does first) costs one HDF5 chunk per 16 models, and HDF5 spends ~30 us per chunk; gzip saved only
+~14% of trained weights' bytes and cost 4x the read time (docs/benchmarks.md). A corrupt chunk
+takes 16 models' weights at one checkpoint with it, and ``verify`` names each of them.
 """
 from __future__ import annotations
 
@@ -107,9 +113,8 @@ def create_zoo(path: str | Path, *, name: str, config_json: str, config_hash: st
         })
         g = f.create_group("params")
         for p in spec.params:
-            g.create_dataset(p.name, shape=(M, C, *p.shape), dtype="f4", chunks=(1, C, *p.shape),
-                             compression="gzip", compression_opts=1, shuffle=True, fletcher32=True,
-                             fillvalue=np.nan)
+            g.create_dataset(p.name, shape=(M, C, *p.shape), dtype="f4",
+                             chunks=(models_per_chunk(M, p.numel), 1, *p.shape), fletcher32=True, fillvalue=np.nan)
         g = f.create_group("metrics")
         for m in metric_names:
             _small_dataset(g, m, np.full((M, C), np.nan, dtype=np.float32))
@@ -135,6 +140,16 @@ def create_zoo(path: str | Path, *, name: str, config_json: str, config_hash: st
         _small_dataset(g, "status", np.zeros(M, dtype=np.uint8))
         _small_dataset(g, "diverged_epoch", np.full(M, -1, dtype=np.int32))
     os.replace(tmp, path)
+
+
+#: Models per HDF5 chunk of a weight dataset, and the most bytes a chunk should hold.
+MODELS_PER_CHUNK = 16
+MAX_CHUNK_BYTES = 2 ** 20
+
+
+def models_per_chunk(models: int, numel: int) -> int:
+    """Models in one HDF5 chunk of a parameter with ``numel`` elements per model."""
+    return max(1, min(MODELS_PER_CHUNK, models, MAX_CHUNK_BYTES // (4 * max(1, numel))))
 
 
 def _column(group: h5py.Group, name: str, vals: list) -> None:
@@ -166,11 +181,12 @@ def write_models(path: str | Path, rows: np.ndarray, params: dict[str, np.ndarra
     rows = np.asarray(rows)
     order = np.argsort(rows)
     rows = rows[order]
+    runs = np.split(np.arange(len(rows)), np.flatnonzero(np.diff(rows) != 1) + 1) if len(rows) else []
     with _open(path, "a") as f:
         for name, arr in params.items():
             ds = f["params"][name]
-            for j, r in enumerate(rows):
-                ds[r] = arr[order[j]]
+            for run in runs:  # consecutive rows in one write: each HDF5 chunk is written once
+                ds[rows[run[0]]:rows[run[-1]] + 1] = arr[order[run]]
         for name, arr in metrics.items():
             f["metrics"][name][rows] = arr[order]
         f["models/diverged_epoch"][rows] = diverged_epoch[order]

@@ -1,8 +1,9 @@
 """Check a zoo file for truncation and corruption, and say where: which model, which layer.
 
-Every parameter chunk (one model, all checkpoints) carries a Fletcher-32 checksum, so a flipped
-byte is caught on read. A truncated file cannot be opened by HDF5 at all; ``verify`` then reads a
-zero-padded copy to name the models whose weights lay in the lost bytes.
+Every parameter chunk (16 models at one checkpoint) carries a Fletcher-32 checksum, so a flipped
+byte is caught on read, and the models of a failing chunk are named one by one. A truncated file
+cannot be opened by HDF5 at all; ``verify`` then reads a zero-padded copy to name the models whose
+weights lay in the lost bytes.
 """
 from __future__ import annotations
 
@@ -54,14 +55,22 @@ def _check_file(f: h5py.File, where: str) -> list[str]:
         if ds.shape != (M, C, *p.shape):
             problems.append(f"{where}: layer {p.name}: shape {ds.shape}, expected {(M, C, *p.shape)}")
             continue
-        for r in range(M):
+        block = ds.chunks[0] if ds.chunks else 1
+        for start in range(0, M, block):  # a block of whole HDF5 chunks; row by row only if it fails
+            rows = range(start, min(start + block, M))
             try:
-                w = ds[r]
-            except Exception as e:  # noqa: BLE001 - a checksum or decompression error
-                problems.append(f"{where}: model {index[r]} (row {r}), layer {p.name}: unreadable ({_short(e)})")
-                continue
-            if done[r] and not np.isfinite(w).all():
-                problems.append(f"{where}: model {index[r]} (row {r}), layer {p.name}: marked done but holds NaN/inf")
+                blocks = [(rows, ds[rows.start:rows.stop])]
+            except Exception:  # noqa: BLE001 - a checksum or decompression error: find the models
+                blocks = []
+                for r in rows:
+                    try:
+                        blocks.append((range(r, r + 1), ds[r:r + 1]))
+                    except Exception as e:  # noqa: BLE001
+                        problems.append(f"{where}: model {index[r]} (row {r}), layer {p.name}: unreadable ({_short(e)})")
+            for rs, w in blocks:
+                finite = np.isfinite(w.reshape(len(rs), -1)).all(1)
+                for r in np.asarray(rs)[done[rs.start:rs.stop] & ~finite]:
+                    problems.append(f"{where}: model {index[r]} (row {r}), layer {p.name}: marked done but holds NaN/inf")
     for m in json.loads(f.attrs.get("metric_names", "[]")):
         if m not in f.get("metrics", {}):
             problems.append(f"{where}: metric {m}: dataset /metrics/{m} is missing")
@@ -107,14 +116,35 @@ def _lost_metadata(f: h5py.File, where: str, eof: int) -> list[str]:
     def visit(name, obj):
         if not isinstance(obj, h5py.Dataset) or name.startswith("params/"):
             return  # weights are checked model by model in _check_file
-        if obj.chunks is None:
-            spans = [(obj.id.get_offset(), obj.id.get_storage_size())]
-        else:
-            spans = [(c.byte_offset, c.size) for c in map(obj.id.get_chunk_info, range(obj.id.get_num_chunks()))]
+        try:
+            if obj.chunks is None:
+                spans = [(obj.id.get_offset(), obj.id.get_storage_size())]
+            else:
+                spans = [(c.byte_offset, c.size) for c in map(obj.id.get_chunk_info, range(obj.id.get_num_chunks()))]
+        except Exception:  # noqa: BLE001 - the chunk index itself lay in the lost bytes
+            lost.append(f"{where}: dataset /{name}: its chunk index lay in the lost bytes (unreadable)")
+            return
         if any(off is not None and off + size > eof for off, size in spans):
             lost.append(f"{where}: dataset /{name} lay in the lost bytes (values there now read as zeros)")
 
-    f.visititems(visit)
+    def walk(group: h5py.Group) -> None:  # visititems stops at the first unreadable group index
+        try:
+            names = list(group.keys())
+        except Exception:  # noqa: BLE001
+            lost.append(f"{where}: group {group.name}: its index lay in the lost bytes (unreadable)")
+            return
+        for key in names:
+            try:
+                obj = group[key]
+            except Exception:  # noqa: BLE001
+                lost.append(f"{where}: {group.name.rstrip('/')}/{key}: its header lay in the lost bytes (unreadable)")
+                continue
+            if isinstance(obj, h5py.Group):
+                walk(obj)
+            else:
+                visit(obj.name.lstrip("/"), obj)
+
+    walk(f)
     return lost
 
 
