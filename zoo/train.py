@@ -24,6 +24,7 @@ from torch import Tensor
 
 from .architectures import init_params
 from .functional import population_forward
+from .fused import MIN_COMPILED_NUMEL
 from .optim import PopulationOptimizer
 from .config import STRUCTURAL
 from .tasks import TaskData
@@ -215,6 +216,8 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
 
     opt = PopulationOptimizer(params, list(hparams["optimizer"]), torch.tensor(hparams["lr"]),
                               torch.tensor(hparams["weight_decay"]), torch.tensor(hparams["momentum"]))
+    # the update fused by torch.compile (zoo.fused) where it pays: ~2.3x faster for 1,000 digits MLPs
+    compile_update = device.type == "cpu" and M * spec.num_params >= MIN_COMPILED_NUMEL
     dropout = torch.tensor(hparams["dropout"], dtype=torch.float32, device=device)
     dropout = dropout if bool((dropout > 0).any()) else None
     gen = torch.Generator(device=device)
@@ -301,7 +304,7 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
             if bool(bad.any()):  # after the backward pass, which needs the unmodified weights
                 mark_diverged(bad, epoch)
                 grads = [torch.where(alive.view(-1, *[1] * (g.dim() - 1)), g, 0.0) for g in grads]
-            opt.step(grads, active)
+            opt.step(grads, active, compile=compile_update)
         checkpoint(epoch)
         if progress is not None:
             progress(epoch / epochs)
