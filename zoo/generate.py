@@ -188,15 +188,13 @@ def generate(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[i
         bar = tqdm(total=n_todo, unit="model", desc=f"{config.name} ({dev.type})", dynamic_ncols=True,
                    bar_format="{l_bar}{bar}| {n:.0f}/{total} models [{elapsed}<{remaining}, {rate_fmt}]")
     t0 = time.perf_counter()
+    finished = 0  # models of this run written so far
     for k, pos in enumerate(todo):
         if max_chunks is not None and k >= max_chunks:
             break
-        done_before = [0.0]
-
-        def on_progress(frac: float, pos=pos, done_before=done_before) -> None:
-            if bar is not None:
-                bar.update(frac * len(pos) - done_before[0])
-                done_before[0] = frac * len(pos)
+        def on_progress(frac: float, pos=pos, start=finished) -> None:
+            if bar is not None:  # absolute positions: float increments would add up past the total
+                bar.update(min(bar.total, start + frac * len(pos)) - bar.n)
 
         chunk_hp = {name: [vals[j] for j in pos] for name, vals in hparams.items()}
         if inr:
@@ -212,6 +210,7 @@ def generate(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[i
         write_models(out, pos, {p.name: a for p, a in zip(spec.params, result.params)}, result.metrics,
                      result.status, result.diverged_epoch)
         status[pos] = result.status
+        finished += len(pos)
         n_div = int((result.status == 2).sum())
         msg = f"chunk {k + 1}/{len(todo)} written: models {int(indices[pos[0]])}..{int(indices[pos[-1]])}"
         if n_div:
