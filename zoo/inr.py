@@ -189,10 +189,10 @@ def fit_population(spec: WeightSpaceSpec, coords: Tensor, targets: Tensor, hpara
         ck_metrics["psnr"][keep, c] = psnr(mse[alive], peak).cpu().numpy()
 
     widest = max(layer.out_features for layer in spec.layers[:-1]) if len(spec.layers) > 1 else 1
-    compile = device.type == "cpu" and M * x.shape[0] * widest >= MIN_COMPILED_NUMEL
+    compiled = device.type == "cpu" and M * x.shape[0] * widest >= MIN_COMPILED_NUMEL  # worth compiling
     for step in range(epochs + 1):
         if step < epochs:
-            mse, grads = step_fn(params, x, t, (scale * alive).to(t.dtype), compile=compile)
+            mse, grads = step_fn(params, x, t, (scale * alive).to(t.dtype), compile=compiled)
         else:  # the final weights are only evaluated
             mse = net.mse(params, x, t)
         bad = ~mse.isfinite() & alive  # NaN/inf weights give a NaN/inf error too
@@ -207,7 +207,7 @@ def fit_population(spec: WeightSpaceSpec, coords: Tensor, targets: Tensor, hpara
             record(step, mse)  # the weights after ``step`` updates and their error
         if step == epochs:
             break
-        opt.step(grads, alive, compile=compile)
+        opt.step(grads, alive, compile=compiled)
         if progress is not None and (step + 1) % max(1, epochs // 100) == 0:
             progress((step + 1) / epochs)
 
