@@ -13,7 +13,8 @@ shuffling and the augmentations; the split is the zoo's own. ``StatNN + trees`` 
 ``wsl.baselines`` (boosted trees on per-layer weight statistics, iterations chosen on validation).
 
 Encoders are trained with the settings of ``benchmark_predict.PREDICTORS`` (``--quick``: its tiny
-``QUICK_PREDICTORS``), AdamW with weight decay 1e-4, and augmentation by random hidden-neuron
+``QUICK_PREDICTORS``; the probe encoder with ``INR_PROBE``, as its class probabilities need
+several outputs), AdamW with weight decay 1e-4, and augmentation by random hidden-neuron
 permutations and sign flips (both symmetries of a SIREN), for ``--epochs`` epochs or until
 ``--max-minutes`` of wall time, whichever comes first. Time: the wall time of ``trainer.fit``
 (incl. its validation epochs); for the trees, features + trees.
@@ -50,6 +51,7 @@ from zoo.store import Zoo  # noqa: E402
 
 TREES = "statnn+trees"
 ENCODERS = ["flat", "statnn", "deepsets", "np", "hnp", "dwsnet", "ngnn", "probe"]
+INR_PROBE = {"lr": 1e-3, "encoder_kwargs": {"probes": 256, "hidden": 256, "layers": 3, "weight_stats": True}}
 DEFAULT_PREDICTORS = [TREES, "flat", "statnn", "np", "hnp", "dwsnet", "ngnn", "probe"]
 DEFAULT_ZOOS = ["zoos/mnist_inr.h5", "zoos/fashion_inr.h5"]
 AUGMENT = {"permutation": True, "scaling": True}  # scaling = sign flips for the sine activation
@@ -124,6 +126,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     accelerator = bp.quiet_lightning_on(args.device)
     predictors = bp.QUICK_PREDICTORS if args.quick else bp.PREDICTORS
+    if not args.quick:  # INRs have one output: no class probabilities; the settings measured in session 2
+        predictors = predictors | {"probe": INR_PROBE}
     device = bp.device_name(accelerator)
     command = shlex.join(["python", *sys.argv] if argv is None else ["python", "scripts/benchmark_inr.py", *argv])
     print(f"device: {device}", flush=True)

@@ -20,12 +20,15 @@ def _weights(spec, n=6, seed=0):
                                           for p in spec.params])
 
 
-@pytest.mark.parametrize("arch,activation", [("mlp", "relu"), ("siren", "sine"), ("mlp", "tanh")])
-def test_probe_invariant_to_permutations_and_scalings(arch, activation):
+@pytest.mark.parametrize("arch,activation,options", [
+    ("mlp", "relu", {}), ("siren", "sine", {}), ("mlp", "tanh", {}),
+    ("mlp", "relu", {"softmax": True, "generator_layers": 2}),  # weight_stats: not scale-invariant
+])
+def test_probe_invariant_to_permutations_and_scalings(arch, activation, options):
     spec = (build_spec("siren", (2,), 1, hidden=[8, 8], omega_0=3.0) if arch == "siren"
             else build_spec("mlp", (5,), 3, hidden=[7, 6], activation=activation))
     torch.manual_seed(0)
-    enc = ProbeEncoder(spec, 4, probes=25, hidden=32).double().eval()
+    enc = ProbeEncoder(spec, 4, probes=25, hidden=32, **options).double().eval()
     wb = _weights(spec)
     g = torch.Generator().manual_seed(1)
     moved = scale(permute(wb, random_permutations(spec, len(wb), g)), random_scales(spec, len(wb), activation, g))
@@ -49,6 +52,8 @@ def test_grid_probes_for_inrs_and_normal_probes_otherwise():
     assert ProbeEncoder(mlp, 10, probes=32).probe_inputs().shape == (32, 64)
     with pytest.raises(ValueError, match="at most 3 dimensions"):
         ProbeEncoder(mlp, 10, init="grid")
+    with pytest.raises(ValueError, match="several outputs.*these have 1"):
+        ProbeEncoder(siren, 10, softmax=True)
 
 
 def test_probes_and_generator_are_learned():

@@ -14,7 +14,8 @@ N(0, 1) draws. The encoder needs raw weights (it runs the network), so it sets `
 the predictor skips weight normalization for it; where the activation varies per network, the
 batch names each one (``WeightBatch.activation``). Outputs are squashed with asinh (a zoo's
 blown-up networks answer with logits of 1e5); ``weight_stats`` adds StatNN's per-layer weight
-statistics, which the function alone does not show (e.g. the weight decay that shaped it).
+statistics, which the function alone does not show (e.g. the weight decay that shaped it);
+``softmax`` adds a classifier's class probabilities at each probe beside its logits.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ class ProbeEncoder(nn.Module):
 
     def __init__(self, spec: WeightSpaceSpec, out_dim: int, probes: int = 256, init: str = "auto",
                  learn_probes: bool = True, generator_layers: int = 0, hidden: int = 256, layers: int = 3,
-                 dropout: float = 0.0, squash: bool = True, weight_stats: bool = False):
+                 dropout: float = 0.0, squash: bool = True, weight_stats: bool = False, softmax: bool = False):
         super().__init__()
         if init not in ("auto", "grid", "normal"):
             raise ValueError(f"probe init must be 'auto', 'grid' or 'normal', found {init!r}")
@@ -66,8 +67,11 @@ class ProbeEncoder(nn.Module):
                 nn.init.eye_(lin.weight)
                 nn.init.zeros_(lin.bias)
                 lin.requires_grad_(learn_probes)
-        self.squash, self.weight_stats = squash, weight_stats
-        n_features = self.num_probes * spec.layers[-1].out_features
+        if softmax and spec.layers[-1].out_features < 2:
+            raise ValueError(f"probe softmax: class probabilities need networks with several outputs (classifiers); "
+                             f"these have {spec.layers[-1].out_features}")
+        self.squash, self.weight_stats, self.softmax = squash, weight_stats, softmax
+        n_features = self.num_probes * spec.layers[-1].out_features * (2 if softmax else 1)
         if weight_stats:
             n_features += len(STATISTICS) * len(spec.params)
         self.norm = nn.BatchNorm1d(n_features)
@@ -85,10 +89,12 @@ class ProbeEncoder(nn.Module):
                              "network: the batch must say which (WeightBatch.activation; the zoo's "
                              "hparams.activation, or `wsl predict --activation` for checkpoint files)")
         act = None if self.spec.activation is not None else wb.activation
-        out = population_forward(self.spec, params, self.probe_inputs(), activation=act)  # [B, K, out]
+        out = population_forward(self.spec, params, x, activation=act)  # [B, K, out]
         feats = out.flatten(1)
         if self.squash:  # blown-up networks give outputs of 1e5 and more; asinh keeps them in range
             feats = torch.asinh(feats)
+        if self.softmax:  # a classifier's class probabilities at each probe, beside its logits
+            feats = torch.cat([feats, torch.softmax(out.float(), -1).to(feats.dtype).flatten(1)], 1)
         if self.weight_stats:
             feats = torch.cat([feats, torch.asinh(weight_statistics(self.spec, wb.to_dict()).to(feats.dtype))], 1)
         return self.net(self.norm(feats))
