@@ -41,8 +41,8 @@ finished model readable; the same command resumes the pending ones.
 
 Why this weight layout: reading one checkpoint of a whole zoo (what training a weight-space model
 does first) costs one HDF5 chunk per 16 models, and HDF5 spends ~30 us per chunk; gzip saved only
-~14% of trained weights' bytes and cost 4x the read time (scripts/bench_store_layout.py). A corrupt chunk
-takes 16 models' weights at one checkpoint with it, and ``verify`` names each of them.
+~14% of trained weights' bytes and cost 4x the read time (scripts/bench_store_layout.py). A
+corrupt chunk takes 16 models' weights at one checkpoint with it, and ``verify`` names each.
 """
 from __future__ import annotations
 
