@@ -48,13 +48,13 @@ def main(argv=None):
     dm.setup("fit")
     truth = dm.items("test")["targets"].numpy().astype(np.float64)
     targets, train = dm._targets.clone(), dm._split_items["train"]
+    ordered = np.sort(targets[train].numpy())  # the training split's targets: their empirical CDF
     results = {}
     for item in args.variants:
         name, _, text = item.partition("=")
         opts = json.loads(text or "{}")
         epochs, lr, seed = opts.pop("epochs", 30), opts.pop("lr", 1e-3), opts.pop("seed", 0)
         rank = opts.pop("rank_target", False)
-        ordered = np.sort(targets[train].numpy())
         dm._targets = (torch.as_tensor(np.searchsorted(ordered, targets.numpy(), side="right") / len(ordered),
                                        dtype=torch.float32) if rank else targets.clone())
         dm.target_normalizer = TargetNormalizer()

@@ -159,3 +159,14 @@ def test_population_forward_with_one_activation_per_network(shared):
         torch.testing.assert_close(out[i:i + 1], population_forward(spec, wb[i].params(), xi, activation=a))
     with pytest.raises(ValueError, match="3 names for 5 networks"):
         population_forward(spec, wb.params(), x, activation=acts[:3])
+
+
+def test_per_network_activations_keep_a_scalar_dropout_rate():
+    spec = build_spec("mlp", (4,), 2, hidden=[50], activation=None)
+    wb = _weights(spec, n=4)
+    x = torch.randn(7, 4, dtype=torch.float64)
+    acts = ["relu", "tanh", "relu", "tanh"]
+    plain = population_forward(spec, wb.params(), x, activation=acts)
+    dropped = population_forward(spec, wb.params(), x, activation=acts, dropout=0.5,
+                                 generator=torch.Generator().manual_seed(0))
+    assert (dropped - plain).abs().amax(dim=(1, 2)).min() > 1e-6  # every group got its dropout

@@ -142,7 +142,7 @@ def _forward_per_activation(spec: WeightSpaceSpec, params: list[Tensor], x: Tens
         rows = torch.tensor([i for i, a in enumerate(names) if a == act], device=params[0].device)
         xs = x if x.dim() == len(spec.input_shape) + 1 else x[rows]
         part = population_forward(spec, [p[rows] for p in params], xs, activation=act,
-                                  dropout=None if dropout is None or not torch.is_tensor(dropout) else dropout[rows],
+                                  dropout=dropout[rows] if torch.is_tensor(dropout) else dropout,
                                   generator=generator)
         if out is None:
             out = part.new_empty(M, *part.shape[1:])
