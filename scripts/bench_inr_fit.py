@@ -10,9 +10,9 @@ matmul are measured side by side in every repeat, so CPU noise hits them alike):
    steps on all 784 pixels, checkpoints [0, steps] as a zoo run keeps them. Without the MNIST IDX
    files it falls back to configs/zoo/digits_inr.yaml (8x8 digits) and says so; ``--config``
    picks another shipped INR config (digits_inr: 64 points per signal, where the per-INR loop is
-   bound by per-step overhead rather than by arithmetic). Its sine layers use the fused kernel of
-   ``zoo.fused`` (compiled once in the warm-up, whose time is printed); ``WSL_COMPILE=0`` measures
-   the eager fallback.
+   bound by per-step overhead rather than by arithmetic). Large chunks run the fitting step and the
+   update compiled by ``zoo.fused`` (compiled once in the warm-up, whose time is printed);
+   ``WSL_COMPILE=0`` measures the eager fallback.
 2. The first ``--loop-models`` of those INRs fitted one after another the plain way:
    ``TorchNet(spec)`` + ``torch.optim.Adam``, the same initialisation (``initial_params``), steps
    and learning rate. Its INRs/s is a per-INR rate, so a sample suffices.
@@ -159,13 +159,13 @@ def main(argv=None):
     log(f"per-INR loop: the first {args.loop_models} of those INRs, TorchNet + torch.optim.Adam")
 
     # warm-up (allocator, thread pool, first-call dispatch, and the one-time torch.compile of the
-    # fused sine kernel, which a zoo run pays once per process too)
+    # fitting step and update, which a zoo run pays once per process too)
     w = min(args.chunk, args.models)
     t0 = time.perf_counter()
     fit_population(spec, signals.coords, signals.values[:w], {k: v[:w] for k, v in hp.items()}, seeds[:w],
                    epochs=2, checkpoints=[0, 2], peak=signals.peak)
     warmup_s = time.perf_counter() - t0
-    log(f"warm-up: {warmup_s:.1f} s (fused kernels {'compiled' if compile_enabled() else 'off: WSL_COMPILE=0'})")
+    log(f"warm-up: {warmup_s:.1f} s (fused steps {'compiled' if compile_enabled() else 'off: WSL_COMPILE=0'})")
     run_loop(spec, signals, hp, seeds, 1, 2)
 
     load_before = loadavg()
