@@ -68,9 +68,9 @@ def bench_config(models: int, epochs: int, **over):
 # 1. population trainer
 # --------------------------------------------------------------------------------------------
 
-def run_population(spec, task, hp, seeds, epochs, dropout_seed):
+def run_population(spec, task, hp, seeds, epochs):
     t0, c0 = time.perf_counter(), time.process_time()
-    res = train_population(spec, task, hp, seeds, epochs=epochs, checkpoints=[0, epochs], dropout_seed=dropout_seed)
+    res = train_population(spec, task, hp, seeds, epochs=epochs, checkpoints=[0, epochs])
     t = time.perf_counter() - t0
     return t, (time.process_time() - c0) / t, res
 
@@ -288,7 +288,6 @@ def main(argv=None):
     indices = np.arange(args.models)
     hp = sample_hparams(config, indices)
     seeds = [model_seed(config.seed, int(i)) for i in indices]
-    dropout_seed = model_seed(config.seed, 2 ** 31)
     loop_hp = {k: v[:args.loop_models] for k, v in hp.items()}  # the loop's models: the first ones
     flops = flop_counts(spec, task, hp, args.epochs, 2)
 
@@ -314,7 +313,7 @@ def main(argv=None):
     pop_t, loop_t, loop1_t, loopdl_t, bmm, sq, util = [], [], [], [], [], [], []
     pop_acc = loop_acc = None
     for r in range(args.repeats):
-        t, u, res = run_population(spec, task, hp, seeds, args.epochs, dropout_seed)
+        t, u, res = run_population(spec, task, hp, seeds, args.epochs)
         pop_t.append(t)
         util.append(round(u, 2))
         pop_acc = res.metrics["test_acc"][:args.loop_models, -1]
@@ -411,7 +410,7 @@ def main(argv=None):
     if args.profile:
         log("\n== cProfile: train_population ==")
         log(profile(lambda: train_population(spec, task, hp, seeds, epochs=args.epochs,
-                                             checkpoints=[0, args.epochs], dropout_seed=dropout_seed)))
+                                             checkpoints=[0, args.epochs])))
         log("== cProfile: Zoo.batch from disk ==")
         rng = np.random.default_rng(123)
         with Zoo(path) as z:

@@ -5,7 +5,7 @@ import torch
 
 from zoo import fused
 from zoo.architectures import build_spec
-from zoo.inr import MLPPopulation, mlp_population_step
+from zoo.mlp_step import MLPPopulation, mlp_population_step
 from zoo.train import initial_params
 
 

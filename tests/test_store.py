@@ -18,13 +18,13 @@ from zoo.architectures import TorchNet
 from zoo.config import parse_config, sample_hparams
 from zoo.generate import build_task_and_spec, generate
 from zoo.merge import merge
-from zoo.store import Zoo, ZooFileError
+from zoo.store import DROPOUT_MASKS, Zoo, ZooFileError
 from zoo.verify import verify
 
 QUIET = dict(progress=False, log=lambda s: None)
 
 # Two epochs, 24 models, three checkpoints; activation varies, so chunks are grouped by it and
-# chunk_size 8 gives several chunks. Dropout stays 0 (see test_chunk_size_does_not_change_the_zoo).
+# chunk_size 8 gives several chunks.
 BASE = {
     "name": "tiny", "seed": 3, "num_models": 24, "epochs": 2, "checkpoints": [0, 1, 2],
     "task": {"name": "digits", "n_train": 200, "n_val": 97},
@@ -211,16 +211,35 @@ def test_same_config_twice_is_bit_identical(base_zoo, tmp_path):
 
 
 def test_chunk_size_does_not_change_the_zoo(base_zoo, tmp_path):
-    # With dropout 0 a model's training depends only on its own seed and hyperparameters, so the
-    # models it shares a chunk with do not matter. Dropout masks, in contrast, come from one
-    # generator per chunk (seeded from the chunk's first model), so with dropout > 0 a different
-    # chunk size legitimately gives different (equally valid) models: not tested here.
+    # A model's training depends only on its own seed and hyperparameters, so the models it shares
+    # a chunk with do not matter.
     other = config(training={"chunk_size": 5})
     assert other.hash() == config().hash()
     path = generate(other, tmp_path / "cs5.h5", **QUIET)
     with Zoo(path) as z:
         assert z.chunk_size == 5
     assert_same_datasets(base_zoo, path)
+
+
+def test_chunk_size_does_not_change_a_zoo_with_dropout(tmp_path):
+    # dropout masks are a hash of the model's seed, epoch, step and element: no chunk dependence
+    hp = dict(BASE["hparams"], dropout={"uniform": [0.1, 0.5]})
+    paths = [generate(config(hparams=hp, num_models=12, training={"chunk_size": cs}), tmp_path / f"d{cs}.h5", **QUIET)
+             for cs in (12, 5)]
+    with Zoo(paths[0]) as z:
+        assert z.dropout_masks == DROPOUT_MASKS
+    assert_same_datasets(*paths)
+
+
+def test_refuses_to_resume_a_zoo_whose_dropout_masks_were_drawn_otherwise(tmp_path):
+    hp = dict(BASE["hparams"], dropout={"uniform": [0.1, 0.5]})
+    path = generate(config(hparams=hp), tmp_path / "old.h5", max_chunks=1, **QUIET)
+    with h5py.File(path, "a") as f:  # as files made before the attribute existed
+        del f.attrs["dropout_masks"]
+    with pytest.raises(ZooFileError, match="older wsl that drew dropout masks as 'generator-per-chunk'"):
+        generate(config(hparams=hp), path, **QUIET)
+    with Zoo(path) as z:
+        assert z.dropout_masks == "generator-per-chunk" and (z.status == 0).any()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from zoo.architectures import TorchNet, build_spec
-from zoo.functional import population_forward
+from zoo.functional import dropout_key, dropout_mask, population_forward
 from zoo.tasks import load_task
-from zoo.train import (STATUS_DIVERGED, STATUS_DONE, epoch_order, initial_params, noisy_labels,
+from zoo.train import (STATUS_DIVERGED, STATUS_DONE, epoch_order, initial_params, noisy_labels, step_key_of,
                        train_population, training_subset)
 
 M = 8
@@ -149,19 +149,90 @@ def test_diverged_models_are_marked_and_do_not_poison_the_rest(digits):
         np.testing.assert_allclose(res.metrics[name][keep], alone.metrics[name], rtol=1e-5, atol=1e-6)
 
 
-def test_dropout_is_applied_per_model(digits):
+def test_dropout_masks_depend_only_on_the_model(digits):
     spec = build_spec("mlp", digits.input_shape, digits.output_dim, hidden=[16, 16], activation="relu")
     hp = population_hparams("sgd", activation=["relu"] * M, dropout=[0.0, 0.5] * (M // 2))
     hp["label_noise"] = [0.0] * M
-    seeds = [7] * M  # identical models but for dropout
+    seeds = [7] * (M - 1) + [8]  # identical models but for dropout, and the last one's seed
     for k in ("lr", "momentum", "weight_decay", "init_scale", "data_fraction"):
         hp[k] = [hp[k][0]] * M
     res = train_population(spec, digits, hp, seeds, epochs=1, checkpoints=[1])
     w = res.params[0][:, -1]
-    no_drop = w[0::2]
+    no_drop = w[0:M - 1:2]
     np.testing.assert_allclose(no_drop, no_drop[:1].repeat(len(no_drop), 0), rtol=1e-5, atol=1e-6)
     assert not np.allclose(w[1], w[0])  # dropout changed the training of the others
-    assert not np.allclose(w[1], w[3])  # each with its own masks
+    np.testing.assert_allclose(w[1], w[3], rtol=1e-5, atol=1e-6)  # same seed, same masks
+    assert not np.allclose(w[M - 1], w[M - 3])  # another seed, other masks (and data order)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_dropout_model_matches_torch_with_the_same_masks(digits, activation):
+    """Model i with dropout in a population equals a plain torch module trained with autograd and
+    torch.optim.Adam on the same masks (zoo.functional.dropout_mask of its seed)."""
+    spec = build_spec("mlp", digits.input_shape, digits.output_dim, hidden=[16, 12], activation=activation)
+    hp = population_hparams("adam", activation=[activation] * M, dropout=list(np.linspace(0.05, 0.6, M)))
+    seeds = list(range(40, 40 + M))
+    epochs = 2
+    res = train_population(spec, digits, hp, seeds, epochs=epochs, checkpoints=[epochs])
+    act = torch.relu if activation == "relu" else torch.tanh
+    for i in (0, 3, M - 1):
+        params = [p.clone().requires_grad_(True) for p in initial_params(spec, seeds[i], hp["init_scale"][i])]
+        opt = torch.optim.Adam(params, lr=hp["lr"][i], betas=(hp["momentum"][i], 0.999),
+                               weight_decay=hp["weight_decay"][i])
+        subset = training_subset(seeds[i], len(digits.x_train), hp["data_fraction"][i])
+        y = noisy_labels(seeds[i], digits.y_train, subset, hp["label_noise"][i], digits.num_classes)
+        keep = torch.tensor([1.0 - hp["dropout"][i]])
+        key = torch.tensor([dropout_key(seeds[i])], dtype=torch.int32)
+        bs = hp["batch_size"][i]
+        for epoch in range(1, epochs + 1):
+            order = epoch_order(seeds[i], subset, epoch)
+            for step, s in enumerate(range(0, len(order), bs)):
+                idx = order[s:s + bs]
+                step_key = torch.tensor(step_key_of(epoch, step), dtype=torch.int32)
+                h = digits.x_train[idx]
+                for layer in range(3):
+                    h = h @ params[2 * layer].T + params[2 * layer + 1]
+                    if layer < 2:  # the masks of a full batch of bs, cut to this batch
+                        m = dropout_mask((1, bs, h.shape[1]), 0, keep, key, step_key, layer)[0, :len(idx)]
+                        h = act(h) * m
+                loss = torch.nn.functional.cross_entropy(h, y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        for k, p in enumerate(params):
+            np.testing.assert_allclose(res.params[k][i, -1], p.detach().numpy(), rtol=1e-4, atol=2e-5,
+                                       err_msg=f"model {i} {spec.params[k].name}")
+
+
+def test_dropout_masks_keep_the_rate_and_compile_to_the_same_draws():
+    M, B, H = 6, 64, 32
+    keep = torch.tensor([1.0, 0.9, 0.75, 0.5, 0.3, 0.0])
+    keys = torch.tensor([dropout_key(s) for s in range(M)], dtype=torch.int32)
+    step = torch.tensor(step_key_of(3, 7), dtype=torch.int32)
+    m = dropout_mask((M, B, H), 0, keep, keys, step, 1)
+    kept = (m > 0).float().mean((1, 2))
+    assert kept[0] == 1.0 and kept[-1] == 0.0
+    torch.testing.assert_close(kept[1:-1], keep[1:-1], atol=0.03, rtol=0)  # 2,048 draws each
+    torch.testing.assert_close(m[m > 0], (1 / keep).view(M, 1, 1).expand(M, B, H)[m > 0])
+    other_step = dropout_mask((M, B, H), 0, keep, keys, step + 1, 1)
+    other_layer = dropout_mask((M, B, H), 0, keep, keys, step, 0)
+    for other in (other_step, other_layer):  # independent draws: agreement as for independent coins
+        agree = ((m > 0) == (other > 0)).float().mean((1, 2))[3]
+        assert abs(float(agree) - 0.5) < 0.05
+    # a model's masks do not depend on the others: model 3 alone draws what it drew in the population
+    alone = dropout_mask((1, B, H), 0, keep[3:4], keys[3:4], step, 1)
+    torch.testing.assert_close(alone[0], m[3])
+    # the CNN layout [B, M, C, S] draws per model too
+    conv = dropout_mask((B, M, 4, 9), 1, keep, keys, step, 0)
+    conv_alone = dropout_mask((B, 1, 4, 9), 1, keep[2:3], keys[2:3], step, 0)
+    torch.testing.assert_close(conv_alone[:, 0], conv[:, 2])
+    # as inside the compiled training step: the shape from a tensor, the layer a constant
+    compiled = torch.compile(lambda a, *args: dropout_mask(tuple(a.shape), 0, *args, layer=1), dynamic=True)
+    try:
+        out = compiled(torch.empty(M, B, H), keep, keys, step)
+    except Exception as e:  # no C++ compiler here: the eager masks are what every run uses
+        pytest.skip(f"torch.compile unavailable: {type(e).__name__}")
+    torch.testing.assert_close(out, m, rtol=0, atol=0)
 
 
 def test_mixed_optimizers_in_one_population(digits):

@@ -22,7 +22,7 @@ from .architectures import build_spec
 from .config import STRUCTURAL, ConfigError, ZooConfig, model_seed, sample_hparams
 from .inr import INR_METRICS, fit_population
 from .signals import SIGNAL_TASKS, SignalSet, load_signals
-from .store import ZooFileError, create_zoo, write_models, zoo_identity
+from .store import DROPOUT_MASKS, ZooFileError, create_zoo, write_models, zoo_identity
 from .tasks import TaskData, load_task
 from .train import activation_elems, metric_names, train_population
 from .weight_space import WeightSpaceSpec
@@ -158,6 +158,10 @@ def generate(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[i
         if ident["shard"] != shard:
             raise ZooFileError(f"{out}: holds shard {ident['shard'][0]}/{ident['shard'][1]}, "
                                f"not {shard[0]}/{shard[1]}")
+        if ident["dropout_masks"] != DROPOUT_MASKS and any(float(d) > 0 for d in hparams.get("dropout", [])):
+            raise ZooFileError(f"{out}: made by an older wsl that drew dropout masks as "
+                               f"{ident['dropout_masks']!r}; this one draws them as {DROPOUT_MASKS!r}, so resuming "
+                               f"would mix the two in one zoo. Regenerate it (delete the file or choose another --out).")
         chunk_size = ident["chunk_size"]
         status = ident["status"]
         log(f"resuming {out}: {int((status != 0).sum())} of {len(status)} models already finished")
@@ -204,9 +208,7 @@ def generate(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[i
                                     device=dev, progress=on_progress)
         else:
             result = train_population(spec, task, chunk_hp, [int(seeds[j]) for j in pos], epochs=config.epochs,
-                                      checkpoints=config.checkpoints, device=dev,
-                                      dropout_seed=model_seed(config.seed, int(indices[pos[0]]) + 2 ** 31),
-                                      eval_batch=config.training.get("eval_batch"), progress=on_progress)
+                                      checkpoints=config.checkpoints, device=dev, eval_batch=config.training.get("eval_batch"), progress=on_progress)
         write_models(out, pos, {p.name: a for p, a in zip(spec.params, result.params)}, result.metrics,
                      result.status, result.diverged_epoch)
         status[pos] = result.status

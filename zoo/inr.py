@@ -7,25 +7,22 @@ and the rest are batched matmuls. Per-model learning rate, optimizer, Adam beta1
 weight decay and init scale come from the zoo config, as in ``zoo.train``; model m equals the same
 SIREN fitted alone with ``torch.nn`` and ``torch.optim`` (tests/test_inr_zoo.py shows it).
 
-The forward and backward passes are written out by hand for MLPs (linear layers with an
-elementwise activation): autograd would keep more activations and launch more kernels, and at
-these sizes (2 -> 32 -> 32 -> 1) the elementwise passes, not the matmuls, bound the step. On the
-CPU, large populations run the step through ``torch.compile`` (``zoo.fused``), which fuses those
-passes; the eager step gives the same numbers to float32 rounding.
+The forward and backward passes are written out by hand (``zoo.mlp_step``); on the CPU, large
+populations run the step through ``torch.compile`` (``zoo.fused``).
 
 Stored metrics per checkpoint: ``mse`` and ``psnr`` (10 log10(peak^2 / mse), peak = the width of
 the signal's value range). A model whose loss or weights turn NaN/inf is marked diverged.
 """
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .fused import MIN_COMPILED_NUMEL, FusedStep
+from .fused import MIN_COMPILED_NUMEL
+from .mlp_step import mlp_population_step
 from .optim import PopulationOptimizer
 from .train import STATUS_DIVERGED, STATUS_DONE, PopulationResult, initial_params, keep_freed_memory
 from .weight_space import WeightSpaceSpec
@@ -36,113 +33,6 @@ INR_METRICS = ["mse", "psnr"]
 def psnr(mse: Tensor, peak: float) -> Tensor:
     """Peak signal-to-noise ratio in dB of a mean squared error, for values spanning ``peak``."""
     return 10.0 * torch.log10(peak ** 2 / mse.clamp_min(1e-30))
-
-
-def _sine(u: Tensor) -> tuple[Tensor, Tensor]:
-    return torch.sin(u), torch.cos(u)
-
-
-def _relu(u: Tensor) -> tuple[Tensor, Tensor]:
-    return torch.relu(u), (u > 0).to(u.dtype)
-
-
-def _tanh(u: Tensor) -> tuple[Tensor, Tensor]:
-    a = torch.tanh(u)
-    return a, 1 - a * a
-
-
-def _identity(u: Tensor) -> tuple[Tensor, None]:
-    return u, None
-
-
-ACTIVATIONS = {"sine": _sine, "relu": _relu, "tanh": _tanh, "identity": _identity}
-
-
-class MLPPopulation:
-    """Forward and hand-written backward of M linear-layer networks on shared inputs ``x`` [P, d].
-
-    Each activation returns its output and its derivative together (``u -> (f(u), f'(u))``), so
-    the backward pass only multiplies: for SIREN, sin and cos come out of one fused pass.
-    SIREN's ``sin(omega_0 * z)`` is computed as ``sin(u)`` with ``u = (omega_0 W) h + omega_0 b``:
-    scaling the small weight matrices instead of the large activations saves two passes over
-    every hidden activation per step; the gradients of W and b are scaled back by ``omega_0``.
-    """
-
-    def __init__(self, n_layers: int, activation: str, omega: float = 1.0):
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"INR fitting supports the activations {sorted(ACTIVATIONS)}; found {activation!r}")
-        self.f = ACTIVATIONS[activation]
-        self.scales = [omega if i < n_layers - 1 else 1.0 for i in range(n_layers)]  # the last layer is linear
-
-    def forward(self, params: list[Tensor], x: Tensor) -> tuple[Tensor, list[tuple[Tensor | None, Tensor]]]:
-        """Outputs [M, P, out] and what the backward pass needs per hidden layer: the activation's
-        derivative at the pre-activation (None for the identity) and its output."""
-        saved, h = [], x
-        for i, s in enumerate(self.scales):
-            wt = params[2 * i].transpose(1, 2) * s  # [M, in, out]
-            b = (params[2 * i + 1] * s).unsqueeze(1)
-            if h.dim() == 2:  # the shared input: [P, d] @ [M, d, out] -> [M, P, out]
-                u = torch.matmul(h, wt) + b
-            elif wt.shape[2] == 1:  # one output: a reduction the compiled step fuses with f(u) above
-                u = (h * wt.transpose(1, 2)).sum(2, keepdim=True) + b
-            else:
-                u = torch.baddbmm(b, h, wt)
-            if i == len(self.scales) - 1:
-                return u, saved
-            a, da = self.f(u)
-            saved.append((da, a))
-            h = a
-
-    def backward(self, params: list[Tensor], x: Tensor, saved: list[tuple[Tensor | None, Tensor]],
-                 grad_out: Tensor) -> list[Tensor]:
-        """Gradients of every parameter given d loss / d output [M, P, out]."""
-        grads: list[Tensor] = [None] * (2 * len(self.scales))  # type: ignore[list-item]
-        g = grad_out  # d loss / d u of layer i
-        for i, s in reversed(list(enumerate(self.scales))):
-            inp = x if i == 0 else saved[i - 1][1]
-            if inp.dim() == 2:  # sum_p g[m, p, o] x[p, k]
-                gw = torch.matmul(inp.t(), g).transpose(1, 2)
-            else:
-                gw = torch.bmm(g.transpose(1, 2), inp)
-            grads[2 * i] = gw * s
-            grads[2 * i + 1] = g.sum(1) * s
-            if i > 0:
-                da = saved[i - 1][0]
-                w = params[2 * i] * s
-                g = g * w if g.shape[2] == 1 else torch.bmm(g, w)  # one output: an outer product
-                if da is not None:
-                    g = g * da
-        return grads
-
-    def loss_and_grads(self, params: list[Tensor], x: Tensor, targets: Tensor,
-                       grad_scale: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """Per-model mean squared error [M] and the gradients of ``grad_scale[m] * sum of squares``
-        (``grad_scale`` = 1 / elements for the MSE's own gradient, 0 to freeze a model)."""
-        out, saved = self.forward(params, x)
-        err = out - targets
-        mse = err.square().mean((1, 2))
-        return mse, self.backward(params, x, saved, err * (2 * grad_scale).view(-1, 1, 1))
-
-    def mse(self, params: list[Tensor], x: Tensor, targets: Tensor) -> Tensor:
-        return (self.forward(params, x)[0] - targets).square().mean((1, 2))
-
-
-@functools.cache
-def population_step(n_layers: int, activation: str, omega: float) -> tuple[MLPPopulation, FusedStep]:
-    """The network and its fused ``loss_and_grads``, one per architecture and process, so that the
-    compiled step is reused by every chunk of a zoo."""
-    net = MLPPopulation(n_layers, activation, omega)
-    return net, FusedStep(net.loss_and_grads, f"the INR fitting step ({n_layers} layers, {activation})")
-
-
-def mlp_population_step(spec: WeightSpaceSpec, activation: str | None = None) -> tuple[MLPPopulation, FusedStep]:
-    """``population_step`` for an MLP weight space with biases (the only kind the fitter handles)."""
-    if any(layer.kind != "linear" for layer in spec.layers) or not all(layer.bias for layer in spec.layers):
-        raise ValueError(f"INR fitting needs an MLP weight space with biases; found layers "
-                         f"{[(l.name, l.kind) for l in spec.layers]}")
-    name = activation or spec.activation
-    omega = float(spec.options.get("omega_0", 1.0)) if name == "sine" else 1.0
-    return population_step(len(spec.layers), name, omega)
 
 
 def fit_population(spec: WeightSpaceSpec, coords: Tensor, targets: Tensor, hparams: dict[str, list],

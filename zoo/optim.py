@@ -50,6 +50,11 @@ class PopulationOptimizer:
         for g in self.groups:
             g.step([gr[g.rows] for gr in grads], active[g.rows], compile=compile)
 
+    def step_group(self, index: int, grads: list[Tensor], active: Tensor, compile: bool = False) -> None:
+        """One update of the first ``len(active)`` models of kind group ``index`` (the trainer's
+        models still inside their epoch): ``grads`` and ``active`` cover only those rows."""
+        self.groups[index].step(grads, active, compile=compile)
+
 
 class _KindGroup:
     """The models of one optimizer kind: views into the population's parameters."""
@@ -71,11 +76,17 @@ class _KindGroup:
 
     @torch.no_grad()
     def step(self, grads: list[Tensor], active: Tensor, compile: bool = False) -> None:
+        """Update the group's first ``len(active)`` models (all of them, or a prefix)."""
+        k = len(active)
+        if k > self.params[0].shape[0]:
+            raise ValueError(f"{k} models' gradients for an optimizer group of {self.params[0].shape[0]}")
+        params, lr, wd, mom = [p[:k] for p in self.params], self.lr[:k], self.weight_decay[:k], self.momentum[:k]
         if self.kind == "sgd":
-            _SGD(self.params, grads, self.buf, self.lr, self.weight_decay, self.momentum, active, compile=compile)
+            _SGD(params, grads, [b[:k] for b in self.buf], lr, wd, mom, active, compile=compile)
         else:
-            _ADAM(self.params, grads, self.exp_avg, self.exp_avg_sq, self.step_count, self.lr, self.weight_decay,
-                  self.momentum, active, self.beta2, self.eps, self.kind == "adamw", compile=compile)
+            _ADAM(params, grads, [m[:k] for m in self.exp_avg], [v[:k] for v in self.exp_avg_sq],
+                  self.step_count[:k], lr, wd, mom, active, self.beta2, self.eps, self.kind == "adamw",
+                  compile=compile)
 
 
 def sgd_update(params: list[Tensor], grads: list[Tensor], buf: list[Tensor], lr: Tensor, weight_decay: Tensor,

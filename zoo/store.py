@@ -14,6 +14,9 @@ Layout (format ``wsl-zoo``, version 1)::
         shard_index, shard_count   this file's part of the zoo (0, 1 for a whole zoo)
         chunk_size         models trained at once (fixed when the file is made, so resumption
                            reproduces the same chunks)
+        dropout_masks      how the trainer drew dropout masks: "hash32-v1" (a hash of the model's
+                           seed, epoch, step and element: zoo.functional.dropout_mask); files
+                           without it drew them from one random generator per chunk
     /params/<param name>   float32 [M, C, *shape]; HDF5 chunk = 16 consecutive models at one
                            checkpoint (fewer for parameters over 64 KiB), uncompressed, with
                            fletcher32 checksums; NaN where never written (every other dataset is
@@ -58,6 +61,8 @@ import torch
 from .weight_space import WeightSpaceSpec
 
 FORMAT = "wsl-zoo"
+DROPOUT_MASKS = "hash32-v1"
+LEGACY_DROPOUT_MASKS = "generator-per-chunk"  # files made before the attribute existed
 FORMAT_VERSION = 1
 STATUS_NAMES = {0: "pending", 1: "done", 2: "diverged"}
 
@@ -96,7 +101,8 @@ def _check_format(f: h5py.File, path) -> None:
 def create_zoo(path: str | Path, *, name: str, config_json: str, config_hash: str, spec: WeightSpaceSpec,
                task_info: dict[str, Any], checkpoint_epochs: list[int], metric_names: list[str],
                indices: np.ndarray, seeds: np.ndarray, hparams: dict[str, list], chunk_size: int,
-               shard: tuple[int, int] = (0, 1), signals: dict[str, Any] | None = None) -> None:
+               shard: tuple[int, int] = (0, 1), signals: dict[str, Any] | None = None,
+               dropout_masks: str = DROPOUT_MASKS) -> None:
     """Make an empty zoo file (every model pending) atomically: written beside, then renamed.
     ``signals`` (INR zoos): ``{"coords": [P, d], "values": [M, P, d_out], "fields": {name: [M]}}``."""
     path = Path(path)
@@ -110,6 +116,7 @@ def create_zoo(path: str | Path, *, name: str, config_json: str, config_hash: st
             "checkpoint_epochs": np.asarray(checkpoint_epochs, dtype=np.int64),
             "metric_names": json.dumps(metric_names), "hparam_names": json.dumps(sorted(hparams)),
             "shard_index": shard[0], "shard_count": shard[1], "chunk_size": int(chunk_size),
+            "dropout_masks": dropout_masks,
         })
         g = f.create_group("params")
         for p in spec.params:
@@ -222,6 +229,7 @@ class Zoo:
         self.signal_names: list[str] = json.loads(a.get("signal_fields", "[]"))
         self.shard = (int(a["shard_index"]), int(a["shard_count"]))
         self.chunk_size = int(a["chunk_size"])
+        self.dropout_masks = str(a.get("dropout_masks", LEGACY_DROPOUT_MASKS))
         self.index = self.file["models/index"][()]
         self.seed = self.file["models/seed"][()]
         self._cache: dict[int, dict[str, np.ndarray]] = {}
@@ -471,4 +479,5 @@ def zoo_identity(path: str | Path) -> dict[str, Any]:
         _check_format(f, path)
         return {"config_hash": str(f.attrs["config_hash"]), "shard": (int(f.attrs["shard_index"]), int(f.attrs["shard_count"])),
                 "chunk_size": int(f.attrs["chunk_size"]), "status": f["models/status"][()],
-                "index": f["models/index"][()], "config": f.attrs["config"]}
+                "index": f["models/index"][()], "config": f.attrs["config"],
+                "dropout_masks": str(f.attrs.get("dropout_masks", LEGACY_DROPOUT_MASKS))}

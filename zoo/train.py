@@ -5,7 +5,13 @@ generators seeded with the model's seed (``model_generator``), so model i of a p
 model i trained alone by a plain ``torch.nn`` module with ``torch.optim`` (tests/test_train.py shows
 it). An epoch of a model is one pass over its own subset in batches of ``batch_size`` (the last one
 smaller); a step computes only the models still inside their epoch.
-Dropout masks come from one generator per chunk, seeded from the zoo seed and the chunk's first model.
+Dropout masks are a counter-based hash of the model's seed, the epoch, the step and the element
+(``zoo.functional.dropout_mask``), so they too do not depend on the rest of the population.
+
+MLPs whose activation has a hand-written derivative (relu, tanh, sine, identity) take their steps
+through ``zoo.mlp_step`` (forward and backward written out, compiled by ``torch.compile`` for
+large populations on the CPU); other networks (CNNs, other activations) through autograd. Both
+give the same numbers to float32 rounding.
 
 A model whose loss or weights become NaN/inf is marked diverged: it stops training, its later
 checkpoints and metrics are NaN, and the other models are unaffected.
@@ -23,8 +29,9 @@ import torch
 from torch import Tensor
 
 from .architectures import init_params
-from .functional import population_forward
-from .fused import MIN_COMPILED_NUMEL
+from .functional import dropout_key, population_forward
+from .fused import MIN_COMPILED_NUMEL, FusedStep
+from .mlp_step import hand_written_activation, mlp_population_step
 from .optim import PopulationOptimizer
 from .config import STRUCTURAL
 from .tasks import TaskData
@@ -146,32 +153,62 @@ def _loss(task: TaskData, out: Tensor, y: Tensor) -> Tensor:
 
 @torch.no_grad()
 def evaluate(spec: WeightSpaceSpec, params: list[Tensor], task: TaskData, x: Tensor, y: Tensor, *,
-             activation: str | None = None, mask: Tensor | None = None, batch: int = 512) -> dict[str, Tensor]:
-    """Mean loss (and accuracy) of every model on a shared set ``x``. ``y`` is [N] (or [N, out]) shared,
-    or [M, N] per-model labels; ``mask`` [M, N] restricts each model to its own examples."""
+             activation: str | None = None, mask: Tensor | None = None, batch: int = 512,
+             fused: FusedStep | None = None, compile: bool = False) -> dict[str, Tensor]:
+    """Mean loss (and accuracy) of every model on a shared set ``x``. ``y`` is shared, [N] (or
+    [N, out] for regression), or per model, [M, N] ([M, N, out]); ``mask`` [M, N] restricts each
+    model to its own examples. ``fused``: the hand-written MLP's evaluation (``zoo.mlp_step``'s
+    ``*_sums``), compiled if ``compile``; otherwise ``population_forward``."""
     M, N = params[0].shape[0], x.shape[0]
+    classification = task.kind == "classification"
+    per_model = y.dim() == (2 if classification else 3)
     loss_sum = torch.zeros(M, device=x.device, dtype=torch.float64)
     correct = torch.zeros(M, device=x.device, dtype=torch.float64)
     for s in range(0, N, batch):
-        out = population_forward(spec, params, x[s:s + batch], activation=activation)
-        yb = y[..., s:s + batch] if (y.dim() == 2 and task.kind == "classification") else y[s:s + batch]
-        if yb.dim() == (1 if task.kind == "classification" else 2):
-            yb = yb.unsqueeze(0).expand(M, *yb.shape)
-        per = _loss(task, out, yb)
-        w = mask[:, s:s + batch].to(per.dtype) if mask is not None else torch.ones_like(per)
-        loss_sum += (per * w).sum(1).double()
-        if task.kind == "classification":
-            correct += ((out.argmax(-1) == yb).to(per.dtype) * w).sum(1).double()
+        xb = x[s:s + batch]
+        yb = y[:, s:s + batch] if per_model else y[s:s + batch].unsqueeze(0).expand(M, *y[s:s + batch].shape)
+        w = (mask[:, s:s + batch].to(torch.float32) if mask is not None
+             else torch.ones(M, len(xb), device=x.device))
+        if fused is not None:
+            loss, hits = fused(params, xb, yb, w, compile=compile)
+        else:
+            out = population_forward(spec, params, xb, activation=activation)
+            loss = (_loss(task, out, yb) * w).sum(1)
+            hits = ((out.argmax(-1) == yb).to(w.dtype) * w).sum(1) if classification else None
+        loss_sum += loss.double()
+        if classification:
+            correct += hits.double()
     count = mask.sum(1).double().clamp_min(1) if mask is not None else torch.full((M,), float(N), device=x.device, dtype=torch.float64)
     res = {"loss": (loss_sum / count).float()}
-    if task.kind == "classification":
+    if classification:
         res["acc"] = (correct / count).float()
     return res
 
 
+def step_key_of(epoch: int, step: int) -> int:
+    """The dropout masks' step key (int32) of a step of an epoch (1-based epochs)."""
+    return (epoch << 20 | step) & 0x7FFFFFFF
+
+
+def _autograd_losses_and_grads(spec: WeightSpaceSpec, params: list[Tensor], task: TaskData, batches: list,
+                               activation: str, dropout: Tensor | None, keys: Tensor, step_key: Tensor,
+                               ) -> tuple[list[Tensor], tuple[Tensor, ...]]:
+    """Every stepping group's weighted loss [k] and the gradients of the whole population, through
+    autograd (CNNs, activations without a hand-written derivative)."""
+    losses = []
+    for gi, rows, x, y, weight in batches:
+        out = population_forward(spec, [p[rows] for p in params], x, activation=activation,
+                                 dropout=None if dropout is None else dropout[rows], dropout_keys=keys[rows],
+                                 dropout_step=step_key)
+        losses.append((_loss(task, out, y) * weight).sum(1))
+    total = sum(torch.where(torch.isfinite(loss), loss, torch.zeros_like(loss)).sum() for loss in losses)
+    grads = torch.autograd.grad(total, params)
+    return [loss.detach() for loss in losses], grads
+
+
 def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, list], seeds: list[int], *,
                      epochs: int, checkpoints: list[int], device: str | torch.device = "cpu",
-                     dropout_seed: int = 0, eval_batch: int | None = None,
+                     eval_batch: int | None = None,
                      progress: Callable[[float], None] | None = None) -> PopulationResult:
     """Train M models at once; return their weights and metrics at the ``checkpoints`` epochs.
 
@@ -189,7 +226,7 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
     if order != list(range(M)):
         res = train_population(spec, task, {k: [v[i] for i in order] for k, v in hparams.items()},
                                [seeds[i] for i in order], epochs=epochs, checkpoints=checkpoints, device=device,
-                               dropout_seed=dropout_seed, eval_batch=eval_batch, progress=progress)
+                               eval_batch=eval_batch, progress=progress)
         return res.rows_in_order(order)
     device = torch.device(device)
     if device.type == "cpu":
@@ -216,12 +253,18 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
 
     opt = PopulationOptimizer(params, list(hparams["optimizer"]), torch.tensor(hparams["lr"]),
                               torch.tensor(hparams["weight_decay"]), torch.tensor(hparams["momentum"]))
-    # the update fused by torch.compile (zoo.fused) where it pays: ~2.3x faster for 1,000 digits MLPs
+    # the step and the update fused by torch.compile (zoo.fused) where it pays
     compile_update = device.type == "cpu" and M * spec.num_params >= MIN_COMPILED_NUMEL
+    compile_step = device.type == "cpu" and M * bs * activation_elems(spec) >= MIN_COMPILED_NUMEL
     dropout = torch.tensor(hparams["dropout"], dtype=torch.float32, device=device)
     dropout = dropout if bool((dropout > 0).any()) else None
-    gen = torch.Generator(device=device)
-    gen.manual_seed(dropout_seed)
+    keys = torch.tensor([dropout_key(s) for s in seeds], dtype=torch.int32, device=device)
+    hand_written = hand_written_activation(spec, activation)
+    eval_fn = None
+    if hand_written is not None:
+        loss_name = "cross_entropy" if classification else "squared_error"
+        _, step_fn = mlp_population_step(spec, hand_written, loss_name)
+        _, eval_fn = mlp_population_step(spec, hand_written, loss_name + "_sums")
 
     if eval_batch is None:  # keep evaluation activations around 256 MiB
         eval_batch = max(16, int(2 ** 28 / (4 * M * activation_elems(spec))))
@@ -253,10 +296,11 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
         det = [p.detach() for p in params]
         for k, p in enumerate(det):
             ck_params[k][keep, c] = p[alive].cpu().numpy()
+        opts = {"activation": activation, "batch": eval_batch, "fused": eval_fn, "compile": compile_step}
         results = {
-            "train": evaluate(spec, det, task, task.x_train, labels, activation=activation, mask=in_subset, batch=eval_batch),
-            "val": evaluate(spec, det, task, task.x_val, task.y_val, activation=activation, batch=eval_batch),
-            "test": evaluate(spec, det, task, task.x_test, task.y_test, activation=activation, batch=eval_batch),
+            "train": evaluate(spec, det, task, task.x_train, labels, mask=in_subset, **opts),
+            "val": evaluate(spec, det, task, task.x_val, task.y_val, **opts),
+            "test": evaluate(spec, det, task, task.x_test, task.y_test, **opts),
         }
         for split, res in results.items():
             for key, v in res.items():
@@ -275,36 +319,40 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
             order[i, :len(sub)] = epoch_order(s, sub, epoch)
         order = order.to(device)
         for step in range(steps):
-            active = torch.zeros(M, dtype=torch.bool, device=device)
-            bad = torch.zeros(M, dtype=torch.bool, device=device)
-            losses = []
-            for (a, _), counts in zip(groups, stepping):
+            step_key = torch.tensor(step_key_of(epoch, step), dtype=torch.int32, device=device)
+            batches = []  # per kind group still stepping: (group, rows, x, y, weight)
+            for gi, ((a, _), counts) in enumerate(zip(groups, stepping)):
                 k = counts[step]
                 if k == 0:
                     continue
                 rows = slice(a, a + k)
                 idx = order[rows, step * bs:(step + 1) * bs]
-                valid = idx >= 0
+                valid = (idx >= 0).to(torch.float32)
                 safe = idx.clamp_min(0)
-                x = task.x_train[safe]
                 y = labels[rows].gather(1, safe) if classification else task.y_train[safe]
-                out = population_forward(spec, [p[rows] for p in params], x, activation=activation,
-                                         dropout=None if dropout is None else dropout[rows], generator=gen)
-                per = _loss(task, out, y)
-                w = valid.to(per.dtype)
-                model_loss = (per * w).sum(1) / w.sum(1).clamp_min(1)
-                act = valid.any(1) & alive[rows]
-                nonfinite = ~torch.isfinite(model_loss) & act
-                act = act & ~nonfinite
-                bad[rows], active[rows] = nonfinite, act
-                losses.append(torch.where(act, model_loss, torch.zeros_like(model_loss)).sum())
-            if not losses:
+                weight = valid / valid.sum(1, keepdim=True).clamp_min(1) * alive[rows].unsqueeze(1)
+                batches.append((gi, rows, task.x_train[safe], y, weight))
+            if not batches:
                 break
-            grads = torch.autograd.grad(sum(losses), params)
-            if bool(bad.any()):  # after the backward pass, which needs the unmodified weights
-                mark_diverged(bad, epoch)
-                grads = [torch.where(alive.view(-1, *[1] * (g.dim() - 1)), g, 0.0) for g in grads]
-            opt.step(grads, active, compile=compile_update)
+            if hand_written is None:
+                losses, all_grads = _autograd_losses_and_grads(spec, params, task, batches, activation, dropout,
+                                                               keys, step_key)
+            for n, (gi, rows, x, y, weight) in enumerate(batches):
+                if hand_written is None:
+                    loss, grads = losses[n], [g[rows] for g in all_grads]
+                else:
+                    drop = None if dropout is None else (1.0 - dropout[rows], keys[rows], step_key)
+                    loss, grads = step_fn([p.detach()[rows] for p in params], x, y, weight, drop,
+                                          compile=compile_step)
+                act = alive[rows].clone()
+                bad = ~torch.isfinite(loss) & act
+                if bool(bad.any()):
+                    full = torch.zeros(M, dtype=torch.bool, device=device)
+                    full[rows] = bad
+                    mark_diverged(full, epoch)
+                    act &= ~bad
+                    grads = [torch.where(act.view(-1, *[1] * (g.dim() - 1)), g, 0.0) for g in grads]
+                opt.step_group(gi, grads, act, compile=compile_update)
         checkpoint(epoch)
         if progress is not None:
             progress(epoch / epochs)
