@@ -95,7 +95,15 @@ def test_population_matches_models_trained_alone(digits, optimizer):
                                        err_msg=f"model {i} {name} ({optimizer})")
         with torch.no_grad():
             acc = (net(digits.x_test).argmax(1) == digits.y_test).float().mean().item()
+            subset = training_subset(seeds[i], len(digits.x_train), hp["data_fraction"][i])
+            y = noisy_labels(seeds[i], digits.y_train, subset, hp["label_noise"][i], digits.num_classes)[subset]
+            out = net(digits.x_train[subset])
+            train_loss = torch.nn.functional.cross_entropy(out, y).item()
+            train_acc = (out.argmax(1) == y).float().mean().item()
         assert abs(res.metrics["test_acc"][i, -1] - acc) < 1e-6
+        # train metrics: on the model's own subset, with its noisy labels
+        assert abs(res.metrics["train_acc"][i, -1] - train_acc) < 1e-6
+        assert res.metrics["train_loss"][i, -1] == pytest.approx(train_loss, rel=1e-4, abs=1e-5)
         # the stored initialisation is the initialisation
         np.testing.assert_array_equal(res.params[0][i, 0], initial_params(spec, seeds[i], hp["init_scale"][i])[0].numpy())
 
@@ -251,3 +259,36 @@ def test_population_rejects_mixed_structural_hparams(digits):
     hp["activation"] = ["relu", "tanh"] * (M // 2)
     with pytest.raises(ValueError, match="activation"):
         train_population(spec, digits, hp, list(range(M)), epochs=1, checkpoints=[1])
+
+
+def test_regression_population_trains_on_each_models_noisy_targets():
+    """Regression with label noise: model i equals a torch module trained with MSE on its own noisy
+    targets (before, the trainer fitted the clean targets and only evaluated the noisy ones)."""
+    task = load_task("sine", n_train=300)
+    spec = build_spec("mlp", task.input_shape, task.output_dim, hidden=[12, 12], activation="tanh")
+    hp = population_hparams("sgd", label_noise=[0.0] + [0.4] * (M - 1))
+    seeds = list(range(60, 60 + M))
+    res = train_population(spec, task, hp, seeds, epochs=2, checkpoints=[2])
+    for i in (0, 1, M - 1):
+        net = TorchNet(spec, activation="tanh")
+        with torch.no_grad():
+            for p, init in zip(net.parameters(), initial_params(spec, seeds[i], hp["init_scale"][i])):
+                p.copy_(init)
+        opt = torch.optim.SGD(net.parameters(), lr=hp["lr"][i], momentum=hp["momentum"][i],
+                              weight_decay=hp["weight_decay"][i])
+        subset = training_subset(seeds[i], len(task.x_train), hp["data_fraction"][i])
+        y = noisy_labels(seeds[i], task.y_train, subset, hp["label_noise"][i], None)
+        assert (i == 0) == torch.equal(y[subset], task.y_train[subset])
+        for epoch in (1, 2):
+            order = epoch_order(seeds[i], subset, epoch)
+            for s in range(0, len(order), hp["batch_size"][i]):
+                idx = order[s:s + hp["batch_size"][i]]
+                loss = torch.nn.functional.mse_loss(net(task.x_train[idx]), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        for k, p in enumerate(net.state_dict().values()):
+            np.testing.assert_allclose(res.params[k][i, -1], p.numpy(), rtol=1e-4, atol=2e-5, err_msg=f"model {i}")
+        with torch.no_grad():
+            train_mse = torch.nn.functional.mse_loss(net(task.x_train[subset]), y[subset]).item()
+        assert res.metrics["train_loss"][i, -1] == pytest.approx(train_mse, rel=1e-4, abs=1e-6)

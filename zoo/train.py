@@ -185,6 +185,50 @@ def evaluate(spec: WeightSpaceSpec, params: list[Tensor], task: TaskData, x: Ten
     return res
 
 
+def _batch_targets(labels: Tensor, rows: slice, safe: Tensor) -> Tensor:
+    """The targets of examples ``safe`` [k, B] for models ``rows``: labels [M, N] (classes) or
+    [M, N, out] (regression; noisy targets are per model too)."""
+    lab = labels[rows]
+    if lab.dim() == 2:
+        return lab.gather(1, safe)
+    return lab.gather(1, safe.unsqueeze(-1).expand(-1, -1, lab.shape[-1]))
+
+
+@torch.no_grad()
+def evaluate_own_examples(spec: WeightSpaceSpec, params: list[Tensor], task: TaskData, labels: Tensor,
+                          examples: Tensor, sizes: np.ndarray, groups: list[tuple[int, int]], *,
+                          activation: str | None = None, batch: int = 512, fused: FusedStep | None = None,
+                          compile: bool = False) -> dict[str, Tensor]:
+    """Mean loss (and accuracy) of every model on its own training examples: row m of
+    ``examples`` [M, n] holds model m's example indices (-1 after its ``sizes[m]``), with its
+    (noisy) ``labels``. Within each row range of ``groups`` the sizes are sorted, largest first,
+    so a block of examples computes only the models that still have examples in it."""
+    M = params[0].shape[0]
+    classification = task.kind == "classification"
+    loss_sum = torch.zeros(M, device=examples.device, dtype=torch.float64)
+    correct = torch.zeros(M, device=examples.device, dtype=torch.float64)
+    for a, b in groups:
+        for s in range(0, int(sizes[a:b].max(initial=0)), batch):
+            rows = slice(a, a + int((sizes[a:b] > s).sum()))
+            idx = examples[rows, s:s + batch]
+            safe, w = idx.clamp_min(0), (idx >= 0).to(torch.float32)
+            xb, yb, ps = task.x_train[safe], _batch_targets(labels, rows, safe), [p[rows] for p in params]
+            if fused is not None:
+                loss, hits = fused(ps, xb, yb, w, compile=compile)
+            else:
+                out = population_forward(spec, ps, xb, activation=activation)
+                loss = (_loss(task, out, yb) * w).sum(1)
+                hits = ((out.argmax(-1) == yb).to(w.dtype) * w).sum(1) if classification else None
+            loss_sum[rows] += loss.double()
+            if classification:
+                correct[rows] += hits.double()
+    count = torch.as_tensor(sizes, device=examples.device, dtype=torch.float64).clamp_min(1)
+    res = {"loss": (loss_sum / count).float()}
+    if classification:
+        res["acc"] = (correct / count).float()
+    return res
+
+
 def step_key_of(epoch: int, step: int) -> int:
     """The dropout masks' step key (int32) of a step of an epoch (1-based epochs)."""
     return (epoch << 20 | step) & 0x7FFFFFFF
@@ -246,10 +290,11 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
     y_cpu = task.y_train.cpu()
     labels = torch.stack([noisy_labels(s, y_cpu, sub, float(nz), task.num_classes)
                           for s, sub, nz in zip(seeds, subsets, hparams["label_noise"])]).to(device)
-    in_subset = torch.zeros(M, n_train, dtype=torch.bool)
+    sizes = np.array([len(sub) for sub in subsets])
+    own_examples = torch.full((M, int(sizes.max())), -1, dtype=torch.long)
     for i, sub in enumerate(subsets):
-        in_subset[i, sub] = True
-    in_subset = in_subset.to(device)
+        own_examples[i, :len(sub)] = sub
+    own_examples = own_examples.to(device)
 
     opt = PopulationOptimizer(params, list(hparams["optimizer"]), torch.tensor(hparams["lr"]),
                               torch.tensor(hparams["weight_decay"]), torch.tensor(hparams["momentum"]))
@@ -266,8 +311,8 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
         _, step_fn = mlp_population_step(spec, hand_written, loss_name)
         _, eval_fn = mlp_population_step(spec, hand_written, loss_name + "_sums")
 
-    if eval_batch is None:  # keep evaluation activations around 256 MiB
-        eval_batch = max(16, int(2 ** 28 / (4 * M * activation_elems(spec))))
+    if eval_batch is None:  # evaluation activations around 128 MiB (faster than 256 MiB or 32 MiB here)
+        eval_batch = max(16, int(2 ** 27 / (4 * M * activation_elems(spec))))
     names = metric_names(task)
     C = len(checkpoints)
     ck_params = [np.full((M, C, *p.shape[1:]), np.nan, dtype=np.float32) for p in params]
@@ -298,7 +343,7 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
             ck_params[k][keep, c] = p[alive].cpu().numpy()
         opts = {"activation": activation, "batch": eval_batch, "fused": eval_fn, "compile": compile_step}
         results = {
-            "train": evaluate(spec, det, task, task.x_train, labels, mask=in_subset, **opts),
+            "train": evaluate_own_examples(spec, det, task, labels, own_examples, sizes, groups, **opts),
             "val": evaluate(spec, det, task, task.x_val, task.y_val, **opts),
             "test": evaluate(spec, det, task, task.x_test, task.y_test, **opts),
         }
@@ -306,11 +351,10 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
             for key, v in res.items():
                 ck_metrics[f"{split}_{key}"][keep, c] = v[alive].cpu().numpy()
 
+    groups = _runs(hparams["optimizer"])  # row ranges of one optimizer kind, subset sizes sorted in each
     checkpoint(0)
     model_steps = np.array([math.ceil(len(s) / bs) for s in subsets])
     steps = int(model_steps.max())
-    kinds = hparams["optimizer"]
-    groups = [(a, b) for a, b in _runs(kinds)]
     # rows of each kind group still inside their epoch at each step (sizes are sorted, largest first)
     stepping = [[int((model_steps[a:b] > s).sum()) for s in range(steps)] for a, b in groups]
     for epoch in range(1, epochs + 1):
@@ -329,7 +373,7 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
                 idx = order[rows, step * bs:(step + 1) * bs]
                 valid = (idx >= 0).to(torch.float32)
                 safe = idx.clamp_min(0)
-                y = labels[rows].gather(1, safe) if classification else task.y_train[safe]
+                y = _batch_targets(labels, rows, safe)
                 weight = valid / valid.sum(1, keepdim=True).clamp_min(1) * alive[rows].unsqueeze(1)
                 batches.append((gi, rows, task.x_train[safe], y, weight))
             if not batches:
