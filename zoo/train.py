@@ -151,38 +151,43 @@ def _loss(task: TaskData, out: Tensor, y: Tensor) -> Tensor:
     return ((out - y) ** 2).mean(-1)
 
 
+def _batch_sums(spec: WeightSpaceSpec, params: list[Tensor], task: TaskData, x: Tensor, y: Tensor, w: Tensor,
+                activation: str | None, fused: FusedStep | None, compile: bool) -> tuple[Tensor, Tensor | None]:
+    """Per model, the sums over a batch of ``w`` [M, B] times the loss and times correctness (None
+    for regression): through the hand-written MLP's evaluation ``fused`` or ``population_forward``."""
+    if fused is not None:
+        loss, hits = fused(params, x, y, w, compile=compile)
+        return loss, hits if task.kind == "classification" else None
+    out = population_forward(spec, params, x, activation=activation)
+    hits = ((out.argmax(-1) == y).to(w.dtype) * w).sum(1) if task.kind == "classification" else None
+    return (_loss(task, out, y) * w).sum(1), hits
+
+
+def _means(task: TaskData, loss_sum: Tensor, correct: Tensor, count: Tensor) -> dict[str, Tensor]:
+    res = {"loss": (loss_sum / count).float()}
+    if task.kind == "classification":
+        res["acc"] = (correct / count).float()
+    return res
+
+
 @torch.no_grad()
 def evaluate(spec: WeightSpaceSpec, params: list[Tensor], task: TaskData, x: Tensor, y: Tensor, *,
-             activation: str | None = None, mask: Tensor | None = None, batch: int = 512,
-             fused: FusedStep | None = None, compile: bool = False) -> dict[str, Tensor]:
-    """Mean loss (and accuracy) of every model on a shared set ``x``. ``y`` is shared, [N] (or
-    [N, out] for regression), or per model, [M, N] ([M, N, out]); ``mask`` [M, N] restricts each
-    model to its own examples. ``fused``: the hand-written MLP's evaluation (``zoo.mlp_step``'s
-    ``*_sums``), compiled if ``compile``; otherwise ``population_forward``."""
+             activation: str | None = None, batch: int = 512, fused: FusedStep | None = None,
+             compile: bool = False) -> dict[str, Tensor]:
+    """Mean loss (and accuracy) of every model on a shared set: inputs ``x`` [N, ...], targets
+    ``y`` [N] (classes) or [N, out]. ``fused``: the hand-written MLP's evaluation
+    (``zoo.mlp_step``'s ``*_sums``), compiled if ``compile``; otherwise ``population_forward``."""
     M, N = params[0].shape[0], x.shape[0]
-    classification = task.kind == "classification"
-    per_model = y.dim() == (2 if classification else 3)
     loss_sum = torch.zeros(M, device=x.device, dtype=torch.float64)
     correct = torch.zeros(M, device=x.device, dtype=torch.float64)
     for s in range(0, N, batch):
-        xb = x[s:s + batch]
-        yb = y[:, s:s + batch] if per_model else y[s:s + batch].unsqueeze(0).expand(M, *y[s:s + batch].shape)
-        w = (mask[:, s:s + batch].to(torch.float32) if mask is not None
-             else torch.ones(M, len(xb), device=x.device))
-        if fused is not None:
-            loss, hits = fused(params, xb, yb, w, compile=compile)
-        else:
-            out = population_forward(spec, params, xb, activation=activation)
-            loss = (_loss(task, out, yb) * w).sum(1)
-            hits = ((out.argmax(-1) == yb).to(w.dtype) * w).sum(1) if classification else None
+        yb = y[s:s + batch]
+        loss, hits = _batch_sums(spec, params, task, x[s:s + batch], yb.unsqueeze(0).expand(M, *yb.shape),
+                                 torch.ones(M, len(yb), device=x.device), activation, fused, compile)
         loss_sum += loss.double()
-        if classification:
+        if hits is not None:
             correct += hits.double()
-    count = mask.sum(1).double().clamp_min(1) if mask is not None else torch.full((M,), float(N), device=x.device, dtype=torch.float64)
-    res = {"loss": (loss_sum / count).float()}
-    if classification:
-        res["acc"] = (correct / count).float()
-    return res
+    return _means(task, loss_sum, correct, torch.full((M,), float(N), device=x.device, dtype=torch.float64))
 
 
 def _batch_targets(labels: Tensor, rows: slice, safe: Tensor) -> Tensor:
@@ -204,7 +209,6 @@ def evaluate_own_examples(spec: WeightSpaceSpec, params: list[Tensor], task: Tas
     (noisy) ``labels``. Within each row range of ``groups`` the sizes are sorted, largest first,
     so a block of examples computes only the models that still have examples in it."""
     M = params[0].shape[0]
-    classification = task.kind == "classification"
     loss_sum = torch.zeros(M, device=examples.device, dtype=torch.float64)
     correct = torch.zeros(M, device=examples.device, dtype=torch.float64)
     for a, b in groups:
@@ -212,21 +216,13 @@ def evaluate_own_examples(spec: WeightSpaceSpec, params: list[Tensor], task: Tas
             rows = slice(a, a + int((sizes[a:b] > s).sum()))
             idx = examples[rows, s:s + batch]
             safe, w = idx.clamp_min(0), (idx >= 0).to(torch.float32)
-            xb, yb, ps = task.x_train[safe], _batch_targets(labels, rows, safe), [p[rows] for p in params]
-            if fused is not None:
-                loss, hits = fused(ps, xb, yb, w, compile=compile)
-            else:
-                out = population_forward(spec, ps, xb, activation=activation)
-                loss = (_loss(task, out, yb) * w).sum(1)
-                hits = ((out.argmax(-1) == yb).to(w.dtype) * w).sum(1) if classification else None
+            loss, hits = _batch_sums(spec, [p[rows] for p in params], task, task.x_train[safe],
+                                     _batch_targets(labels, rows, safe), w, activation, fused, compile)
             loss_sum[rows] += loss.double()
-            if classification:
+            if hits is not None:
                 correct[rows] += hits.double()
-    count = torch.as_tensor(sizes, device=examples.device, dtype=torch.float64).clamp_min(1)
-    res = {"loss": (loss_sum / count).float()}
-    if classification:
-        res["acc"] = (correct / count).float()
-    return res
+    return _means(task, loss_sum, correct,
+                  torch.as_tensor(sizes, device=examples.device, dtype=torch.float64).clamp_min(1))
 
 
 def step_key_of(epoch: int, step: int) -> int:
