@@ -240,6 +240,11 @@ def test_refuses_to_resume_a_zoo_whose_dropout_masks_were_drawn_otherwise(tmp_pa
         generate(config(hparams=hp), path, **QUIET)
     with Zoo(path) as z:
         assert z.dropout_masks == "generator-per-chunk" and (z.status == 0).any()
+    # a finished zoo of an older version is left alone: nothing to resume
+    done = generate(config(hparams=hp, num_models=8, training={"chunk_size": 8}), tmp_path / "done.h5", **QUIET)
+    with h5py.File(done, "a") as f:
+        del f.attrs["dropout_masks"]
+    generate(config(hparams=hp, num_models=8, training={"chunk_size": 8}), done, **QUIET)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -158,7 +158,8 @@ def generate(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[i
         if ident["shard"] != shard:
             raise ZooFileError(f"{out}: holds shard {ident['shard'][0]}/{ident['shard'][1]}, "
                                f"not {shard[0]}/{shard[1]}")
-        if ident["dropout_masks"] != DROPOUT_MASKS and any(float(d) > 0 for d in hparams.get("dropout", [])):
+        pending_dropout = any(float(d) > 0 and st == 0 for d, st in zip(hparams.get("dropout", []), ident["status"]))
+        if ident["dropout_masks"] != DROPOUT_MASKS and pending_dropout:
             raise ZooFileError(f"{out}: made by an older wsl that drew dropout masks as "
                                f"{ident['dropout_masks']!r}; this one draws them as {DROPOUT_MASKS!r}, so resuming "
                                f"would mix the two in one zoo. Regenerate it (delete the file or choose another --out).")
