@@ -157,20 +157,19 @@ def flop_counts(spec, task, hp, epochs, n_checkpoints):
     first layer's input gradient is in fact never computed, see ``strict``). Evaluation counts
     2 * MACs per example. Useful work: each model's own subset per epoch, and at each checkpoint
     its subset + val + test. Executed work: a step computes only the models still inside their
-    epoch, each on a full batch (the last batch of an epoch is padded), and evaluation covers the
-    whole training split for every model.
+    epoch, each on a full batch (the last batch of an epoch is padded); evaluation covers each
+    model's own training examples (the padding of its last evaluation block is not counted).
     """
     macs = sum(l.in_features * l.out_features for l in spec.layers)
     first = spec.layers[0].in_features * spec.layers[0].out_features
     n_train, n_val, n_test = len(task.x_train), len(task.x_val), len(task.x_test)
     bs = int(hp["batch_size"][0])
     sizes = np.array([max(1, int(round(f * n_train))) for f in hp["data_fraction"]])
-    M = len(sizes)
     train_examples = epochs * sizes.sum()
     eval_examples = n_checkpoints * (sizes + n_val + n_test).sum()
     steps = math.ceil(sizes.max() / bs)
     exec_train = epochs * (np.ceil(sizes / bs) * bs).sum()
-    exec_eval = n_checkpoints * (n_train + n_val + n_test) * M
+    exec_eval = n_checkpoints * (sizes + n_val + n_test).sum()
     return {
         "macs_per_example": macs,
         "useful": 6 * macs * train_examples + 2 * macs * eval_examples,
@@ -393,7 +392,7 @@ def main(argv=None):
         f"{flops['mean_steps_per_epoch_needed']:.1f} steps/epoch per model on average "
         f"(the largest subset needs {flops['steps_per_epoch']})")
     log(f"population achieved: {gflops:.2f} GFLOP/s useful ({flops['useful'] / 1e9:.1f} GFLOP), "
-        f"{flops['executed'] / pop_s / 1e9:.2f} GFLOP/s executed incl. padded last batches and full-train eval "
+        f"{flops['executed'] / pop_s / 1e9:.2f} GFLOP/s executed incl. padded last batches "
         f"({flops['executed'] / 1e9:.1f} GFLOP); strict count without the first layer's input grad: "
         f"{flops['useful_strict'] / pop_s / 1e9:.2f} GFLOP/s")
     log(f"batched matmul:     {bmm_g:.1f} GFLOP/s  (torch.bmm [{args.models}, {B}, {big.in_features}] x "

@@ -447,8 +447,9 @@ def main(argv=None) -> dict:
                             pred, best_val, fit_s = train_encoder(dm, pname, predictors[pname], args.epochs,
                                                                   accelerator, Path(tmp))
                         r[seed] = {**scores(truth, pred), "time_s": fit_s, "best_val_tau": best_val}
+                    val = f"  (val tau {r[seed]['best_val_tau']:.3f})" if "best_val_tau" in r[seed] else ""
                     print(f"  {pname:<22} tau {r[seed]['tau']:.3f}  R2 {r[seed]['r2']:.3f}  "
-                          f"{r[seed]['time_s']:.1f} s", flush=True)
+                          f"{r[seed]['time_s']:.1f} s{val}", flush=True)
                 except Exception as e:  # noqa: BLE001 - one predictor failing must not stop the others
                     traceback.print_exc()
                     r[seed] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
