@@ -57,7 +57,8 @@ def _int32(value: int) -> int:
 
 
 def dropout_key(seed: int) -> int:
-    """A model's 32-bit dropout key (signed) from its seed."""
+    """A model's 32-bit dropout key (signed) from its seed (5: the "dropout" purpose of
+    ``zoo.train.model_generator``'s seed sequences)."""
     return _int32(int(np.random.SeedSequence([int(seed), 5]).generate_state(1, dtype=np.uint32)[0]))
 
 

@@ -158,7 +158,8 @@ def generate(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[i
         if ident["shard"] != shard:
             raise ZooFileError(f"{out}: holds shard {ident['shard'][0]}/{ident['shard'][1]}, "
                                f"not {shard[0]}/{shard[1]}")
-        pending_dropout = any(float(d) > 0 and st == 0 for d, st in zip(hparams.get("dropout", []), ident["status"]))
+        pending = ident["status"] == 0
+        pending_dropout = any(float(d) > 0 and p for d, p in zip(hparams.get("dropout", []), pending))
         if ident["dropout_masks"] != DROPOUT_MASKS and pending_dropout:
             raise ZooFileError(f"{out}: made by an older wsl that drew dropout masks as "
                                f"{ident['dropout_masks']!r}; this one draws them as {DROPOUT_MASKS!r}, so resuming "
@@ -209,7 +210,8 @@ def generate(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[i
                                     device=dev, progress=on_progress)
         else:
             result = train_population(spec, task, chunk_hp, [int(seeds[j]) for j in pos], epochs=config.epochs,
-                                      checkpoints=config.checkpoints, device=dev, eval_batch=config.training.get("eval_batch"), progress=on_progress)
+                                      checkpoints=config.checkpoints, device=dev,
+                                      eval_batch=config.training.get("eval_batch"), progress=on_progress)
         write_models(out, pos, {p.name: a for p, a in zip(spec.params, result.params)}, result.metrics,
                      result.status, result.diverged_epoch)
         status[pos] = result.status
