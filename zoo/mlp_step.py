@@ -153,11 +153,10 @@ class MLPPopulation:
         return (loss * weight).sum(1), ((out.argmax(-1) == y).to(out.dtype) * weight).sum(1)
 
     def squared_error_sums(self, params: list[Tensor], x: Tensor, y: Tensor, weight: Tensor,
-                           ) -> tuple[Tensor, Tensor]:
-        """As ``cross_entropy_sums`` for regression targets ``y`` [M, N, out]; the second sum is
-        the total weight (regression has no accuracy)."""
+                           ) -> tuple[Tensor, None]:
+        """As ``cross_entropy_sums`` for regression targets ``y`` [M, N, out] (no accuracy: None)."""
         out, _ = self.forward(params, x)
-        return ((out - y).square().mean(-1) * weight).sum(1), weight.sum(1)
+        return ((out - y).square().mean(-1) * weight).sum(1), None
 
 
 def hand_written_activation(spec: WeightSpaceSpec, activation: str | None = None) -> str | None:

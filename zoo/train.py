@@ -156,8 +156,7 @@ def _batch_sums(spec: WeightSpaceSpec, params: list[Tensor], task: TaskData, x: 
     """Per model, the sums over a batch of ``w`` [M, B] times the loss and times correctness (None
     for regression): through the hand-written MLP's evaluation ``fused`` or ``population_forward``."""
     if fused is not None:
-        loss, hits = fused(params, x, y, w, compile=compile)
-        return loss, hits if task.kind == "classification" else None
+        return fused(params, x, y, w, compile=compile)
     out = population_forward(spec, params, x, activation=activation)
     hits = ((out.argmax(-1) == y).to(w.dtype) * w).sum(1) if task.kind == "classification" else None
     return (_loss(task, out, y) * w).sum(1), hits
