@@ -183,6 +183,16 @@ def test_mnist1d_default_sizes():
     assert set(task.info["split_indices"]["train"]).isdisjoint(task.info["split_indices"]["val"])
 
 
+def test_mnist1d_n_train_caps_the_training_split_only():
+    full = load_task("mnist1d", num_samples=500, n_val=50)
+    capped = load_task("mnist1d", num_samples=500, n_val=50, n_train=100)
+    assert (len(capped.x_train), len(capped.x_val), len(capped.x_test)) == (100, 50, 100)
+    assert torch.equal(capped.y_test, full.y_test)
+    assert set(capped.info["split_indices"]["train"]) <= set(full.info["split_indices"]["train"])
+    with pytest.raises(ValueError, match=r"n_train=351 is more than the 350"):
+        load_task("mnist1d", num_samples=500, n_val=50, n_train=351)
+
+
 # ---------------------------------------------------------------------------------------------
 # sine
 

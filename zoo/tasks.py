@@ -161,11 +161,13 @@ def load_digits_task(*, layout: str = "flat", split_seed: int = 0, n_train: int 
 # MNIST-1D
 
 def load_mnist1d_task(*, layout: str = "flat", split_seed: int = 0, num_samples: int = 5000, n_val: int = 500,
-                      data_seed: int = 42) -> TaskData:
+                      data_seed: int = 42, n_train: int | None = None) -> TaskData:
     """MNIST-1D generated offline by the ``mnist1d`` package (never its downloading ``get_dataset``).
 
     The package's own 80/20 split gives train and test; ``n_val`` examples of its train part,
-    chosen by ``split_seed``, become the validation split.
+    chosen by ``split_seed``, become the validation split, and ``n_train`` of the rest (default: all)
+    the training split. A large ``num_samples`` with a capped ``n_train`` measures test metrics
+    precisely without making training dearer.
     """
     from mnist1d.data import get_dataset_args, make_dataset
 
@@ -185,17 +187,21 @@ def load_mnist1d_task(*, layout: str = "flat", split_seed: int = 0, num_samples:
         random.setstate(py_state)
         np.random.set_state(np_state)
     pool_x, pool_y = np.asarray(data["x"]), np.asarray(data["y"])
-    n_train = len(pool_y) - n_val
-    if n_train < 1:
+    n_left = len(pool_y) - n_val
+    if n_left < 1:
         raise ValueError(f"task 'mnist1d': n_val={n_val} leaves no training examples out of the "
                          f"{len(pool_y)} in the generated train part (num_samples={num_samples})")
+    n_train = n_left if n_train is None else _check_int("mnist1d", "n_train", n_train, 1)
+    if n_train > n_left:
+        raise ValueError(f"task 'mnist1d': n_train={n_train} is more than the {n_left} examples the generated "
+                         f"train part (num_samples={num_samples}) has left after n_val={n_val}")
     idx = _split_indices("mnist1d", len(pool_y), n_train, n_val, 0, split_seed)
     xs = {"train": pool_x[idx["train"]], "val": pool_x[idx["val"]], "test": np.asarray(data["x_test"])}
     ys = {"train": pool_y[idx["train"]], "val": pool_y[idx["val"]], "test": np.asarray(data["y_test"])}
     xs = {s: v[:, None, :] for s, v in xs.items()}  # [N, 1, 40]
     info = {"task": "mnist1d", "source": "mnist1d.data.make_dataset (generated offline)",
             "options": {"layout": layout, "split_seed": split_seed, "num_samples": num_samples,
-                        "n_val": n_val, "data_seed": data_seed},
+                        "n_val": n_val, "data_seed": data_seed, "n_train": n_train},
             "generator_args": {k: v for k, v in vars(args).items() if k != "url"},
             "split_indices": {"train": [int(i) for i in idx["train"]], "val": [int(i) for i in idx["val"]]},
             "split_pools": {"train": "generated train part", "val": "generated train part",
