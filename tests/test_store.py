@@ -18,7 +18,7 @@ from zoo.architectures import TorchNet
 from zoo.config import parse_config, sample_hparams
 from zoo.generate import build_task_and_spec, generate
 from zoo.merge import merge
-from zoo.store import DROPOUT_MASKS, Zoo, ZooFileError
+from zoo.store import RANDOM_STREAMS, Zoo, ZooFileError
 from zoo.verify import verify
 
 QUIET = dict(progress=False, log=lambda s: None)
@@ -222,29 +222,30 @@ def test_chunk_size_does_not_change_the_zoo(base_zoo, tmp_path):
 
 
 def test_chunk_size_does_not_change_a_zoo_with_dropout(tmp_path):
-    # dropout masks are a hash of the model's seed, epoch, step and element: no chunk dependence
+    # every random number is a hash of the model's seed and the draw's position: no chunk dependence
     hp = dict(BASE["hparams"], dropout={"uniform": [0.1, 0.5]})
     paths = [generate(config(hparams=hp, num_models=12, training={"chunk_size": cs}), tmp_path / f"d{cs}.h5", **QUIET)
              for cs in (12, 5)]
     with Zoo(paths[0]) as z:
-        assert z.dropout_masks == DROPOUT_MASKS
+        assert z.random_streams == RANDOM_STREAMS
     assert_same_datasets(*paths)
 
 
-def test_refuses_to_resume_a_zoo_whose_dropout_masks_were_drawn_otherwise(tmp_path):
-    hp = dict(BASE["hparams"], dropout={"uniform": [0.1, 0.5]})
-    path = generate(config(hparams=hp), tmp_path / "old.h5", max_chunks=1, **QUIET)
-    with h5py.File(path, "a") as f:  # as files made before the attribute existed
-        del f.attrs["dropout_masks"]
-    with pytest.raises(ZooFileError, match="older wsl that drew dropout masks as 'generator-per-chunk'"):
-        generate(config(hparams=hp), path, **QUIET)
+def test_refuses_to_resume_a_zoo_whose_random_numbers_were_drawn_otherwise(tmp_path):
+    path = generate(config(), tmp_path / "old.h5", max_chunks=1, **QUIET)
+    with h5py.File(path, "a") as f:  # as files made by session-4 wsl: generators, hashed dropout masks
+        del f.attrs["random_streams"]
+        f.attrs["dropout_masks"] = "hash32-v1"
+    with pytest.raises(ZooFileError, match=r"older wsl whose models drew their random numbers as "
+                                           r"'torch-generators \(dropout masks: hash32-v1\)'"):
+        generate(config(), path, **QUIET)
     with Zoo(path) as z:
-        assert z.dropout_masks == "generator-per-chunk" and (z.status == 0).any()
+        assert z.random_streams == "torch-generators (dropout masks: hash32-v1)" and (z.status == 0).any()
     # a finished zoo of an older version is left alone: nothing to resume
-    done = generate(config(hparams=hp, num_models=8, training={"chunk_size": 8}), tmp_path / "done.h5", **QUIET)
+    done = generate(config(num_models=8, training={"chunk_size": 8}), tmp_path / "done.h5", **QUIET)
     with h5py.File(done, "a") as f:
-        del f.attrs["dropout_masks"]
-    generate(config(hparams=hp, num_models=8, training={"chunk_size": 8}), done, **QUIET)
+        del f.attrs["random_streams"]
+    generate(config(num_models=8, training={"chunk_size": 8}), done, **QUIET)
 
 
 # ----------------------------------------------------------------------------------------------

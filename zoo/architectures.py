@@ -6,10 +6,14 @@ all of them is ``zoo.functional.population_forward``.
 """
 from __future__ import annotations
 
+import math
+from typing import Sequence
+
 import torch
 from torch import Tensor, nn
 
-from .functional import activation_fn, default_init, siren_init
+from .functional import activation_fn
+from .streams import stream_keys, uniform
 from .weight_space import ACTIVATIONS, LayerSpec, WeightSpaceSpec
 
 
@@ -91,11 +95,34 @@ def build_spec(name: str, input_shape: tuple[int, ...], output_dim: int, **optio
         raise ValueError(f"architecture {name!r}: {e}") from None
 
 
-def init_params(spec: WeightSpaceSpec, generator: torch.Generator, init_scale: float = 1.0) -> list[Tensor]:
-    """One network's initial parameters, in ``spec.params`` order."""
-    if spec.architecture == "siren":
-        return siren_init(spec, generator, init_scale)
-    return default_init(spec, generator, init_scale)
+def init_bounds(spec: WeightSpaceSpec) -> list[float]:
+    """Per parameter (``spec.params`` order), the bound b of its uniform init U(-b, b) at
+    ``init_scale`` 1: PyTorch's default 1/sqrt(fan_in) for weights and biases alike; for SIREN
+    (Sitzmann et al. 2020) 1/n for the first layer's weights and sqrt(6/n)/omega_0 for later ones."""
+    w0 = float(spec.options.get("omega_0", 30.0))
+    out = []
+    for i, layer in enumerate(spec.layers):
+        fan_in = layer.in_features * math.prod(layer.kernel)
+        default = 1.0 / math.sqrt(fan_in)
+        if spec.architecture == "siren":
+            out.append(1.0 / fan_in if i == 0 else math.sqrt(6.0 / fan_in) / w0)
+        else:
+            out.append(default)
+        if layer.bias:
+            out.append(default)
+    return out
+
+
+def population_init(spec: WeightSpaceSpec, seeds: Sequence[int], init_scales: Sequence[float]) -> list[Tensor]:
+    """The initial parameters [M, *shape] of M networks: U(-b, b) times each one's init scale,
+    drawn from the "init" stream of its seed (``zoo.streams``), parameter k from stream k."""
+    keys = stream_keys(seeds, "init")
+    scales = torch.tensor([float(c) for c in init_scales], dtype=torch.float32).view(-1, 1)
+    out = []
+    for k, (param, bound) in enumerate(zip(spec.params, init_bounds(spec))):
+        u = uniform(keys, param.numel, stream=k)
+        out.append(((u * 2 - 1) * (bound * scales)).view(len(keys), *param.shape))
+    return out
 
 
 class TorchNet(nn.Module):

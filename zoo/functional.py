@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .streams import int32, mix, stream_keys
 from .weight_space import ACTIVATIONS, WeightSpaceSpec
 
 
@@ -41,25 +41,9 @@ def activation_fn(name: str, options: dict | None = None):
     raise ValueError(f"unknown activation {name!r}; expected one of {list(ACTIVATIONS)}")
 
 
-def _mix(x: Tensor) -> Tensor:
-    """A 32-bit integer hash (Wellons' lowbias32) on int32 tensors: multiplications wrap, and the
-    masks after the arithmetic shifts make them logical shifts."""
-    x = x ^ ((x >> 16) & 0xFFFF)
-    x = x * 0x7FEB352D
-    x = x ^ ((x >> 15) & 0x1FFFF)
-    x = x * -0x7B935975  # 0x846CA68B as a signed 32-bit integer
-    return x ^ ((x >> 16) & 0xFFFF)
-
-
-def _int32(value: int) -> int:
-    value &= 0xFFFFFFFF
-    return value - (1 << 32) if value >= 1 << 31 else value
-
-
 def dropout_key(seed: int) -> int:
-    """A model's 32-bit dropout key (signed) from its seed (5: the "dropout" purpose of
-    ``zoo.train.model_generator``'s seed sequences)."""
-    return _int32(int(np.random.SeedSequence([int(seed), 5]).generate_state(1, dtype=np.uint32)[0]))
+    """A model's int32 dropout key (``zoo.streams.stream_keys`` for one seed)."""
+    return int(stream_keys([seed], "dropout")[0])
 
 
 def dropout_mask(shape: tuple[int, ...], model_axis: int, keep: Tensor, keys: Tensor, step: Tensor,
@@ -77,8 +61,8 @@ def dropout_mask(shape: tuple[int, ...], model_axis: int, keep: Tensor, keys: Te
     dev = keys.device
     ctr = (torch.arange(A, dtype=torch.int32, device=dev) * R).view(A, 1, 1) \
         + torch.arange(R, dtype=torch.int32, device=dev).view(1, 1, R)
-    round_key = _mix(_mix(keys ^ _int32((layer + 1) * 0x9E3779B9)) ^ step)  # [M]
-    u = (_mix(_mix(ctr ^ keys.view(1, M, 1)) ^ round_key.view(1, M, 1)) >> 16) & 0xFFFF
+    round_key = mix(mix(keys ^ int32((layer + 1) * 0x9E3779B9)) ^ step)  # [M]
+    u = (mix(mix(ctr ^ keys.view(1, M, 1)) ^ round_key.view(1, M, 1)) >> 16) & 0xFFFF
     threshold = (keep * 65536.0).round().to(torch.int32).view(1, M, 1)
     return ((u < threshold).to(dtype) / keep.clamp_min(1e-12).to(dtype).view(1, M, 1)).view(shape)
 
@@ -185,34 +169,4 @@ def _forward_per_activation(spec: WeightSpaceSpec, params: list[Tensor], x: Tens
         if out is None:
             out = part.new_empty(M, *part.shape[1:])
         out[rows] = part
-    return out
-
-
-def default_init(spec: WeightSpaceSpec, generator: torch.Generator, init_scale: float = 1.0,
-                 dtype: torch.dtype = torch.float32) -> list[Tensor]:
-    """One network's parameters with PyTorch's default init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
-    for weights and biases alike, times ``init_scale``. SIREN uses its own init (``siren_init``)."""
-    out = []
-    for layer in spec.layers:
-        fan_in = layer.in_features * math.prod(layer.kernel)
-        bound = init_scale / math.sqrt(fan_in)
-        shapes = [layer.weight.shape] + ([layer.bias_param.shape] if layer.bias else [])
-        for shape in shapes:
-            out.append((torch.rand(shape, generator=generator, dtype=dtype) * 2 - 1) * bound)
-    return out
-
-
-def siren_init(spec: WeightSpaceSpec, generator: torch.Generator, init_scale: float = 1.0,
-               dtype: torch.dtype = torch.float32) -> list[Tensor]:
-    """SIREN init (Sitzmann et al. 2020): first layer U(-1/n, 1/n), later layers
-    U(-sqrt(6/n)/omega_0, sqrt(6/n)/omega_0); biases U(-1/sqrt(n), 1/sqrt(n)) as PyTorch's default."""
-    w0 = float(spec.options.get("omega_0", 30.0))
-    out = []
-    for i, layer in enumerate(spec.layers):
-        n = layer.in_features
-        bound = 1.0 / n if i == 0 else math.sqrt(6.0 / n) / w0
-        out.append((torch.rand(layer.weight.shape, generator=generator, dtype=dtype) * 2 - 1) * bound * init_scale)
-        if layer.bias:
-            bb = 1.0 / math.sqrt(n)
-            out.append((torch.rand(layer.bias_param.shape, generator=generator, dtype=dtype) * 2 - 1) * bb * init_scale)
     return out

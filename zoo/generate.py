@@ -22,7 +22,7 @@ from .architectures import build_spec
 from .config import STRUCTURAL, ConfigError, ZooConfig, model_seed, sample_hparams
 from .inr import INR_METRICS, fit_population
 from .signals import SIGNAL_TASKS, SignalSet, load_signals
-from .store import DROPOUT_MASKS, ZooFileError, create_zoo, write_models, zoo_identity
+from .store import RANDOM_STREAMS, ZooFileError, create_zoo, write_models, zoo_identity
 from .tasks import TaskData, load_task
 from .train import activation_elems, metric_names, train_population
 from .weight_space import WeightSpaceSpec
@@ -158,11 +158,9 @@ def generate(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[i
         if ident["shard"] != shard:
             raise ZooFileError(f"{out}: holds shard {ident['shard'][0]}/{ident['shard'][1]}, "
                                f"not {shard[0]}/{shard[1]}")
-        pending = ident["status"] == 0
-        pending_dropout = any(float(d) > 0 and p for d, p in zip(hparams.get("dropout", []), pending))
-        if ident["dropout_masks"] != DROPOUT_MASKS and pending_dropout:
-            raise ZooFileError(f"{out}: made by an older wsl that drew dropout masks as "
-                               f"{ident['dropout_masks']!r}; this one draws them as {DROPOUT_MASKS!r}, so resuming "
+        if ident["random_streams"] != RANDOM_STREAMS and bool((ident["status"] == 0).any()):
+            raise ZooFileError(f"{out}: made by an older wsl whose models drew their random numbers as "
+                               f"{ident['random_streams']!r}; this one draws them as {RANDOM_STREAMS!r}, so resuming "
                                f"would mix the two in one zoo. Regenerate it (delete the file or choose another --out).")
         chunk_size = ident["chunk_size"]
         status = ident["status"]

@@ -21,10 +21,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .architectures import population_init
 from .fused import MIN_COMPILED_NUMEL
 from .mlp_step import mlp_population_step
 from .optim import PopulationOptimizer
-from .train import STATUS_DIVERGED, STATUS_DONE, PopulationResult, initial_params, keep_freed_memory
+from .train import STATUS_DIVERGED, STATUS_DONE, PopulationResult, keep_freed_memory
 from .weight_space import WeightSpaceSpec
 
 INR_METRICS = ["mse", "psnr"]
@@ -58,8 +59,7 @@ def fit_population(spec: WeightSpaceSpec, coords: Tensor, targets: Tensor, hpara
     t = targets.to(device, torch.float32)
     if t.shape[:2] != (M, x.shape[0]):
         raise ValueError(f"targets of shape {list(t.shape)}, expected [{M}, {x.shape[0]}, out]")
-    inits = [initial_params(spec, s, float(c)) for s, c in zip(seeds, hparams["init_scale"])]
-    params = [torch.stack([p[k] for p in inits]).to(device) for k in range(len(inits[0]))]
+    params = [p.to(device) for p in population_init(spec, seeds, hparams["init_scale"])]
     opt = PopulationOptimizer(params, list(hparams["optimizer"]), torch.tensor(hparams["lr"]),
                               torch.tensor(hparams["weight_decay"]), torch.tensor(hparams["momentum"]))
 

@@ -37,9 +37,9 @@ def merge(parts: list[str | Path], out: str | Path, block: int = 1024) -> Path:
                                    f"({first.config_hash}): the parts belong to different zoos")
             if z.shard[1] != n:
                 raise ZooFileError(f"{z.path}: part of {z.shard[1]} shards, {first.path} of {n}")
-            if z.dropout_masks != first.dropout_masks:
-                raise ZooFileError(f"{z.path}: dropout masks drawn as {z.dropout_masks!r}, {first.path}'s as "
-                                   f"{first.dropout_masks!r}: the parts were made by different wsl versions")
+            if z.random_streams != first.random_streams:
+                raise ZooFileError(f"{z.path}: random numbers drawn as {z.random_streams!r}, {first.path}'s as "
+                                   f"{first.random_streams!r}: the parts were made by different wsl versions")
         have = sorted(z.shard[0] for z in zoos)
         missing = sorted(set(range(n)) - set(have))
         dupes = sorted({s for s in have if have.count(s) > 1})
@@ -54,7 +54,7 @@ def merge(parts: list[str | Path], out: str | Path, block: int = 1024) -> Path:
                    config_hash=first.config_hash, spec=first.spec, task_info=first.task,
                    checkpoint_epochs=first.checkpoint_epochs, metric_names=first.metric_names, indices=indices,
                    seeds=np.concatenate([z.seed for z in zoos]), hparams=hparams, chunk_size=first.chunk_size,
-                   signals=_signals(zoos) if first.is_inr else None, dropout_masks=first.dropout_masks)
+                   signals=_signals(zoos) if first.is_inr else None, random_streams=first.random_streams)
         offset = 0
         for z in zoos:
             status, div = z.status, z.diverged_epoch

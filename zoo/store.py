@@ -14,9 +14,10 @@ Layout (format ``wsl-zoo``, version 1)::
         shard_index, shard_count   this file's part of the zoo (0, 1 for a whole zoo)
         chunk_size         models trained at once (fixed when the file is made, so resumption
                            reproduces the same chunks)
-        dropout_masks      how the trainer drew dropout masks: "hash32-v1" (a hash of the model's
-                           seed, epoch, step and element: zoo.functional.dropout_mask); files
-                           without it drew them from one random generator per chunk
+        random_streams     how the trainer drew each model's random numbers: "hash32-v2" (counter
+                           hashes of the model's seed: zoo.streams); older files have no such
+                           attribute (torch generators per model, and dropout masks as recorded in
+                           their "dropout_masks" attribute) and are not resumed by this version
     /params/<param name>   float32 [M, C, *shape]; HDF5 chunk = 16 consecutive models at one
                            checkpoint (fewer for parameters over 64 KiB), uncompressed, with
                            fletcher32 checksums; NaN where never written (every other dataset is
@@ -58,11 +59,11 @@ import h5py
 import numpy as np
 import torch
 
+from .streams import STREAMS_VERSION
 from .weight_space import WeightSpaceSpec
 
 FORMAT = "wsl-zoo"
-DROPOUT_MASKS = "hash32-v1"
-LEGACY_DROPOUT_MASKS = "generator-per-chunk"  # files made before the attribute existed
+RANDOM_STREAMS = STREAMS_VERSION
 FORMAT_VERSION = 1
 STATUS_NAMES = {0: "pending", 1: "done", 2: "diverged"}
 
@@ -102,7 +103,7 @@ def create_zoo(path: str | Path, *, name: str, config_json: str, config_hash: st
                task_info: dict[str, Any], checkpoint_epochs: list[int], metric_names: list[str],
                indices: np.ndarray, seeds: np.ndarray, hparams: dict[str, list], chunk_size: int,
                shard: tuple[int, int] = (0, 1), signals: dict[str, Any] | None = None,
-               dropout_masks: str = DROPOUT_MASKS) -> None:
+               random_streams: str = RANDOM_STREAMS) -> None:
     """Make an empty zoo file (every model pending) atomically: written beside, then renamed.
     ``signals`` (INR zoos): ``{"coords": [P, d], "values": [M, P, d_out], "fields": {name: [M]}}``."""
     path = Path(path)
@@ -116,7 +117,7 @@ def create_zoo(path: str | Path, *, name: str, config_json: str, config_hash: st
             "checkpoint_epochs": np.asarray(checkpoint_epochs, dtype=np.int64),
             "metric_names": json.dumps(metric_names), "hparam_names": json.dumps(sorted(hparams)),
             "shard_index": shard[0], "shard_count": shard[1], "chunk_size": int(chunk_size),
-            "dropout_masks": dropout_masks,
+            "random_streams": random_streams,
         })
         g = f.create_group("params")
         for p in spec.params:
@@ -229,7 +230,7 @@ class Zoo:
         self.signal_names: list[str] = json.loads(a.get("signal_fields", "[]"))
         self.shard = (int(a["shard_index"]), int(a["shard_count"]))
         self.chunk_size = int(a["chunk_size"])
-        self.dropout_masks = str(a.get("dropout_masks", LEGACY_DROPOUT_MASKS))
+        self.random_streams = random_streams_of(a)
         self.index = self.file["models/index"][()]
         self.seed = self.file["models/seed"][()]
         self._cache: dict[int, dict[str, np.ndarray]] = {}
@@ -473,6 +474,14 @@ class Zoo:
             yield r, self.batch(r, checkpoint)
 
 
+def random_streams_of(attrs: Any) -> str:
+    """How a file's models drew their random numbers (files before ``random_streams`` existed:
+    torch generators per model, dropout masks per their ``dropout_masks`` attribute)."""
+    if "random_streams" in attrs:
+        return str(attrs["random_streams"])
+    return f"torch-generators (dropout masks: {attrs.get('dropout_masks', 'generator-per-chunk')})"
+
+
 def zoo_identity(path: str | Path) -> dict[str, Any]:
     """The attributes that decide whether a file belongs to a config: hash, shard, chunk size, status."""
     with _open(path) as f:
@@ -480,4 +489,4 @@ def zoo_identity(path: str | Path) -> dict[str, Any]:
         return {"config_hash": str(f.attrs["config_hash"]), "shard": (int(f.attrs["shard_index"]), int(f.attrs["shard_count"])),
                 "chunk_size": int(f.attrs["chunk_size"]), "status": f["models/status"][()],
                 "index": f["models/index"][()], "config": f.attrs["config"],
-                "dropout_masks": str(f.attrs.get("dropout_masks", LEGACY_DROPOUT_MASKS))}
+                "random_streams": random_streams_of(f.attrs)}

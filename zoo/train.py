@@ -1,12 +1,12 @@
 """Vectorized population training: all models of a chunk take their SGD/Adam steps at once.
 
-Each model has its own initialisation, training subset, label noise and data order, all drawn from
-generators seeded with the model's seed (``model_generator``), so model i of a population equals
-model i trained alone by a plain ``torch.nn`` module with ``torch.optim`` (tests/test_train.py shows
-it). An epoch of a model is one pass over its own subset in batches of ``batch_size`` (the last one
-smaller); a step computes only the models still inside their epoch.
-Dropout masks are a counter-based hash of the model's seed, the epoch, the step and the element
-(``zoo.functional.dropout_mask``), so they too do not depend on the rest of the population.
+Each model has its own initialisation, training subset, label noise, data order and dropout masks,
+all counter-based hashes of the model's seed (``zoo.streams``; for the masks
+``zoo.functional.dropout_mask``), drawn for the whole population at once. They do not depend on the
+rest of the population, so model i of a population equals model i trained alone by a plain
+``torch.nn`` module with ``torch.optim`` (tests/test_train.py shows it). An epoch of a model is one
+pass over its own subset in batches of ``batch_size`` (the last one smaller); a step computes only
+the models still inside their epoch.
 
 MLPs whose activation has a hand-written derivative (relu, tanh, sine, identity) take their steps
 through ``zoo.mlp_step`` (forward and backward written out, compiled by ``torch.compile`` for
@@ -28,25 +28,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .architectures import init_params
-from .functional import dropout_key, population_forward
+from .architectures import population_init
+from .functional import population_forward
 from .fused import MIN_COMPILED_NUMEL, FusedStep
 from .mlp_step import hand_written_activation, mlp_population_step
 from .optim import PopulationOptimizer
+from .streams import permutations, stream_keys, uniform
 from .config import STRUCTURAL
 from .tasks import TaskData
 from .weight_space import WeightSpaceSpec
 
 STATUS_PENDING, STATUS_DONE, STATUS_DIVERGED = 0, 1, 2
-_PURPOSES = {"init": 1, "subset": 2, "noise": 3, "order": 4, "dropout": 5}
-
-
-def model_generator(seed: int, purpose: str, *extra: int) -> torch.Generator:
-    """A CPU generator for one purpose of one model (``extra``: e.g. the epoch)."""
-    ss = np.random.SeedSequence([int(seed), _PURPOSES[purpose], *[int(e) for e in extra]])
-    g = torch.Generator()
-    g.manual_seed(int(ss.generate_state(1, dtype=np.uint64)[0] >> 1))
-    return g
 
 
 def _subset_size(n_train: int, fraction: float) -> int:
@@ -63,35 +55,65 @@ def _runs(values: list) -> list[tuple[int, int]]:
     return out
 
 
+def training_subsets(seeds: list[int], n_train: int, fractions: list[float]) -> tuple[Tensor, np.ndarray]:
+    """Row m: the indices of the training examples model m sees, a random subset of
+    ``round(fractions[m] * n_train)`` in random order (its "subset" stream), then -1 [M, largest];
+    and the sizes."""
+    sizes = np.array([_subset_size(n_train, float(f)) for f in fractions])
+    return permutations(stream_keys(seeds, "subset"), [n_train] * len(seeds), int(sizes.max()), sizes), sizes
+
+
+def population_labels(seeds: list[int], y: Tensor, examples: Tensor, sizes: np.ndarray, noise: list[float],
+                      num_classes: int | None) -> Tensor:
+    """The training targets each model sees, [M, N] (classes) or [M, N, out] (regression): the
+    first ``round(noise[m] * sizes[m])`` of model m's examples (row m of ``examples``, in random
+    order, so a random part of them) get a wrong label, another class uniformly, or for
+    regression the target of a random example (its "noise" stream)."""
+    M, N = len(seeds), y.shape[0]
+    labels = y.unsqueeze(0).repeat(M, *[1] * y.dim())
+    k = torch.tensor([int(round(float(nz) * int(s))) for nz, s in zip(noise, sizes)])
+    width = int(k.max()) if M else 0
+    if width == 0:
+        return labels
+    take = torch.arange(width) < k.view(-1, 1)
+    rows = torch.arange(M).view(-1, 1).expand(-1, width)[take]
+    which = examples[:, :width][take]
+    u = uniform(stream_keys(seeds, "noise"), width)[take]
+    if num_classes is not None:
+        shift = 1 + (u * (num_classes - 1)).long().clamp_max(num_classes - 2)
+        labels[rows, which] = (y[which] + shift) % num_classes
+    else:
+        labels[rows, which] = y[(u * N).long().clamp_max(N - 1)]
+    return labels
+
+
+def epoch_orders(seeds: list[int], examples: Tensor, sizes: np.ndarray, epoch: int, width: int | None = None) -> Tensor:
+    """Row m: the order in which model m visits its examples in ``epoch`` (1-based), then -1 up
+    to ``width`` (default: as wide as ``examples``)."""
+    perm = permutations(stream_keys(seeds, "order", epoch), sizes, width or examples.shape[1])
+    return examples.gather(1, perm.clamp(0, examples.shape[1] - 1)).masked_fill_(perm < 0, -1)
+
+
+# One model's draws: row 0 of the population functions, so a model alone sees what it sees in a population.
+
 def training_subset(seed: int, n_train: int, fraction: float) -> Tensor:
-    """Indices of the training examples a model sees (a seeded random subset)."""
-    return torch.randperm(n_train, generator=model_generator(seed, "subset"))[:_subset_size(n_train, fraction)]
+    """Indices of the training examples a model sees."""
+    return training_subsets([seed], n_train, [fraction])[0][0]
 
 
 def noisy_labels(seed: int, y: Tensor, subset: Tensor, noise: float, num_classes: int | None) -> Tensor:
-    """The training targets a model sees: a ``noise`` fraction of its subset gets wrong labels
-    (another class, uniformly; for regression the target of another random example)."""
-    y = y.clone()
-    k = int(round(noise * len(subset)))
-    if k == 0:
-        return y
-    g = model_generator(seed, "noise")
-    which = subset[torch.randperm(len(subset), generator=g)[:k]]
-    if num_classes is not None:
-        shift = torch.randint(1, num_classes, (k,), generator=g)
-        y[which] = (y[which] + shift) % num_classes
-    else:
-        y[which] = y[torch.randint(0, len(y), (k,), generator=g)]
-    return y
+    """The training targets of a model whose examples are ``subset`` (see ``population_labels``)."""
+    return population_labels([seed], y, subset.unsqueeze(0), np.array([len(subset)]), [noise], num_classes)[0]
 
 
 def epoch_order(seed: int, subset: Tensor, epoch: int) -> Tensor:
     """The order in which a model visits its subset in ``epoch`` (1-based)."""
-    return subset[torch.randperm(len(subset), generator=model_generator(seed, "order", epoch))]
+    return epoch_orders([seed], subset.unsqueeze(0), np.array([len(subset)]), epoch)[0]
 
 
 def initial_params(spec: WeightSpaceSpec, seed: int, init_scale: float) -> list[Tensor]:
-    return init_params(spec, model_generator(seed, "init"), init_scale)
+    """A model's initial parameters (see ``zoo.architectures.population_init``)."""
+    return [p[0] for p in population_init(spec, [seed], [init_scale])]
 
 
 @dataclass
@@ -278,18 +300,12 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
     task = task.to(device)
     classification = task.kind == "classification"
 
-    # Per-model initialisation, subset, labels.
-    inits = [initial_params(spec, s, float(c)) for s, c in zip(seeds, hparams["init_scale"])]
-    params = [torch.stack([p[k] for p in inits]).to(device).requires_grad_(True) for k in range(len(inits[0]))]
-    subsets = [training_subset(s, n_train, float(f)) for s, f in zip(seeds, hparams["data_fraction"])]
-    y_cpu = task.y_train.cpu()
-    labels = torch.stack([noisy_labels(s, y_cpu, sub, float(nz), task.num_classes)
-                          for s, sub, nz in zip(seeds, subsets, hparams["label_noise"])]).to(device)
-    sizes = np.array([len(sub) for sub in subsets])
-    own_examples = torch.full((M, int(sizes.max())), -1, dtype=torch.long)
-    for i, sub in enumerate(subsets):
-        own_examples[i, :len(sub)] = sub
-    own_examples = own_examples.to(device)
+    # Per-model initialisation, subset, labels: each model's streams (zoo.streams), all at once.
+    params = [p.to(device).requires_grad_(True) for p in population_init(spec, seeds, hparams["init_scale"])]
+    examples_cpu, sizes = training_subsets(seeds, n_train, hparams["data_fraction"])
+    labels = population_labels(seeds, task.y_train.cpu(), examples_cpu, sizes, hparams["label_noise"],
+                               task.num_classes).to(device)
+    own_examples = examples_cpu.to(device)
 
     opt = PopulationOptimizer(params, list(hparams["optimizer"]), torch.tensor(hparams["lr"]),
                               torch.tensor(hparams["weight_decay"]), torch.tensor(hparams["momentum"]))
@@ -298,7 +314,7 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
     compile_step = device.type == "cpu" and M * bs * activation_elems(spec) >= MIN_COMPILED_NUMEL
     dropout = torch.tensor(hparams["dropout"], dtype=torch.float32, device=device)
     dropout = dropout if bool((dropout > 0).any()) else None
-    keys = torch.tensor([dropout_key(s) for s in seeds], dtype=torch.int32, device=device)
+    keys = stream_keys(seeds, "dropout").to(device)
     hand_written = hand_written_activation(spec, activation)
     eval_fn = None
     if hand_written is not None:
@@ -348,15 +364,12 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
 
     groups = _runs(hparams["optimizer"])  # row ranges of one optimizer kind, subset sizes sorted in each
     checkpoint(0)
-    model_steps = np.array([math.ceil(len(s) / bs) for s in subsets])
+    model_steps = -(-sizes // bs)
     steps = int(model_steps.max())
     # rows of each kind group still inside their epoch at each step (sizes are sorted, largest first)
     stepping = [[int((model_steps[a:b] > s).sum()) for s in range(steps)] for a, b in groups]
     for epoch in range(1, epochs + 1):
-        order = torch.full((M, steps * bs), -1, dtype=torch.long)
-        for i, (s, sub) in enumerate(zip(seeds, subsets)):
-            order[i, :len(sub)] = epoch_order(s, sub, epoch)
-        order = order.to(device)
+        order = epoch_orders(seeds, examples_cpu, sizes, epoch, steps * bs).to(device)
         for step in range(steps):
             step_key = torch.tensor(step_key_of(epoch, step), dtype=torch.int32, device=device)
             batches = []  # per kind group still stepping: (group, rows, x, y, weight)
