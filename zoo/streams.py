@@ -73,5 +73,9 @@ def permutations(keys: Tensor, lengths: Sequence[int], width: int, take: Sequenc
     out = torch.full((len(keys), width), -1, dtype=torch.int64)
     g = torch.Generator()
     for m, (key, n, k) in enumerate(zip(keys.tolist(), lengths, take)):
-        out[m, :int(k)] = torch.randperm(int(n), generator=g.manual_seed(key & 0xFFFFFFFF))[:int(k)]
+        g.manual_seed(key & 0xFFFFFFFF)
+        if k == n:  # straight into the row
+            torch.randperm(int(n), generator=g, out=out[m, :int(n)])
+        else:
+            out[m, :int(k)] = torch.randperm(int(n), generator=g)[:int(k)]
     return out

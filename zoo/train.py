@@ -211,6 +211,11 @@ def evaluate(spec: WeightSpaceSpec, params: list[Tensor], task: TaskData, x: Ten
     return _means(task, loss_sum, correct, torch.full((M,), float(N), device=x.device, dtype=torch.float64))
 
 
+def _rows(x: Tensor, idx: Tensor) -> Tensor:
+    """``x[idx]`` for row indices ``idx`` of any shape (index_select: 8x faster than indexing here)."""
+    return x.index_select(0, idx.flatten()).view(*idx.shape, *x.shape[1:])
+
+
 def _batch_targets(labels: Tensor, rows: slice, safe: Tensor) -> Tensor:
     """The targets of examples ``safe`` [k, B] for models ``rows``: labels [M, N] (classes) or
     [M, N, out] (regression; noisy targets are per model too)."""
@@ -237,7 +242,7 @@ def evaluate_own_examples(spec: WeightSpaceSpec, params: list[Tensor], task: Tas
             rows = slice(a, a + int((sizes[a:b] > s).sum()))
             idx = examples[rows, s:s + batch]
             safe, w = idx.clamp_min(0), (idx >= 0).to(torch.float32)
-            loss, hits = _batch_sums(spec, [p[rows] for p in params], task, task.x_train[safe],
+            loss, hits = _batch_sums(spec, [p[rows] for p in params], task, _rows(task.x_train, safe),
                                      _batch_targets(labels, rows, safe), w, activation, fused, compile)
             loss_sum[rows] += loss.double()
             if hits is not None:
@@ -383,7 +388,7 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
                 safe = idx.clamp_min(0)
                 y = _batch_targets(labels, rows, safe)
                 weight = valid / valid.sum(1, keepdim=True).clamp_min(1) * alive[rows].unsqueeze(1)
-                batches.append((gi, rows, task.x_train[safe], y, weight))
+                batches.append((gi, rows, _rows(task.x_train, safe), y, weight))
             if not batches:
                 break
             if hand_written is None:
