@@ -1,4 +1,4 @@
-"""Per-model random streams: counter-based hashes, computed for a whole population at once.
+"""Per-model random streams: keys hashed from each seed, drawn for a whole population at once.
 
 Everything random about a model (its initialisation, training subset, label noise, data order
 and dropout masks) is a pure function of its 32-bit seed, a purpose, and the position of the

@@ -1,8 +1,8 @@
 """Vectorized population training: all models of a chunk take their SGD/Adam steps at once.
 
 Each model has its own initialisation, training subset, label noise, data order and dropout masks,
-all counter-based hashes of the model's seed (``zoo.streams``; for the masks
-``zoo.functional.dropout_mask``), drawn for the whole population at once. They do not depend on the
+all drawn from keys hashed from the model's seed (``zoo.streams``; for the masks
+``zoo.functional.dropout_mask``), for the whole population at once. They do not depend on the
 rest of the population, so model i of a population equals model i trained alone by a plain
 ``torch.nn`` module with ``torch.optim`` (tests/test_train.py shows it). An epoch of a model is one
 pass over its own subset in batches of ``batch_size`` (the last one smaller); a step computes only
