@@ -62,7 +62,7 @@ from zoo.generate import generate  # noqa: E402
 from zoo.store import Zoo  # noqa: E402
 
 TARGET = "test_acc"
-DEFAULT_ZOOS = ["digits_mlp", "mnist1d_mlp_large"]  # the demo zoo; the precise zoo (8,000 runs, 5,000 test examples)
+DEFAULT_ZOOS = ["digits_mlp", "mnist1d_mlp_precise"]  # the demo zoo; the precise zoo (16,000 runs, 20,000 test examples)
 ENCODERS = ["flat", "statnn", "deepsets", "np", "hnp", "dwsnet", "ngnn", "probe"]
 REFERENCES = {"hparam oracle (trees)": hyperparameter_oracle, "StatNN + trees": statnn_trees}
 
