@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from zoo.architectures import TorchNet, build_spec
-from zoo.functional import dropout_key, dropout_mask, population_forward
+from zoo.functional import dropout_mask, population_forward
+from zoo.streams import stream_keys
 from zoo.tasks import load_task
 from zoo.train import (STATUS_DIVERGED, STATUS_DONE, epoch_order, initial_params, noisy_labels, step_key_of,
                        train_population, training_subset)
@@ -190,7 +191,7 @@ def test_dropout_model_matches_torch_with_the_same_masks(digits, activation):
         subset = training_subset(seeds[i], len(digits.x_train), hp["data_fraction"][i])
         y = noisy_labels(seeds[i], digits.y_train, subset, hp["label_noise"][i], digits.num_classes)
         keep = torch.tensor([1.0 - hp["dropout"][i]])
-        key = torch.tensor([dropout_key(seeds[i])], dtype=torch.int32)
+        key = stream_keys([seeds[i]], "dropout")
         bs = hp["batch_size"][i]
         for epoch in range(1, epochs + 1):
             order = epoch_order(seeds[i], subset, epoch)
@@ -215,7 +216,7 @@ def test_dropout_model_matches_torch_with_the_same_masks(digits, activation):
 def test_dropout_masks_keep_the_rate_and_compile_to_the_same_draws():
     M, B, H = 6, 64, 32
     keep = torch.tensor([1.0, 0.9, 0.75, 0.5, 0.3, 0.0])
-    keys = torch.tensor([dropout_key(s) for s in range(M)], dtype=torch.int32)
+    keys = stream_keys(range(M), "dropout")
     step = torch.tensor(step_key_of(3, 7), dtype=torch.int32)
     m = dropout_mask((M, B, H), 0, keep, keys, step, 1)
     kept = (m > 0).float().mean((1, 2))

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .streams import int32, mix, stream_keys
+from .streams import int32, mix
 from .weight_space import ACTIVATIONS, WeightSpaceSpec
 
 
@@ -39,11 +39,6 @@ def activation_fn(name: str, options: dict | None = None):
         w0 = float(options.get("omega_0", 1.0))
         return (lambda h: torch.sin(w0 * h)) if w0 != 1.0 else torch.sin
     raise ValueError(f"unknown activation {name!r}; expected one of {list(ACTIVATIONS)}")
-
-
-def dropout_key(seed: int) -> int:
-    """A model's int32 dropout key (``zoo.streams.stream_keys`` for one seed)."""
-    return int(stream_keys([seed], "dropout")[0])
 
 
 def dropout_mask(shape: tuple[int, ...], model_axis: int, keep: Tensor, keys: Tensor, step: Tensor,

@@ -14,8 +14,8 @@ Layout (format ``wsl-zoo``, version 1)::
         shard_index, shard_count   this file's part of the zoo (0, 1 for a whole zoo)
         chunk_size         models trained at once (fixed when the file is made, so resumption
                            reproduces the same chunks)
-        random_streams     how the trainer drew each model's random numbers: "hash32-v2" (counter
-                           hashes of the model's seed: zoo.streams); older files have no such
+        random_streams     how the trainer drew each model's random numbers: "hash32-v2" (keys
+                           hashed from the model's seed: zoo.streams); older files have no such
                            attribute (torch generators per model, and dropout masks as recorded in
                            their "dropout_masks" attribute) and are not resumed by this version
     /params/<param name>   float32 [M, C, *shape]; HDF5 chunk = 16 consecutive models at one
