@@ -38,7 +38,7 @@ PREDICTORS = [
     ("NFN-HNP (equivariant)", "hnp", {"channels": 16, "layers": 2, "head_hidden": 128}, 3e-3, 12),
     ("StatNN (baseline)", "statnn", {"hidden": 256, "layers": 3}, 3e-3, 12),
     ("Probe (learned inputs)", "probe", {"probes": 128, "hidden": 256, "layers": 3, "weight_stats": True,
-                                         "generator_layers": 3, "softmax": True}, 1e-3, 12),
+                                         "generator_layers": 6, "softmax": True}, 1e-3, 12),
 ]
 
 
