@@ -97,11 +97,11 @@ def worker(args) -> dict:
     torch.manual_seed(0)
     name = args.worker
     if name == "hnp":
-        from wsl.encoders.nfn import NFNEncoder
+        from wsl.nn.nfn import NFNEncoder
         model = NFNEncoder(spec, 1, mode="hnp", channels=args.channels, layers=args.layers,
                            head_hidden=args.head_hidden)
     elif name == "ngnn":
-        from wsl.encoders.ngnn import NGGNN
+        from wsl.nn.ngnn import NGGNN
         model = NGGNN(spec, 1, hidden=args.channels, layers=args.layers)
     elif name == "nfn-hnp":
         model = _nfn_hnp(spec, args.channels, args.layers, args.head_hidden, 1)

@@ -10,7 +10,7 @@ the zoo's recorded split (``split: recorded``: the images' fixed train / val / t
 INRs of an image are on one side), keeps the checkpoint with the best *validation* accuracy (never
 test), and scores its class predictions on the test INRs. The seed sets the training seed, the
 shuffling and the augmentations; the split is the zoo's own. ``StatNN + trees`` is the reference of
-``wsl.baselines`` (boosted trees on per-layer weight statistics, iterations chosen on validation).
+``wsl.prediction.baselines`` (boosted trees on per-layer weight statistics, iterations chosen on validation).
 
 Encoders are trained with the settings of ``benchmark_predict.PREDICTORS`` (``--quick``: its tiny
 ``QUICK_PREDICTORS``; the probe encoder with ``INR_PROBE``, as its class probabilities need
@@ -44,9 +44,9 @@ import benchmark_predict as bp  # noqa: E402  (also puts the repository root on 
 
 import lightning.pytorch as pl  # noqa: E402
 
-from wsl.baselines import MAX_ITER, statnn_trees  # noqa: E402
+from wsl.prediction.baselines import MAX_ITER, statnn_trees  # noqa: E402
 from wsl.data import ZooDataModule  # noqa: E402
-from wsl.plots import score_vs_time  # noqa: E402
+from wsl.cli.plots import score_vs_time  # noqa: E402
 from zoo.store import Zoo  # noqa: E402
 
 TREES = "statnn+trees"

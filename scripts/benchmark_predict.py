@@ -13,7 +13,7 @@ every predictor of a seed sees the same train / validation / test runs), the scr
    weight spaces) for ``--epochs`` epochs with the per-encoder settings of ``PREDICTORS`` (from
    configs/predict/digits_<encoder>.yaml), keeps the checkpoint with the best validation Kendall
    tau (as ``wsl fit`` does), and scores its predictions on the test runs' checkpoints;
-2. scores the two references of ``wsl.baselines`` on the same checkpoints: the hyperparameter
+2. scores the two references of ``wsl.prediction.baselines`` on the same checkpoints: the hyperparameter
    oracle (boosted trees on the true hyperparameters and the epoch) and StatNN + trees (boosted
    trees on per-layer weight statistics, Unterthiner et al. 2020).
 
@@ -54,9 +54,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from scipy.stats import kendalltau  # noqa: E402
 from sklearn.metrics import r2_score  # noqa: E402
 
-from wsl.baselines import MAX_ITER, TREE_SETTINGS, NotApplicable, hyperparameter_oracle, statnn_trees  # noqa: E402
+from wsl.prediction.baselines import MAX_ITER, TREE_SETTINGS, NotApplicable, hyperparameter_oracle, statnn_trees  # noqa: E402
 from wsl.data import ZooDataModule  # noqa: E402
-from wsl.predictor import PropertyPredictor  # noqa: E402
+from wsl.prediction.model import PropertyPredictor  # noqa: E402
 from zoo.config import parse_config  # noqa: E402
 from zoo.generate import generate  # noqa: E402
 from zoo.store import Zoo  # noqa: E402

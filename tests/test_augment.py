@@ -3,10 +3,10 @@ statistics, aligned mixup undoes permutations, and everything is reproducible fr
 import pytest
 import torch
 
-from wsl.align import align
-from wsl.augment import (AlignedMixUp, Compose, GaussianNoise, RandomPermutation, RandomScaling,
+from wsl.weights.align import align
+from wsl.data.augment import (AlignedMixUp, Compose, GaussianNoise, RandomPermutation, RandomScaling,
                          WeightDropout)
-from wsl.symmetry import permute, random_permutations
+from wsl.weights.symmetry import permute, random_permutations
 from wsl.weights import WeightBatch
 from zoo.architectures import build_spec
 from zoo.functional import population_forward

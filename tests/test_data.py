@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from wsl.data import ZooDataModule
-from wsl.normalize import TargetNormalizer, WeightNormalizer
+from wsl.data.normalize import TargetNormalizer, WeightNormalizer
 from wsl.weights import WeightBatch
 from zoo.architectures import build_spec
 from zoo.config import parse_config

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from zoo.architectures import build_spec
-from wsl.encoders.dwsnet import DWSLayer, DWSNetEncoder, weight_space_tensors
-from wsl.encoders.ngnn import NGGNN
+from wsl.nn.dwsnet import DWSLayer, DWSNetEncoder, weight_space_tensors
+from wsl.nn.ngnn import NGGNN
 from wsl.weights import WeightBatch
 
 MLP = build_spec("mlp", (4,), 3, hidden=[6, 5])

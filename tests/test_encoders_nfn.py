@@ -8,11 +8,11 @@ import time
 import pytest
 import torch
 
-from wsl.encoders.deepsets import DeepSetsEncoder
-from wsl.encoders.flat import FlatMLP
-from wsl.encoders.nfn import HNPLinear, NFNEncoder, NPLinear, WeightFeatures
-from wsl.encoders.probe import ProbeEncoder
-from wsl.encoders.statnn import StatNN
+from wsl.nn.deepsets import DeepSetsEncoder
+from wsl.nn.flat import FlatMLP
+from wsl.nn.nfn import HNPLinear, NFNEncoder, NPLinear, WeightFeatures
+from wsl.nn.probe import ProbeEncoder
+from wsl.nn.statnn import StatNN
 from wsl.weights import WeightBatch
 from zoo.architectures import build_spec
 

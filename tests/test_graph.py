@@ -4,7 +4,7 @@ import torch
 
 from zoo.architectures import build_spec
 from zoo.weight_space import WeightSpaceSpec
-from wsl.graph import from_graph, graph_layout, to_graph
+from wsl.weights.graph import from_graph, graph_layout, to_graph
 from wsl.weights import WeightBatch
 
 SPECS = {

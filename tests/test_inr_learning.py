@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from wsl.baselines import NotApplicable, hyperparameter_oracle, statnn_trees
+from wsl.prediction.baselines import NotApplicable, hyperparameter_oracle, statnn_trees
 from wsl.cli import main
 from wsl.data import ZooDataModule
-from wsl.encoders import build_encoder
-from wsl.predict import load_predictor, run_predict
-from wsl.symmetry import permute, random_permutations
+from wsl.nn import build_encoder
+from wsl.prediction.predict import load_predictor, run_predict
+from wsl.weights.symmetry import permute, random_permutations
 from wsl.weights import WeightBatch
 from zoo.config import parse_config
 from zoo.generate import generate

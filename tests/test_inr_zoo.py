@@ -10,7 +10,7 @@ import torch
 from test_store import assert_same_datasets, read_all
 from test_tasks import make_fake_idx_dir
 from wsl.cli import main
-from wsl.render import decode, render_inr
+from wsl.cli.render import decode, render_inr
 from zoo.architectures import TorchNet, build_spec
 from zoo.config import ConfigError, parse_config
 from zoo.generate import build_task_and_spec, generate

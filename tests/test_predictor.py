@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from wsl.cli import main
-from wsl.predict import load_predictor, run_predict
+from wsl.prediction.predict import load_predictor, run_predict
 from wsl.weights import WeightBatch
 from zoo.config import parse_config
 from zoo.generate import generate

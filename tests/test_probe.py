@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wsl.encoders.probe import ProbeEncoder
-from wsl.predictor import PropertyPredictor
-from wsl.symmetry import permute, random_permutations, random_scales, scale
+from wsl.nn.probe import ProbeEncoder
+from wsl.prediction.model import PropertyPredictor
+from wsl.weights.symmetry import permute, random_permutations, random_scales, scale
 from wsl.weights import WeightBatch
 from zoo.architectures import build_spec
 from zoo.functional import population_forward
@@ -126,7 +126,7 @@ def test_data_module_batches_name_each_networks_activation(tmp_path):
 
 
 def test_predict_files_passes_the_activation_to_a_probe_predictor(tmp_path):
-    from wsl.predict import predict_files
+    from wsl.prediction.predict import predict_files
 
     spec = build_spec("mlp", (4,), 2, hidden=[5], activation=None)
     torch.manual_seed(0)

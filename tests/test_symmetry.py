@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from wsl.align import align, match_permutations, matching_objective
-from wsl.symmetry import (invert_permutations, permute, random_permutations, random_scales, scale,
+from wsl.weights.align import align, match_permutations, matching_objective
+from wsl.weights.symmetry import (invert_permutations, permute, random_permutations, random_scales, scale,
                           scaling_symmetry)
 from wsl.weights import WeightBatch
 from zoo.architectures import build_spec

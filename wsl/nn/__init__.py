@@ -19,14 +19,14 @@ from torch import nn
 from zoo.weight_space import WeightSpaceSpec
 
 ENCODERS: dict[str, tuple[str, str, dict]] = {
-    "flat": ("wsl.encoders.flat", "FlatMLP", {}),
-    "statnn": ("wsl.encoders.statnn", "StatNN", {}),
-    "deepsets": ("wsl.encoders.deepsets", "DeepSetsEncoder", {}),
-    "np": ("wsl.encoders.nfn", "NFNEncoder", {"mode": "np"}),
-    "hnp": ("wsl.encoders.nfn", "NFNEncoder", {"mode": "hnp"}),
-    "dwsnet": ("wsl.encoders.dwsnet", "DWSNetEncoder", {}),
-    "ngnn": ("wsl.encoders.ngnn", "NGGNN", {}),
-    "probe": ("wsl.encoders.probe", "ProbeEncoder", {}),
+    "flat": ("wsl.nn.flat", "FlatMLP", {}),
+    "statnn": ("wsl.nn.statnn", "StatNN", {}),
+    "deepsets": ("wsl.nn.deepsets", "DeepSetsEncoder", {}),
+    "np": ("wsl.nn.nfn", "NFNEncoder", {"mode": "np"}),
+    "hnp": ("wsl.nn.nfn", "NFNEncoder", {"mode": "hnp"}),
+    "dwsnet": ("wsl.nn.dwsnet", "DWSNetEncoder", {}),
+    "ngnn": ("wsl.nn.ngnn", "NGGNN", {}),
+    "probe": ("wsl.nn.probe", "ProbeEncoder", {}),
 }
 
 

@@ -26,7 +26,7 @@ from torch_geometric.data import Batch
 
 from zoo.weight_space import WeightSpaceSpec
 
-from .weights import WeightBatch
+from wsl.weights import WeightBatch
 
 NODE_FEATURES = ("bias", "layer", "fixed")  # columns of ``x``
 

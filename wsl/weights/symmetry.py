@@ -10,7 +10,7 @@ Two families act on the hidden neurons (``spec.permutable`` groups, channels for
   ``s = -1`` (odd activations, tanh and sine: "sign"). Sigmoid and gelu have neither.
 
 Everything is vectorized over the batch: each network gets its own permutation or scale.
-Learning on weights uses these to augment data and to canonicalize (``wsl.align``).
+Learning on weights uses these to augment data and to canonicalize (``wsl.weights.align``).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from torch import Tensor
 
 from zoo.weight_space import ACTIVATIONS, WeightSpaceSpec
 
-from .weights import WeightBatch
+from wsl.weights import WeightBatch
 
 _POSITIVE = ("relu", "leaky_relu", "identity")
 _SIGN = ("tanh", "sine")

@@ -21,8 +21,8 @@ import torch
 
 from zoo.store import Zoo
 
-from .predictor import PropertyPredictor
-from .weights import WeightBatch
+from wsl.prediction.model import PropertyPredictor
+from wsl.weights import WeightBatch
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
 

@@ -27,9 +27,9 @@ from torch import Tensor, nn
 from zoo.functional import population_forward
 from zoo.weight_space import WeightSpaceSpec
 
-from ..features import STATISTICS, weight_statistics
-from ..weights import WeightBatch
-from .flat import mlp
+from wsl.weights.statistics import STATISTICS, weight_statistics
+from wsl.weights import WeightBatch
+from wsl.nn.flat import mlp
 
 
 def _grid(k: int, d: int) -> Tensor | None:

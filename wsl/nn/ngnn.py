@@ -1,7 +1,7 @@
 """NG-GNN: a message-passing network on the neural graph (Kofinas et al. 2024, "Graph Neural
 Networks for Learning Equivariant Representations of Neural Networks").
 
-Nodes are neurons, edges are weights (see ``wsl.graph``). Every layer updates the edges and the
+Nodes are neurons, edges are weights (see ``wsl.weights.graph``). Every layer updates the edges and the
 nodes from each other:
 
     z_ij  = act(A h_i + B h_j + C e_ij)                 for the edge from neuron i to neuron j
@@ -23,10 +23,10 @@ invariant, so the encoder's output is invariant to hidden-neuron permutations.
 
 Implementation: the neural graph of a layer is complete bipartite (every input neuron of the layer
 feeds every output neuron), so its edges are stored as a dense tensor ``[B, out, in, hidden]`` (the
-row-major edge order of ``wsl.graph``) and its nodes as slices of ``[B, N, hidden]``. Gathering a
+row-major edge order of ``wsl.weights.graph``) and its nodes as slices of ``[B, N, hidden]``. Gathering a
 node's features onto its edges is then a broadcast, and the softmax and the sums over a node's
 incoming (outgoing) edges are reductions over the ``in`` (``out``) axis: no index tensors, gathers
-or scatters. It computes the same function as message passing on ``wsl.graph.to_graph``'s batch.
+or scatters. It computes the same function as message passing on ``wsl.weights.graph.to_graph``'s batch.
 """
 from __future__ import annotations
 
@@ -35,14 +35,14 @@ from torch import Tensor, nn
 
 from zoo.weight_space import WeightSpaceSpec
 
-from ..graph import graph_layout
-from ..weights import WeightBatch
+from wsl.weights.graph import graph_layout
+from wsl.weights import WeightBatch
 
 
 class _Structure:
     """The neuron groups in node order (the node tensor splits into them by ``group_sizes``), the
     groups each layer's edges leave and enter (``layers[l] = (in group, out group)``), per group the
-    layers whose edges enter it (at most one, see ``wsl.graph``) and leave it, and the layer whose
+    layers whose edges enter it (at most one, see ``wsl.weights.graph``) and leave it, and the layer whose
     bias it holds (or None)."""
 
     def __init__(self, spec: WeightSpaceSpec):

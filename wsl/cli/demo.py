@@ -27,10 +27,10 @@ from zoo.config import load_config
 from zoo.generate import generate
 from zoo.store import Zoo
 
-from .data import ZooDataModule
-from .plots import prediction_scatter
-from .predict import run_predict
-from .predictor import PropertyPredictor
+from wsl.data import ZooDataModule
+from wsl.cli.plots import prediction_scatter
+from wsl.prediction.predict import run_predict
+from wsl.prediction.model import PropertyPredictor
 
 TARGET = "test_acc"
 # (label, encoder, encoder options, learning rate, epochs): sized for a few minutes on 2 CPU cores.

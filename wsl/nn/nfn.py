@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from zoo.weight_space import WeightSpaceSpec
 
-from ..weights import WeightBatch
+from wsl.weights import WeightBatch
 
 
 @dataclass

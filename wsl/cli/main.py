@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _zoo_generate(args) -> int:
@@ -24,7 +24,7 @@ def _zoo_info(args) -> int:
     with Zoo(args.file) as z:
         print(z.summary())
         if args.plot:
-            from wsl.plots import metric_histogram
+            from wsl.cli.plots import metric_histogram
 
             out = metric_histogram(z, args.plot)
             print(f"histogram written to {out}")
@@ -32,7 +32,7 @@ def _zoo_info(args) -> int:
 
 
 def _zoo_render(args) -> int:
-    from wsl.render import render_inr
+    from wsl.cli.render import render_inr
     from zoo.store import Zoo
 
     with Zoo(args.file) as z:
@@ -70,7 +70,7 @@ def _zoo_merge(args) -> int:
 
 
 def _predict(args) -> int:
-    from wsl.predict import run_predict
+    from wsl.prediction.predict import run_predict
 
     run_predict(args.model, args.inputs, csv_path=args.csv, split=args.split, checkpoint=args.checkpoint,
                 max_rows=args.max_rows, activation=args.activation)
@@ -78,7 +78,7 @@ def _predict(args) -> int:
 
 
 def _demo(args) -> int:
-    from wsl.demo import run_demo
+    from wsl.cli.demo import run_demo
 
     run_demo(out_dir=args.out_dir, config=resolve_config(args.config), device=args.device)
     return 0
@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in ("fit", "validate", "test"):
-        from wsl.lightning_cli import run_lightning_cli
+        from wsl.cli.lightning import run_lightning_cli
 
         run_lightning_cli(argv)
         return 0
@@ -174,5 +174,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from zoo.weight_space import WeightSpaceSpec
 
-from ..weights import WeightBatch
+from wsl.weights import WeightBatch
 
 
 def mlp(d_in: int, hidden: int, d_out: int, layers: int, dropout: float = 0.0) -> nn.Sequential:

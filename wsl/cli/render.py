@@ -59,7 +59,7 @@ def _caption(zoo: Zoo, row: int) -> str:
 def render_inr(zoo: Zoo, out: str | Path, *, n: int = 16, split: str = "test", checkpoint: int = -1,
                seed: int = 0) -> tuple[Path, np.ndarray, np.ndarray]:
     """Draw decoded INRs beside their signals into a PNG; return (path, rows drawn, their PSNR in dB)."""
-    from wsl.plots import plt, _save  # matplotlib with the Agg backend
+    from wsl.cli.plots import plt, _save  # matplotlib with the Agg backend
 
     rows = choose_rows(zoo, n, split, seed)
     c = zoo.checkpoint_position(checkpoint)

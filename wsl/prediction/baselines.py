@@ -8,7 +8,7 @@ Both take a set-up ``ZooDataModule`` and use its split by run, its targets and i
   (every hyperparameter that varies over the data module's runs) plus its epoch. It does not look
   at the weights; it says how much of the target the training recipe and the training time
   explain, a reference that weight-space predictors are measured against.
-- ``statnn_trees``: the same boosted trees on per-layer weight statistics (``wsl.features``), the
+- ``statnn_trees``: the same boosted trees on per-layer weight statistics (``wsl.weights.statistics``), the
   classic setup of Unterthiner et al. 2020 ("Predicting Neural Network Accuracy from Weights").
 
 The trees are sklearn's ``HistGradientBoostingRegressor`` (regression targets) or
@@ -28,7 +28,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 
 from zoo.store import Zoo
 
-from .features import weight_statistics
+from wsl.weights.statistics import weight_statistics
 
 # Fixed tree settings, the same for both references; the iteration count is chosen on validation runs.
 TREE_SETTINGS = {"learning_rate": 0.05, "max_leaf_nodes": 31, "min_samples_leaf": 20, "l2_regularization": 0.0}

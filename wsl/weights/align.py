@@ -2,7 +2,7 @@
 
 Networks that compute the same function can sit at different points of weight space, one per
 permutation of their hidden neurons. Aligning every network to one reference removes most of this
-arbitrariness, so that averaging, interpolating (``wsl.augment.AlignedMixUp``) or comparing weights
+arbitrariness, so that averaging, interpolating (``wsl.data.augment.AlignedMixUp``) or comparing weights
 entry by entry becomes meaningful.
 
 For a network ``W`` and the reference ``R``, weight matching maximises
@@ -21,8 +21,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from .symmetry import permute
-from .weights import WeightBatch
+from wsl.weights.symmetry import permute
+from wsl.weights import WeightBatch
 
 
 def matching_objective(reference: WeightBatch, wb: WeightBatch) -> Tensor:
@@ -50,7 +50,7 @@ def _assignment_costs(reference: WeightBatch, wb: WeightBatch, group: str) -> Te
 
 def match_permutations(reference: WeightBatch, wb: WeightBatch, max_iter: int = 50,
                        seed: int = 0) -> dict[str, Tensor]:
-    """Per network, the hidden permutations (group -> ``[B, n]``, as ``wsl.symmetry.permute`` takes
+    """Per network, the hidden permutations (group -> ``[B, n]``, as ``wsl.weights.symmetry.permute`` takes
     them) that bring ``wb`` closest to the single network ``reference`` by weight matching.
 
     ``max_iter`` bounds the passes over all groups; ``seed`` fixes the random group order. A network

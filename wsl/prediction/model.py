@@ -18,9 +18,9 @@ from torchmetrics.regression import KendallRankCorrCoef
 
 from zoo.weight_space import WeightSpaceSpec
 
-from .encoders import build_encoder
-from .normalize import TargetNormalizer, WeightNormalizer
-from .weights import WeightBatch
+from wsl.nn import build_encoder
+from wsl.data.normalize import TargetNormalizer, WeightNormalizer
+from wsl.weights import WeightBatch
 
 
 class PropertyPredictor(pl.LightningModule):

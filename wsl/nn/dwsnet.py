@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from zoo.weight_space import WeightSpaceSpec
 
-from ..weights import WeightBatch
+from wsl.weights import WeightBatch
 
 _LETTERS = "defghijklmnpqrstuvwxyz"  # einsum letters; b (batch), c (in channel), o (out channel) are taken
 

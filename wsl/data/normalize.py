@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from zoo.weight_space import WeightSpaceSpec
 
-from .weights import WeightBatch
+from wsl.weights import WeightBatch
 
 
 def _weight_batches(data) -> Iterable[WeightBatch]:

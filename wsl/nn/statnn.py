@@ -1,7 +1,7 @@
 """StatNN (Unterthiner et al. 2020, "Predicting Neural Network Accuracy from Weights").
 
 Seven statistics per parameter tensor (mean, variance, 0/25/50/75/100% quantiles; see
-``wsl.features``) are invariant to hidden-neuron permutations by construction. Their scales differ
+``wsl.weights.statistics``) are invariant to hidden-neuron permutations by construction. Their scales differ
 by orders of magnitude between tensors and statistics, so a BatchNorm standardises each feature
 over the batch (running statistics at evaluation) before the MLP.
 """
@@ -11,9 +11,9 @@ from torch import Tensor, nn
 
 from zoo.weight_space import WeightSpaceSpec
 
-from ..features import STATISTICS, weight_statistics
-from ..weights import WeightBatch
-from .flat import mlp
+from wsl.weights.statistics import STATISTICS, weight_statistics
+from wsl.weights import WeightBatch
+from wsl.nn.flat import mlp
 
 
 class StatNN(nn.Module):

@@ -9,7 +9,7 @@ and a bias tensor ``[B, out]`` (or ``None`` for a layer without bias). It conver
   explicit names, never key order,
 - a flat vector ``[B, P]`` (``spec.params`` order, each tensor row-major).
 
-The neural-graph form lives in ``wsl.graph``.
+The neural-graph form lives in ``wsl.weights.graph``.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class WeightBatch:
     weights: list[Tensor]  # per layer [B, out, in, *kernel]
     biases: list[Tensor | None]  # per layer [B, out]
     # per-network activation names, for weight spaces whose activation varies per model (the spec's
-    # is None); only encoders that run the networks need it (``wsl.encoders.probe``)
+    # is None); only encoders that run the networks need it (``wsl.nn.probe``)
     activation: list[str] | None = None
 
     def __post_init__(self) -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from .data import ZooDataModule
-from .predictor import PropertyPredictor
+from wsl.data import ZooDataModule
+from wsl.prediction.model import PropertyPredictor
 
 
 class WSLCLI(LightningCLI):

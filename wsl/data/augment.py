@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .align import match_permutations
-from .symmetry import permute, random_permutations, random_scales, scale
-from .weights import WeightBatch
+from wsl.weights.align import match_permutations
+from wsl.weights.symmetry import permute, random_permutations, random_scales, scale
+from wsl.weights import WeightBatch
 
 
 class _Augmentation:
@@ -107,7 +107,7 @@ class AlignedMixUp(_Augmentation):
 
     Networks are arranged in a random cycle and each is paired with its successor (so no network is
     paired with itself when the batch has two or more). The partner is aligned to the network with
-    ``wsl.align`` and the result is ``lam * w + (1 - lam) * aligned partner`` with
+    ``wsl.weights.align`` and the result is ``lam * w + (1 - lam) * aligned partner`` with
     ``lam ~ Beta(alpha, alpha)`` per network. Returns ``(mixed, lam [B], partner [B])``: mix the
     targets as ``lam * y + (1 - lam) * y[partner]``.
     """

@@ -39,11 +39,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from zoo.store import STATUS_NAMES, Zoo
 from zoo.weight_space import WeightSpaceSpec
 
-from .normalize import TargetNormalizer, WeightNormalizer
-from .weights import WeightBatch
+from wsl.data.normalize import TargetNormalizer, WeightNormalizer
+from wsl.weights import WeightBatch
 
 SPLITS = ("train", "val", "test")
-# augment key -> (wsl.augment class, its keyword for the value, type of the value)
+# augment key -> (wsl.data.augment class, its keyword for the value, type of the value)
 AUGMENTS = {
     "permutation": ("RandomPermutation", None, bool),
     "scaling": ("RandomScaling", None, bool),
@@ -146,7 +146,7 @@ class ZooDataModule(pl.LightningDataModule):
         include_init: also use the initialisation checkpoint (epoch 0).
         max_models: use at most this many runs (a seeded random subset of the done ones).
         augment: e.g. ``{"permutation": true, "scaling": false, "noise": 0.0, "dropout": 0.0,
-            "mixup": 0.0}``; built from ``wsl.augment`` when the first training loader is made.
+            "mixup": 0.0}``; built from ``wsl.data.augment`` when the first training loader is made.
             ``augmentations`` (callables ``wb -> wb``) and ``mixup`` (``wb -> (wb, lam, partner)``)
             may instead be set directly; with per-model activations they are called with
             ``activation=[...]``. With mixup, training batches are ``(wb, y, lam, partner)``.
@@ -441,14 +441,14 @@ class ZooDataModule(pl.LightningDataModule):
 
     # --- loaders ----------------------------------------------------------------------------------
     def _build_augmentations(self) -> tuple[list[Callable], Callable | None]:
-        """Augmentation callables from ``augment``; wsl.augment is imported only when one is asked for."""
+        """Augmentation callables from ``augment``; wsl.data.augment is imported only when one is asked for."""
         wanted = {k: v for k, v in self.augment.items() if v}
         if not wanted:
             return [], None
         try:
-            import wsl.augment as aug
+            import wsl.data.augment as aug
         except ImportError as e:
-            raise RuntimeError(f"augment {wanted} needs the module wsl.augment, which cannot be imported: {e}") from e
+            raise RuntimeError(f"augment {wanted} needs the module wsl.data.augment, which cannot be imported: {e}") from e
         made = {}
         for k, (name, kwarg, kind) in AUGMENTS.items():
             if k not in wanted:
@@ -456,13 +456,13 @@ class ZooDataModule(pl.LightningDataModule):
             kwargs = {} if kwarg is None else {kwarg: kind(wanted[k])}
             cls = getattr(aug, name, None)
             if cls is None:
-                raise RuntimeError(f"augment {k!r} needs wsl.augment.{name}, which does not exist")
+                raise RuntimeError(f"augment {k!r} needs wsl.data.augment.{name}, which does not exist")
             if "seed" in inspect.signature(cls).parameters:
                 kwargs["seed"] = self.split_seed + list(AUGMENTS).index(k)
             try:
                 made[k] = cls(**kwargs)
             except TypeError as e:
-                raise RuntimeError(f"augment {k!r}: wsl.augment.{name}({kwargs}) failed: {e}") from e
+                raise RuntimeError(f"augment {k!r}: wsl.data.augment.{name}({kwargs}) failed: {e}") from e
         mixup = made.pop("mixup", None)
         return list(made.values()), mixup
 

@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 from zoo.weight_space import WeightSpaceSpec
 
-from ..weights import WeightBatch
-from .flat import mlp
+from wsl.weights import WeightBatch
+from wsl.nn.flat import mlp
 
 
 class DeepSetsEncoder(nn.Module):

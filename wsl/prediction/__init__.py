@@ -1,0 +1,1 @@
+"""Property prediction: the LightningModule, tree baselines, and ``wsl predict`` on checkpoints."""
