@@ -1,14 +1,18 @@
-"""Encoders: plain ``nn.Module``s that map a ``WeightBatch`` to ``[B, out_dim]``.
+"""Encoders (``WeightBatch -> [B, out_dim]``) and equivariant backbones (weight features -> weight
+features), by name.
 
-| name | module | what |
+| encoder | module | what |
 |---|---|---|
 | ``flat`` | ``flat.FlatMLP`` | MLP on the flattened weights (no symmetry: a baseline) |
 | ``statnn`` | ``statnn.StatNN`` | per-layer weight statistics into an MLP (Unterthiner et al. 2020) |
 | ``deepsets`` | ``deepsets.DeepSetsEncoder`` | neurons as sets, per-layer pooling |
-| ``np`` / ``hnp`` | ``nfn.NFNEncoder`` | NFN NP / HNP equivariant layers, invariant pooling (Zhou et al. 2023) |
-| ``dwsnet`` | ``dwsnet.DWSNetEncoder`` | DWSNet equivariant layers, MLP weight spaces (Navon et al. 2023) |
+| ``np`` / ``hnp`` | ``nfn.NFNEncoder`` | NFN NP / HNP backbone, invariant pool, MLP head (Zhou et al. 2023) |
+| ``dwsnet`` | ``dwsnet.DWSNetEncoder`` | DWSNet backbone, MLP weight spaces (Navon et al. 2023) |
 | ``ngnn`` | ``ngnn.NGGNN`` | message passing on the neural graph with edge features (Kofinas et al. 2024) |
 | ``probe`` | ``probe.ProbeEncoder`` | the network's outputs on learned probe inputs into an MLP (raw weights) |
+
+Backbones (``build_backbone``) are the equivariant part alone: ``np``, ``hnp``, ``dwsnet``. With
+``out_channels=1`` a backbone is a weight -> weight map: ``backbone(wb.features()).to_weights()``.
 """
 from __future__ import annotations
 
@@ -29,10 +33,27 @@ ENCODERS: dict[str, tuple[str, str, dict]] = {
     "probe": ("wsl.nn.probe", "ProbeEncoder", {}),
 }
 
+BACKBONES: dict[str, tuple[str, str, dict]] = {
+    "np": ("wsl.nn.nfn", "NFNBackbone", {"mode": "np"}),
+    "hnp": ("wsl.nn.nfn", "NFNBackbone", {"mode": "hnp"}),
+    "dwsnet": ("wsl.nn.dwsnet", "DWSBackbone", {}),
+}
+
+
+def _build(table: dict, what: str, name: str, *args, **kwargs) -> nn.Module:
+    if name not in table:
+        raise ValueError(f"unknown {what} {name!r}; expected one of {sorted(table)}")
+    module, cls, fixed = table[name]
+    return getattr(importlib.import_module(module), cls)(*args, **fixed, **kwargs)
+
 
 def build_encoder(name: str, spec: WeightSpaceSpec, out_dim: int, **kwargs) -> nn.Module:
     """The encoder called ``name`` for a weight space, with ``out_dim`` outputs."""
-    if name not in ENCODERS:
-        raise ValueError(f"unknown encoder {name!r}; expected one of {sorted(ENCODERS)}")
-    module, cls, fixed = ENCODERS[name]
-    return getattr(importlib.import_module(module), cls)(spec, out_dim, **fixed, **kwargs)
+    return _build(ENCODERS, "encoder", name, spec, out_dim, **kwargs)
+
+
+def build_backbone(name: str, spec: WeightSpaceSpec, in_channels: int = 1, out_channels: int | None = None,
+                   **kwargs) -> nn.Module:
+    """The equivariant backbone called ``name``: ``WeightFeatures`` with ``in_channels`` channels to
+    ``out_channels`` channels (``None``: its hidden width, rectified, ready to pool)."""
+    return _build(BACKBONES, "backbone", name, spec, in_channels=in_channels, out_channels=out_channels, **kwargs)

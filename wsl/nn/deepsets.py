@@ -17,16 +17,15 @@ from torch import Tensor, nn
 
 from zoo.weight_space import WeightSpaceSpec
 
+from wsl.nn.base import Encoder, mlp
 from wsl.weights import WeightBatch
-from wsl.nn.flat import mlp
 
 
-class DeepSetsEncoder(nn.Module):
+class DeepSetsEncoder(Encoder):
     """Per-layer neuron embeddings, pooled over permutable neurons, into an MLP head."""
 
     def __init__(self, spec: WeightSpaceSpec, out_dim: int, hidden: int = 128):
-        super().__init__()
-        self.spec = spec
+        super().__init__(spec, out_dim)
         self.permutable = set(spec.permutable)
         self.entry = nn.ModuleList()  # per layer: embedding of one row entry (its kernel taps), or Identity
         self.neuron = nn.ModuleList()  # per layer: embedding of one neuron from its summarised row and bias

@@ -33,7 +33,9 @@ from torch import Tensor, nn
 
 from zoo.weight_space import WeightSpaceSpec
 
-from wsl.weights import WeightBatch
+from wsl.nn.base import Elementwise, PooledEncoder, mlp
+from wsl.nn.pool import InvariantPool
+from wsl.weights import WeightFeatures
 
 _LETTERS = "defghijklmnpqrstuvwxyz"  # einsum letters; b (batch), c (in channel), o (out channel) are taken
 
@@ -49,20 +51,19 @@ def check_mlp_spec(spec: WeightSpaceSpec) -> None:
 
 
 def weight_space_tensors(spec: WeightSpaceSpec) -> list[tuple[str, tuple[str, ...]]]:
-    """``(name, axis groups)`` of every tensor of the weight space, in ``spec.params`` order."""
+    """``(name, axis groups)`` of every feature tensor, layer by layer: weights, then neurons (a
+    layer without bias has neuron features too, see ``wsl.weights.features``)."""
     out = []
     for layer in spec.layers:
-        out.append((f"{layer.name}.weight", (layer.out_group, layer.in_group)))
-        if layer.bias:
-            out.append((f"{layer.name}.bias", (layer.out_group,)))
+        out += [(f"{layer.name}.weight", (layer.out_group, layer.in_group)), (f"{layer.name}.bias", (layer.out_group,))]
     return out
 
 
 class DWSLayer(nn.Module):
-    """Equivariant linear map of an MLP weight space with ``c_in`` channels to one with ``c_out``.
+    """Equivariant linear map of MLP weight features with ``c_in`` channels to ``c_out`` channels.
 
-    ``forward(xs)`` takes and returns a list of tensors in ``weight_space_tensors(spec)`` order:
-    weights ``[B, C, out, in]`` and biases ``[B, C, out]``.
+    ``forward`` takes and returns ``WeightFeatures``; ``forward_tensors`` works on the list of
+    tensors in ``weight_space_tensors(spec)`` order: weights ``[B, C, out, in]``, biases ``[B, C, out]``.
     """
 
     def __init__(self, spec: WeightSpaceSpec, c_in: int, c_out: int):
@@ -123,7 +124,14 @@ class DWSLayer(nn.Module):
                 view.append(1)
         return tuple(mean_dims), f"{x_l},{p_l}->{out_l}", tuple(view), tuple(shape), fan
 
-    def forward(self, xs: list[Tensor]) -> list[Tensor]:
+    def forward(self, feats: WeightFeatures) -> WeightFeatures:
+        if feats.channels != self.c_in:
+            raise ValueError(f"DWSLayer takes {self.c_in} channels, found {feats.channels}")
+        xs = [t for pair in zip(feats.weights, feats.biases) for t in pair]
+        ys = self.forward_tensors(xs)
+        return WeightFeatures(self.spec, ys[0::2], ys[1::2])
+
+    def forward_tensors(self, xs: list[Tensor]) -> list[Tensor]:
         if len(xs) != len(self.tensors):
             raise ValueError(f"DWSLayer expects {len(self.tensors)} tensors, found {len(xs)}")
         means: dict[tuple[int, tuple[int, ...]], Tensor] = {}  # shared reductions, computed once per call
@@ -140,39 +148,30 @@ class DWSLayer(nn.Module):
         return outs
 
 
-class DWSNetEncoder(nn.Module):
-    """DWS layers with ReLUs, then an invariant pooling head: ``WeightBatch -> [B, out_dim]``.
+class DWSBackbone(nn.Sequential):
+    """DWS layers with ReLUs between them: weight features -> weight features (see ``NFNBackbone``
+    for the ``out_channels`` rule: given, the last layer is linear with that many channels)."""
 
-    The head averages every tensor over its hidden-neuron axes and keeps its fixed (input/output)
-    axes, which no symmetry moves, then applies an MLP.
-    """
+    def __init__(self, spec: WeightSpaceSpec, in_channels: int = 1, channels: int = 16, layers: int = 3,
+                 out_channels: int | None = None):
+        if layers < 1:
+            raise ValueError(f"DWSNet needs at least one layer, found layers={layers}")
+        mods: list[nn.Module] = []
+        for k in range(layers):
+            linear_out = k == layers - 1 and out_channels is not None
+            mods.append(DWSLayer(spec, in_channels if k == 0 else channels, out_channels if linear_out else channels))
+            if not linear_out:
+                mods.append(Elementwise(nn.ReLU()))
+        super().__init__(*mods)
+        self.out_channels = channels if out_channels is None else out_channels
+
+
+class DWSNetEncoder(PooledEncoder):
+    """DWS layers with ReLUs -> invariant pool (hidden axes averaged, input/output axes kept) -> MLP."""
 
     def __init__(self, spec: WeightSpaceSpec, out_dim: int, channels: int = 16, layers: int = 3,
                  head_hidden: int = 256):
-        super().__init__()
         check_mlp_spec(spec)
-        self.spec = spec
-        self.layers = nn.ModuleList(DWSLayer(spec, 1 if i == 0 else channels, channels) for i in range(layers))
-        perm = set(spec.permutable)
-        self.tensors = weight_space_tensors(spec)
-        self.pool_dims = [tuple(2 + k for k, g in enumerate(axes) if g in perm) for _, axes in self.tensors]
-        n_feat = 0
-        for _, axes in self.tensors:
-            f = channels
-            for g in axes:
-                if g not in perm:
-                    f *= spec.groups[g]
-            n_feat += f
-        self.head = nn.Sequential(nn.Linear(n_feat, head_hidden), nn.ReLU(), nn.Linear(head_hidden, out_dim))
-
-    def forward(self, wb: WeightBatch) -> Tensor:
-        if wb.spec.to_json() != self.spec.to_json():
-            raise ValueError(f"DWSNetEncoder was built for another weight space than the batch's "
-                             f"{wb.spec.architecture!r}")
-        xs = [t.unsqueeze(1) for t in wb.params()]  # one input channel
-        for i, layer in enumerate(self.layers):
-            xs = layer(xs)
-            if i < len(self.layers) - 1:
-                xs = [torch.relu(x) for x in xs]
-        feats = [(x.mean(d) if d else x).flatten(1) for x, d in zip(xs, self.pool_dims)]
-        return self.head(torch.cat(feats, 1))
+        pool = InvariantPool(spec, channels)
+        super().__init__(spec, out_dim, DWSBackbone(spec, 1, channels, layers), pool,
+                         mlp(pool.dim, head_hidden, out_dim, 2))

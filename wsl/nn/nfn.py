@@ -4,9 +4,9 @@ An NFN maps a network's weights through linear layers that commute with permutat
 neurons (NF-Layers), pointwise ReLUs, and an invariant pooling, so its output does not depend on
 the arbitrary order of hidden neurons.
 
-Features (``WeightFeatures``): layer ``i`` has weight features ``W_i [B, C*t_i, n_out, n_in]`` and
-bias features ``b_i [B, C, n_out]``; a convolution's ``t_i`` kernel taps are folded into channels
-(they are fixed axes). Axes are labelled by the spec's neuron groups, so the layers work on MLPs
+Features (``wsl.weights.WeightFeatures``): layer ``i`` has weight features ``W_i [B, C, n_out, n_in, *k]``
+and neuron features ``b_i [B, C, n_out]``; inside a layer a convolution's kernel taps are folded into
+the channels (they are fixed axes). Axes are labelled by the spec's neuron groups, so the layers work on MLPs
 and CNNs alike (a CNN's linear head reads the last conv group, labelled with the same group).
 
 Both NF-Layers write every output tensor as a sum of terms. A term takes a *piece* of one input
@@ -34,36 +34,14 @@ every term is equivariant.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable
-
 import torch
 from torch import Tensor, nn
 
 from zoo.weight_space import WeightSpaceSpec
 
-from wsl.weights import WeightBatch
-
-
-@dataclass
-class WeightFeatures:
-    """Per-layer feature tensors of a batch of networks: what flows between NF-Layers."""
-
-    weights: list[Tensor]  # per layer [B, C * taps, out, in]
-    biases: list[Tensor]  # per layer [B, C, out]
-
-    @classmethod
-    def lift(cls, wb: WeightBatch) -> "WeightFeatures":
-        """One channel per weight (times the kernel taps); a layer without bias gets zero features."""
-        weights, biases = [], []
-        for w, b in zip(wb.weights, wb.biases):
-            B, n_out, n_in = w.shape[:3]
-            weights.append(w.reshape(B, n_out, n_in, -1).permute(0, 3, 1, 2))  # taps -> channels
-            biases.append(w.new_zeros(B, 1, n_out) if b is None else b.unsqueeze(1))
-        return cls(weights, biases)
-
-    def map(self, fn: Callable[[Tensor], Tensor]) -> "WeightFeatures":
-        return WeightFeatures([fn(w) for w in self.weights], [fn(b) for b in self.biases])
+from wsl.nn.base import Elementwise, PooledEncoder, mlp
+from wsl.nn.pool import InvariantPool
+from wsl.weights import WeightFeatures
 
 
 def check_chain(spec: WeightSpaceSpec) -> None:
@@ -234,9 +212,10 @@ class _NFLinear(nn.Module):
         return out_w, out_b
 
     def forward(self, feats: WeightFeatures) -> WeightFeatures:
-        out_w, out_b = self.forward_cl([w.permute(0, 2, 3, 1) for w in feats.weights],
-                                       [b.transpose(1, 2) for b in feats.biases])
-        return WeightFeatures([w.permute(0, 3, 1, 2) for w in out_w], [b.transpose(1, 2) for b in out_b])
+        if feats.channels != self.c_in:
+            raise ValueError(f"{type(self).__name__} takes {self.c_in} channels, found {feats.channels}")
+        out_w, out_b = self.forward_cl(*feats.channels_last())
+        return WeightFeatures.from_channels_last(self.spec, out_w, out_b)
 
 
 def _sum_broadcast(terms: list[Tensor], n_axes: int, relu: bool = False) -> Tensor:
@@ -277,59 +256,37 @@ class HNPLinear(_NFLinear):
         super().__init__(spec, c_in, c_out, per_index=True, global_summaries=False)
 
 
-class NFNInvariantPool(nn.Module):
-    """Mean over permutable axes; fixed axes (first layer's inputs, last layer's outputs) stay
-    separate features, as in the paper's invariant layer. Output ``[B, self.dim]``."""
+class NFNBackbone(nn.Sequential):
+    """A stack of NF-Layers with ReLUs between them: weight features -> weight features.
 
-    def __init__(self, spec: WeightSpaceSpec, channels: int):
-        super().__init__()
-        self.spec = spec
-        self.permutable = set(spec.permutable)
-        dim = 0
-        for layer, t in zip(spec.layers, _taps(spec)):
-            keep_o = 1 if layer.out_group in self.permutable else layer.out_features
-            keep_i = 1 if layer.in_group in self.permutable else layer.in_features
-            dim += channels * t * keep_o * keep_i + channels * keep_o
-        self.dim = dim
+    Without ``out_channels`` every layer maps to ``channels`` and is rectified (what an encoder pools);
+    with it the last layer maps to ``out_channels`` and stays linear, so ``out_channels=1`` is an
+    equivariant weight -> weight map (``backbone(wb.features()).to_weights()``).
+    """
 
-    def forward(self, feats: WeightFeatures) -> Tensor:
-        return self.forward_cl([w.permute(0, 2, 3, 1) for w in feats.weights],
-                               [b.transpose(1, 2) for b in feats.biases])
-
-    def forward_cl(self, weights: list[Tensor], biases: list[Tensor]) -> Tensor:
-        """On channels-last features; the output's features are in the channels-first order."""
-        out = []
-        for layer, w, b in zip(self.spec.layers, weights, biases):
-            # means as sums times 1/n: the backward of a sum is a broadcast view (see _NFLinear._reduce)
-            if layer.in_group in self.permutable:
-                w = w.sum(2, keepdim=True) * (1.0 / w.shape[2])
-            if layer.out_group in self.permutable:
-                w, b = w.sum(1, keepdim=True) * (1.0 / w.shape[1]), b.sum(1, keepdim=True) * (1.0 / b.shape[1])
-            out += [w.permute(0, 3, 1, 2).flatten(1), b.transpose(1, 2).flatten(1)]
-        return torch.cat(out, 1)
-
-
-class NFNEncoder(nn.Module):
-    """lift -> [NF-Layer, ReLU] * layers -> invariant pool -> MLP head; no normalisation layers."""
-
-    def __init__(self, spec: WeightSpaceSpec, out_dim: int, mode: str = "hnp", channels: int = 32,
-                 layers: int = 3, head_hidden: int = 256, dropout: float = 0.0):
-        super().__init__()
+    def __init__(self, spec: WeightSpaceSpec, mode: str = "hnp", in_channels: int = 1, channels: int = 32,
+                 layers: int = 3, out_channels: int | None = None):
         if mode not in ("hnp", "np"):
             raise ValueError(f"NFN mode must be 'hnp' or 'np', found {mode!r}")
         if layers < 1:
             raise ValueError(f"NFN needs at least one NF-Layer, found layers={layers}")
         layer_cls = HNPLinear if mode == "hnp" else NPLinear
-        self.spec, self.mode = spec, mode
-        self.layers = nn.ModuleList(layer_cls(spec, 1 if k == 0 else channels, channels) for k in range(layers))
-        self.pool = NFNInvariantPool(spec, channels)
-        self.head = nn.Sequential(nn.Linear(self.pool.dim, head_hidden), nn.ReLU(), nn.Dropout(dropout),
-                                  nn.Linear(head_hidden, out_dim))
+        mods: list[nn.Module] = []
+        for k in range(layers):
+            linear_out = k == layers - 1 and out_channels is not None
+            mods.append(layer_cls(spec, in_channels if k == 0 else channels, out_channels if linear_out else channels))
+            if not linear_out:
+                mods.append(Elementwise(nn.ReLU()))
+        super().__init__(*mods)
+        self.out_channels = channels if out_channels is None else out_channels
 
-    def forward(self, wb: WeightBatch) -> Tensor:
-        # channels last throughout (see _NFLinear); the lift is then a free reshape
-        ws = [w.reshape(*w.shape[:3], -1) for w in wb.weights]
-        bs = [w.new_zeros(*w.shape[:2], 1) if b is None else b.unsqueeze(-1) for w, b in zip(wb.weights, wb.biases)]
-        for layer in self.layers:
-            ws, bs = layer.forward_cl(ws, bs, relu=True)
-        return self.head(self.pool.forward_cl(ws, bs))
+
+class NFNEncoder(PooledEncoder):
+    """NF-Layers with ReLUs -> invariant pool -> MLP head; no normalisation layers."""
+
+    def __init__(self, spec: WeightSpaceSpec, out_dim: int, mode: str = "hnp", channels: int = 32,
+                 layers: int = 3, head_hidden: int = 256, dropout: float = 0.0):
+        backbone = NFNBackbone(spec, mode, 1, channels, layers)
+        pool = InvariantPool(spec, channels)
+        super().__init__(spec, out_dim, backbone, pool, mlp(pool.dim, head_hidden, out_dim, 2, dropout))
+        self.mode = mode

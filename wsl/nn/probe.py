@@ -28,8 +28,8 @@ from zoo.functional import population_forward
 from zoo.weight_space import WeightSpaceSpec
 
 from wsl.weights.statistics import STATISTICS, weight_statistics
+from wsl.nn.base import Encoder, mlp
 from wsl.weights import WeightBatch
-from wsl.nn.flat import mlp
 
 
 def _grid(k: int, d: int) -> Tensor | None:
@@ -41,7 +41,7 @@ def _grid(k: int, d: int) -> Tensor | None:
     return torch.stack([m.reshape(-1) for m in torch.meshgrid(*axes, indexing="ij")], dim=-1)
 
 
-class ProbeEncoder(nn.Module):
+class ProbeEncoder(Encoder):
     """K learned probe inputs -> the network's outputs [B, K, out] -> BatchNorm -> MLP."""
 
     raw_weights = True
@@ -49,10 +49,9 @@ class ProbeEncoder(nn.Module):
     def __init__(self, spec: WeightSpaceSpec, out_dim: int, probes: int = 256, init: str = "auto",
                  learn_probes: bool = True, generator_layers: int = 0, hidden: int = 256, layers: int = 3,
                  dropout: float = 0.0, squash: bool = True, weight_stats: bool = False, softmax: bool = False):
-        super().__init__()
+        super().__init__(spec, out_dim)
         if init not in ("auto", "grid", "normal"):
             raise ValueError(f"probe init must be 'auto', 'grid' or 'normal', found {init!r}")
-        self.spec = spec
         d = math.prod(spec.input_shape)
         grid = _grid(probes, d) if init in ("auto", "grid") else None
         if init == "grid" and grid is None:

@@ -12,16 +12,15 @@ from torch import Tensor, nn
 from zoo.weight_space import WeightSpaceSpec
 
 from wsl.weights.statistics import STATISTICS, weight_statistics
+from wsl.nn.base import Encoder, mlp
 from wsl.weights import WeightBatch
-from wsl.nn.flat import mlp
 
 
-class StatNN(nn.Module):
+class StatNN(Encoder):
     """weight statistics ``[B, 7 * n_tensors]`` -> BatchNorm1d -> MLP -> ``[B, out_dim]``."""
 
     def __init__(self, spec: WeightSpaceSpec, out_dim: int, hidden: int = 256, layers: int = 3):
-        super().__init__()
-        self.spec = spec
+        super().__init__(spec, out_dim)
         n_features = len(STATISTICS) * len(spec.params)
         self.norm = nn.BatchNorm1d(n_features)
         self.net = mlp(n_features, hidden, out_dim, layers)

@@ -60,7 +60,7 @@ class PropertyPredictor(pl.LightningModule):
     # --- the science ---------------------------------------------------------------------------
     def forward(self, wb: WeightBatch) -> Tensor:
         """Raw outputs: standardized predictions (regression) or logits (classification)."""
-        if getattr(self.encoder, "raw_weights", False):  # it runs the networks: weights as they are
+        if self.encoder.raw_weights:  # it runs the networks: weights as they are
             return self.encoder(wb)
         return self.encoder(self.weight_normalizer(wb))
 

@@ -9,7 +9,8 @@ and a bias tensor ``[B, out]`` (or ``None`` for a layer without bias). It conver
   explicit names, never key order,
 - a flat vector ``[B, P]`` (``spec.params`` order, each tensor row-major).
 
-The neural-graph form lives in ``wsl.weights.graph``.
+The neural-graph form lives in ``wsl.weights.graph``; weight-shaped features with channels, the
+form equivariant layers take, in ``wsl.weights.features`` (``features()`` lifts a batch to it).
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import torch
 from torch import Tensor
 
 from zoo.weight_space import WeightSpaceSpec
+
+from .features import WeightFeatures
 
 
 @dataclass
@@ -100,6 +103,13 @@ class WeightBatch:
 
     def flatten(self) -> Tensor:
         return torch.cat([t.flatten(1) for t in self.params()], 1)
+
+    def features(self) -> WeightFeatures:
+        """The one-channel weight-shaped features that equivariant layers take (zeros for the
+        neurons of a layer without bias)."""
+        return WeightFeatures(self.spec, [w.unsqueeze(1) for w in self.weights],
+                              [w.new_zeros(w.shape[0], 1, w.shape[1]) if b is None else b.unsqueeze(1)
+                               for w, b in zip(self.weights, self.biases)])
 
     # --- tensor plumbing ----------------------------------------------------------------------
     def __len__(self) -> int:

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from zoo.weight_space import ACTIVATIONS, WeightSpaceSpec
 
-from wsl.weights import WeightBatch
+from wsl.weights import WeightBatch, WeightFeatures
 
 _POSITIVE = ("relu", "leaky_relu", "identity")
 _SIGN = ("tanh", "sine")
@@ -62,28 +62,33 @@ def _gather(t: Tensor, index: Tensor, axis: int) -> Tensor:
     return t.gather(axis, index.to(t.device).view(shape).expand(*t.shape[:axis], index.shape[1], *t.shape[axis + 1:]))
 
 
-def permute(wb: WeightBatch, perms: dict[str, Tensor]) -> WeightBatch:
+def permute(wb: WeightBatch | WeightFeatures, perms: dict[str, Tensor]) -> WeightBatch | WeightFeatures:
     """Permute hidden neurons: new neuron ``j`` of group ``g`` is old neuron ``perms[g][b, j]``.
 
     Applied on every axis labelled ``g``: a layer's output rows (weights axis 1, bias axis 0 per
     network) when ``out_group == g``, its input columns (weights axis 2) when ``in_group == g``.
-    Groups missing from ``perms`` stay as they are.
+    Groups missing from ``perms`` stay as they are. Weight features (``WeightFeatures``, a channel
+    axis after the batch axis) are permuted the same way, every channel alike: that is how an
+    equivariant layer's output must move when its input network's neurons are permuted.
     """
     _check_groups(wb.spec, perms, "permute")
     B = len(wb)
     for g, p in perms.items():
         if tuple(p.shape) != (B, wb.spec.groups[g]):
             raise ValueError(f"permute: perms[{g!r}] must be [{B}, {wb.spec.groups[g]}], found {list(p.shape)}")
+    axis = 2 if isinstance(wb, WeightFeatures) else 1  # the neuron-out axis; neuron-in follows it
     weights, biases = [], []
     for layer, w, b in zip(wb.spec.layers, wb.weights, wb.biases):
         if layer.out_group in perms:
-            w = _gather(w, perms[layer.out_group], 1)
-            b = None if b is None else _gather(b, perms[layer.out_group], 1)
+            w = _gather(w, perms[layer.out_group], axis)
+            b = None if b is None else _gather(b, perms[layer.out_group], axis)
         if layer.in_group in perms:
-            w = _gather(w, perms[layer.in_group], 2)
+            w = _gather(w, perms[layer.in_group], axis + 1)
         weights.append(w)
         biases.append(b)
-    return WeightBatch(wb.spec, weights, biases)
+    if isinstance(wb, WeightFeatures):
+        return WeightFeatures(wb.spec, weights, biases)
+    return WeightBatch(wb.spec, weights, biases, wb.activation)
 
 
 def scaling_symmetry(activation: str) -> str | None:

@@ -1,0 +1,73 @@
+"""What every encoder and backbone shares: the encoder contract, backbone + pool + head, the MLP.
+
+- ``Encoder``: an ``nn.Module`` built from a weight space and an output size that maps a
+  ``WeightBatch`` to ``[B, out_dim]``. ``raw_weights`` is a declared property: ``False`` means the
+  encoder expects normalized weights (the predictor normalizes them), ``True`` that it runs the
+  networks and needs them as they are (the probe encoder).
+- ``PooledEncoder``: an equivariant backbone (weights -> weight-shaped features), an invariant pool
+  and an MLP head. The backbone alone is a weight -> weight map, what a denoiser or an autoencoder
+  reuses.
+- ``Elementwise``: a pointwise map of every feature tensor (a nonlinearity keeps equivariance), so
+  equivariant layers stack in ``nn.Sequential``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import Tensor, nn
+
+from zoo.weight_space import WeightSpaceSpec
+
+from wsl.weights import WeightBatch, WeightFeatures
+
+
+def mlp(d_in: int, hidden: int, d_out: int, layers: int, dropout: float = 0.0) -> nn.Sequential:
+    """``layers`` linear maps with ReLU (and dropout) between them."""
+    if layers < 1:
+        raise ValueError(f"an MLP needs at least one layer, found layers={layers}")
+    dims = [d_in] + [hidden] * (layers - 1) + [d_out]
+    mods: list[nn.Module] = []
+    for k in range(layers):
+        mods.append(nn.Linear(dims[k], dims[k + 1]))
+        if k < layers - 1:
+            mods += [nn.ReLU(), nn.Dropout(dropout)] if dropout > 0 else [nn.ReLU()]
+    return nn.Sequential(*mods)
+
+
+class Encoder(nn.Module):
+    """``WeightBatch -> [B, out_dim]`` for one weight space."""
+
+    raw_weights: bool = False  # True: the encoder runs the networks, so it gets unnormalized weights
+
+    def __init__(self, spec: WeightSpaceSpec, out_dim: int):
+        super().__init__()
+        self.spec, self.out_dim = spec, int(out_dim)
+
+    def check_spec(self, wb) -> None:
+        if wb.spec != self.spec:
+            raise ValueError(f"{type(self).__name__} was built for the weight space {self.spec.architecture!r} "
+                             f"[{', '.join(self.spec.param_names)}], the batch is of {wb.spec.architecture!r} "
+                             f"[{', '.join(wb.spec.param_names)}]")
+
+
+class Elementwise(nn.Module):
+    """Applies ``fn`` (a module or a function of a tensor) to every tensor of weight features."""
+
+    def __init__(self, fn: nn.Module | Callable[[Tensor], Tensor]):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, feats: WeightFeatures) -> WeightFeatures:
+        return feats.map(self.fn)
+
+
+class PooledEncoder(Encoder):
+    """lift to one channel -> backbone -> invariant pool -> MLP head."""
+
+    def __init__(self, spec: WeightSpaceSpec, out_dim: int, backbone: nn.Module, pool: nn.Module, head: nn.Module):
+        super().__init__(spec, out_dim)
+        self.backbone, self.pool, self.head = backbone, pool, head
+
+    def forward(self, wb: WeightBatch) -> Tensor:
+        self.check_spec(wb)
+        return self.head(self.pool(self.backbone(wb.features())))
