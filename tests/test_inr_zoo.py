@@ -18,8 +18,8 @@ from zoo.inr import fit_population, psnr
 from zoo.merge import merge
 from zoo.signals import load_signals
 from zoo import tasks
-from zoo.store import Zoo
-from zoo.train import STATUS_DIVERGED, STATUS_DONE, initial_params
+from zoo.store import SPLITS, STATUS_DIVERGED, STATUS_DONE, Zoo
+from zoo.train import initial_params
 from zoo.verify import verify
 
 QUIET = dict(progress=False, log=lambda s: None)
@@ -161,6 +161,7 @@ def test_generate_then_read_the_signals_back(inr_zoo):
         assert sorted(set(z.signal("split"))) == ["test", "train", "val"]
         assert torch.equal(z.signal_coords(), signals.coords)
         assert torch.equal(z.signal_values(np.arange(20)), signals.values[which])
+        assert torch.equal(z.signal_values(), signals.values[which])  # every model's
         assert torch.equal(z.signal_values([5, 2, 5]), signals.values[which[[5, 2, 5]]])
         db = z.metric("psnr")
         assert np.isfinite(db).all() and (db[:, -1] > db[:, 0]).all() and db[:, -1].mean() > db[:, 0].mean() + 2
@@ -283,7 +284,7 @@ def test_image_splits_are_disjoint_seeded_and_in_range():
     assert torch.equal(a.values, b.values) and (a.fields["source_index"] == b.fields["source_index"]).all()
     assert set(a.fields["source_index"]) != set(c.fields["source_index"])
     assert len(set(a.fields["source_index"])) == 50  # each image once: the splits are disjoint
-    assert [int((a.fields["split"] == s).sum()) for s in ("train", "val", "test")] == [30, 10, 10]
+    assert [int((a.fields["split"] == s).sum()) for s in SPLITS] == [30, 10, 10]
     assert float(a.values.min()) == -1.0 and float(a.values.max()) == 1.0
     from sklearn.datasets import load_digits
     images = load_digits().images[a.fields["source_index"]]

@@ -18,7 +18,7 @@ from zoo.architectures import TorchNet
 from zoo.config import parse_config, sample_hparams
 from zoo.generate import build_task_and_spec, generate
 from zoo.merge import merge
-from zoo.store import RANDOM_STREAMS, Zoo, ZooFileError
+from zoo.store import RANDOM_STREAMS, STATUS_DONE, STATUS_PENDING, Zoo, ZooFileError
 from zoo.verify import verify
 
 QUIET = dict(progress=False, log=lambda s: None)
@@ -90,7 +90,7 @@ def test_round_trip_metadata(base_zoo, task_and_spec):
         assert z.config_hash == cfg.hash() and z.shard == (0, 1) and z.chunk_size == 8
         assert z.task["name"] == "digits" and z.task["sizes"] == {"train": 200, "val": 97, "test": 1500}
         np.testing.assert_array_equal(z.index, np.arange(24))
-        assert (z.status == 1).all() and z.done.all() and (z.diverged_epoch == -1).all()
+        assert (z.status == STATUS_DONE).all() and z.done.all() and (z.diverged_epoch == -1).all()
         expected = sample_hparams(cfg, range(24))
         assert sorted(z.hparam_names) == sorted(expected)
         for name, vals in expected.items():
@@ -160,6 +160,28 @@ def test_cached_and_uncached_reads_agree(base_zoo):
             a, b = cached.batch(rows, ck), direct.batch(rows, ck)
             assert all(torch.equal(a[k], b[k]) for k in a)
         assert len(cached._cache) == len(cached.checkpoint_epochs) and not direct._cache
+        cached.clear_cache()
+        assert not cached._cache
+        a = cached.batch(rows, -1)  # loaded again
+        assert len(cached._cache) == 1 and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_read_params_and_metrics_hold_every_checkpoint(base_zoo, task_and_spec):
+    _, spec = task_and_spec
+    rows = [7, 2, 7, 0, 23]
+    with Zoo(base_zoo) as z:
+        params, metrics = z.read_params(rows), z.read_metrics(rows)
+        assert list(params) == spec.param_names and list(metrics) == z.metric_names
+        for p in spec.params:
+            assert params[p.name].shape == (len(rows), len(z.checkpoint_epochs), *p.shape)
+            for c in range(len(z.checkpoint_epochs)):
+                np.testing.assert_array_equal(params[p.name][:, c], z.batch(rows, c)[p.name].numpy())
+        for m in z.metric_names:
+            np.testing.assert_array_equal(metrics[m], z.metric(m)[rows])
+        assert z.read_params([])["layers.0.bias"].shape == (0, len(z.checkpoint_epochs), 8)
+        assert z.read_metrics([])["test_acc"].shape == (0, len(z.checkpoint_epochs))
+        with pytest.raises(IndexError):
+            z.read_params([24])
 
 
 def test_select_matches_numpy_filter(base_zoo):
@@ -233,14 +255,16 @@ def test_chunk_size_does_not_change_a_zoo_with_dropout(tmp_path):
 
 def test_refuses_to_resume_a_zoo_whose_random_numbers_were_drawn_otherwise(tmp_path):
     path = generate(config(), tmp_path / "old.h5", max_chunks=1, **QUIET)
-    with h5py.File(path, "a") as f:  # as files made by session-4 wsl: generators, hashed dropout masks
+    # the attributes of a file whose models drew from torch generators, with hashed dropout masks:
+    # resuming it with hashed keys would mix two kinds of random numbers in one zoo
+    with h5py.File(path, "a") as f:
         del f.attrs["random_streams"]
         f.attrs["dropout_masks"] = "hash32-v1"
     with pytest.raises(ZooFileError, match=r"older wsl whose models drew their random numbers as "
                                            r"'torch-generators \(dropout masks: hash32-v1\)'"):
         generate(config(), path, **QUIET)
     with Zoo(path) as z:
-        assert z.random_streams == "torch-generators (dropout masks: hash32-v1)" and (z.status == 0).any()
+        assert z.random_streams == "torch-generators (dropout masks: hash32-v1)" and (z.status == STATUS_PENDING).any()
     # a finished zoo of an older version is left alone: nothing to resume
     done = generate(config(num_models=8, training={"chunk_size": 8}), tmp_path / "done.h5", **QUIET)
     with h5py.File(done, "a") as f:
@@ -300,8 +324,8 @@ def test_resume_after_sigkill(tmp_path, monkeypatch):
     ref = read_all(reference)
     with Zoo(killed) as z:
         status = z.status
-        done = np.flatnonzero(status == 1)
-        pending = np.flatnonzero(status == 0)
+        done = np.flatnonzero(status == STATUS_DONE)
+        pending = np.flatnonzero(status == STATUS_PENDING)
         assert 0 < len(done) < 40 and len(done) + len(pending) == 40
         for p in z.spec.params:
             stored = z.file["params"][p.name][()]
@@ -329,13 +353,13 @@ def test_max_chunks_then_resume(base_zoo, tmp_path, monkeypatch):
     trained = _record_training(monkeypatch)
     generate(config(), path, max_chunks=1, **QUIET)
     with Zoo(path) as z:
-        done = np.flatnonzero(z.status == 1)
+        done = np.flatnonzero(z.status == STATUS_DONE)
         assert 0 < len(done) <= 8
         assert sorted(trained) == sorted(z.seed[done].tolist())
     first = list(trained)
     generate(config(), path, max_chunks=1, **QUIET)
     with Zoo(path) as z:
-        done2 = np.flatnonzero(z.status == 1)
+        done2 = np.flatnonzero(z.status == STATUS_DONE)
         assert len(done) < len(done2) < 24
     generate(config(), path, **QUIET)
     assert sorted(trained) == sorted(read_all(base_zoo)["models/seed"].tolist())
@@ -401,7 +425,7 @@ def test_merge_keeps_pending_models_pending(base_zoo, tmp_path):
     merged = merge(parts, tmp_path / "merged.h5")
     with Zoo(merged) as m:
         st = m.status
-        assert (st[:12] == 1).all() and 0 < (st[12:] == 1).sum() < 12
+        assert (st[:12] == STATUS_DONE).all() and 0 < (st[12:] == STATUS_DONE).sum() < 12
     generate(config(), merged, **QUIET)
     assert_same_datasets(base_zoo, merged)
 

@@ -22,7 +22,8 @@ from .architectures import build_spec
 from .config import STRUCTURAL, ConfigError, ZooConfig, model_seed, sample_hparams
 from .inr import INR_METRICS, fit_population
 from .signals import SIGNAL_TASKS, SignalSet, load_signals
-from .store import RANDOM_STREAMS, ZooFileError, create_zoo, write_models, zoo_identity
+from .store import (RANDOM_STREAMS, STATUS_DIVERGED, STATUS_PENDING, ZooFileError, create_zoo, write_models,
+                    zoo_identity)
 from .tasks import TaskData, load_task
 from .train import activation_elems, metric_names, train_population
 from .weight_space import WeightSpaceSpec
@@ -158,20 +159,20 @@ def generate(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[i
         if ident["shard"] != shard:
             raise ZooFileError(f"{out}: holds shard {ident['shard'][0]}/{ident['shard'][1]}, "
                                f"not {shard[0]}/{shard[1]}")
-        if ident["random_streams"] != RANDOM_STREAMS and bool((ident["status"] == 0).any()):
+        if ident["random_streams"] != RANDOM_STREAMS and bool((ident["status"] == STATUS_PENDING).any()):
             raise ZooFileError(f"{out}: made by an older wsl whose models drew their random numbers as "
                                f"{ident['random_streams']!r}; this one draws them as {RANDOM_STREAMS!r}, so resuming "
                                f"would mix the two in one zoo. Regenerate it (delete the file or choose another --out).")
         chunk_size = ident["chunk_size"]
         status = ident["status"]
-        log(f"resuming {out}: {int((status != 0).sum())} of {len(status)} models already finished")
+        log(f"resuming {out}: {int((status != STATUS_PENDING).sum())} of {len(status)} models already finished")
     else:
         cs = config.training.get("chunk_size", "auto")
         bs = task.coords.shape[0] if inr else max(hparams["batch_size"], default=32)
         chunk_size = auto_chunk_size(spec, bs, dev, config.training.get("memory_budget_gb")) if cs == "auto" else int(cs)
         if inr and cs == "auto" and dev.type == "cpu":
             chunk_size = min(chunk_size, INR_CPU_CHUNK)
-        status = np.zeros(len(indices), dtype=np.uint8)
+        status = np.full(len(indices), STATUS_PENDING, dtype=np.uint8)
         if inr:
             info = task.info | {"kind": "inr", "input_shape": [task.in_dim], "output_dim": task.out_dim}
         else:
@@ -184,7 +185,7 @@ def generate(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[i
                    signals=signal_records(task, indices, config) if inr else None)
 
     chunks = plan_chunks(indices, hparams, chunk_size)
-    todo = [c for c in chunks if bool((status[c] == 0).any())]
+    todo = [c for c in chunks if bool((status[c] == STATUS_PENDING).any())]
     n_todo = sum(len(c) for c in todo)
     bar = None
     if progress and n_todo:
@@ -214,7 +215,7 @@ def generate(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[i
                      result.status, result.diverged_epoch)
         status[pos] = result.status
         finished += len(pos)
-        n_div = int((result.status == 2).sum())
+        n_div = int((result.status == STATUS_DIVERGED).sum())
         msg = f"chunk {k + 1}/{len(todo)} written: models {int(indices[pos[0]])}..{int(indices[pos[-1]])}"
         if n_div:
             msg += f" ({n_div} diverged)"

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from .architectures import population_init
+from .checkpoints import CheckpointRecorder, PopulationResult
 from .fused import MIN_COMPILED_NUMEL
 from .mlp_step import mlp_population_step
 from .optim import PopulationOptimizer
-from .train import STATUS_DIVERGED, STATUS_DONE, PopulationResult, keep_freed_memory
+from .train import keep_freed_memory
 from .weight_space import WeightSpaceSpec
 
 INR_METRICS = ["mse", "psnr"]
@@ -63,20 +63,9 @@ def fit_population(spec: WeightSpaceSpec, coords: Tensor, targets: Tensor, hpara
     opt = PopulationOptimizer(params, list(hparams["optimizer"]), torch.tensor(hparams["lr"]),
                               torch.tensor(hparams["weight_decay"]), torch.tensor(hparams["momentum"]))
 
-    C = len(checkpoints)
-    ck_params = [np.full((M, C, *p.shape[1:]), np.nan, dtype=np.float32) for p in params]
-    ck_metrics = {n: np.full((M, C), np.nan, dtype=np.float32) for n in INR_METRICS}
-    alive = torch.ones(M, dtype=torch.bool, device=device)
-    diverged_epoch = np.full(M, -1, dtype=np.int32)
+    recorder = CheckpointRecorder(params, checkpoints, INR_METRICS)
+    alive = recorder.alive  # updated in place by recorder.mark_diverged
     scale = 1.0 / (t.shape[1] * t.shape[2])  # the MSE's weight of each squared error
-
-    def record(step: int, mse: Tensor) -> None:
-        c = checkpoints.index(step)
-        keep = alive.cpu().numpy()
-        for k, p in enumerate(params):
-            ck_params[k][keep, c] = p[alive].cpu().numpy()
-        ck_metrics["mse"][keep, c] = mse[alive].cpu().numpy()
-        ck_metrics["psnr"][keep, c] = psnr(mse[alive], peak).cpu().numpy()
 
     widest = max(layer.out_features for layer in spec.layers[:-1]) if len(spec.layers) > 1 else 1
     compiled = device.type == "cpu" and M * x.shape[0] * widest >= MIN_COMPILED_NUMEL  # worth compiling
@@ -85,21 +74,16 @@ def fit_population(spec: WeightSpaceSpec, coords: Tensor, targets: Tensor, hpara
             mse, grads = step_fn(params, x, t, (scale * alive).to(t.dtype), compile=compiled)
         else:  # the final weights are only evaluated
             mse = net.mse(params, x, t)
-        bad = ~mse.isfinite() & alive  # NaN/inf weights give a NaN/inf error too
-        if bool(bad.any()):  # stop these models; their gradients are NaN too, and NaN * 0 is NaN
-            diverged_epoch[bad.cpu().numpy()] = step
-            alive.logical_and_(~bad)
-            if step < epochs:
-                grads = [torch.where(alive.view(-1, *[1] * (g.dim() - 1)), g, 0.0) for g in grads]
-            for p in params:
-                p[bad] = 0.0
-        if step in checkpoints:
-            record(step, mse)  # the weights after ``step`` updates and their error
+        # NaN/inf weights give a NaN/inf error too; stop these models and drop their gradients,
+        # which are NaN too (and NaN * 0 is NaN)
+        if recorder.mark_diverged(~mse.isfinite(), step) and step < epochs:
+            grads = [torch.where(alive.view(-1, *[1] * (g.dim() - 1)), g, 0.0) for g in grads]
+        if step in checkpoints:  # the weights after ``step`` updates and their error
+            recorder.record(step, {"mse": mse, "psnr": psnr(mse, peak)})
         if step == epochs:
             break
         opt.step(grads, alive, compile=compiled)
         if progress is not None and (step + 1) % max(1, epochs // 100) == 0:
             progress((step + 1) / epochs)
 
-    status = np.where(diverged_epoch >= 0, STATUS_DIVERGED, STATUS_DONE).astype(np.uint8)
-    return PopulationResult(ck_params, ck_metrics, status, diverged_epoch)
+    return recorder.result()

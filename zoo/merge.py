@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import Zoo, ZooFileError, create_zoo, write_models
+from .store import STATUS_PENDING, Zoo, ZooFileError, create_zoo, write_models
 
 
 def _signals(zoos: list[Zoo]) -> dict:
     """The parts' INR signals, concatenated (every part of an INR zoo samples the same coordinates)."""
     return {"coords": zoos[0].signal_coords().numpy(),
-            "values": np.concatenate([z.file["signals/values"][()] for z in zoos]),
+            "values": np.concatenate([z.signal_values().numpy() for z in zoos]),
             "fields": {k: np.concatenate([z.signal(k) for z in zoos]).tolist() for k in zoos[0].signal_names}}
 
 
@@ -58,12 +58,10 @@ def merge(parts: list[str | Path], out: str | Path, block: int = 1024) -> Path:
         offset = 0
         for z in zoos:
             status, div = z.status, z.diverged_epoch
-            finished = np.flatnonzero(status != 0)
+            finished = np.flatnonzero(status != STATUS_PENDING)
             for s in range(0, len(finished), block):
                 rows = finished[s:s + block]
-                params = {p.name: z.file["params"][p.name][rows] for p in z.spec.params}
-                metrics = {m: z.file["metrics"][m][rows] for m in z.metric_names}
-                write_models(out, offset + rows, params, metrics, status[rows], div[rows])
+                write_models(out, offset + rows, z.read_params(rows), z.read_metrics(rows), status[rows], div[rows])
             offset += len(z)
     finally:
         for z in zoos:

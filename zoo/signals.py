@@ -22,9 +22,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .store import SPLITS
 from .tasks import _check_int, load_idx_images
-
-SPLIT_NAMES = ("train", "val", "test")
 
 
 @dataclass(eq=False, repr=False)
@@ -49,9 +48,9 @@ class SignalSet:
         for k, v in self.fields.items():
             if len(v) != len(self):
                 raise ValueError(f"signal task {self.name!r}: field {k!r} has {len(v)} entries, expected {len(self)}")
-        bad = sorted(set(self.fields["split"].tolist()) - set(SPLIT_NAMES))
+        bad = sorted(set(self.fields["split"].tolist()) - set(SPLITS))
         if bad:
-            raise ValueError(f"signal task {self.name!r}: field 'split' holds {bad}; expected {list(SPLIT_NAMES)}")
+            raise ValueError(f"signal task {self.name!r}: field 'split' holds {bad}; expected {list(SPLITS)}")
 
     def __len__(self) -> int:
         return self.values.shape[0]
@@ -70,10 +69,9 @@ class SignalSet:
         return float(self.target_range[1] - self.target_range[0])
 
     def __repr__(self) -> str:
-        counts = {s: int((self.fields["split"] == s).sum()) for s in SPLIT_NAMES}
+        counts = "/".join(str(int((self.fields["split"] == s).sum())) for s in SPLITS)
         return (f"SignalSet(name={self.name!r}, signals={len(self)}, points={self.coords.shape[0]}, "
-                f"shape={self.signal_shape}, range={list(self.target_range)}, "
-                f"train/val/test={counts['train']}/{counts['val']}/{counts['test']})")
+                f"shape={self.signal_shape}, range={list(self.target_range)}, {'/'.join(SPLITS)}={counts})")
 
 
 def grid_coords(shape: tuple[int, ...]) -> torch.Tensor:
@@ -81,6 +79,11 @@ def grid_coords(shape: tuple[int, ...]) -> torch.Tensor:
     axes = [torch.linspace(-1.0, 1.0, n) for n in shape]
     mesh = torch.meshgrid(*axes, indexing="ij")
     return torch.stack([m.reshape(-1) for m in mesh], dim=-1)
+
+
+def _split_field(n_train: int, n_val: int, n_test: int) -> np.ndarray:
+    """The ``split`` field of signals listed train first, then val, then test."""
+    return np.repeat(np.asarray(SPLITS), [n_train, n_val, n_test])
 
 
 def _check_range(task: str, target_range: Any) -> tuple[float, float]:
@@ -96,8 +99,7 @@ def _split_labels(task: str, n_total: int, n_train: int, n_val: int, n_test: int
         raise ValueError(f"task {task!r}: n_train + n_val + n_test = {n_train + n_val + n_test} exceeds the "
                          f"{n_total} available signals")
     chosen = np.random.default_rng(np.random.SeedSequence([seed, 77])).permutation(n_total)[:n_train + n_val + n_test]
-    split = np.asarray(["train"] * n_train + ["val"] * n_val + ["test"] * n_test)
-    return chosen, split
+    return chosen, _split_field(n_train, n_val, n_test)
 
 
 def _image_signals(name: str, images: np.ndarray, labels: np.ndarray, max_value: float, *, split_seed: int,
@@ -180,8 +182,8 @@ def load_sine_inr(*, split_seed: int = 0, n_train: int = 800, n_val: int = 100, 
     coords = grid_coords((n_points,))
     x = coords[:, 0].double().numpy()
     values = amplitude * np.sin(2 * np.pi * f[:, None] * x[None, :] + ph[:, None])
-    split = np.asarray(["train"] * n_train + ["val"] * n_val + ["test"] * n_test)
-    fields = {"split": split, "source_index": np.arange(n, dtype=np.int64), "frequency": f, "phase": ph}
+    fields = {"split": _split_field(n_train, n_val, n_test), "source_index": np.arange(n, dtype=np.int64),
+              "frequency": f, "phase": ph}
     a = abs(float(amplitude))
     return SignalSet(task, coords, torch.from_numpy(values[..., None].astype(np.float32)), fields, (n_points,),
                      (-a, a), {"split_seed": split_seed, "n_train": n_train, "n_val": n_val, "n_test": n_test,

@@ -26,7 +26,7 @@ Layout (format ``wsl-zoo``, version 1)::
     /hparams/<name>        [M] float64, int64 or fixed-length UTF-8 strings: the model's hyperparameters
     /models/index          int64 [M]: global model index, also the run id (one run = one model)
     /models/seed           uint32 [M]: the model's seed (init, subset, label noise, data order)
-    /models/status         uint8 [M]: 0 pending, 1 done, 2 diverged
+    /models/status         uint8 [M]: 0 pending, 1 done, 2 diverged (``STATUS_NAMES``)
     /models/diverged_epoch int32 [M]: first epoch with NaN/inf, -1 if none
 
 INR zoos (one network fitted per signal, ``zoo.signals``) also hold what each model fits::
@@ -35,8 +35,8 @@ INR zoos (one network fitted per signal, ``zoo.signals``) also hold what each mo
     /signals/values        float32 [M, P, d_out]: the signal model m fits (its image, its wave)
     /signals/fields/<name> [M]: per-model facts about its signal: ``signal`` (which signal of the
                            task; the INRs of one signal share it), ``source_index`` (e.g. the
-                           image's index in its IDX file), ``split`` (train/val/test of the
-                           signal), ``label`` (image class), ``frequency`` / ``phase`` (sines)
+                           image's index in its IDX file), ``split`` (one of ``SPLITS``:
+                           the signal's split), ``label`` (image class), ``frequency`` / ``phase`` (sines)
     attribute signal_fields  the field names (JSON); absent in ordinary zoos
 
 Writes are crash-safe: the file is open only while a finished chunk is written, and a model's
@@ -65,7 +65,13 @@ from .weight_space import WeightSpaceSpec
 FORMAT = "wsl-zoo"
 RANDOM_STREAMS = STREAMS_VERSION
 FORMAT_VERSION = 1
-STATUS_NAMES = {0: "pending", 1: "done", 2: "diverged"}
+
+# A model's status in /models/status. The codes are part of the file format: never renumber them.
+STATUS_PENDING, STATUS_DONE, STATUS_DIVERGED = 0, 1, 2
+STATUS_NAMES = {STATUS_PENDING: "pending", STATUS_DONE: "done", STATUS_DIVERGED: "diverged"}
+# The data splits: of a task's examples (metrics "<split>_loss"), and of an INR zoo's signals
+# (the "split" signal field), which weight-space learning splits its models by.
+SPLITS = ("train", "val", "test")
 
 
 class ZooFileError(ValueError):
@@ -145,7 +151,7 @@ def create_zoo(path: str | Path, *, name: str, config_json: str, config_hash: st
         g = f.create_group("models")
         _small_dataset(g, "index", np.asarray(indices, dtype=np.int64))
         _small_dataset(g, "seed", np.asarray(seeds, dtype=np.uint32))
-        _small_dataset(g, "status", np.zeros(M, dtype=np.uint8))
+        _small_dataset(g, "status", np.full(M, STATUS_PENDING, dtype=np.uint8))
         _small_dataset(g, "diverged_epoch", np.full(M, -1, dtype=np.int32))
     os.replace(tmp, path)
 
@@ -259,7 +265,7 @@ class Zoo:
     @property
     def done(self) -> np.ndarray:
         """True for models trained to the end without diverging."""
-        return self.status == 1
+        return self.status == STATUS_DONE
 
     @property
     def diverged_epoch(self) -> np.ndarray:
@@ -308,10 +314,12 @@ class Zoo:
             raise KeyError(f"{self.path}: not an INR zoo (no /signals)")
         return torch.from_numpy(self.file["signals/coords"][()])
 
-    def signal_values(self, rows) -> torch.Tensor:
-        """[k, P, d_out] the signals that models ``rows`` fit."""
+    def signal_values(self, rows=None) -> torch.Tensor:
+        """[k, P, d_out] the signals that models ``rows`` fit (default: every model's, [M, P, d_out])."""
         if not self.is_inr:
             raise KeyError(f"{self.path}: not an INR zoo (no /signals)")
+        if rows is None:  # one contiguous read; a list of every row would be a slow point selection
+            return torch.from_numpy(self.file["signals/values"][()])
         uniq, inverse = self._rows(rows)
         return torch.from_numpy(self.file["signals/values"][uniq][inverse])
 
@@ -396,6 +404,29 @@ class Zoo:
                                     f"unreadable (checksum or decompression failure); see wsl zoo verify")
         return ZooFileError(f"{self.path}: parameter {name}: unreadable; see wsl zoo verify")
 
+    def read_params(self, rows) -> dict[str, np.ndarray]:
+        """Weights of models ``rows`` at every checkpoint, as stored: name -> [k, C, *shape] float32,
+        NaN where never written. For copying models between files (``zoo.merge``); training
+        reads one checkpoint through ``batch``."""
+        uniq, inverse = self._rows(rows)
+        out = {}
+        for p in self.spec.params:
+            try:
+                out[p.name] = _read_rows(self.file["params"][p.name], uniq, inverse)
+            except OSError:
+                raise self._unreadable(p.name, uniq) from None
+        return out
+
+    def read_metrics(self, rows) -> dict[str, np.ndarray]:
+        """Metrics of models ``rows`` at every checkpoint: name -> [k, C], NaN where never written."""
+        uniq, inverse = self._rows(rows)
+        return {m: _read_rows(self.file["metrics"][m], uniq, inverse) for m in self.metric_names}
+
+    def clear_cache(self) -> None:
+        """Free the whole checkpoints that ``batch`` and ``load`` keep in memory, for a caller that
+        has copied the rows it needs; later reads load them again."""
+        self._cache.clear()
+
     def params(self, row: int, checkpoint: int = -1) -> list[torch.Tensor]:
         """One model's parameters in ``spec.params`` order."""
         b = self.batch([row], checkpoint)
@@ -429,8 +460,10 @@ class Zoo:
                 f"{l.name} {l.kind} {l.in_features}->{l.out_features}" for l in self.spec.layers)
             + f", activation {self.spec.activation or 'per model'}",
             f"params     {self.spec.num_params} per model",
-            f"models     {len(self)} ({int((status == 1).sum())} done, {int((status == 2).sum())} diverged, "
-            f"{int((status == 0).sum())} pending)" + (f", shard {self.shard[0]}/{self.shard[1]}" if self.shard[1] > 1 else ""),
+            f"models     {len(self)} ("
+            + ", ".join(f"{int((status == c).sum())} {STATUS_NAMES[c]}"
+                        for c in (STATUS_DONE, STATUS_DIVERGED, STATUS_PENDING))
+            + ")" + (f", shard {self.shard[0]}/{self.shard[1]}" if self.shard[1] > 1 else ""),
             f"checkpts   epochs {self.checkpoint_epochs}",
             "metric at the last checkpoint over done models: min / 5% / median / 95% / max",
         ]
@@ -472,6 +505,14 @@ class Zoo:
         for s in range(0, len(rows), batch_size):
             r = rows[s:s + batch_size]
             yield r, self.batch(r, checkpoint)
+
+
+def _read_rows(ds: h5py.Dataset, uniq: np.ndarray, inverse: np.ndarray) -> np.ndarray:
+    """``ds[rows]`` for rows split by ``Zoo._rows``: h5py reads only increasing, distinct rows."""
+    if not len(uniq):
+        return np.zeros((0, *ds.shape[1:]), dtype=ds.dtype)
+    arr = ds[uniq]
+    return arr if np.array_equal(inverse, np.arange(len(uniq))) else arr[inverse]
 
 
 def random_streams_of(attrs: Any) -> str:

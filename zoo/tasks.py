@@ -25,8 +25,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .store import SPLITS
+
 LAYOUTS = ("flat", "image")
-SPLITS = ("train", "val", "test")
 
 
 @dataclass(eq=False, repr=False)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -29,16 +28,16 @@ import torch
 from torch import Tensor
 
 from .architectures import population_init
+from .checkpoints import CheckpointRecorder, PopulationResult
 from .functional import population_forward
 from .fused import MIN_COMPILED_NUMEL, FusedStep
 from .mlp_step import hand_written_activation, mlp_population_step
 from .optim import PopulationOptimizer
 from .streams import permutations, stream_keys, uniform
 from .config import STRUCTURAL
+from .store import SPLITS
 from .tasks import TaskData
 from .weight_space import WeightSpaceSpec
-
-STATUS_PENDING, STATUS_DONE, STATUS_DIVERGED = 0, 1, 2
 
 
 def _subset_size(n_train: int, fraction: float) -> int:
@@ -116,20 +115,6 @@ def initial_params(spec: WeightSpaceSpec, seed: int, init_scale: float) -> list[
     return [p[0] for p in population_init(spec, [seed], [init_scale])]
 
 
-@dataclass
-class PopulationResult:
-    params: list[np.ndarray]  # per parameter, [M, C, *shape] float32 (NaN after divergence)
-    metrics: dict[str, np.ndarray]  # name -> [M, C] float32
-    status: np.ndarray  # [M] uint8: STATUS_DONE or STATUS_DIVERGED
-    diverged_epoch: np.ndarray  # [M] int32, -1 if never
-
-    def rows_in_order(self, order: list[int]) -> "PopulationResult":
-        """The result of a population trained in row order ``order``, back in the caller's order."""
-        inv = np.argsort(order)
-        return PopulationResult([a[inv] for a in self.params], {k: v[inv] for k, v in self.metrics.items()},
-                                self.status[inv], self.diverged_epoch[inv])
-
-
 @functools.cache
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed blocks instead of unmapping them. A training step allocates
@@ -146,7 +131,7 @@ def keep_freed_memory() -> bool:
 
 def metric_names(task: TaskData) -> list[str]:
     names = []
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         names.append(f"{split}_loss")
         if task.kind == "classification":
             names.append(f"{split}_acc")
@@ -329,43 +314,21 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
 
     if eval_batch is None:  # evaluation activations around 128 MiB (faster than 256 MiB or 32 MiB here)
         eval_batch = max(16, int(2 ** 27 / (4 * M * activation_elems(spec))))
-    names = metric_names(task)
-    C = len(checkpoints)
-    ck_params = [np.full((M, C, *p.shape[1:]), np.nan, dtype=np.float32) for p in params]
-    ck_metrics = {n: np.full((M, C), np.nan, dtype=np.float32) for n in names}
-    alive = torch.ones(M, dtype=torch.bool, device=device)
-    diverged_epoch = np.full(M, -1, dtype=np.int32)
-
-    def mark_diverged(bad: Tensor, epoch: int) -> None:
-        bad = bad & alive
-        if not bool(bad.any()):
-            return
-        idx = bad.nonzero().flatten()
-        diverged_epoch[idx.cpu().numpy()] = epoch
-        alive[idx] = False
-        with torch.no_grad():
-            for p in params:
-                p[idx] = 0.0
+    recorder = CheckpointRecorder(params, checkpoints, metric_names(task))
+    alive = recorder.alive  # updated in place by recorder.mark_diverged
 
     def checkpoint(epoch: int) -> None:
         if epoch not in checkpoints:
             return
-        c = checkpoints.index(epoch)
         finite = torch.stack([p.detach().flatten(1).isfinite().all(1) for p in params]).all(0)
-        mark_diverged(~finite, epoch)
-        keep = alive.cpu().numpy()
+        recorder.mark_diverged(~finite, epoch)
         det = [p.detach() for p in params]
-        for k, p in enumerate(det):
-            ck_params[k][keep, c] = p[alive].cpu().numpy()
         opts = {"activation": activation, "batch": eval_batch, "fused": eval_fn, "compile": compile_step}
-        results = {
-            "train": evaluate_own_examples(spec, det, task, labels, own_examples, sizes, groups, **opts),
-            "val": evaluate(spec, det, task, task.x_val, task.y_val, **opts),
-            "test": evaluate(spec, det, task, task.x_test, task.y_test, **opts),
-        }
-        for split, res in results.items():
-            for key, v in res.items():
-                ck_metrics[f"{split}_{key}"][keep, c] = v[alive].cpu().numpy()
+        train_split, *held_out = SPLITS  # train: each model's own examples and labels; the rest shared
+        results = {train_split: evaluate_own_examples(spec, det, task, labels, own_examples, sizes, groups, **opts)}
+        for split in held_out:
+            results[split] = evaluate(spec, det, task, getattr(task, f"x_{split}"), getattr(task, f"y_{split}"), **opts)
+        recorder.record(epoch, {f"{split}_{key}": v for split, res in results.items() for key, v in res.items()})
 
     groups = _runs(hparams["optimizer"])  # row ranges of one optimizer kind, subset sizes sorted in each
     checkpoint(0)
@@ -406,7 +369,7 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
                 if bool(bad.any()):
                     full = torch.zeros(M, dtype=torch.bool, device=device)
                     full[rows] = bad
-                    mark_diverged(full, epoch)
+                    recorder.mark_diverged(full, epoch)
                     act &= ~bad
                     grads = [torch.where(act.view(-1, *[1] * (g.dim() - 1)), g, 0.0) for g in grads]
                 opt.step_group(gi, grads, act, compile=compile_update)
@@ -414,5 +377,4 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
         if progress is not None:
             progress(epoch / epochs)
 
-    status = np.where(diverged_epoch >= 0, STATUS_DIVERGED, STATUS_DONE).astype(np.uint8)
-    return PopulationResult(ck_params, ck_metrics, status, diverged_epoch)
+    return recorder.result()

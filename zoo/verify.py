@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .store import FORMAT, FORMAT_VERSION, STATUS_NAMES
+from .store import FORMAT, FORMAT_VERSION, STATUS_DIVERGED, STATUS_DONE, STATUS_NAMES
 from .weight_space import WeightSpaceSpec
 
 
@@ -44,9 +44,9 @@ def _check_file(f: h5py.File, where: str) -> list[str]:
     bad_status = sorted(set(np.unique(status)) - set(STATUS_NAMES))
     if bad_status:
         problems.append(f"{where}: /models/status holds unknown codes {bad_status}; expected {STATUS_NAMES}")
-    for i in np.flatnonzero((status == 2) & (div < 0)):
+    for i in np.flatnonzero((status == STATUS_DIVERGED) & (div < 0)):
         problems.append(f"{where}: model {index[i]} is marked diverged but has no diverged_epoch")
-    done = status == 1
+    done = status == STATUS_DONE
     for p in spec.params:
         if p.name not in f.get("params", {}):
             problems.append(f"{where}: layer {p.name}: dataset /params/{p.name} is missing")

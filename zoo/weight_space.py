@@ -62,9 +62,14 @@ class LayerSpec:
         return ParamSpec(f"{self.name}.bias", (self.out_features,), "bias", (self.out_group,))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class WeightSpaceSpec:
-    """An architecture family's weight space: ordered layers, neuron groups, activation."""
+    """An architecture family's weight space: ordered layers, neuron groups, activation.
+
+    A spec is a value: two specs are equal (and hash alike) when their JSON is, so specs read
+    from different files compare with ``==`` and key caches. ``groups`` and ``options`` are dicts
+    for reading; never change them in place (the hash is computed once).
+    """
 
     architecture: str
     layers: tuple[LayerSpec, ...]
@@ -73,6 +78,22 @@ class WeightSpaceSpec:
     input_shape: tuple[int, ...]
     activation: str | None  # None when the activation varies per model (see the zoo's hparams)
     options: dict[str, Any] = field(default_factory=dict)  # e.g. {"omega_0": 30.0} for SIREN
+
+    def _canonical(self) -> str:
+        """The JSON text that identifies the spec, made on first use and kept (the spec is frozen)."""
+        key = self.__dict__.get("_canonical_json")
+        if key is None:
+            key = self.to_json()
+            object.__setattr__(self, "_canonical_json", key)
+        return key
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, WeightSpaceSpec):
+            return NotImplemented
+        return self is other or self._canonical() == other._canonical()
+
+    def __hash__(self) -> int:
+        return hash(self._canonical())
 
     @property
     def params(self) -> list[ParamSpec]:
