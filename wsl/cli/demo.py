@@ -27,6 +27,7 @@ from zoo.config import load_config
 from zoo.generate import generate
 from zoo.store import Zoo
 
+from wsl.cli.main import shipped_configs
 from wsl.data import ZooDataModule
 from wsl.cli.plots import prediction_scatter
 from wsl.prediction.predict import run_predict
@@ -68,7 +69,7 @@ def train_predictor(dm: ZooDataModule, encoder: str, encoder_kwargs: dict, lr: f
     return Path(ckpt.best_model_path), torch.cat(preds).numpy()
 
 
-def run_demo(out_dir: str | Path = "wsl_demo", config: str | Path = "configs/zoo/digits_mlp.yaml",
+def run_demo(out_dir: str | Path = "wsl_demo", config: str | Path = shipped_configs("zoo") / "digits_mlp.yaml",
              device: str = "auto") -> dict[str, float]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

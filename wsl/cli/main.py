@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib import resources
 from pathlib import Path
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _zoo_generate(args) -> int:
@@ -84,15 +83,28 @@ def _demo(args) -> int:
     return 0
 
 
-def resolve_config(name: str) -> Path:
+def shipped_configs(kind: str = "zoo") -> Path:
+    """The folder of the configs shipped with wsl: ``kind`` is ``zoo`` or ``predict``.
+
+    An installed wheel holds them as package data, ``wsl/configs/<kind>/`` (pyproject.toml maps the
+    top-level ``configs/`` folder there); a source checkout, the editable install of
+    scripts/setup.sh included, reads the repository's ``configs/<kind>/``."""
+    installed = resources.files("wsl") / "configs" / kind
+    if installed.is_dir():
+        return Path(str(installed))
+    return Path(__file__).resolve().parents[2] / "configs" / kind
+
+
+def resolve_config(name: str | Path) -> Path:
     """A config path, or the name of a config shipped in configs/zoo/ (``digits_mlp``)."""
     p = Path(name)
     if p.exists():
         return p
-    shipped = REPO_ROOT / "configs" / "zoo" / (name if name.endswith(".yaml") else f"{name}.yaml")
+    name = str(name)
+    shipped = shipped_configs("zoo") / (name if name.endswith(".yaml") else f"{name}.yaml")
     if shipped.exists():
         return shipped
-    available = sorted(q.stem for q in (REPO_ROOT / "configs" / "zoo").glob("*.yaml"))
+    available = sorted(q.stem for q in shipped_configs("zoo").glob("*.yaml"))
     raise FileNotFoundError(f"config {name!r} not found (not a file, nor one of the shipped configs {available})")
 
 
