@@ -27,7 +27,8 @@ from scipy.stats import kendalltau
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_predict import SPLIT, quiet_lightning_on, scores, train_encoder  # noqa: E402
 
-from wsl.data import TargetNormalizer, ZooDataModule  # noqa: E402
+from wsl.data import PropertyDataModule  # noqa: E402
+from wsl.data.normalize import TargetNormalizer  # noqa: E402
 
 BASE = {"probes": 256, "hidden": 256, "layers": 3, "weight_stats": True}
 
@@ -43,7 +44,7 @@ def main(argv=None):
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
     accelerator = quiet_lightning_on(args.device)
-    dm = ZooDataModule([args.zoo], target=args.target, checkpoints="all", split=SPLIT, split_seed=args.split_seed,
+    dm = PropertyDataModule([args.zoo], target=args.target, checkpoints="all", split=SPLIT, split_seed=args.split_seed,
                        batch_size=64, augment={})
     dm.setup("fit")
     truth = dm.items("test")["targets"].numpy().astype(np.float64)

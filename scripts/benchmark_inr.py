@@ -45,7 +45,7 @@ import benchmark_predict as bp  # noqa: E402  (also puts the repository root on 
 import lightning.pytorch as pl  # noqa: E402
 
 from wsl.prediction.baselines import MAX_ITER, statnn_trees  # noqa: E402
-from wsl.data import ZooDataModule  # noqa: E402
+from wsl.data import PropertyDataModule  # noqa: E402
 from wsl.cli.plots import score_vs_time  # noqa: E402
 from zoo.store import Zoo  # noqa: E402
 
@@ -107,7 +107,7 @@ def markdown_table(results: dict) -> list[str]:
     return lines
 
 
-def run_one(dm: ZooDataModule, name: str, seed: int, args, predictors: dict, accelerator: str) -> dict:
+def run_one(dm: PropertyDataModule, name: str, seed: int, args, predictors: dict, accelerator: str) -> dict:
     """Train and score one predictor on one seed: test accuracy, time, best validation accuracy."""
     truth = dm.items("test")["targets"].numpy()
     if name == TREES:
@@ -150,7 +150,7 @@ def main(argv=None) -> dict:
         for seed in args.seeds:
             print(f"\n=== {path.stem}, seed {seed} ===", flush=True)
             try:
-                dm = ZooDataModule([str(path)], target=args.target, task="classification", checkpoints="last",
+                dm = PropertyDataModule([str(path)], target=args.target, task="classification", checkpoints="last",
                                    split="recorded", split_seed=seed, batch_size=args.batch_size, augment=AUGMENT)
                 dm.setup("fit")
             except Exception as e:  # noqa: BLE001

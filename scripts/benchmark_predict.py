@@ -50,13 +50,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import lightning.pytorch as pl  # noqa: E402
-from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from scipy.stats import kendalltau  # noqa: E402
 from sklearn.metrics import r2_score  # noqa: E402
 
 from wsl.prediction.baselines import MAX_ITER, TREE_SETTINGS, NotApplicable, hyperparameter_oracle, statnn_trees  # noqa: E402
-from wsl.data import ZooDataModule  # noqa: E402
-from wsl.prediction.model import PropertyPredictor  # noqa: E402
+from wsl.data import PropertyDataModule  # noqa: E402
+from wsl.prediction.fit import fit_predictor  # noqa: E402
 from zoo.config import parse_config  # noqa: E402
 from zoo.generate import generate  # noqa: E402
 from zoo.store import Zoo  # noqa: E402
@@ -168,28 +167,13 @@ def resolve_zoo(item: str, zoo_dir: Path, overrides: dict, device: str) -> Path:
 
 
 # --- one predictor ------------------------------------------------------------------------------------------
-def train_encoder(dm: ZooDataModule, encoder: str, settings: dict, epochs: int, accelerator: str,
+def train_encoder(dm: PropertyDataModule, encoder: str, settings: dict, epochs: int, accelerator: str,
                   work_dir: Path, max_minutes: float | None = None) -> tuple[np.ndarray, float, float]:
-    """Fit one predictor; return test-run predictions of its best checkpoint (by validation score:
-    Kendall tau, or accuracy for classification), that score, and the training wall time in
-    seconds. ``max_minutes`` stops training after that wall time (Lightning's ``max_time``)."""
-    model = PropertyPredictor(spec_json=dm.spec_json, num_outputs=dm.num_outputs, task_type=dm.task_type,
-                              encoder=encoder, encoder_kwargs=settings["encoder_kwargs"], lr=settings["lr"],
-                              weight_decay=WEIGHT_DECAY, target=dm.target)
-    ckpt = ModelCheckpoint(dirpath=work_dir, filename=encoder, monitor="val/score", mode="max",
-                           enable_version_counter=False)
-    max_time = None if max_minutes is None else datetime.timedelta(minutes=max_minutes)
-    trainer = pl.Trainer(max_epochs=epochs, max_time=max_time, accelerator=accelerator, devices=1, logger=False,
-                         callbacks=[ckpt], enable_model_summary=False, num_sanity_val_steps=0,
-                         enable_progress_bar=False)
-    t0 = time.perf_counter()
-    trainer.fit(model, dm)
-    fit_s = time.perf_counter() - t0
-    if ckpt.best_model_path:  # no validation runs: the last epoch's model
-        model = PropertyPredictor.load_from_checkpoint(ckpt.best_model_path, map_location="cpu", weights_only=False)
-    best_val = float(ckpt.best_model_score) if ckpt.best_model_score is not None else float("nan")
-    preds = trainer.predict(model, dm.predict_dataloader())
-    return torch.cat(preds).float().cpu().numpy(), best_val, fit_s
+    """``wsl.prediction.fit.fit_predictor`` with this benchmark's settings: test-run predictions of the
+    checkpoint best on validation runs, that validation score, and the training wall time in seconds."""
+    fitted = fit_predictor(dm, encoder, settings["encoder_kwargs"], settings["lr"], epochs, work_dir,
+                           filename=encoder, weight_decay=WEIGHT_DECAY, max_minutes=max_minutes, accelerator=accelerator)
+    return fitted.test_predictions, fitted.best_val, fitted.fit_seconds
 
 
 def scores(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -410,7 +394,7 @@ def main(argv=None) -> dict:
         for seed in args.seeds:
             print(f"\n=== {name}, seed {seed} ===", flush=True)
             try:
-                dm = ZooDataModule([str(path)], target=TARGET, checkpoints=args.checkpoints, split=SPLIT,
+                dm = PropertyDataModule([str(path)], target=TARGET, checkpoints=args.checkpoints, split=SPLIT,
                                    split_seed=seed, batch_size=args.batch_size, max_models=args.max_models,
                                    augment=AUGMENT)
                 dm.setup("fit")

@@ -1,10 +1,10 @@
-"""WeightNormalizer / TargetNormalizer and ZooDataModule: splits by run, targets, batches, state."""
+"""WeightNormalizer / TargetNormalizer and PropertyDataModule: splits by run, targets, batches, state."""
 import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
 
-from wsl.data import ZooDataModule
+from wsl.data import PropertyDataModule
 from wsl.data.normalize import TargetNormalizer, WeightNormalizer
 from wsl.weights import WeightBatch
 from zoo.architectures import build_spec
@@ -44,7 +44,7 @@ def other_zoo_path(tmp_path_factory):
 
 
 def dm_for(path, **kw):
-    dm = ZooDataModule(zoos=[path] if isinstance(path, str) else path, **kw)
+    dm = PropertyDataModule(zoos=[path] if isinstance(path, str) else path, **kw)
     dm.setup("fit")
     return dm
 
@@ -174,7 +174,7 @@ def test_checkpoint_selection(zoo_path, dm_all):
     assert count(init) == 3 * n_runs and set(init.items("test")["epochs"]) == {0, 1, 2}
     assert set(dm_for(zoo_path, checkpoints=[1]).items("val")["epochs"]) == {1}
     with pytest.raises(KeyError, match="stored epochs"):
-        ZooDataModule(zoos=[zoo_path], checkpoints=[5])
+        PropertyDataModule(zoos=[zoo_path], checkpoints=[5])
     sub = dm_for(zoo_path, max_models=10)
     assert count(sub) == 10 and set(sub.split_runs["train"]) <= set(sum(dm_all.split_runs.values(), []))
 
@@ -229,15 +229,15 @@ def test_classification_target(zoo_path):
     assert [dm.class_names[c] for c in y.tolist()] == [opt[row_of[r]] for r in runs]
     assert dm.target_normalizer.mean.item() == 0 and dm.target_normalizer.std.item() == 1  # unused
     assert dm_for(zoo_path, target="momentum").task_type == "regression"
-    forced = ZooDataModule(zoos=[zoo_path], target="momentum", task="classification")
+    forced = PropertyDataModule(zoos=[zoo_path], target="momentum", task="classification")
     assert forced.class_names == ["0.0", "0.9"]
     with pytest.raises(ValueError, match="classification"):
-        ZooDataModule(zoos=[zoo_path], target="optimizer", task="regression")
+        PropertyDataModule(zoos=[zoo_path], target="optimizer", task="regression")
 
 
 def test_unknown_target_lists_valid_names(zoo_path):
     with pytest.raises(KeyError) as e:
-        ZooDataModule(zoos=[zoo_path], target="test_accuracy")
+        PropertyDataModule(zoos=[zoo_path], target="test_accuracy")
     assert "test_acc" in str(e.value) and "optimizer" in str(e.value)
 
 
@@ -245,7 +245,7 @@ def test_zoos_of_different_weight_spaces_are_refused(zoo_path, tmp_path):
     small = make_zoo(tmp_path / "small.h5", num_models=2, epochs=1, checkpoints=[0, 1],
                      architecture={"name": "mlp", "hidden": [8]})
     with pytest.raises(ValueError) as e:
-        ZooDataModule(zoos=[zoo_path, small])
+        PropertyDataModule(zoos=[zoo_path, small])
     assert zoo_path in str(e.value) and small in str(e.value)
 
 
@@ -288,15 +288,14 @@ def test_state_dict_round_trip_restores_the_split(zoo_path, dm_all):
     assert after.split_runs == dm_all.split_runs
     assert torch.equal(after.items("val")["targets"], dm_all.items("val")["targets"])
     assert torch.equal(after.weight_normalizer.scale, dm_all.weight_normalizer.scale)
-    before = ZooDataModule(zoos=[zoo_path], checkpoints="all", split_seed=5)
+    before = PropertyDataModule(zoos=[zoo_path], checkpoints="all", split_seed=5)
     before.load_state_dict(state)
     before.setup("fit")
     assert before.split_runs == dm_all.split_runs
     bad = {**state, "split_runs": {**state["split_runs"], "test": state["split_runs"]["test"] + [10_000]}}
-    fresh = ZooDataModule(zoos=[zoo_path])
-    fresh.load_state_dict(bad)
-    with pytest.raises(ValueError, match="not done models"):
-        fresh.setup()
+    fresh = PropertyDataModule(zoos=[zoo_path])
+    with pytest.raises(ValueError, match="not done models"):  # refused when given, before any loading
+        fresh.load_state_dict(bad)
 
 
 def test_augmentations_apply_to_training_batches_only(zoo_path):
@@ -315,7 +314,7 @@ def test_augmentations_apply_to_training_batches_only(zoo_path):
     batch = next(iter(dm.train_dataloader()))
     assert len(batch) == 4 and torch.equal(batch[3], torch.arange(6).roll(1)) and batch[2][0] == 0.25
     with pytest.raises(ValueError, match="valid keys"):
-        ZooDataModule(zoos=[zoo_path], augment={"rotation": True})
+        PropertyDataModule(zoos=[zoo_path], augment={"rotation": True})
 
 
 class _Mean(pl.LightningModule):
@@ -334,10 +333,10 @@ class _Mean(pl.LightningModule):
 
 
 def test_lightning_saves_the_split_in_checkpoints(zoo_path, tmp_path):
-    dm = ZooDataModule(zoos=[zoo_path], batch_size=16, split_seed=2)
+    dm = PropertyDataModule(zoos=[zoo_path], batch_size=16, split_seed=2)
     trainer = pl.Trainer(max_epochs=1, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, accelerator="cpu", limit_val_batches=0)
     trainer.fit(_Mean(dm.spec.num_params), datamodule=dm)
     ckpt = torch.load(next(tmp_path.rglob("*.ckpt")), weights_only=False)
-    assert ckpt["ZooDataModule"]["split_runs"] == dm.split_runs
+    assert ckpt["PropertyDataModule"]["split_runs"] == dm.split_runs
     assert ckpt["datamodule_hyper_parameters"]["split_seed"] == 2

@@ -10,7 +10,7 @@ import torch
 
 from wsl.prediction.baselines import NotApplicable, hyperparameter_oracle, statnn_trees
 from wsl.cli import main
-from wsl.data import ZooDataModule
+from wsl.data import PropertyDataModule
 from wsl.nn import build_encoder
 from wsl.prediction.predict import load_predictor, run_predict
 from wsl.weights.symmetry import permute, random_permutations
@@ -55,7 +55,7 @@ def mlp_zoo(tmp_path_factory):
 
 
 def dm_for(path, **kw):
-    dm = ZooDataModule(zoos=[path], **kw)
+    dm = PropertyDataModule(zoos=[path], **kw)
     dm.setup("fit")
     return dm
 
@@ -89,13 +89,13 @@ def test_frequency_is_a_regression_target(sine_inr):
 
 def test_unknown_target_and_missing_split_field_errors(digits_inr, mlp_zoo):
     with pytest.raises(KeyError) as e:
-        ZooDataModule(zoos=[digits_inr], target="class")
+        PropertyDataModule(zoos=[digits_inr], target="class")
     for name in ("label", "source_index", "split", "psnr", "signal field"):
         assert name in str(e.value)
     with pytest.raises(ValueError, match="split 'recorded' needs a per-model 'split' field"):
-        ZooDataModule(zoos=[mlp_zoo], target="test_acc", split="recorded")
+        PropertyDataModule(zoos=[mlp_zoo], target="test_acc", split="recorded")
     with pytest.raises(ValueError, match="'recorded' or three fractions"):
-        ZooDataModule(zoos=[digits_inr], target="label", split="fixed")
+        PropertyDataModule(zoos=[digits_inr], target="label", split="fixed")
 
 
 # --- splits --------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ def test_checkpoint_carries_spec_normalizers_and_split(fitted):
     assert model.hparams.target == "test_acc" and model.regression
     assert not torch.allclose(model.weight_normalizer.scale, torch.ones_like(model.weight_normalizer.scale))
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    runs = state["ZooDataModule"]["split_runs_by_zoo"]
+    runs = state["PropertyDataModule"]["split_runs_by_zoo"]
     splits = next(iter(runs.values()))
     assert set(splits["train"]).isdisjoint(splits["test"]) and len(splits["test"]) > 0
 
@@ -75,7 +75,7 @@ def test_predict_files_and_zoo_agree(fitted, tmp_path, capsys):
     # --split test restricts a zoo input to the predictor's own held-out runs
     test_preds = run_predict(str(ckpt), [str(zoo_path)], split="test")
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    test_runs = set(next(iter(state["ZooDataModule"]["split_runs_by_zoo"].values()))["test"])
+    test_runs = set(next(iter(state["PropertyDataModule"]["split_runs_by_zoo"].values()))["test"])
     assert {int(p.source.split("model=")[1].split("@")[0]) for p in test_preds} == test_runs
 
 

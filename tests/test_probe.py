@@ -101,7 +101,7 @@ def test_per_network_activations():
 
 def test_data_module_batches_name_each_networks_activation(tmp_path):
     """A zoo whose activation varies per model: batches carry the activations, matching the file."""
-    from wsl.data import ZooDataModule
+    from wsl.data import PropertyDataModule
     from zoo.config import parse_config
     from zoo.generate import generate
     from zoo.store import Zoo
@@ -110,7 +110,7 @@ def test_data_module_batches_name_each_networks_activation(tmp_path):
            "task": {"name": "digits", "n_train": 100, "n_val": 97}, "architecture": {"name": "mlp", "hidden": [6]},
            "hparams": {"activation": {"choice": ["relu", "tanh"]}, "lr": 0.05}}
     path = str(generate(parse_config(raw), tmp_path / "acts.h5", progress=False, log=lambda s: None))
-    dm = ZooDataModule(zoos=[path], batch_size=4, split=[0.5, 0.25, 0.25])
+    dm = PropertyDataModule(zoos=[path], batch_size=4, split=[0.5, 0.25, 0.25])
     dm.setup("fit")
     with Zoo(path) as z:
         by_index = dict(zip(z.index.tolist(), z.hparam("activation").tolist()))

@@ -1,7 +1,7 @@
 """``wsl demo``: the whole story on the embedded default, in minutes on a laptop CPU.
 
 1. generate the demo zoo (configs/zoo/digits_mlp.yaml; a zoo already there is resumed or reused),
-2. split it by run into train / validation / test runs (``wsl.data.ZooDataModule``),
+2. split it by run into train / validation / test runs (``wsl.data.PropertyDataModule``),
 3. train predictors of test accuracy from weights with Lightning: an equivariant encoder, the
    StatNN baseline (Unterthiner et al. 2020) and the probe encoder (each network run on learned
    inputs, with its own activation); the checkpoint kept is the best on validation runs,
@@ -17,9 +17,7 @@ import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from scipy.stats import kendalltau
 from sklearn.metrics import mean_absolute_error, r2_score
 
@@ -28,10 +26,10 @@ from zoo.generate import generate
 from zoo.store import Zoo
 
 from wsl.cli.main import shipped_configs
-from wsl.data import ZooDataModule
+from wsl.data import PropertyDataModule
 from wsl.cli.plots import prediction_scatter
 from wsl.prediction.predict import run_predict
-from wsl.prediction.model import PropertyPredictor
+from wsl.prediction.fit import fit_predictor
 
 TARGET = "test_acc"
 # (label, encoder, encoder options, learning rate, epochs): sized for a few minutes on 2 CPU cores.
@@ -53,22 +51,6 @@ class _EpochPrinter(pl.Callback):
                   f"{float(m.get('train/loss', float('nan'))):.3f}  validation tau {float(m['val/tau']):.3f}", flush=True)
 
 
-def train_predictor(dm: ZooDataModule, encoder: str, encoder_kwargs: dict, lr: float, epochs: int,
-                    out_dir: Path) -> tuple[Path, np.ndarray]:
-    """Fit one predictor; return its best checkpoint (by validation tau) and its test-run predictions."""
-    model = PropertyPredictor(spec_json=dm.spec_json, num_outputs=dm.num_outputs, task_type=dm.task_type,
-                              encoder=encoder, encoder_kwargs=encoder_kwargs, lr=lr, target=dm.target)
-    ckpt = ModelCheckpoint(dirpath=out_dir / encoder, filename="best", monitor="val/score", mode="max",
-                           enable_version_counter=False)
-    trainer = pl.Trainer(max_epochs=epochs, accelerator="auto", devices=1, logger=False,
-                         callbacks=[ckpt, _EpochPrinter()], enable_model_summary=False, num_sanity_val_steps=0,
-                         enable_progress_bar=False)
-    trainer.fit(model, dm)
-    best = PropertyPredictor.load_from_checkpoint(ckpt.best_model_path, map_location="cpu", weights_only=False)
-    preds = trainer.predict(best, dm.predict_dataloader())
-    return Path(ckpt.best_model_path), torch.cat(preds).numpy()
-
-
 def run_demo(out_dir: str | Path = "wsl_demo", config: str | Path = shipped_configs("zoo") / "digits_mlp.yaml",
              device: str = "auto") -> dict[str, float]:
     out_dir = Path(out_dir)
@@ -83,7 +65,7 @@ def run_demo(out_dir: str | Path = "wsl_demo", config: str | Path = shipped_conf
         print(zoo.summary())
 
     print("[2/5] splitting by run: 70% train / 10% validation / 20% test runs", flush=True)
-    dm = ZooDataModule([str(zoo_path)], target=TARGET, checkpoints="all", batch_size=64,
+    dm = PropertyDataModule([str(zoo_path)], target=TARGET, checkpoints="all", batch_size=64,
                        augment={"permutation": True})
     dm.setup("fit")
     print(dm.info())
@@ -93,8 +75,8 @@ def run_demo(out_dir: str | Path = "wsl_demo", config: str | Path = shipped_conf
     for k, (label, encoder, kwargs, lr, epochs) in enumerate(PREDICTORS):
         print(f"[3/5] training {label}: {epochs} epochs", flush=True)
         t = time.perf_counter()
-        ckpts[label], pred = train_predictor(dm, encoder, kwargs, lr, epochs, out_dir)
-        results[label] = pred
+        fitted = fit_predictor(dm, encoder, kwargs, lr, epochs, out_dir / encoder, callbacks=[_EpochPrinter()])
+        ckpts[label], results[label] = fitted.checkpoint, fitted.test_predictions
         print(f"      {label} trained in {time.perf_counter() - t:.0f} s", flush=True)
 
     print(f"[4/5] predicting {len(truth)} checkpoints of {len(dm.split_runs['test'])} held-out test runs")
@@ -108,12 +90,12 @@ def run_demo(out_dir: str | Path = "wsl_demo", config: str | Path = shipped_conf
     print(f"      plot: {plot}")
 
     print("[5/5] wsl predict on a held-out checkpoint exported as a plain state_dict file", flush=True)
+    run = dm.split_runs["test"][0]
+    row = dm.runs.row((0, run))
     with Zoo(zoo_path) as zoo:
-        run = int(dm.split_runs["test"][0])
-        row = int(np.flatnonzero(zoo.index == run)[0])
         ckpt_file = out_dir / f"model_{run}.pt"
         torch.save(zoo.state_dict(row, -1), ckpt_file)
-        stored = float(zoo.metric(TARGET)[row, -1])
+    stored = float(dm.runs.column(0, TARGET)[row, -1])
     best_label = PREDICTORS[0][0]
     print(f"      $ wsl predict --model {ckpts[best_label]} {ckpt_file}")
     run_predict(str(ckpts[best_label]), [str(ckpt_file)])

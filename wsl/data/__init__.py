@@ -1,4 +1,5 @@
 """Data on weights: runs and splits of zoo files, normalization, augmentations, DataModules."""
-from .datamodule import ZooDataModule
+from .datamodule import PropertyDataModule, WeightDataModule
+from .runs import Split, ZooRuns
 
-__all__ = ["ZooDataModule"]
+__all__ = ["PropertyDataModule", "Split", "WeightDataModule", "ZooRuns"]

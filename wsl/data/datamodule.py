@@ -1,27 +1,28 @@
-"""``ZooDataModule``: checkpoints of one or more zoo files as (weights, target) batches.
+"""Lightning DataModules over zoo files: weights for every model family, plus a target for prediction.
 
-What it guarantees, and why:
+- ``WeightDataModule`` serves checkpoints' weights, split by run (``wsl.data.runs``), with no target:
+  what a generator or an autoencoder trains on. Batches are ``(WeightBatch,)``, or
+  ``(WeightBatch, conditions [B, K])`` when ``conditions`` names stored properties (a metric at the
+  checkpoint, a numeric hyperparameter or signal field).
+- ``PropertyDataModule`` is that plus a target (a metric, hyperparameter or INR signal field) for
+  regression or classification: batches are ``(WeightBatch, target)``.
 
-- Splits are by run. A run is a model of a zoo file (its index; with several files the pair
-  (file position, index)); all its selected checkpoints go to the same split, so a predictor is
-  never scored on a later checkpoint of a network it was trained on. The split is a seeded
-  permutation of the runs; the chosen runs are recorded in ``split_runs`` and in the module's
-  ``state_dict`` (Lightning stores it in every checkpoint), so a resumed or reloaded run uses the
-  same split even if the seed logic changes.
-- INR zoos fit several networks to one signal (an image): a drawn split keeps all INRs of a
-  signal together (grouped by (file, ``signal`` field)), else a classifier could be scored on a
-  second INR of an image it was trained on. ``split="recorded"`` uses the zoo's own per-model
-  ``split`` field instead, the fixed split of the images that published INR benchmarks use.
-- Targets are metrics, hyperparameters or an INR zoo's signal fields (``label``, ``frequency``).
-- Only models with status done are used: pending ones have no weights, diverged ones have NaN.
-- Weights of the selected checkpoints are read once (``Zoo.load`` per checkpoint) into
-  per-parameter float32 tensors. A batch is one gather per tensor with a LongTensor of indices
-  (the sampler yields whole index batches), not per-item stacking of thousands of small tensors.
-- The normalizers are fitted on the training split only and exposed as ``weight_normalizer`` and
-  ``target_normalizer``; the model copies their buffers and applies them itself, so prediction on
-  new checkpoints normalises exactly as in training.
-- Augmentations apply to training batches only, in the loader (where each network's activation
-  is known, which sign/scale augmentations need when the activation varies per model).
+What both guarantee, and why:
+
+- Weights of the selected checkpoints are read once into per-parameter float32 tensors. A batch is
+  one gather per tensor with a LongTensor of indices (the sampler yields whole index batches), not
+  per-item stacking of thousands of small tensors.
+- ``weight_normalizer`` is fitted on the training split only (exactly invertible, see
+  ``wsl.data.normalize``). ``normalize=True`` serves normalized weights (generators map their
+  samples back with ``weight_normalizer.inverse``); the property DataModule serves raw weights,
+  because the predictor normalizes inside the model, where it must also normalize checkpoints
+  from anywhere at prediction time (and the probe encoder runs the networks on raw weights).
+  Models receive the normalizers from ``normalizers()``; they never reach into the DataModule.
+- Augmentations apply to training batches only, in the loader (where each network's activation is
+  known, which sign/scale augmentations need when the activation varies per model), before
+  normalization.
+- The split is saved in the module's ``state_dict`` (Lightning stores it in every checkpoint), so a
+  resumed or reloaded run uses the same runs.
 """
 from __future__ import annotations
 
@@ -36,13 +37,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from zoo.store import STATUS_NAMES, Zoo
-from zoo.weight_space import WeightSpaceSpec
-
 from wsl.data.normalize import TargetNormalizer, WeightNormalizer
+from wsl.data.runs import Split, ZooRuns, check_fractions
 from wsl.weights import WeightBatch
+from zoo.store import SPLITS
 
-SPLITS = ("train", "val", "test")
 # augment key -> (wsl.data.augment class, its keyword for the value, type of the value)
 AUGMENTS = {
     "permutation": ("RandomPermutation", None, bool),
@@ -78,14 +77,16 @@ class _BatchSampler(Sampler):
 
 
 class _Items(Dataset):
-    """The items of one split, indexed by a LongTensor of positions: returns a whole batch."""
+    """The items of one split, indexed by a LongTensor of positions: returns a whole batch
+    ``(wb, *extras)`` (``extras``: per-item tensors such as targets or conditions), and with MixUp
+    ``(wb, *extras, lam, partner)``."""
 
-    def __init__(self, spec: WeightSpaceSpec, params: list[Tensor], targets: Tensor, items: Tensor,
+    def __init__(self, spec, params: list[Tensor], extras: list[Tensor], items: Tensor,
                  activations: list[str] | None = None, augmentations: list[Callable] = (),
-                 mixup: Callable | None = None):
-        self.spec, self.params, self.targets, self.items = spec, params, targets, items
+                 mixup: Callable | None = None, normalizer: WeightNormalizer | None = None):
+        self.spec, self.params, self.extras, self.items = spec, params, extras, items
         self.activations = activations
-        self.augmentations, self.mixup = list(augmentations), mixup
+        self.augmentations, self.mixup, self.normalizer = list(augmentations), mixup, normalizer
 
     def __len__(self) -> int:
         return len(self.items)
@@ -95,16 +96,18 @@ class _Items(Dataset):
         # per-network activations only when they vary per model; else the spec's is used
         acts = None if self.activations is None else [self.activations[i] for i in idx.tolist()]
         wb = WeightBatch.from_params(self.spec, [p[idx] for p in self.params])
-        y = self.targets[idx]
         kw = {} if acts is None else {"activation": acts}
         for f in self.augmentations:
             wb = f(wb, **kw)
+        mixed = ()
         if self.mixup is not None:
             wb, lam, partner = self.mixup(wb, **kw)
-            wb.activation = acts  # the mixed network keeps the activation of the first one
-            return wb, y, lam, partner
+            mixed = (lam, partner)  # the mixed network keeps the activation of the first one
+        if self.normalizer is not None:
+            with torch.no_grad():
+                wb = self.normalizer(wb)
         wb.activation = acts
-        return wb, y
+        return (wb, *[e[idx] for e in self.extras], *mixed)
 
 
 def _as_is(batch):
@@ -122,23 +125,11 @@ def _reseed_worker(worker_id: int) -> None:
             g.manual_seed((info.seed + 7919 * k) % 2**63)
 
 
-def _run_key(run) -> tuple[int, int]:
-    """A recorded run id -> (file position, index): an int (one file) or a [file, index] pair."""
-    if isinstance(run, (list, tuple)):
-        return int(run[0]), int(run[1])
-    return 0, int(run)
-
-
-class ZooDataModule(pl.LightningDataModule):
-    """Batches ``(WeightBatch, targets)`` of zoo checkpoints, split by run.
+class WeightDataModule(pl.LightningDataModule):
+    """Batches of zoo checkpoints' weights (and, if asked, stored properties as conditions), split by run.
 
     Args:
         zoos: zoo files of one weight space (same layers and shapes; the activation may differ).
-        target: a metric stored per checkpoint (``test_acc``, ``val_loss``, ...), a hyperparameter or,
-            in INR zoos, a signal field (``label``, ``frequency``, ...).
-        task: ``auto`` (strings and integer signal fields such as ``label`` -> classification, other
-            numbers -> regression), ``regression`` or ``classification`` (classes: the sorted
-            distinct values).
         checkpoints: ``last``, ``all`` (every stored epoch > 0) or a list of epochs (used as given).
         split: fractions of runs for train, val and test, or ``"recorded"``: the zoo's per-model
             ``split`` field (INR zoos: the fixed split of their signals).
@@ -149,91 +140,52 @@ class ZooDataModule(pl.LightningDataModule):
             "mixup": 0.0}``; built from ``wsl.data.augment`` when the first training loader is made.
             ``augmentations`` (callables ``wb -> wb``) and ``mixup`` (``wb -> (wb, lam, partner)``)
             may instead be set directly; with per-model activations they are called with
-            ``activation=[...]``. With mixup, training batches are ``(wb, y, lam, partner)``.
+            ``activation=[...]``.
+        conditions: stored numeric properties served beside the weights, ``[B, len(conditions)]``
+            float32 (a metric at the item's checkpoint, a hyperparameter or a signal field).
+        normalize: serve weights through ``weight_normalizer`` (fitted on the training runs).
     """
 
-    def __init__(self, zoos: list[str], target: str = "test_acc", task: str = "auto",
-                 checkpoints: str | list[int] = "last", split: str | list[float] = [0.7, 0.1, 0.2],
-                 split_seed: int = 0, batch_size: int = 64, include_init: bool = False,
-                 max_models: int | None = None, num_workers: int = 0, augment: dict | None = None):
+    def __init__(self, zoos: list[str], checkpoints: str | list[int] = "last",
+                 split: str | list[float] = [0.7, 0.1, 0.2], split_seed: int = 0, batch_size: int = 64,
+                 include_init: bool = False, max_models: int | None = None, num_workers: int = 0,
+                 augment: dict | None = None, conditions: list[str] | None = None, normalize: bool = True):
         super().__init__()
         self.zoos = [str(zoos)] if isinstance(zoos, (str, Path)) else [str(z) for z in zoos]
-        if not self.zoos:
-            raise ValueError("ZooDataModule: zoos is empty; give one or more zoo files")
-        self.target, self.checkpoints = target, checkpoints
+        self.checkpoints = checkpoints
         self.split = split if isinstance(split, str) else [float(f) for f in split]
         self.split_seed = int(split_seed)
         self.batch_size, self.include_init = int(batch_size), bool(include_init)
         self.max_models, self.num_workers = max_models, int(num_workers)
         self.augment = dict(augment or {})
+        self.conditions = list(conditions or [])
+        self.normalize = bool(normalize)
         self.save_hyperparameters()
-        self._check_args(task)
-
-        specs, self._epochs = [], []
-        kinds, class_values = set(), []
-        for path in self.zoos:
-            with Zoo(path) as z:
-                specs.append(z.spec)
-                self._epochs.append(self._select_epochs(z))
-                if self.split == "recorded" and "split" not in z.signal_names:
-                    raise ValueError(f"{path}: split 'recorded' needs a per-model 'split' field (INR zoos record "
-                                     f"one), but this zoo has none (signal fields: {z.signal_names}); give "
-                                     f"split fractions such as [0.7, 0.1, 0.2] instead")
-                if target in z.metric_names:
-                    kinds.add("metric")
-                    continue
-                if target in z.hparam_names:
-                    v, source = z.hparam(target)[z.done], "hyperparameter"
-                elif target in z.signal_names:
-                    v, source = z.signal(target)[z.done], "signal field"
-                else:
-                    raise KeyError(f"{path}: target {target!r} is neither a stored metric {z.metric_names}, "
-                                   f"a hyperparameter {z.hparam_names} nor a signal field "
-                                   f"{z.signal_names or '(none: not an INR zoo)'}")
-                if v.dtype.kind in "OUS":
-                    kinds.add("string")
-                    v = v.astype(str)
-                elif source == "signal field" and v.dtype.kind in "iu":
-                    kinds.add("integer signal field")  # a class (label) or an id, not a quantity
-                else:
-                    kinds.add(f"numeric {source}")
-                class_values.append(v)
-        self.spec = self._common_spec(specs)
+        self._check_args()
+        self.runs = ZooRuns(self.zoos)
+        self.spec = self.runs.spec
         self.spec_json: str = self.spec.to_json()
-        if len(kinds) > 1:
-            raise ValueError(f"target {target!r} is of different kinds in the zoo files: {sorted(kinds)}")
-        kind = kinds.pop()
-        if task == "auto":
-            task = "classification" if kind in ("string", "integer signal field") else "regression"
-        if task == "regression" and kind == "string":
-            raise ValueError(f"target {target!r} has string values; it needs task 'classification' or 'auto'")
-        if task == "classification" and kind == "metric":
-            raise ValueError(f"target {target!r} is a metric (a number per checkpoint); use task 'regression'")
-        self.task_type: str = task
-        self._class_values = np.unique(np.concatenate(class_values)) if task == "classification" else None
-        self.class_names: list[str] | None = (None if self._class_values is None
-                                              else [str(v) for v in self._class_values])
-        self.num_outputs: int = 1 if task == "regression" else len(self.class_names)
+        if self.split == "recorded":
+            self.runs.check_recorded_split()
+        self._positions = [self.runs.epoch_positions(fi, checkpoints, include_init) for fi in range(len(self.zoos))]
+        for name in self.conditions:
+            for fi in range(len(self.zoos)):
+                self.runs.kind(fi, name)  # KeyError naming what is stored
 
         self.augmentations: list[Callable] | None = None  # None: build from ``augment`` when needed
         self.mixup: Callable | None = None
         self.split_runs: dict[str, list] | None = None
         self.weight_normalizer: WeightNormalizer | None = None
-        self.target_normalizer: TargetNormalizer | None = None
-        self.excluded: dict[str, int] = {}
+        self.excluded: dict[str, int] = self.runs.excluded
         self._loaded_runs: list[tuple[int, int]] | None = None
-        self._restored_runs: dict[str, list[tuple[int, int]]] | None = None
+        self._restored: Split | None = None
 
-    # --- construction helpers -------------------------------------------------------------------
-    def _check_args(self, task: str) -> None:
-        if task not in ("auto", "regression", "classification"):
-            raise ValueError(f"task must be 'auto', 'regression' or 'classification', found {task!r}")
+    def _check_args(self) -> None:
         if isinstance(self.split, str):
             if self.split != "recorded":
                 raise ValueError(f"split must be 'recorded' or three fractions (train, val, test), found {self.split!r}")
-        elif len(self.split) != 3 or min(self.split) < 0 or abs(sum(self.split) - 1) > 1e-6 or self.split[0] == 0:
-            raise ValueError(f"split must be three fractions (train, val, test) >= 0 summing to 1 with "
-                             f"train > 0, or 'recorded', found {self.split}")
+        else:
+            check_fractions(self.split)
         if not (self.checkpoints in ("last", "all") or (isinstance(self.checkpoints, (list, tuple))
                                                          and self.checkpoints)):
             raise ValueError(f"checkpoints must be 'last', 'all' or a non-empty list of epochs, "
@@ -246,235 +198,138 @@ class ZooDataModule(pl.LightningDataModule):
         if unknown:
             raise ValueError(f"augment: unknown key(s) {unknown}; valid keys: {list(AUGMENTS)}")
 
-    def _select_epochs(self, z: Zoo) -> list[int]:
-        """Checkpoint positions of ``z`` for the ``checkpoints`` and ``include_init`` arguments."""
-        if self.checkpoints == "last":
-            epochs = [z.checkpoint_epochs[-1]]
-        elif self.checkpoints == "all":
-            epochs = [e for e in z.checkpoint_epochs if e > 0]
-        else:
-            epochs = [int(e) for e in self.checkpoints]
-        if self.include_init and 0 not in epochs:
-            epochs = [0] + epochs
-        return [z.epoch_position(e) for e in epochs]  # KeyError naming the stored epochs
+    # --- per-item values ----------------------------------------------------------------------------
+    def item_values(self, name: str) -> np.ndarray:
+        """``name`` for every loaded item: a metric at the item's checkpoint, else the run's value."""
+        runs = [self._runs[k] for k in self._item_run.tolist()]
+        out = None
+        for fi in range(len(self.zoos)):
+            pos = np.flatnonzero(np.asarray([r[0] == fi for r in runs]))
+            if not len(pos):
+                continue
+            col = self.runs.column(fi, name)
+            rows = self.runs.rows(fi, [runs[k][1] for k in pos])
+            v = col[rows, self._item_pos[pos]] if self.runs.kind(fi, name) == "metric" else col[rows]
+            if out is None:
+                out = np.empty(len(runs), dtype=v.dtype if v.dtype.kind not in "OUS" else object)
+            out[pos] = v
+        return out
 
-    def _common_spec(self, specs: list[WeightSpaceSpec]) -> WeightSpaceSpec:
-        """The shared weight space; files whose activation differs give activation None (per model)."""
-        def key(s):
-            d = s.to_dict()
-            d.pop("activation")
-            return d
-
-        for path, s in zip(self.zoos[1:], specs[1:]):
-            if key(s) != key(specs[0]):
-                raise ValueError(f"zoo files of different weight spaces: {self.zoos[0]} has "
-                                 f"{self._describe(specs[0])}, {path} has {self._describe(s)}")
-        if len({s.activation for s in specs}) > 1:
-            d = specs[0].to_dict()
-            d["activation"] = None
-            return WeightSpaceSpec.from_dict(d)
-        return specs[0]
-
-    @staticmethod
-    def _describe(spec: WeightSpaceSpec) -> str:
-        return f"{spec.architecture} [" + ", ".join(f"{p.name} {list(p.shape)}" for p in spec.params) + "]"
+    def _extras(self) -> list[Tensor]:
+        """Per-item tensors served after the weights: the conditions, if any."""
+        if not self.conditions:
+            return []
+        cols = []
+        for name in self.conditions:
+            v = self.item_values(name)
+            try:
+                cols.append(np.asarray(v, dtype=np.float64))
+            except (TypeError, ValueError):
+                raise ValueError(f"condition {name!r} is not numeric (found values such as {v[:3].tolist()})") from None
+        return [torch.as_tensor(np.stack(cols, 1), dtype=torch.float32)]
 
     # --- data -----------------------------------------------------------------------------------
-    def _done_runs(self) -> list[tuple[int, int]]:
-        """(file position, index) of every done model; counts the excluded ones."""
-        runs, self.excluded = [], {name: 0 for code, name in STATUS_NAMES.items() if code != 1}
-        for fi, path in enumerate(self.zoos):
-            with Zoo(path) as z:
-                status = z.status
-                runs += [(fi, int(i)) for i in z.index[status == 1]]
-                for code, name in STATUS_NAMES.items():
-                    if code != 1:
-                        self.excluded[name] += int((status == code).sum())
-        if len(set(runs)) != len(runs):
-            raise ValueError(f"zoo files {self.zoos} contain the same run index twice in one file")
-        return runs
-
-    def _signal_groups(self, runs: list[tuple[int, int]]) -> list[list[int]]:
-        """Positions in ``runs`` grouped by (file, ``signal`` field): the INRs of one signal form a
-        group; in files without a ``signal`` field every run is its own group. Groups are in order
-        of their first run, so a zoo without signals gives one group per run, in run order."""
-        signal_of: dict[tuple[int, int], Any] = {}
-        for fi, path in enumerate(self.zoos):
-            with Zoo(path) as z:
-                if "signal" in z.signal_names:
-                    signal_of.update({(fi, int(i)): s for i, s in zip(z.index, z.signal("signal").tolist())})
-        groups: dict[Any, list[int]] = {}
-        for k, run in enumerate(runs):
-            key = (run[0], signal_of[run]) if run in signal_of else ("run", run)
-            groups.setdefault(key, []).append(k)
-        return list(groups.values())
-
-    def _draw_split(self, runs: list[tuple[int, int]]) -> dict[str, list[tuple[int, int]]]:
-        """Seeded permutation of the signal groups (whole groups up to ``max_models`` runs kept), cut
-        by the split fractions of the groups."""
-        groups = self._signal_groups(runs)
-        order = np.random.default_rng(self.split_seed).permutation(len(groups))
-        if self.max_models is not None:
-            sizes = np.cumsum([len(groups[g]) for g in order])
-            order = order[:max(1, int(np.searchsorted(sizes, self.max_models, side="right")))]
-        n = len(order)
-        n_train = max(1, round(self.split[0] * n))
-        n_val = min(n - n_train, round(self.split[1] * n))
-        cuts = {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
-        return {s: sorted(runs[k] for g in idx for k in groups[g]) for s, idx in cuts.items()}
-
-    def _recorded_split(self, runs: list[tuple[int, int]]) -> dict[str, list[tuple[int, int]]]:
-        """The zoos' own per-model ``split`` field (``max_models``: a seeded subset of the runs)."""
-        if self.max_models is not None:
-            keep = np.random.default_rng(self.split_seed).permutation(len(runs))[:self.max_models]
-            runs = [runs[k] for k in sorted(keep)]
-        split_of = {}
-        for fi, path in enumerate(self.zoos):
-            with Zoo(path) as z:
-                split_of.update({(fi, int(i)): s for i, s in zip(z.index, z.signal("split").tolist())})
-        bad = sorted({split_of[r] for r in runs} - set(SPLITS))
-        if bad:
-            raise ValueError(f"split 'recorded': the zoos' 'split' field holds {bad}; expected {list(SPLITS)}")
-        by_split = {s: sorted(r for r in runs if split_of[r] == s) for s in SPLITS}
-        if not by_split["train"]:
-            raise ValueError(f"split 'recorded': no done model of {self.zoos} is recorded as 'train'")
-        return by_split
-
     def _load(self, runs: list[tuple[int, int]]) -> None:
-        """Read the selected checkpoints of ``runs`` into memory: weights, targets, run and epoch per item."""
-        params = [[] for _ in self.spec.params]
-        targets, item_runs, item_epochs, activations = [], [], [], []
-        run_pos = {r: k for k, r in enumerate(runs)}
-        for fi, path in enumerate(self.zoos):
-            wanted = np.asarray(sorted(i for f, i in runs if f == fi), dtype=np.int64)
-            if not len(wanted):
-                continue
-            with Zoo(path) as z:
-                row_of = {int(i): r for r, i in enumerate(z.index)}
-                rows = np.asarray([row_of[int(i)] for i in wanted])
-                is_metric = self.target in z.metric_names
-                values = z.metric(self.target) if is_metric else z.column(self.target)
-                if values.dtype.kind in "OUS":
-                    values = values.astype(str)
-                acts = (z.hparam("activation")[rows].tolist() if z.spec.activation is None
-                        and "activation" in z.hparam_names else [z.spec.activation] * len(rows))
-                for c in self._epochs[fi]:
-                    weights = z.load(c)
-                    for k, p in enumerate(self.spec.params):
-                        params[k].append(torch.from_numpy(np.ascontiguousarray(weights[p.name][rows])))
-                    targets.append(values[rows, c] if is_metric else values[rows])
-                    item_runs.append([run_pos[(fi, int(i))] for i in wanted])
-                    item_epochs.append(np.full(len(rows), z.checkpoint_epochs[c]))
-                    activations += acts
-                z._cache.clear()  # the rows we need are copied; free the whole-checkpoint arrays
-        self._params = [torch.cat(p).float() for p in params]
-        self._item_run = torch.as_tensor(np.concatenate(item_runs), dtype=torch.long)
-        self._item_epoch = torch.as_tensor(np.concatenate(item_epochs), dtype=torch.long)
-        self._activations = activations if self.spec.activation is None else None
-        values = np.concatenate(targets)
-        if self.task_type == "classification":
-            self._targets = torch.as_tensor(np.searchsorted(self._class_values, values), dtype=torch.long)
-        else:
-            y = np.asarray(values, dtype=np.float64)
-            if not np.isfinite(y).all():
-                raise ValueError(f"target {self.target!r} is not finite for {int((~np.isfinite(y)).sum())} "
-                                 f"checkpoints of done models")
-            self._targets = torch.as_tensor(y, dtype=torch.float32)
+        """Read the selected checkpoints of ``runs`` into memory: weights, run and epoch per item."""
+        self._params, item_run, item_epoch, item_pos = self.runs.read_weights(runs, self._positions)
+        self._item_run = torch.as_tensor(item_run, dtype=torch.long)
+        self._item_epoch = torch.as_tensor(item_epoch, dtype=torch.long)
+        self._item_pos = item_pos
         self._runs = runs
+        self._activations = None if self.spec.activation is not None else \
+            [a for a in np.asarray(self.runs.activations(runs), dtype=object)[item_run].tolist()]
         self._loaded_runs = list(runs)
+        self._on_load()
+
+    def _on_load(self) -> None:
+        """Per-item values to build after the weights are read (subclasses: the target)."""
 
     def _prepare(self) -> None:
         """Make (or restore) the split, load what it needs, fit the normalizers on train."""
-        done = self._done_runs()
-        if self._restored_runs is None:
-            by_split = self._recorded_split(done) if self.split == "recorded" else self._draw_split(done)
-        else:
-            by_split = self._restored_runs
-            missing = sorted(set(r for s in SPLITS for r in by_split[s]) - set(done))
-            if missing:
-                raise ValueError(f"the restored split names runs (file position, index) {missing[:10]} that are "
-                                 f"not done models of {self.zoos}: is this the zoo the split was made on?")
-        runs = sorted(r for s in SPLITS for r in by_split[s])
-        if len(set(runs)) != len(runs):
-            raise ValueError("a run is recorded in two splits")
+        split = self._restored if self._restored is not None else \
+            self.runs.split(self.split, self.split_seed, self.max_models)
+        runs = split.all_runs
         if self._loaded_runs != runs:
             self._load(runs)
         run_split = torch.empty(len(runs), dtype=torch.long)
         pos = {r: k for k, r in enumerate(runs)}
         for k, s in enumerate(SPLITS):
-            run_split[[pos[r] for r in by_split[s]]] = k
+            run_split[[pos[r] for r in split.runs[s]]] = k
         item_split = run_split[self._item_run]
         self._split_items = {s: torch.nonzero(item_split == k).flatten() for k, s in enumerate(SPLITS)}
-        single = len(self.zoos) == 1
-        self.split_runs = {s: [i if single else [f, i] for f, i in by_split[s]] for s in SPLITS}
-        self._by_split = by_split
+        self._split = split
+        self.split_runs = split.state(self.zoos)["split_runs"]
         train = self._split_items["train"]
         self.weight_normalizer = WeightNormalizer(self.spec).fit(  # in chunks: no copy of the whole split
             WeightBatch.from_params(self.spec, [p[idx] for p in self._params]) for idx in train.split(4096))
-        self.target_normalizer = TargetNormalizer()
-        if self.task_type == "regression":
-            self.target_normalizer.fit(self._targets[train])
+        self._fit_normalizers(train)
+
+    def _fit_normalizers(self, train: Tensor) -> None:
+        """Normalizers beyond the weights' (subclasses: the target's)."""
 
     def setup(self, stage: str | None = None) -> None:
         if self.split_runs is None:
             self._prepare()
 
+    def normalizers(self) -> dict[str, torch.nn.Module]:
+        """The fitted normalizers a model receives (``model.set_normalizers(**dm.normalizers())``)."""
+        if self.weight_normalizer is None:
+            raise RuntimeError(f"{type(self).__name__}: call setup() before asking for the normalizers")
+        return {"weight_normalizer": self.weight_normalizer}
+
+    def weights(self, split: str) -> WeightBatch:
+        """All raw weights of a split's items, in loader order (unshuffled)."""
+        if self.split_runs is None:
+            raise RuntimeError(f"{type(self).__name__}: call setup() first")
+        idx = self._split_items[split]
+        wb = WeightBatch.from_params(self.spec, [p[idx] for p in self._params])
+        if self._activations is not None:
+            wb.activation = [self._activations[i] for i in idx.tolist()]
+        return wb
+
     # --- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """The split, so that a checkpoint restores it exactly (per file too, for ``wsl predict``)."""
-        if self.split_runs is None:
-            return {}
-        by_zoo = {path: {s: [i for f, i in self._by_split[s] if f == fi] for s in SPLITS}
-                  for fi, path in enumerate(self.zoos)}
-        return {"zoos": list(self.zoos), "split_runs": self.split_runs, "split_runs_by_zoo": by_zoo}
+        return {} if self.split_runs is None else self._split.state(self.zoos)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Use the recorded split; Lightning calls this after ``setup``, so rebuild if already set up."""
         if "split_runs" not in state:
             return
-        if len(state.get("zoos", self.zoos)) != len(self.zoos):
-            raise ValueError(f"the saved split is over {len(state['zoos'])} zoo files ({state['zoos']}), "
-                             f"this data module has {len(self.zoos)} ({self.zoos})")
-        self._restored_runs = {s: sorted(_run_key(r) for r in state["split_runs"][s]) for s in SPLITS}
+        self._restored = self.runs.restore(state)
         if self.split_runs is not None:
             self._prepare()
 
     # --- loaders ----------------------------------------------------------------------------------
     def _build_augmentations(self) -> tuple[list[Callable], Callable | None]:
-        """Augmentation callables from ``augment``; wsl.data.augment is imported only when one is asked for."""
+        """Augmentation callables from ``augment``."""
         wanted = {k: v for k, v in self.augment.items() if v}
         if not wanted:
             return [], None
-        try:
-            import wsl.data.augment as aug
-        except ImportError as e:
-            raise RuntimeError(f"augment {wanted} needs the module wsl.data.augment, which cannot be imported: {e}") from e
+        import wsl.data.augment as aug
+
         made = {}
         for k, (name, kwarg, kind) in AUGMENTS.items():
             if k not in wanted:
                 continue
             kwargs = {} if kwarg is None else {kwarg: kind(wanted[k])}
-            cls = getattr(aug, name, None)
-            if cls is None:
-                raise RuntimeError(f"augment {k!r} needs wsl.data.augment.{name}, which does not exist")
+            cls = getattr(aug, name)
             if "seed" in inspect.signature(cls).parameters:
                 kwargs["seed"] = self.split_seed + list(AUGMENTS).index(k)
-            try:
-                made[k] = cls(**kwargs)
-            except TypeError as e:
-                raise RuntimeError(f"augment {k!r}: wsl.data.augment.{name}({kwargs}) failed: {e}") from e
+            made[k] = cls(**kwargs)
         mixup = made.pop("mixup", None)
         return list(made.values()), mixup
 
     def _loader(self, split: str, shuffle: bool = False, train: bool = False) -> DataLoader:
         if self.split_runs is None:
-            raise RuntimeError("ZooDataModule: call setup() before asking for a data loader")
+            raise RuntimeError(f"{type(self).__name__}: call setup() before asking for a data loader")
         augs, mixup = [], None
         if train:
             if self.augmentations is None:
                 self.augmentations, self.mixup = self._build_augmentations()
             augs, mixup = self.augmentations, self.mixup
-        ds = _Items(self.spec, self._params, self._targets, self._split_items[split], self._activations, augs, mixup)
+        ds = _Items(self.spec, self._params, self._extras(), self._split_items[split], self._activations, augs,
+                    mixup, self.weight_normalizer if self.normalize else None)
         sampler = _BatchSampler(len(ds), self.batch_size, shuffle, self.split_seed)
         return DataLoader(ds, batch_size=None, sampler=sampler, collate_fn=_as_is, num_workers=self.num_workers,
                           worker_init_fn=_reseed_worker if train else None,
@@ -494,33 +349,125 @@ class ZooDataModule(pl.LightningDataModule):
 
     # --- inspection -------------------------------------------------------------------------------
     def items(self, split: str) -> dict[str, Any]:
-        """Which checkpoints a split's loader yields, in loader order (unshuffled): run ids, epochs, targets."""
+        """Which checkpoints a split's loader yields, in loader order (unshuffled): run ids and epochs."""
         if self.split_runs is None:
-            raise RuntimeError("ZooDataModule: call setup() first")
+            raise RuntimeError(f"{type(self).__name__}: call setup() first")
         idx = self._split_items[split]
         runs = [self._runs[k] for k in self._item_run[idx].tolist()]
         return {"runs": [i if len(self.zoos) == 1 else (f, i) for f, i in runs],
-                "epochs": self._item_epoch[idx].tolist(), "targets": self._targets[idx]}
+                "epochs": self._item_epoch[idx].tolist()}
+
+    def _describe_split(self, split: str) -> str:
+        return ""
 
     def info(self) -> str:
-        """Runs and checkpoints per split, excluded models, target statistics."""
+        """Runs and checkpoints per split, excluded models (and, for a target, its statistics)."""
         if self.split_runs is None:
             self.setup()
-        classes = f", classes {self.class_names}" if self.class_names else ""
-        lines = [f"zoos        {', '.join(self.zoos)}",
-                 f"target      {self.target} ({self.task_type}{classes})",
+        lines = [f"zoos        {', '.join(self.zoos)}", *self._info_header(),
                  "excluded    " + ", ".join(f"{c} {n}" for n, c in self.excluded.items())
                  + " models (only done models are used)",
                  f"epochs      {sorted(set(self._item_epoch.tolist()))}"]
         for s in SPLITS:
-            idx = self._split_items[s]
-            y = self._targets[idx]
-            line = f"{s:<6}{len(self.split_runs[s]):>6} runs {len(idx):>7} checkpoints"
-            if len(idx) and self.task_type == "regression":
-                line += (f"   {self.target} mean {y.mean():.4g} std {y.std(unbiased=False):.4g} "
-                         f"min {y.min():.4g} max {y.max():.4g}")
-            elif len(idx):
-                counts = torch.bincount(y, minlength=self.num_outputs).tolist()
-                line += "   " + ", ".join(f"{n} {c}" for n, c in zip(self.class_names, counts))
-            lines.append(line)
+            lines.append(f"{s:<6}{len(self.split_runs[s]):>6} runs {len(self._split_items[s]):>7} checkpoints"
+                         + self._describe_split(s))
         return "\n".join(lines)
+
+    def _info_header(self) -> list[str]:
+        return [f"conditions  {', '.join(self.conditions)}"] if self.conditions else []
+
+
+class PropertyDataModule(WeightDataModule):
+    """``WeightDataModule`` plus a target: batches ``(WeightBatch, targets)`` of raw weights.
+
+    Args (beyond ``WeightDataModule``'s):
+        target: a metric stored per checkpoint (``test_acc``, ``val_loss``, ...), a hyperparameter or,
+            in INR zoos, a signal field (``label``, ``frequency``, ...).
+        task: ``auto`` (strings and integer signal fields such as ``label`` -> classification, other
+            numbers -> regression), ``regression`` or ``classification`` (classes: the sorted
+            distinct values).
+    With MixUp, training batches are ``(wb, y, lam, partner)``.
+    """
+
+    def __init__(self, zoos: list[str], target: str = "test_acc", task: str = "auto",
+                 checkpoints: str | list[int] = "last", split: str | list[float] = [0.7, 0.1, 0.2],
+                 split_seed: int = 0, batch_size: int = 64, include_init: bool = False,
+                 max_models: int | None = None, num_workers: int = 0, augment: dict | None = None):
+        if task not in ("auto", "regression", "classification"):
+            raise ValueError(f"task must be 'auto', 'regression' or 'classification', found {task!r}")
+        super().__init__(zoos, checkpoints, split, split_seed, batch_size, include_init, max_models, num_workers,
+                         augment, conditions=None, normalize=False)
+        self.target = target
+        kinds, class_values = set(), []
+        for fi, path in enumerate(self.zoos):
+            kind = self.runs.kind(fi, target)
+            if kind == "metric":
+                kinds.add("metric")
+                continue
+            v = self.runs.column(fi, target)[self.runs.rows(fi, [i for f, i in self.runs.done if f == fi])]
+            if v.dtype.kind in "OUS":
+                kinds.add("string")
+            elif kind == "signal field" and v.dtype.kind in "iu":
+                kinds.add("integer signal field")  # a class (label) or an id, not a quantity
+            else:
+                kinds.add(f"numeric {kind}")
+            class_values.append(v)
+        if len(kinds) > 1:
+            raise ValueError(f"target {target!r} is of different kinds in the zoo files: {sorted(kinds)}")
+        kind = kinds.pop()
+        if task == "auto":
+            task = "classification" if kind in ("string", "integer signal field") else "regression"
+        if task == "regression" and kind == "string":
+            raise ValueError(f"target {target!r} has string values; it needs task 'classification' or 'auto'")
+        if task == "classification" and kind == "metric":
+            raise ValueError(f"target {target!r} is a metric (a number per checkpoint); use task 'regression'")
+        self.task_type: str = task
+        self._class_values = np.unique(np.concatenate(class_values)) if task == "classification" else None
+        self.class_names: list[str] | None = (None if self._class_values is None
+                                              else [str(v) for v in self._class_values])
+        self.num_outputs: int = 1 if task == "regression" else len(self.class_names)
+        self.target_normalizer: TargetNormalizer | None = None
+
+    def _on_load(self) -> None:
+        values = self.item_values(self.target)
+        if self.task_type == "classification":
+            self._targets = torch.as_tensor(np.searchsorted(self._class_values, values.astype(self._class_values.dtype)),
+                                            dtype=torch.long)
+        else:
+            y = np.asarray(values, dtype=np.float64)
+            if not np.isfinite(y).all():
+                raise ValueError(f"target {self.target!r} is not finite for {int((~np.isfinite(y)).sum())} "
+                                 f"checkpoints of done models")
+            self._targets = torch.as_tensor(y, dtype=torch.float32)
+
+    def _extras(self) -> list[Tensor]:
+        return [self._targets]
+
+    def _fit_normalizers(self, train: Tensor) -> None:
+        self.target_normalizer = TargetNormalizer()
+        if self.task_type == "regression":
+            self.target_normalizer.fit(self._targets[train])
+
+    def normalizers(self) -> dict[str, torch.nn.Module]:
+        return {**super().normalizers(), "target_normalizer": self.target_normalizer}
+
+    def items(self, split: str) -> dict[str, Any]:
+        """Run ids, epochs and targets of a split's items, in loader order (unshuffled)."""
+        out = super().items(split)
+        out["targets"] = self._targets[self._split_items[split]]
+        return out
+
+    def _info_header(self) -> list[str]:
+        classes = f", classes {self.class_names}" if self.class_names else ""
+        return [f"target      {self.target} ({self.task_type}{classes})"]
+
+    def _describe_split(self, split: str) -> str:
+        idx = self._split_items[split]
+        y = self._targets[idx]
+        if not len(idx):
+            return ""
+        if self.task_type == "regression":
+            return (f"   {self.target} mean {y.mean():.4g} std {y.std(unbiased=False):.4g} "
+                    f"min {y.min():.4g} max {y.max():.4g}")
+        counts = torch.bincount(y, minlength=self.num_outputs).tolist()
+        return "   " + ", ".join(f"{n} {c}" for n, c in zip(self.class_names, counts))

@@ -1,6 +1,6 @@
 """Reference predictors of a target, scored exactly like the weight-space encoders.
 
-Both take a set-up ``ZooDataModule`` and use its split by run, its targets and its checkpoints
+Both take a set-up ``PropertyDataModule`` and use its split by run, its targets and its checkpoints
 (``dm.items(split)``: runs, epochs and targets in loader order), and return predictions for
 ``dm.items("test")``, in that order, so they compare one to one with an encoder's predictions.
 
@@ -26,9 +26,9 @@ import numpy as np
 from scipy.stats import kendalltau
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-from zoo.store import Zoo
-
+from wsl.data.runs import run_key
 from wsl.weights.statistics import weight_statistics
+from zoo.store import SPLITS
 
 # Fixed tree settings, the same for both references; the iteration count is chosen on validation runs.
 TREE_SETTINGS = {"learning_rate": 0.05, "max_leaf_nodes": 31, "min_samples_leaf": 20, "l2_regularization": 0.0}
@@ -44,16 +44,9 @@ def _check(dm) -> None:
         raise RuntimeError("call dm.setup() before computing a baseline")
 
 
-def _run_key(run) -> tuple[int, int]:
-    """A run id of ``dm.items`` -> (zoo file position, model index)."""
-    if isinstance(run, (list, tuple)):
-        return int(run[0]), int(run[1])
-    return 0, int(run)
-
-
 def _split_arrays(dm, split: str) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
     items = dm.items(split)
-    runs = [_run_key(r) for r in items["runs"]]
+    runs = [run_key(r) for r in items["runs"]]
     epochs = np.asarray(items["epochs"], dtype=np.int64)
     targets = items["targets"].numpy()
     targets = targets.astype(np.float64) if dm.task_type == "regression" else targets.astype(np.int64)
@@ -61,54 +54,34 @@ def _split_arrays(dm, split: str) -> tuple[list[tuple[int, int]], np.ndarray, np
 
 
 # --- features ---------------------------------------------------------------------------------------
-def _hparam_table(dm) -> dict[str, dict[tuple[int, int], object]]:
-    """name -> {(file position, model index): value} for the hyperparameters of every zoo file."""
-    table: dict[str, dict[tuple[int, int], object]] = {}
-    names = None
-    for fi, path in enumerate(dm.zoos):
-        with Zoo(path) as z:
-            names = set(z.hparam_names) if names is None else names & set(z.hparam_names)
-            for name in z.hparam_names:
-                values = z.hparam(name)
-                col = table.setdefault(name, {})
-                for row, index in enumerate(z.index):
-                    col[(fi, int(index))] = values[row]
-    return {name: col for name, col in table.items() if name in names}
-
-
 def _log_uniform_hparams(dm) -> set[str]:
     """Hyperparameters that some zoo file's config samples log-uniformly."""
-    names = set()
-    for path in dm.zoos:
-        with Zoo(path) as z:
-            for name, space in (z.config.get("hparams") or {}).items():
-                if isinstance(space, dict) and "log_uniform" in space:
-                    names.add(name)
-    return names
+    return {name for config in dm.runs.configs for name, space in (config.get("hparams") or {}).items()
+            if isinstance(space, dict) and "log_uniform" in space}
 
 
 def _encode_hparams(dm) -> tuple[list[str], dict[tuple[int, int], np.ndarray]]:
     """Feature names and one feature row per run (over all splits' runs).
 
-    Only hyperparameters that vary over the runs are used (the target itself is left out if it is
-    a hyperparameter). Numbers are used as log10 where the zoo config samples them log-uniformly
-    (learning rate, weight decay, init scale in the shipped configs), else as they are; strings are
-    ordinal codes (their sorted distinct values). Trees split on thresholds, so these choices only
-    matter through the binning; they are here to make the features readable.
+    Only hyperparameters that every file stores and that vary over the runs are used (the target
+    itself is left out if it is a hyperparameter). Numbers are used as log10 where the zoo config
+    samples them log-uniformly (learning rate, weight decay, init scale in the shipped configs), else
+    as they are; strings are ordinal codes (their sorted distinct values). Trees split on thresholds,
+    so these choices only matter through the binning; they are here to make the features readable.
     """
-    table = _hparam_table(dm)
     log_scaled = _log_uniform_hparams(dm)
-    runs = sorted({_run_key(r) for s in ("train", "val", "test") for r in dm.items(s)["runs"]})
+    runs = sorted({run_key(r) for s in SPLITS for r in dm.items(s)["runs"]})
+    shared = set.intersection(*[set(names) for names in dm.runs.hparam_names])
     names, columns = [], []
-    for name in sorted(table):
+    for name in sorted(shared):
         if name == dm.target:
             continue
-        values = [table[name][r] for r in runs]
-        if isinstance(values[0], (str, bytes)):
-            levels = sorted(set(str(v) for v in values))
+        values = dm.runs.values(name, runs)
+        if values.dtype.kind in "OUS":
+            levels = sorted(set(values.astype(str).tolist()))
             if len(levels) < 2:
                 continue
-            columns.append(np.asarray([levels.index(str(v)) for v in values], dtype=np.float64))
+            columns.append(np.searchsorted(np.asarray(levels), values.astype(str)).astype(np.float64))
             names.append(f"{name} (ordinal: {', '.join(levels)})")
             continue
         x = np.asarray(values, dtype=np.float64)
@@ -133,27 +106,13 @@ def hyperparameter_features(dm, split: str) -> tuple[list[str], np.ndarray]:
 
 
 def statistic_features(dm, split: str) -> np.ndarray:
-    """[N, 7 * params] weight statistics of a split's checkpoints, read from the zoo files."""
-    runs, epochs, _ = _split_arrays(dm, split)
-    out = None
-    for fi, path in enumerate(dm.zoos):
-        with Zoo(path) as z:
-            row_of = {int(index): row for row, index in enumerate(z.index)}
-            for epoch in sorted(set(epochs.tolist())):
-                pos = [k for k, (f, _) in enumerate(runs) if f == fi and epochs[k] == epoch]
-                if not pos:
-                    continue
-                rows = np.asarray([row_of[runs[k][1]] for k in pos])
-                c = z.epoch_position(epoch)
-                z.load(c)  # the whole checkpoint into memory: one read instead of one per model
-                weights = z.batch(rows, c)
-                stats = weight_statistics(z.spec, weights).numpy().astype(np.float64)
-                if out is None:
-                    out = np.full((len(runs), stats.shape[1]), np.nan)
-                out[pos] = stats
-    if out is None:
+    """[N, 7 * params] weight statistics of a split's checkpoints, from the weights the data module
+    holds (in loader order)."""
+    wb = dm.weights(split)
+    if not len(wb):
         raise ValueError(f"split {split!r} has no checkpoints")
-    return out
+    return np.concatenate([weight_statistics(dm.spec, wb[s:s + 4096].to_dict()).numpy().astype(np.float64)
+                           for s in range(0, len(wb), 4096)])
 
 
 # --- trees --------------------------------------------------------------------------------------------
@@ -190,16 +149,12 @@ def boosted_trees(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y
 def hyperparameter_oracle(dm, seed: int = 0, max_iter: int = MAX_ITER) -> np.ndarray:
     """Predictions for ``dm.items("test")`` from the runs' true hyperparameters and the epoch."""
     _check(dm)
-    inr = []
-    for path in dm.zoos:
-        with Zoo(path) as z:
-            if z.is_inr:
-                inr.append(path)
+    inr = [path for path, is_inr in zip(dm.zoos, dm.runs.is_inr) if is_inr]
     if inr and not _encode_hparams(dm)[0]:
         raise NotApplicable(f"hyperparameter oracle skipped: {', '.join(inr)} is an INR zoo whose models all share "
                             f"their hyperparameters, so they say nothing about the signal each INR fits")
     data = {}
-    for s in ("train", "val", "test"):
+    for s in SPLITS:
         data[s] = (hyperparameter_features(dm, s)[1], _split_arrays(dm, s)[2])
     pred, _ = boosted_trees(data["train"][0], data["train"][1], data["val"][0], data["val"][1],
                             data["test"][0], seed, max_iter, dm.task_type == "classification")
@@ -209,7 +164,7 @@ def hyperparameter_oracle(dm, seed: int = 0, max_iter: int = MAX_ITER) -> np.nda
 def statnn_trees(dm, seed: int = 0, max_iter: int = MAX_ITER) -> np.ndarray:
     """Predictions for ``dm.items("test")`` from per-layer weight statistics (Unterthiner et al. 2020)."""
     _check(dm)
-    data = {s: (statistic_features(dm, s), _split_arrays(dm, s)[2]) for s in ("train", "val", "test")}
+    data = {s: (statistic_features(dm, s), _split_arrays(dm, s)[2]) for s in SPLITS}
     pred, _ = boosted_trees(data["train"][0], data["train"][1], data["val"][0], data["val"][1],
                             data["test"][0], seed, max_iter, dm.task_type == "classification")
     return pred

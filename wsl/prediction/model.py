@@ -4,7 +4,8 @@ Regression (test accuracy, generalization gap, a numeric hyperparameter, ...) is
 on standardized targets and reported with Kendall tau, R^2 and MAE in the target's units;
 classification (optimizer, activation, an INR's class, ...) with cross-entropy and accuracy. The
 weight and target normalizers are buffers of this module: they are fitted on the training split
-by the DataModule, saved in every checkpoint, and applied unchanged at prediction time.
+by the DataModule and handed over with ``set_normalizers``, saved in every checkpoint, and applied
+unchanged at prediction time.
 """
 from __future__ import annotations
 
@@ -49,13 +50,13 @@ class PropertyPredictor(pl.LightningModule):
             else:
                 self.metrics[f"{split}_acc"] = MulticlassAccuracy(num_classes=num_outputs, average="micro")
 
-    # --- wiring with the data module -----------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if stage == "fit" and dm is not None and getattr(dm, "weight_normalizer", None) is not None:
-            self.weight_normalizer.load_state_dict(dm.weight_normalizer.state_dict())
-            if self.regression and getattr(dm, "target_normalizer", None) is not None:
-                self.target_normalizer.load_state_dict(dm.target_normalizer.state_dict())
+    # --- normalizers ------------------------------------------------------------------------------
+    def set_normalizers(self, weight_normalizer: WeightNormalizer, target_normalizer: TargetNormalizer | None = None) -> None:
+        """Take the normalizers fitted on the training runs (``PropertyDataModule.normalizers()``);
+        they are buffers, so every checkpoint carries them and prediction normalizes the same way."""
+        self.weight_normalizer.load_state_dict(weight_normalizer.state_dict())
+        if self.regression and target_normalizer is not None:
+            self.target_normalizer.load_state_dict(target_normalizer.state_dict())
 
     # --- the science ---------------------------------------------------------------------------
     def forward(self, wb: WeightBatch) -> Tensor:

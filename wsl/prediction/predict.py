@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zoo.store import Zoo
-
+from wsl.data.runs import ZooRuns
 from wsl.prediction.model import PropertyPredictor
 from wsl.weights import WeightBatch
 
@@ -104,42 +103,42 @@ def predict_files(model: PropertyPredictor, files: list[Path], batch_size: int =
 
 
 def predict_zoo(model: PropertyPredictor, path: Path, split: str | None = None, checkpoint: int = -1,
-                runs: dict | None = None, batch_size: int = 1024, recorded_split: bool = False) -> list[Prediction]:
-    """Predictions for the done models of a zoo (``split``: only that split's runs, from ``runs``
-    or, with ``recorded_split``, from the zoo's ``split`` field)."""
-    with Zoo(path) as zoo:
-        if zoo.spec.to_dict()["params"] != model.spec.to_dict()["params"]:
-            exp = ", ".join(f"{p.name} {list(p.shape)}" for p in model.spec.params)
-            found = ", ".join(f"{p.name} {list(p.shape)}" for p in zoo.spec.params)
-            raise ValueError(f"{path}: weight space does not match the predictor's. Expected: {exp}. Found: {found}")
-        rows = zoo.select()
-        if split not in (None, "all") and recorded_split:
-            if "split" not in zoo.signal_names:
-                raise ValueError(f"--split {split}: the predictor was trained on the zoos' recorded split, but "
-                                 f"{path} has no per-model 'split' field (signal fields: {zoo.signal_names})")
-            rows = rows[zoo.signal("split")[rows] == split]
-        elif split not in (None, "all"):
-            if not runs or split not in runs:
-                raise ValueError(f"--split {split}: the predictor checkpoint records no '{split}' runs for this zoo")
-            keep = {int(r) for r in runs[split]}
-            rows = np.asarray([r for r in rows if int(zoo.index[r]) in keep], dtype=np.int64)
-        target = model.hparams.target
-        truth = None
-        if target in (*zoo.metric_names, *zoo.hparam_names, *zoo.signal_names):
-            truth = zoo.column(target, checkpoint)
-        acts = zoo.hparam("activation") if zoo.spec.activation is None and "activation" in zoo.hparam_names else None
-        zoo.load(checkpoint)
-        epoch = zoo.checkpoint_epochs[checkpoint]
-        preds: list[Prediction] = []
-        for s in range(0, len(rows), batch_size):
-            r = rows[s:s + batch_size]
-            wb = WeightBatch.from_params(zoo.spec, zoo.batch(r, checkpoint))
-            if acts is not None:
-                wb.activation = acts[r].tolist()
-            for row, (v, c) in zip(r, _format(model, model.predict_values(wb))):
-                t = None if truth is None else (truth[row].item() if hasattr(truth[row], "item") else truth[row])
-                preds.append(Prediction(f"{path}#model={int(zoo.index[row])}@epoch={epoch}", v, c, t))
-        return preds
+                split_state: dict | None = None, batch_size: int = 1024, recorded_split: bool = False) -> list[Prediction]:
+    """Predictions for the done models of a zoo (``split``: only that split's runs, from the
+    predictor's saved ``split_state`` for this file or, with ``recorded_split``, the zoo's own
+    ``split`` field)."""
+    runs = ZooRuns(path)
+    if runs.spec.to_dict()["params"] != model.spec.to_dict()["params"]:
+        exp = ", ".join(f"{p.name} {list(p.shape)}" for p in model.spec.params)
+        found = ", ".join(f"{p.name} {list(p.shape)}" for p in runs.spec.params)
+        raise ValueError(f"{path}: weight space does not match the predictor's. Expected: {exp}. Found: {found}")
+    selected = runs.done
+    if split not in (None, "all") and recorded_split:
+        selected = runs.recorded_split().runs[split]
+    elif split not in (None, "all"):
+        if not split_state or split not in split_state:
+            raise ValueError(f"--split {split}: the predictor checkpoint records no '{split}' runs for this zoo")
+        selected = runs.restore({"split_runs": split_state}).runs[split]
+    position = runs.epoch_positions(0, "last")[0] if checkpoint == -1 else checkpoint % len(runs.checkpoint_epochs[0])
+    epoch = runs.checkpoint_epochs[0][position]
+    target = model.hparams.target
+    truth = None
+    if target in (*runs.metric_names[0], *runs.hparam_names[0], *runs.signal_names[0]):
+        column = runs.column(0, target)
+        truth = column[:, position] if column.ndim == 2 else column
+    selected = sorted(selected)  # the order read_weights returns them in
+    acts = runs.activations(selected) if runs.spec.activation is None else None
+    params, _, _, _ = runs.read_weights(selected, [[position]])
+    preds: list[Prediction] = []
+    for s in range(0, len(selected), batch_size):
+        wb = WeightBatch.from_params(runs.spec, [p[s:s + batch_size] for p in params])
+        if acts is not None:
+            wb.activation = acts[s:s + batch_size]
+        chunk = selected[s:s + batch_size]
+        for (_, index), (v, c) in zip(chunk, _format(model, model.predict_values(wb))):
+            t = None if truth is None else truth[runs.row((0, index))].item()
+            preds.append(Prediction(f"{path}#model={index}@epoch={epoch}", v, c, t))
+    return preds
 
 
 def run_predict(model_path: str, inputs: list[str], csv_path: str | None = None, split: str | None = None,
@@ -154,7 +153,7 @@ def run_predict(model_path: str, inputs: list[str], csv_path: str | None = None,
         preds += predict_files(model, loose, activation=activation)
     for f in files:
         if f.suffix == ".h5":
-            preds += predict_zoo(model, f, split, checkpoint, runs.get(str(f)) or runs.get(f.name) or runs.get("*"),
+            preds += predict_zoo(model, f, split, checkpoint, runs.get(str(f)) or runs.get(f.name),
                                  recorded_split=split_setting == "recorded")
     target = model.hparams.target or "value"
     print(f"{'input':<60} {'predicted ' + target:>20} {'true':>10}", file=stream)
@@ -190,6 +189,6 @@ def _data_state(model_path: str) -> tuple[dict, object]:
     ckpt = torch.load(model_path, map_location="cpu", weights_only=False)
     split_setting = (ckpt.get("datamodule_hyper_parameters") or {}).get("split")
     for key, state in ckpt.items():
-        if key.endswith("ZooDataModule") or key == "datamodule_state":
+        if key.endswith("DataModule") or key == "datamodule_state":
             return (state.get("split_runs_by_zoo", {}) if isinstance(state, dict) else {}), split_setting
     return {}, split_setting

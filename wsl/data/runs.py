@@ -1,0 +1,309 @@
+"""Runs and splits: the one place that decides which networks of which zoo files are used, and where.
+
+A *run* is one model of a zoo file, named ``(file position, model index)``. Every consumer (the
+DataModules, ``wsl predict``, the tree baselines, the demo, generators' evaluation) asks a
+``ZooRuns`` for runs, rows, activations, stored values and splits; none of them recomputes them.
+
+Why splits are by run: all selected checkpoints of a run go to the same split, so a model is never
+scored on a later checkpoint of a network it was trained on. INR zoos fit several networks to one
+signal (an image): a drawn split keeps all INRs of a signal together, grouped by (file, ``signal``
+field). The ``recorded`` policy uses the zoos' own per-model ``split`` field instead, the fixed
+split of the images that published INR benchmarks use.
+
+Only models with status done are used: pending ones have no weights, diverged ones have NaN.
+A split is saved as plain lists of run ids (``Split.state``), so a resumed or reloaded model uses the
+same runs even if the seed logic changes; with one file a run id is its model index, with several a
+``[file position, index]`` pair.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from zoo.store import SPLITS, STATUS_DONE, STATUS_NAMES, Zoo
+from zoo.weight_space import WeightSpaceSpec
+
+Run = tuple[int, int]  # (file position, model index)
+SPLIT_POLICIES = ("drawn", "recorded")
+
+
+def run_key(run) -> Run:
+    """A saved run id -> (file position, index): an int (one file) or a [file, index] pair."""
+    if isinstance(run, (list, tuple)):
+        return int(run[0]), int(run[1])
+    return 0, int(run)
+
+
+@dataclass
+class Split:
+    """Runs per split name (``zoo.store.SPLITS``), each list sorted."""
+
+    runs: dict[str, list[Run]]
+
+    def __post_init__(self) -> None:
+        seen = [r for s in SPLITS for r in self.runs[s]]
+        if len(set(seen)) != len(seen):
+            raise ValueError("a run is in two splits")
+
+    @property
+    def all_runs(self) -> list[Run]:
+        return sorted(r for s in SPLITS for r in self.runs[s])
+
+    def state(self, paths: Sequence[str]) -> dict[str, Any]:
+        """What a checkpoint stores: run ids per split, and per zoo file (for ``wsl predict``)."""
+        single = len(paths) == 1
+        return {"zoos": list(paths),
+                "split_runs": {s: [i if single else [f, i] for f, i in self.runs[s]] for s in SPLITS},
+                "split_runs_by_zoo": {p: {s: [i for f, i in self.runs[s] if f == fi] for s in SPLITS}
+                                      for fi, p in enumerate(paths)}}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], paths: Sequence[str]) -> "Split":
+        if len(state.get("zoos", paths)) != len(paths):
+            raise ValueError(f"the saved split is over {len(state['zoos'])} zoo files ({state['zoos']}), "
+                             f"the data has {len(paths)} ({list(paths)})")
+        return cls({s: sorted(run_key(r) for r in state["split_runs"][s]) for s in SPLITS})
+
+
+def _describe(spec: WeightSpaceSpec) -> str:
+    return f"{spec.architecture} [" + ", ".join(f"{p.name} {list(p.shape)}" for p in spec.params) + "]"
+
+
+def common_spec(paths: Sequence[str], specs: Sequence[WeightSpaceSpec]) -> WeightSpaceSpec:
+    """The weight space shared by several files; files whose activation differs give a spec with
+    activation None (then each run's activation comes from its hyperparameters)."""
+    def key(s: WeightSpaceSpec) -> dict:
+        d = s.to_dict()
+        d.pop("activation")
+        return d
+
+    for path, s in zip(paths[1:], specs[1:]):
+        if key(s) != key(specs[0]):
+            raise ValueError(f"zoo files of different weight spaces: {paths[0]} has {_describe(specs[0])}, "
+                             f"{path} has {_describe(s)}")
+    if len({s.activation for s in specs}) > 1:
+        d = specs[0].to_dict()
+        d["activation"] = None
+        return WeightSpaceSpec.from_dict(d)
+    return specs[0]
+
+
+class ZooRuns:
+    """The done runs of one or more zoo files of one weight space, with what each file stores about
+    them. Each file's metadata is read once, here; weights are read by ``read_weights``."""
+
+    def __init__(self, paths: str | Path | Sequence[str | Path]):
+        self.paths = [str(paths)] if isinstance(paths, (str, Path)) else [str(p) for p in paths]
+        if not self.paths:
+            raise ValueError("no zoo files given; give one or more zoo files")
+        self.specs, self.configs, self.checkpoint_epochs, self.is_inr = [], [], [], []
+        self.metric_names, self.hparam_names, self.signal_names = [], [], []
+        self._row: list[dict[int, int]] = []
+        self._columns: dict[tuple[int, str], np.ndarray] = {}
+        self.done: list[Run] = []
+        self.excluded = {name: 0 for code, name in STATUS_NAMES.items() if code != STATUS_DONE}
+        for fi, path in enumerate(self.paths):
+            with Zoo(path) as z:
+                self.specs.append(z.spec)
+                self.configs.append(z.config)
+                self.checkpoint_epochs.append(list(z.checkpoint_epochs))
+                self.is_inr.append(z.is_inr)
+                self.metric_names.append(list(z.metric_names))
+                self.hparam_names.append(list(z.hparam_names))
+                self.signal_names.append(list(z.signal_names))
+                self._row.append({int(i): r for r, i in enumerate(z.index)})
+                status = z.status
+                self.done += [(fi, int(i)) for i in z.index[status == STATUS_DONE]]
+                for code, name in STATUS_NAMES.items():
+                    if code != STATUS_DONE:
+                        self.excluded[name] += int((status == code).sum())
+        self.spec = common_spec(self.paths, self.specs)
+
+    # --- rows and stored values ---------------------------------------------------------------------
+    def rows(self, fi: int, indices) -> np.ndarray:
+        """File rows of model indices of file ``fi``."""
+        row = self._row[fi]
+        try:
+            return np.asarray([row[int(i)] for i in indices], dtype=np.int64)
+        except KeyError as e:
+            raise KeyError(f"{self.paths[fi]}: no model with index {e.args[0]}") from None
+
+    def row(self, run: Run) -> int:
+        return int(self.rows(run[0], [run[1]])[0])
+
+    def kind(self, fi: int, name: str) -> str:
+        """``metric`` (a value per checkpoint), ``hyperparameter`` or ``signal field`` (per run)."""
+        if name in self.metric_names[fi]:
+            return "metric"
+        if name in self.hparam_names[fi]:
+            return "hyperparameter"
+        if name in self.signal_names[fi]:
+            return "signal field"
+        raise KeyError(f"{self.paths[fi]}: {name!r} is neither a stored metric {self.metric_names[fi]}, a "
+                       f"hyperparameter {self.hparam_names[fi]} nor a signal field "
+                       f"{self.signal_names[fi] or '(none: not an INR zoo)'}")
+
+    def column(self, fi: int, name: str) -> np.ndarray:
+        """Every row's stored ``name`` in file ``fi``: ``[M, checkpoints]`` for a metric, ``[M]``
+        otherwise (strings as ``str``). Read once and kept."""
+        key = (fi, name)
+        if key not in self._columns:
+            kind = self.kind(fi, name)
+            with Zoo(self.paths[fi]) as z:
+                v = z.metric(name) if kind == "metric" else z.hparam(name) if kind == "hyperparameter" \
+                    else z.signal(name)
+            self._columns[key] = v.astype(str) if v.dtype.kind in "OUS" else v
+        return self._columns[key]
+
+    def values(self, name: str, runs: Sequence[Run]) -> np.ndarray:
+        """Per-run values of a hyperparameter or signal field, in the order of ``runs``."""
+        out = []
+        for fi in range(len(self.paths)):
+            pos = [k for k, r in enumerate(runs) if r[0] == fi]
+            if pos:
+                out.append((pos, self.column(fi, name)[self.rows(fi, [runs[k][1] for k in pos])]))
+        if not out:
+            return np.zeros(0)
+        result = np.empty(len(runs), dtype=np.result_type(*[v for _, v in out]))
+        for pos, v in out:
+            result[pos] = v
+        return result
+
+    def activations(self, runs: Sequence[Run]) -> list[str]:
+        """Each run's activation: its file's spec's, or its ``activation`` hyperparameter."""
+        acts: list[str | None] = [None] * len(runs)
+        for k, (fi, i) in enumerate(runs):
+            acts[k] = self.specs[fi].activation
+        missing = [k for k, a in enumerate(acts) if a is None]
+        for fi in sorted({runs[k][0] for k in missing}):
+            if "activation" not in self.hparam_names[fi]:
+                raise ValueError(f"{self.paths[fi]}: the weight space's activation varies per model, but the "
+                                 f"zoo stores no 'activation' hyperparameter (stored: {self.hparam_names[fi]})")
+        if missing:
+            found = self.values("activation", [runs[k] for k in missing])
+            for k, a in zip(missing, found.tolist()):
+                acts[k] = str(a)
+        return acts  # type: ignore[return-value]
+
+    # --- splits ---------------------------------------------------------------------------------------
+    def signal_groups(self, runs: Sequence[Run]) -> list[list[int]]:
+        """Positions in ``runs`` grouped by (file, ``signal`` field): the INRs of one signal form a
+        group; in files without a ``signal`` field every run is its own group. Groups are in order of
+        their first run, so a zoo without signals gives one group per run, in run order."""
+        groups: dict[Any, list[int]] = {}
+        has_signal = ["signal" in names for names in self.signal_names]
+        signal = {fi: self.column(fi, "signal") for fi, h in enumerate(has_signal) if h}
+        for k, (fi, i) in enumerate(runs):
+            key = (fi, signal[fi][self._row[fi][i]].item()) if has_signal[fi] else ("run", (fi, i))
+            groups.setdefault(key, []).append(k)
+        return list(groups.values())
+
+    def draw_split(self, fractions: Sequence[float], seed: int = 0, max_models: int | None = None) -> Split:
+        """A seeded permutation of the signal groups of the done runs (whole groups up to
+        ``max_models`` runs kept), cut by the fractions (train, val, test) of the groups."""
+        check_fractions(fractions)
+        runs = self.done
+        groups = self.signal_groups(runs)
+        order = np.random.default_rng(seed).permutation(len(groups))
+        if max_models is not None:
+            sizes = np.cumsum([len(groups[g]) for g in order])
+            order = order[:max(1, int(np.searchsorted(sizes, max_models, side="right")))]
+        n = len(order)
+        n_train = max(1, round(fractions[0] * n))
+        n_val = min(n - n_train, round(fractions[1] * n))
+        cuts = dict(zip(SPLITS, (order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:])))
+        return Split({s: sorted(runs[k] for g in idx for k in groups[g]) for s, idx in cuts.items()})
+
+    def check_recorded_split(self) -> None:
+        """Every file must store a per-model ``split`` field for the ``recorded`` policy."""
+        for fi, names in enumerate(self.signal_names):
+            if "split" not in names:
+                raise ValueError(f"{self.paths[fi]}: split 'recorded' needs a per-model 'split' field (INR zoos "
+                                 f"record one), but this zoo has none (signal fields: {names}); give split "
+                                 f"fractions such as [0.7, 0.1, 0.2] instead")
+
+    def recorded_split(self, seed: int = 0, max_models: int | None = None) -> Split:
+        """The zoos' own per-model ``split`` field (``max_models``: a seeded subset of the runs)."""
+        self.check_recorded_split()
+        runs = self.done
+        if max_models is not None:
+            keep = np.random.default_rng(seed).permutation(len(runs))[:max_models]
+            runs = [runs[k] for k in sorted(keep)]
+        split_of = self.values("split", runs)
+        bad = sorted(set(split_of.tolist()) - set(SPLITS))
+        if bad:
+            raise ValueError(f"split 'recorded': the zoos' 'split' field holds {bad}; expected {list(SPLITS)}")
+        by_split = {s: sorted(r for r, v in zip(runs, split_of) if v == s) for s in SPLITS}
+        if not by_split["train"]:
+            raise ValueError(f"split 'recorded': no done model of {self.paths} is recorded as 'train'")
+        return Split(by_split)
+
+    def split(self, split: str | Sequence[float], seed: int = 0, max_models: int | None = None) -> Split:
+        """``"recorded"`` or fractions (train, val, test) for a drawn split."""
+        return self.recorded_split(seed, max_models) if split == "recorded" else \
+            self.draw_split(split, seed, max_models)
+
+    def restore(self, state: dict[str, Any]) -> Split:
+        """A saved split, checked against the done runs of these files."""
+        split = Split.from_state(state, self.paths)
+        missing = sorted(set(split.all_runs) - set(self.done))
+        if missing:
+            raise ValueError(f"the saved split names runs (file position, index) {missing[:10]} that are not done "
+                             f"models of {self.paths}: is this the zoo the split was made on?")
+        return split
+
+    # --- weights --------------------------------------------------------------------------------------
+    def epoch_positions(self, fi: int, checkpoints: str | Sequence[int], include_init: bool = False) -> list[int]:
+        """Checkpoint positions of file ``fi``: ``last``, ``all`` (every stored epoch > 0) or epochs."""
+        stored = self.checkpoint_epochs[fi]
+        if checkpoints == "last":
+            epochs = [stored[-1]]
+        elif checkpoints == "all":
+            epochs = [e for e in stored if e > 0]
+        else:
+            epochs = [int(e) for e in checkpoints]
+        if include_init and 0 not in epochs:
+            epochs = [0] + epochs
+        missing = [e for e in epochs if e not in stored]
+        if missing:
+            raise KeyError(f"{self.paths[fi]}: no checkpoint at epoch {missing[0]}; stored epochs: {stored}")
+        return [stored.index(e) for e in epochs]
+
+    def read_weights(self, runs: Sequence[Run], positions: Sequence[Sequence[int]]
+                     ) -> tuple[list[torch.Tensor], np.ndarray, np.ndarray, np.ndarray]:
+        """The checkpoints ``positions[fi]`` of ``runs``, each file read once, checkpoint by checkpoint.
+
+        Returns per-parameter float32 tensors ``[N, *shape]`` (``spec.params`` order) and, per item,
+        its position in ``runs``, its epoch and its checkpoint position.
+        """
+        params: list[list[torch.Tensor]] = [[] for _ in self.spec.params]
+        item_run, item_epoch, item_pos = [], [], []
+        run_pos = {r: k for k, r in enumerate(runs)}
+        for fi, path in enumerate(self.paths):
+            wanted = sorted(i for f, i in runs if f == fi)
+            if not wanted:
+                continue
+            rows = self.rows(fi, wanted)
+            with Zoo(path) as z:
+                for c in positions[fi]:
+                    weights = z.load(c)
+                    for k, p in enumerate(self.spec.params):
+                        params[k].append(torch.from_numpy(np.ascontiguousarray(weights[p.name][rows])).float())
+                    z.clear_cache()  # the rows we need are copied; free the whole-checkpoint arrays
+                    item_run.append([run_pos[(fi, i)] for i in wanted])
+                    item_epoch.append(np.full(len(rows), self.checkpoint_epochs[fi][c]))
+                    item_pos.append(np.full(len(rows), c))
+        if not item_run:
+            raise ValueError(f"no checkpoints selected from {self.paths}")
+        return ([torch.cat(p) for p in params], np.concatenate(item_run), np.concatenate(item_epoch),
+                np.concatenate(item_pos))
+
+
+def check_fractions(fractions: Sequence[float]) -> None:
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6 or fractions[0] == 0:
+        raise ValueError(f"split must be three fractions (train, val, test) >= 0 summing to 1 with train > 0, "
+                         f"or 'recorded', found {list(fractions)}")
