@@ -340,3 +340,98 @@ def test_lightning_saves_the_split_in_checkpoints(zoo_path, tmp_path):
     ckpt = torch.load(next(tmp_path.rglob("*.ckpt")), weights_only=False)
     assert ckpt["PropertyDataModule"]["split_runs"] == dm.split_runs
     assert ckpt["datamodule_hyper_parameters"]["split_seed"] == 2
+
+
+# --- runs, and weights without a target ----------------------------------------------------------
+def test_runs_module_maps_rows_activations_and_splits(zoo_path, dm_all):
+    from wsl.data import Split, ZooRuns
+
+    runs = ZooRuns(zoo_path)
+    with Zoo(zoo_path) as z:
+        done = [(0, int(i)) for i in z.index[z.done]]
+        assert runs.done == done
+        assert runs.excluded["diverged"] == int((~z.done).sum())
+        assert [runs.row(r) for r in done] == [int(np.flatnonzero(z.index == i)[0]) for _, i in done]
+    assert runs.activations(done[:3]) == ["relu"] * 3
+    with pytest.raises(KeyError, match="no model with index 999"):
+        runs.row((0, 999))
+    split = runs.split([0.7, 0.1, 0.2], seed=0)
+    assert split.runs == dm_all._split.runs  # the DataModule asks the same module
+    assert runs.restore(split.state(runs.paths)).runs == split.runs
+    with pytest.raises(ValueError, match="two splits"):
+        Split({"train": done[:2], "val": done[1:3], "test": []})
+
+
+def test_weight_datamodule_serves_normalized_weights_without_target(zoo_path, dm_all):
+    from wsl.data import WeightDataModule
+
+    dm = WeightDataModule([zoo_path], checkpoints="all", batch_size=8)
+    dm.setup("fit")
+    assert dm.split_runs == dm_all.split_runs
+    assert torch.equal(dm.weight_normalizer.scale, dm_all.weight_normalizer.scale)
+    batches = list(dm.val_dataloader())
+    assert all(len(b) == 1 for b in batches)  # weights only: what a generator trains on
+    served = WeightBatch.cat([b[0] for b in batches])
+    raw = dm.weights("val")
+    torch.testing.assert_close(served.flatten(), dm.weight_normalizer(raw).flatten())
+    torch.testing.assert_close(dm.weight_normalizer.inverse(served).flatten(), raw.flatten(), rtol=1e-5, atol=1e-6)
+
+
+def test_weight_datamodule_conditions(zoo_path):
+    from wsl.data import WeightDataModule
+
+    dm = WeightDataModule([zoo_path], checkpoints="all", batch_size=1000, conditions=["test_acc", "lr"],
+                          normalize=False)
+    dm.setup("fit")
+    (wb, cond), = list(dm.test_dataloader())
+    items = dm.items("test")
+    assert cond.shape == (len(items["runs"]), 2) and cond.dtype == torch.float32
+    with Zoo(zoo_path) as z:
+        for k in (0, len(items["runs"]) - 1):
+            row = int(np.flatnonzero(z.index == items["runs"][k])[0])
+            c = z.epoch_position(items["epochs"][k])
+            assert cond[k, 0] == pytest.approx(float(z.metric("test_acc")[row, c]))
+            assert cond[k, 1] == pytest.approx(float(z.hparam("lr")[row]), rel=1e-6)
+            assert torch.equal(wb.weights[0][k], z.batch([row], c)["layers.0.weight"][0])
+    with pytest.raises(KeyError, match="neither a stored metric"):
+        WeightDataModule([zoo_path], conditions=["nope"])
+    bad = WeightDataModule([zoo_path], conditions=["optimizer"])
+    bad.setup("fit")
+    with pytest.raises(ValueError, match="condition 'optimizer' is not numeric"):
+        bad.train_dataloader()
+
+
+@pytest.mark.parametrize("name", ["np", "hnp", "dwsnet"])
+def test_backbone_learns_the_identity_on_a_zoo(zoo_path, name, one_thread):
+    """A weight -> weight backbone (one channel in, one out) trained to reproduce its input: the map a
+    denoiser or an autoencoder starts from. One equivariant layer holds the identity exactly; trained
+    full-batch (L-BFGS) on the normalized weights of the zoo's training runs, it must reproduce them
+    and the held-out validation runs' weights."""
+    from wsl.data import WeightDataModule
+    from wsl.nn import build_backbone
+
+    dm = WeightDataModule([zoo_path], checkpoints="all", batch_size=32, split_seed=1)
+    dm.setup("fit")
+    train = WeightBatch.cat([b[0] for b in dm.train_dataloader()])
+    val = WeightBatch.cat([b[0] for b in dm.val_dataloader()])
+    torch.manual_seed(0)
+    backbone = build_backbone(name, dm.spec, in_channels=1, out_channels=1, channels=8, layers=1)
+
+    def relative_error(wb: WeightBatch) -> torch.Tensor:
+        out = backbone(wb.features()).to_weights()
+        return ((out.flatten() - wb.flatten()) ** 2).mean() / wb.flatten().var()
+
+    with torch.no_grad():
+        before = relative_error(val).item()
+    opt = torch.optim.LBFGS(backbone.parameters(), lr=1, max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = relative_error(train)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        fit, held_out = relative_error(train).item(), relative_error(val).item()
+    assert before > 1.0 and fit < 0.01 and held_out < before / 8, (before, fit, held_out)
