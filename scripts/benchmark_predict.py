@@ -75,9 +75,8 @@ PREDICTORS = {
     "hnp": {"lr": 1e-3, "encoder_kwargs": {"channels": 32, "layers": 3}},
     "dwsnet": {"lr": 1e-3, "encoder_kwargs": {"channels": 16, "layers": 3}},
     "ngnn": {"lr": 1e-3, "encoder_kwargs": {"hidden": 64, "layers": 4}},
-    # probes from a deep linear generator, class probabilities beside the logits (session 3: tau 0.872
-    # against 0.839 without either, 3 generator layers; 6 layers won on validation on 6 of 7 splits of
-    # the MNIST-1D and demo zoos, sessions 3-5; docs/benchmarks.md)
+    # probes from a 6-layer deep linear generator, class probabilities beside the logits: each chosen
+    # on validation tau over several zoos and splits (docs/benchmarks.md, "Property prediction")
     "probe": {"lr": 1e-3, "encoder_kwargs": {"probes": 256, "hidden": 256, "layers": 3, "weight_stats": True,
                                              "generator_layers": 6, "softmax": True}},
 }

@@ -136,3 +136,14 @@ def test_layers_compose_in_sequential_and_pool_is_invariant():
     assert y.shape == (B, net[-1].dim)
     torch.testing.assert_close(yp, y, atol=1e-10, rtol=1e-10)
     assert (y[1:] - y[:1]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("layer_cls", [HNPLinear, NPLinear])
+def test_fused_relu_is_the_layer_then_relu(layer_cls):
+    spec = SPECS["cnn"]
+    torch.manual_seed(0)
+    plain = layer_cls(spec, 2, 3).double()
+    fused = layer_cls(spec, 2, 3, relu=True).double()
+    fused.load_state_dict(plain.state_dict())
+    feats = random_features(spec, 2)
+    assert max_diff(fused(feats), plain(feats).map(torch.relu)) == 0.0

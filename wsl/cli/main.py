@@ -109,6 +109,8 @@ def resolve_config(name: str | Path) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from zoo.store import SPLITS  # split names are part of the zoo file's contract
+
     parser = argparse.ArgumentParser(prog="wsl", description="Weight-space learning: model zoos and learning on weights.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -130,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("file")
     r.add_argument("--out", metavar="PNG", help="output image (default: FILE without .h5, plus .<split>.png)")
     r.add_argument("--n", type=int, default=16, help="models drawn, a seeded random sample (default 16)")
-    r.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    r.add_argument("--split", default="test", choices=[*SPLITS, "all"])
     r.add_argument("--checkpoint", type=int, default=-1, help="checkpoint position (-1 = last)")
     r.add_argument("--seed", type=int, default=0, help="seed of the sample of models")
     r.set_defaults(func=_zoo_render)
@@ -154,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="predictor checkpoint (.ckpt) written by wsl fit")
     p.add_argument("inputs", nargs="+", help=".pt / .safetensors state_dicts, folders of them, or zoo .h5 files")
     p.add_argument("--csv", help="also write every prediction to this CSV file")
-    p.add_argument("--split", choices=["train", "val", "test", "all"], help="zoo inputs: only this split's runs")
+    p.add_argument("--split", choices=[*SPLITS, "all"], help="zoo inputs: only this split's runs")
     p.add_argument("--checkpoint", type=int, default=-1, help="zoo inputs: checkpoint position (-1 = last)")
     p.add_argument("--max-rows", type=int, default=20, help="rows printed (all go to --csv)")
     p.add_argument("--activation", help="file inputs: the networks' activation, for a predictor that runs the networks "

@@ -61,6 +61,34 @@ class Elementwise(nn.Module):
         return feats.map(self.fn)
 
 
+class Backbone(nn.Sequential):
+    """``layers`` equivariant layers with ReLUs between them: weight features -> weight features.
+
+    Without ``out_channels`` every layer maps to ``channels`` and is rectified (what an encoder pools);
+    with it the last layer maps to ``out_channels`` and stays linear, so ``out_channels=1`` is an
+    equivariant weight -> weight map (``backbone(wb.features()).to_weights()``).
+    ``make_layer(c_in, c_out)`` builds one layer; with ``fused_relu`` it is called as
+    ``make_layer(c_in, c_out, relu=...)`` and rectifies its own output (one pass less over it).
+    """
+
+    def __init__(self, make_layer: Callable[..., nn.Module], in_channels: int, channels: int, layers: int,
+                 out_channels: int | None = None, fused_relu: bool = False):
+        if layers < 1:
+            raise ValueError(f"a backbone needs at least one layer, found layers={layers}")
+        mods: list[nn.Module] = []
+        for k in range(layers):
+            linear_out = k == layers - 1 and out_channels is not None
+            c_in, c_out = in_channels if k == 0 else channels, out_channels if linear_out else channels
+            if fused_relu:
+                mods.append(make_layer(c_in, c_out, relu=not linear_out))
+                continue
+            mods.append(make_layer(c_in, c_out))
+            if not linear_out:
+                mods.append(Elementwise(nn.ReLU()))
+        super().__init__(*mods)
+        self.out_channels = channels if out_channels is None else out_channels
+
+
 class PooledEncoder(Encoder):
     """lift to one channel -> backbone -> invariant pool -> MLP head."""
 

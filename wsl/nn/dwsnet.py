@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from zoo.weight_space import WeightSpaceSpec
 
-from wsl.nn.base import Elementwise, PooledEncoder, mlp
+from wsl.nn.base import Backbone, PooledEncoder, mlp
 from wsl.nn.pool import InvariantPool
 from wsl.weights import WeightFeatures
 
@@ -148,22 +148,13 @@ class DWSLayer(nn.Module):
         return outs
 
 
-class DWSBackbone(nn.Sequential):
-    """DWS layers with ReLUs between them: weight features -> weight features (see ``NFNBackbone``
-    for the ``out_channels`` rule: given, the last layer is linear with that many channels)."""
+class DWSBackbone(Backbone):
+    """DWS layers with ReLUs between them (see ``wsl.nn.base.Backbone`` for ``out_channels``)."""
 
     def __init__(self, spec: WeightSpaceSpec, in_channels: int = 1, channels: int = 16, layers: int = 3,
                  out_channels: int | None = None):
-        if layers < 1:
-            raise ValueError(f"DWSNet needs at least one layer, found layers={layers}")
-        mods: list[nn.Module] = []
-        for k in range(layers):
-            linear_out = k == layers - 1 and out_channels is not None
-            mods.append(DWSLayer(spec, in_channels if k == 0 else channels, out_channels if linear_out else channels))
-            if not linear_out:
-                mods.append(Elementwise(nn.ReLU()))
-        super().__init__(*mods)
-        self.out_channels = channels if out_channels is None else out_channels
+        check_mlp_spec(spec)
+        super().__init__(lambda c_in, c_out: DWSLayer(spec, c_in, c_out), in_channels, channels, layers, out_channels)
 
 
 class DWSNetEncoder(PooledEncoder):

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from zoo.weight_space import WeightSpaceSpec
 
-from wsl.nn.base import Elementwise, PooledEncoder, mlp
+from wsl.nn.base import Backbone, PooledEncoder, mlp
 from wsl.nn.pool import InvariantPool
 from wsl.weights import WeightFeatures
 
@@ -78,7 +78,7 @@ class _NFLinear(nn.Module):
     ``per_index``: fixed axes get per-index weights (HNP) instead of shared weights and means (NP).
     ``global_summaries``: full summaries of every layer feed every tensor (NP), not just adjacent ones.
 
-    The computation runs channels last (``forward_cl``), where a summary that folds a fixed axis
+    The computation runs channels last (``_forward_channels_last``), where a summary that folds a fixed axis
     into channels is a free view, and it is organised per *piece*: every piece is mixed once, by one
     matmul with the matrices of all the terms that read it stacked (``self.mix[k]`` for
     ``self.plan[k]``: ``[*sizes of its per-index axes, sum of its readers' channels, its channels]``),
@@ -87,10 +87,11 @@ class _NFLinear(nn.Module):
     matrices are initialised that way (He-style, per term) and split by piece.
     """
 
-    def __init__(self, spec: WeightSpaceSpec, c_in: int, c_out: int, per_index: bool, global_summaries: bool):
+    def __init__(self, spec: WeightSpaceSpec, c_in: int, c_out: int, per_index: bool, global_summaries: bool,
+                 relu: bool = False):
         super().__init__()
         check_chain(spec)
-        self.spec, self.c_in, self.c_out = spec, c_in, c_out
+        self.spec, self.c_in, self.c_out, self.relu = spec, c_in, c_out, relu
         self.fixed = {g: g not in spec.permutable for g in spec.groups}
         self.per_index = per_index
         taps = _taps(spec)
@@ -192,10 +193,15 @@ class _NFLinear(nn.Module):
                 "full": self._reduce(row, 1, layer.out_group), "b": b,
                 "bsum": self._reduce(b, 1, layer.out_group)}
 
-    def forward_cl(self, weights: list[Tensor], biases: list[Tensor],
-                   relu: bool = False) -> tuple[list[Tensor], list[Tensor]]:
+    def forward(self, feats: WeightFeatures) -> WeightFeatures:
+        if feats.channels != self.c_in:
+            raise ValueError(f"{type(self).__name__} takes {self.c_in} channels, found {feats.channels}")
+        out_w, out_b = self._forward_channels_last(*feats.channels_last())
+        return WeightFeatures.from_channels_last(self.spec, out_w, out_b)
+
+    def _forward_channels_last(self, weights: list[Tensor], biases: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """The layer on channels-last features: ``weights[i] [B, out, in, C*taps]``, ``biases[i] [B, out, C]``;
-        ``relu`` rectifies the outputs (in place, saving a pass and a tensor)."""
+        with ``self.relu`` the outputs are rectified in place (saving a pass and a tensor)."""
         pieces = [self._pieces(w, b, s) for s, (w, b) in enumerate(zip(weights, biases))]
         terms: list[list[Tensor]] = [[p.movedim(0, -1).unsqueeze(0)] for p in self.bias]  # channels last
         for (s, name, kept, uses), w in zip(self.plan, self.mix):
@@ -208,14 +214,8 @@ class _NFLinear(nn.Module):
                 terms[t].append(zt)
         out_w, out_b = [], []
         for (kind, _, axes), ts in zip(self.targets, terms):
-            (out_w if kind == "W" else out_b).append(_sum_broadcast(ts, len(axes), relu))
+            (out_w if kind == "W" else out_b).append(_sum_broadcast(ts, len(axes), self.relu))
         return out_w, out_b
-
-    def forward(self, feats: WeightFeatures) -> WeightFeatures:
-        if feats.channels != self.c_in:
-            raise ValueError(f"{type(self).__name__} takes {self.c_in} channels, found {feats.channels}")
-        out_w, out_b = self.forward_cl(*feats.channels_last())
-        return WeightFeatures.from_channels_last(self.spec, out_w, out_b)
 
 
 def _sum_broadcast(terms: list[Tensor], n_axes: int, relu: bool = False) -> Tensor:
@@ -243,42 +243,31 @@ def _sum_broadcast(terms: list[Tensor], n_axes: int, relu: bool = False) -> Tens
 
 
 class NPLinear(_NFLinear):
-    """NP NF-Layer: shared weights on every axis, global full summaries, per-index I/O bias."""
+    """NP NF-Layer: shared weights on every axis, global full summaries, per-index I/O bias.
+    ``relu``: the layer followed by a ReLU, fused (what ``NFNBackbone`` stacks)."""
 
-    def __init__(self, spec: WeightSpaceSpec, c_in: int, c_out: int):
-        super().__init__(spec, c_in, c_out, per_index=False, global_summaries=True)
+    def __init__(self, spec: WeightSpaceSpec, c_in: int, c_out: int, relu: bool = False):
+        super().__init__(spec, c_in, c_out, per_index=False, global_summaries=True, relu=relu)
 
 
 class HNPLinear(_NFLinear):
-    """HNP NF-Layer: same and adjacent layers only, per-index weights on fixed axes."""
+    """HNP NF-Layer: same and adjacent layers only, per-index weights on fixed axes.
+    ``relu``: the layer followed by a ReLU, fused (what ``NFNBackbone`` stacks)."""
 
-    def __init__(self, spec: WeightSpaceSpec, c_in: int, c_out: int):
-        super().__init__(spec, c_in, c_out, per_index=True, global_summaries=False)
+    def __init__(self, spec: WeightSpaceSpec, c_in: int, c_out: int, relu: bool = False):
+        super().__init__(spec, c_in, c_out, per_index=True, global_summaries=False, relu=relu)
 
 
-class NFNBackbone(nn.Sequential):
-    """A stack of NF-Layers with ReLUs between them: weight features -> weight features.
-
-    Without ``out_channels`` every layer maps to ``channels`` and is rectified (what an encoder pools);
-    with it the last layer maps to ``out_channels`` and stays linear, so ``out_channels=1`` is an
-    equivariant weight -> weight map (``backbone(wb.features()).to_weights()``).
-    """
+class NFNBackbone(Backbone):
+    """NP or HNP NF-Layers with ReLUs between them (see ``wsl.nn.base.Backbone`` for ``out_channels``)."""
 
     def __init__(self, spec: WeightSpaceSpec, mode: str = "hnp", in_channels: int = 1, channels: int = 32,
                  layers: int = 3, out_channels: int | None = None):
         if mode not in ("hnp", "np"):
             raise ValueError(f"NFN mode must be 'hnp' or 'np', found {mode!r}")
-        if layers < 1:
-            raise ValueError(f"NFN needs at least one NF-Layer, found layers={layers}")
         layer_cls = HNPLinear if mode == "hnp" else NPLinear
-        mods: list[nn.Module] = []
-        for k in range(layers):
-            linear_out = k == layers - 1 and out_channels is not None
-            mods.append(layer_cls(spec, in_channels if k == 0 else channels, out_channels if linear_out else channels))
-            if not linear_out:
-                mods.append(Elementwise(nn.ReLU()))
-        super().__init__(*mods)
-        self.out_channels = channels if out_channels is None else out_channels
+        super().__init__(lambda c_in, c_out, relu: layer_cls(spec, c_in, c_out, relu), in_channels, channels, layers,
+                         out_channels, fused_relu=True)
 
 
 class NFNEncoder(PooledEncoder):

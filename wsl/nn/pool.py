@@ -36,5 +36,12 @@ class InvariantPool(nn.Module):
     def forward(self, feats: WeightFeatures) -> Tensor:
         out = []
         for w, b, dw, db in zip(feats.weights, feats.biases, self.weight_dims, self.bias_dims):
-            out += [(w.mean(dw) if dw else w).flatten(1), (b.mean(db) if db else b).flatten(1)]
+            out += [_mean(w, dw).flatten(1), _mean(b, db).flatten(1)]
         return torch.cat(out, 1)
+
+
+def _mean(x: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """A mean as a sum times 1/n: its backward is a broadcast view, not a full-size division."""
+    if not dims:
+        return x
+    return x.sum(dims) * (1.0 / math.prod(x.shape[d] for d in dims))
