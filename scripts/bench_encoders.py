@@ -1,5 +1,6 @@
 """Benchmark weight-space encoders: training throughput and peak memory, ours against the ``nfn``
-package (Zhou et al.'s reference implementation of NFNs).
+package (Zhou et al.'s reference implementation of NFNs), and the neural-graph encoders on PyG
+against the dense NG-GNN.
 
     .venv/bin/python scripts/bench_encoders.py                      # CPU, 2 threads, B=64, 5 repeats
     .venv/bin/python scripts/bench_encoders.py --device cuda --threads 8
@@ -14,7 +15,11 @@ Encoders (all at ``--channels`` width and ``--layers`` depth, on the MLP 64-32-3
   importable (``pip install nfn``). Its HNP layer is not parameter-for-parameter ours: on the fixed
   input/output axes it mixes all indices (``n^2 C^2`` parameters) where ours is per-index, so the
   work differs a little; both are what a user gets from ``hnp`` in each library.
-- ``ngnn``: our ``NGGNN`` (hidden size ``--channels``, ``--layers`` message-passing layers).
+- ``ngnn``: NG-GNN on PyG, ``build_encoder("ngnn")`` (hidden size ``--channels``, ``--layers``
+  message-passing layers, one head).
+- ``ngnn-dense``: the same NG-GNN (same parameters, same function) on dense per-layer edge tensors,
+  ``build_encoder("ngnn-dense")``; the JSON line gives ``ngnn_speed_ratio_pyg_over_dense``.
+- ``ngt``: the neural-graph transformer on PyG, ``build_encoder("ngt")``, same width and depth.
 
 What is measured: one training step is forward + ``sum().backward()`` on a batch of ``--batch``
 random networks (the conversion from a ``WeightBatch`` into each library's input form included),
@@ -45,7 +50,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ENCODERS = ("hnp", "nfn-hnp", "ngnn")
+ENCODERS = ("hnp", "nfn-hnp", "ngnn", "ngnn-dense", "ngt")
 
 
 # --- worker: one encoder, one fresh process -------------------------------------------------------
@@ -100,9 +105,9 @@ def worker(args) -> dict:
         from wsl.nn.nfn import NFNEncoder
         model = NFNEncoder(spec, 1, mode="hnp", channels=args.channels, layers=args.layers,
                            head_hidden=args.head_hidden)
-    elif name == "ngnn":
-        from wsl.nn.ngnn import NGGNN
-        model = NGGNN(spec, 1, hidden=args.channels, layers=args.layers)
+    elif name in ("ngnn", "ngnn-dense", "ngt"):
+        from wsl.nn import build_encoder
+        model = build_encoder(name, spec, 1, hidden=args.channels, layers=args.layers)
     elif name == "nfn-hnp":
         model = _nfn_hnp(spec, args.channels, args.layers, args.head_hidden, 1)
     else:
@@ -208,7 +213,7 @@ def main() -> None:
             out = run_one(args, label.split("@")[0], src)
             if out is not None:
                 results[label].append(out)
-                print(f"  repeat {r + 1}/{args.repeats} {label:10s} {out['networks_per_s']:8.1f} networks/s  "
+                print(f"  repeat {r + 1}/{args.repeats} {label:15s} {out['networks_per_s']:8.1f} networks/s  "
                       f"peak +{out['peak_mem_mib']:7.1f} MiB", flush=True)
 
     summary: dict[str, dict] = {}
@@ -221,9 +226,9 @@ def main() -> None:
             }
     mem_kind = "max_memory_allocated growth" if args.device == "cuda" else "peak RSS growth"
     print(f"\nmedians over {args.repeats} repeats ({mem_kind} during training steps):")
-    print(f"  {'encoder':10s} {'networks/s':>11s} {'peak MiB':>9s} {'params':>9s}")
+    print(f"  {'encoder':15s} {'networks/s':>11s} {'peak MiB':>9s} {'params':>9s}")
     for label, s in summary.items():
-        print(f"  {label:10s} {s['networks_per_s']:11.1f} {s['peak_mem_mib']:9.1f} {s['params']:9d}")
+        print(f"  {label:15s} {s['networks_per_s']:11.1f} {s['peak_mem_mib']:9.1f} {s['params']:9d}")
 
     headline = {"device": args.device, "threads": args.threads, "batch": args.batch, "channels": args.channels,
                 "layers": args.layers, "repeats": args.repeats, "memory": mem_kind, "nfn_available": has_nfn}
@@ -237,7 +242,11 @@ def main() -> None:
         if ref["peak_mem_mib"] > 0:
             headline["hnp_memory_ratio_ours_over_nfn"] = round(ours["peak_mem_mib"] / ref["peak_mem_mib"], 2)
         print(f"\nours / nfn (HNP): {headline['hnp_speed_ratio_ours_over_nfn']:.2f}x networks/s")
-    for n in ("hnp", "ngnn"):
+    if "ngnn" in summary and "ngnn-dense" in summary:
+        ratio = summary["ngnn"]["networks_per_s"] / summary["ngnn-dense"]["networks_per_s"]
+        headline["ngnn_speed_ratio_pyg_over_dense"] = round(ratio, 2)
+        print(f"NG-GNN, PyG / dense: {ratio:.2f}x networks/s")
+    for n in ("hnp", "ngnn", "ngnn-dense", "ngt"):
         if n in summary and f"{n}@base" in summary:
             headline[f"{n}_speedup_over_base"] = round(summary[n]["networks_per_s"] / summary[f"{n}@base"]["networks_per_s"], 2)
     print(json.dumps(headline))

@@ -1,174 +1,160 @@
-"""NG-GNN and DWSNet: invariance / equivariance to hidden permutations, gradients, a tiny overfit."""
-import time
-
+"""Neural-graph networks (NG-GNN, NG-T on PyG; NG-GNN on dense tensors): backbones equivariant to
+hidden permutations, encoders invariant but not constant, fixed neurons told apart, gradients to
+every parameter, a tiny overfit, and the dense NG-GNN computing the PyG one's function."""
 import pytest
 import torch
 
-from zoo.architectures import build_spec
-from wsl.nn.dwsnet import DWSLayer, DWSNetEncoder, weight_space_tensors
-from wsl.nn.ngnn import NGGNN
-from wsl.weights import WeightBatch
+from conftest import SPECS, hidden_perms, max_diff, random_features, random_weights
+from wsl.nn import build_backbone, build_encoder
+from wsl.nn.neural_graph import NGBackbone, NGEncoder
+from wsl.nn.ngnn import DenseNGGNN
+from wsl.weights import WeightBatch, WeightFeatures
+from wsl.weights.symmetry import permute
 
-MLP = build_spec("mlp", (4,), 3, hidden=[6, 5])
-CNN = build_spec("cnn", (1, 8, 8), 3, channels=[3, 4])
-
-
-def random_batch(spec, B, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return WeightBatch.from_flat(spec, 0.5 * torch.randn(B, spec.num_params, generator=g))
-
-
-def random_perms(spec, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {name: torch.randperm(spec.groups[name], generator=g) for name in spec.permutable}
-
-
-def permute_tensors(spec, tensors, perms, lead=1):
-    """Permute hidden neurons of tensors in ``spec.params`` order with ``lead`` leading axes
-    (batch, channels): a layer's out axis and bias together, and the next layer's in axis."""
-    out, it = [], iter(tensors)
-    for layer in spec.layers:
-        w = next(it)
-        if layer.out_group in perms:
-            w = w.index_select(lead, perms[layer.out_group])
-        if layer.in_group in perms:
-            w = w.index_select(lead + 1, perms[layer.in_group])
-        out.append(w)
-        if layer.bias:
-            b = next(it)
-            out.append(b.index_select(lead, perms[layer.out_group]) if layer.out_group in perms else b)
-    return out
-
-
-def permute(wb, perms):
-    return WeightBatch.from_params(wb.spec, permute_tensors(wb.spec, wb.params(), perms))
-
-
-def make(name, spec, out_dim=2, **kw):
-    torch.manual_seed(0)
-    if name == "ngnn":
-        return NGGNN(spec, out_dim, **{"hidden": 32, "layers": 2, "heads": 2, **kw})
-    return DWSNetEncoder(spec, out_dim, **{"channels": 8, "layers": 2, "head_hidden": 64, **kw})
+CONVS = {"ngnn": "gnn", "ngt": "transformer"}
+ENCODERS = ["ngnn", "ngnn-dense", "ngt"]
 
 
 @pytest.fixture(autouse=True)
-def single_thread():
-    """These models run many small ops: one thread avoids thread hand-off costs on shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield n
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    yield
 
 
-CASES = [("ngnn", MLP), ("ngnn", CNN), ("dwsnet", MLP)]
-IDS = ["ngnn-mlp", "ngnn-cnn", "dwsnet-mlp"]
+def encoder(name, spec, **kw):
+    torch.manual_seed(0)
+    return build_encoder(name, spec, 2, **{"hidden": 16, "layers": 2, "heads": 2, **kw}).double()
 
 
-@pytest.mark.parametrize("name,spec", CASES, ids=IDS)
-def test_invariant_to_hidden_permutations(name, spec):
-    model = make(name, spec).eval()
-    wb = random_batch(spec, 6)
+def backbone(name, spec, in_channels=1, out_channels=None):
+    torch.manual_seed(0)
+    return NGBackbone(spec, CONVS[name], in_channels, channels=8, layers=2, heads=2,
+                      out_channels=out_channels).double()
+
+
+def swap_inputs(x):
+    """Swap input neurons 0 and 1: not a symmetry, the first layer's input axis is fixed."""
+    p0 = torch.tensor([1, 0, 2, 3])
+    if isinstance(x, WeightBatch):
+        return WeightBatch(x.spec, [x.weights[0][:, :, p0], *x.weights[1:]], x.biases)
+    return WeightFeatures(x.spec, [x.weights[0][:, :, :, p0], *x.weights[1:]], x.biases)
+
+
+def swap_outputs(wb):
+    """Swap output neurons 0 and 1 (the last layer's rows): not a symmetry either."""
+    p = torch.tensor([1, 0, 2])
+    return WeightBatch(wb.spec, [*wb.weights[:-1], wb.weights[-1][:, p]], [*wb.biases[:-1], wb.biases[-1][:, p]])
+
+
+@pytest.mark.parametrize("arch", SPECS)
+@pytest.mark.parametrize("name", CONVS)
+@pytest.mark.parametrize("in_channels,out_channels", [(1, None), (1, 1), (2, 3)])
+def test_backbone_equivariant(name, arch, in_channels, out_channels):
+    spec = SPECS[arch]
+    net = backbone(name, spec, in_channels, out_channels)
+    feats = random_features(spec, in_channels)
+    perms = hidden_perms(spec, seed=4)
+    with torch.no_grad():
+        out, out_of_perm = net(feats), net(permute(feats, perms))
+    assert out.channels == (8 if out_channels is None else out_channels)
+    assert max_diff(out_of_perm, permute(out, perms)) < 1e-10
+    assert max_diff(out_of_perm, out) > 1e-3  # equivariant, not invariant
+    if out_channels is None:  # hidden features, rectified, ready to pool
+        assert min(t.min().item() for t in [*out.weights, *out.biases]) >= 0
+    if out_channels == 1:  # a weight -> weight map
+        wb = net(random_weights(spec).features()).to_weights()
+        assert [w.shape for w in wb.weights] == [w.shape for w in random_weights(spec).weights]
+
+
+@pytest.mark.parametrize("name", CONVS)
+def test_backbone_tells_input_neurons_apart(name):
+    spec = SPECS["mlp"]
+    net = backbone(name, spec, 2, 2)
+    feats = random_features(spec, 2)
+    with torch.no_grad():
+        assert max_diff(net(swap_inputs(feats)), swap_inputs(net(feats))) > 1e-3
+
+
+def test_backbones_are_registered():
+    spec = SPECS["cnn"]
+    for name in CONVS:
+        net = build_backbone(name, spec, in_channels=1, out_channels=1, channels=8, layers=1)
+        assert isinstance(net, NGBackbone) and net.conv == CONVS[name]
+        assert net(random_weights(spec, dtype=torch.float32).features()).channels == 1
+
+
+@pytest.mark.parametrize("arch", SPECS)
+@pytest.mark.parametrize("name", ENCODERS)
+def test_encoder_invariant_and_not_constant(name, arch):
+    spec = SPECS[arch]
+    model = encoder(name, spec).eval()
+    wb = random_weights(spec, n=6, std=0.5)
     with torch.no_grad():
         y = model(wb)
         for seed in range(3):
-            yp = model(permute(wb, random_perms(spec, seed)))
-            assert torch.allclose(y, yp, atol=1e-4), (y - yp).abs().max()
+            assert (model(permute(wb, hidden_perms(spec, n=6, seed=seed))) - y).abs().max() < 1e-10
+        assert (model(swap_outputs(wb)) - y).abs().max() > 1e-4  # output neurons are told apart
+        if arch == "mlp":  # and input neurons (the CNN has one input channel)
+            assert (model(swap_inputs(wb)) - y).abs().max() > 1e-4
     assert (y[1:] - y[:1]).abs().max() > 1e-3  # different networks, different codes
 
 
-def test_ngnn_tells_fixed_neurons_apart():
-    """Swapping two *input* neurons is not a symmetry: the positional embeddings must see it."""
-    model = make("ngnn", MLP).eval()
-    wb = random_batch(MLP, 4)
-    swapped = WeightBatch(MLP, [wb.weights[0][:, :, [1, 0, 2, 3]], *wb.weights[1:]], wb.biases)
-    with torch.no_grad():
-        assert (model(wb) - model(swapped)).abs().max() > 1e-4
+@pytest.mark.parametrize("arch", SPECS)
+def test_dense_ngnn_computes_the_pyg_function(arch):
+    """Same parameters, same outputs: a checkpoint of either loads into the other."""
+    spec = SPECS[arch]
+    pyg = encoder("ngnn", spec)
+    dense = DenseNGGNN(spec, 2, hidden=16, layers=2, heads=2).double()
+    dense.load_state_dict(pyg.state_dict())
+    wb = random_weights(spec, n=5)
+    assert (pyg(wb) - dense(wb)).abs().max() < 1e-10
+    no_edges = NGEncoder(spec, 2, "gnn", hidden=16, layers=2, edge_readout=False).double()
+    dense = DenseNGGNN(spec, 2, hidden=16, layers=2, edge_readout=False).double()
+    dense.load_state_dict(no_edges.state_dict())
+    assert (no_edges(wb) - dense(wb)).abs().max() < 1e-10
 
 
-def dws_inputs(spec, B, C, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(B, C, *shape, generator=g) for _, shape in
-            [(n, spec.param(n).shape) for n, _ in weight_space_tensors(spec)]]
+def test_config_kwargs_still_build():
+    """``configs/predict/*ngnn*.yaml`` pass these."""
+    model = build_encoder("ngnn", SPECS["mlp"], 3, hidden=16, layers=1, heads=4, dropout=0.1, edge_readout=False)
+    assert model(random_weights(SPECS["mlp"], dtype=torch.float32)).shape == (4, 3)
+    with pytest.raises(ValueError, match="divisible"):
+        build_encoder("ngt", SPECS["mlp"], 3, hidden=10, heads=4)
 
 
-def test_dws_layer_is_equivariant_and_not_trivial():
-    torch.manual_seed(1)
-    layer = DWSLayer(MLP, 2, 3)
-    xs = dws_inputs(MLP, 4, 2)
-    ys = layer(xs)
-    assert [tuple(y.shape) for y in ys] == [(4, 3, *x.shape[2:]) for x in xs]
-    for seed in range(3):
-        perms = random_perms(MLP, seed)
-        ys_p = layer(permute_tensors(MLP, xs, perms, lead=2))
-        for a, b in zip(ys_p, permute_tensors(MLP, ys, perms, lead=2)):
-            assert torch.allclose(a, b, atol=1e-5)
-        # equivariant, not invariant: the hidden outputs move with the permutation
-        assert any((a - y).abs().max() > 1e-3 for a, y in zip(ys_p, ys))
-    # the input axis is not a symmetry: permuting it does not commute with the layer (per-index parameters)
-    p0 = torch.tensor([1, 0, 2, 3])
-    xs_in = [xs[0][:, :, :, p0], *xs[1:]]
-    assert (layer(xs_in)[0] - ys[0][:, :, :, p0]).abs().max() > 1e-3
-
-
-def test_dws_layer_couples_all_layers():
-    """Inter-layer blocks: changing the last layer's weights changes every output tensor, including
-    the first layer's weights and biases, and changing a bias changes the weights."""
-    torch.manual_seed(2)
-    layer = DWSLayer(MLP, 2, 2)
-    xs = dws_inputs(MLP, 2, 2)
-    ys = layer(xs)
-    for k in (4, 5, 1):  # layers.2.weight, layers.2.bias, layers.0.bias
-        moved = [x + (5.0 if i == k else 0.0) for i, x in enumerate(xs)]
-        for u, (a, b) in enumerate(zip(layer(moved), ys)):
-            assert (a - b).abs().max() > 1e-4, (k, u)
-
-
-def test_dwsnet_rejects_cnn_weight_spaces():
-    with pytest.raises(ValueError, match="conv2d"):
-        DWSNetEncoder(CNN, 2)
-    with pytest.raises(ValueError, match="MLP weight spaces only"):
-        DWSLayer(CNN, 1, 4)
-
-
-@pytest.mark.parametrize("name,spec", CASES, ids=IDS)
-def test_gradients_reach_all_parameters(name, spec):
-    model = make(name, spec)
-    wb = random_batch(spec, 4)
-    out = model(wb)
+@pytest.mark.parametrize("arch", SPECS)
+@pytest.mark.parametrize("name", ENCODERS)
+def test_gradients_reach_all_parameters(name, arch):
+    spec = SPECS[arch]
+    model = encoder(name, spec)
+    out = model(random_weights(spec))
     (out * torch.randn_like(out)).sum().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing, missing
 
 
-@pytest.mark.parametrize("name,spec", CASES, ids=IDS)
-def test_tiny_overfit(name, spec):
-    model = make(name, spec)
-    wb = random_batch(spec, 16, seed=5)
+@pytest.mark.parametrize("name", CONVS)
+def test_backbone_gradients_reach_all_parameters(name):
+    spec = SPECS["cnn"]
+    net = backbone(name, spec, 2, 1)
+    out = net(random_features(spec, 2))
+    sum((t * torch.randn_like(t)).sum() for t in [*out.weights, *out.biases]).backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("arch", SPECS)
+@pytest.mark.parametrize("name", CONVS)
+def test_tiny_overfit(name, arch):
+    spec = SPECS[arch]
+    model = encoder(name, spec).float()
+    wb = random_weights(spec, seed=5, n=16, dtype=torch.float32, std=0.5)
     y = torch.randn(16, 2, generator=torch.Generator().manual_seed(6))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(200):
+    for _ in range(150):
         loss = torch.nn.functional.mse_loss(model(wb), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
-
-
-@pytest.mark.parametrize("name", ["ngnn", "dwsnet"])
-def test_throughput(name):
-    """Prints forward+backward networks/s at B=64 on an MLP 64-32-32-10 weight space (not asserted;
-    one thread, since shared cores make multi-threaded timings swing tenfold)."""
-    spec = build_spec("mlp", (64,), 10, hidden=[32, 32])
-    torch.manual_seed(0)
-    model = NGGNN(spec, 8, hidden=64) if name == "ngnn" else DWSNetEncoder(spec, 8, channels=16)
-    model(random_batch(spec, 4)).sum().backward()  # warm-up
-    wb = random_batch(spec, 64)
-    steps = 1 if name == "ngnn" else 3
-    t = time.perf_counter()
-    for _ in range(steps):
-        model(wb).sum().backward()
-    dt = time.perf_counter() - t
-    print(f"\n{name}: {64 * steps / dt:.0f} networks/s forward+backward (threads={torch.get_num_threads()}, "
-          f"B=64, MLP 64-32-32-10, {sum(p.numel() for p in model.parameters())} parameters)")

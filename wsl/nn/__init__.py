@@ -8,11 +8,14 @@ features), by name.
 | ``deepsets`` | ``deepsets.DeepSetsEncoder`` | neurons as sets, per-layer pooling |
 | ``np`` / ``hnp`` | ``nfn.NFNEncoder`` | NFN NP / HNP backbone, invariant pool, MLP head (Zhou et al. 2023) |
 | ``dwsnet`` | ``dwsnet.DWSNetEncoder`` | DWSNet backbone, MLP weight spaces (Navon et al. 2023) |
-| ``ngnn`` | ``ngnn.NGGNN`` | message passing on the neural graph with edge features (Kofinas et al. 2024) |
+| ``ngnn`` | ``neural_graph.NGEncoder`` | NG-GNN: message passing on the neural graph (PyG), edge features and updates (Kofinas et al. 2024) |
+| ``ngnn-dense`` | ``ngnn.DenseNGGNN`` | the same NG-GNN (same parameters and function) on dense edge tensors: less memory, faster on one CPU thread |
+| ``ngt`` | ``neural_graph.NGEncoder`` | NG-T: a transformer on the neural graph (PyG), edges in keys and values (Kofinas et al. 2024) |
 | ``probe`` | ``probe.ProbeEncoder`` | the network's outputs on learned probe inputs into an MLP (raw weights) |
 
-Backbones (``build_backbone``) are the equivariant part alone: ``np``, ``hnp``, ``dwsnet``. With
-``out_channels=1`` a backbone is a weight -> weight map: ``backbone(wb.features()).to_weights()``.
+Backbones (``build_backbone``) are the equivariant part alone: ``np``, ``hnp``, ``dwsnet``, ``ngnn``,
+``ngt``. With ``out_channels=1`` a backbone is a weight -> weight map:
+``backbone(wb.features()).to_weights()``.
 """
 from __future__ import annotations
 
@@ -29,7 +32,9 @@ ENCODERS: dict[str, tuple[str, str, dict]] = {
     "np": ("wsl.nn.nfn", "NFNEncoder", {"mode": "np"}),
     "hnp": ("wsl.nn.nfn", "NFNEncoder", {"mode": "hnp"}),
     "dwsnet": ("wsl.nn.dwsnet", "DWSNetEncoder", {}),
-    "ngnn": ("wsl.nn.ngnn", "NGGNN", {}),
+    "ngnn": ("wsl.nn.neural_graph", "NGEncoder", {"conv": "gnn"}),
+    "ngnn-dense": ("wsl.nn.ngnn", "DenseNGGNN", {}),
+    "ngt": ("wsl.nn.neural_graph", "NGEncoder", {"conv": "transformer"}),
     "probe": ("wsl.nn.probe", "ProbeEncoder", {}),
 }
 
@@ -37,6 +42,8 @@ BACKBONES: dict[str, tuple[str, str, dict]] = {
     "np": ("wsl.nn.nfn", "NFNBackbone", {"mode": "np"}),
     "hnp": ("wsl.nn.nfn", "NFNBackbone", {"mode": "hnp"}),
     "dwsnet": ("wsl.nn.dwsnet", "DWSBackbone", {}),
+    "ngnn": ("wsl.nn.neural_graph", "NGBackbone", {"conv": "gnn"}),
+    "ngt": ("wsl.nn.neural_graph", "NGBackbone", {"conv": "transformer"}),
 }
 
 
