@@ -42,11 +42,12 @@ PREDICTORS = [
 
 
 class _EpochPrinter(pl.Callback):
-    """One line per epoch instead of a progress bar: the demo's output stays readable in a log."""
+    """One line per epoch instead of a progress bar: the demo's output stays readable in a log. At the
+    end of a training epoch, which Lightning calls after that epoch's validation has been logged."""
 
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
         m = trainer.callback_metrics
-        if "val/tau" in m and not trainer.sanity_checking:
+        if "val/tau" in m:
             print(f"      epoch {trainer.current_epoch + 1:>2}/{trainer.max_epochs}  train loss "
                   f"{float(m.get('train/loss', float('nan'))):.3f}  validation tau {float(m['val/tau']):.3f}", flush=True)
 
