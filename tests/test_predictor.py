@@ -122,3 +122,22 @@ def test_classification_target(tmp_path):
     with Zoo(zoo) as z:
         probs = model.predict_values(WeightBatch.from_params(z.spec, z.batch([0, 1, 2])))
     assert probs.shape == (3, 2) and np.allclose(probs.sum(1).numpy(), 1.0, atol=1e-5)
+
+
+def test_fit_predictor_reloads_its_best_checkpoint_with_the_safe_loader(fitted, tmp_path, monkeypatch):
+    from wsl.data import PropertyDataModule
+    from wsl.prediction.fit import fit_predictor
+    from wsl.prediction.model import PropertyPredictor
+
+    def unsafe(*args, **kwargs):
+        raise AssertionError("Lightning's loader unpickles with weights_only=False")
+
+    monkeypatch.setattr(PropertyPredictor, "load_from_checkpoint", unsafe)
+    _, zoo_path, _ = fitted
+    dm = PropertyDataModule([str(zoo_path)], target="test_acc", checkpoints="all", batch_size=16)
+    result = fit_predictor(dm, "statnn", {}, 3e-3, 1, tmp_path / "fp", enable_progress_bar=False, logger=False)
+    assert result.checkpoint is not None and not result.model.training
+    loaded = load_predictor(result.checkpoint)
+    for (k, a), b in zip(result.model.state_dict().items(), loaded.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=k)
+    assert ((result.test_predictions >= 0) & (result.test_predictions <= 1)).all()  # accuracies stay in [0, 1]

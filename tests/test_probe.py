@@ -169,3 +169,52 @@ def test_per_network_activations_keep_a_scalar_dropout_rate():
     plain = population_forward(spec, wb.params(), x, activation=acts)
     dropped = population_forward(spec, wb.params(), x, activation=acts, dropout=0.5)
     assert (dropped - plain).abs().amax(dim=(1, 2)).min() > 1e-6  # every group got its dropout
+
+
+def _tiny_zoo(path, activation_space):
+    from zoo.config import parse_config
+    from zoo.generate import generate
+
+    raw = {"name": "acts", "seed": 2, "num_models": 6, "epochs": 1, "checkpoints": [1],
+           "task": {"name": "digits", "n_train": 100, "n_val": 97}, "architecture": {"name": "mlp", "hidden": [6]},
+           "hparams": {"lr": 0.05}}
+    if isinstance(activation_space, str):
+        raw["architecture"]["activation"] = activation_space
+    else:
+        raw["hparams"]["activation"] = {"choice": list(activation_space)}
+    return str(generate(parse_config(raw), path, progress=False, log=lambda s: None))
+
+
+def _saved(model, path):
+    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}, path)
+    return str(path)
+
+
+def test_predict_zoos_whose_activation_differs_from_the_predictors(tmp_path, capsys):
+    """A probe predictor trained on mixed activations predicts a relu-only zoo (each batch names the
+    zoo's activation); a relu-only predictor on a mixed zoo warns about the tanh networks."""
+    import io
+
+    from wsl.prediction.predict import run_predict
+    from zoo.store import Zoo
+
+    relu_zoo = _tiny_zoo(tmp_path / "relu.h5", "relu")
+    torch.manual_seed(0)
+    open_spec = build_spec("mlp", (64,), 10, hidden=[6], activation=None)
+    probe = PropertyPredictor(open_spec.to_json(), encoder="probe", encoder_kwargs={"probes": 8, "hidden": 16},
+                              target="test_acc").eval()
+    preds = run_predict(_saved(probe, tmp_path / "probe.ckpt"), [relu_zoo], stream=io.StringIO())
+    with Zoo(relu_zoo) as z:
+        index = [int(i) for i in z.index]
+        wb = WeightBatch.from_params(open_spec, z.batch(list(range(len(index)))))
+    wb.activation = ["relu"] * len(wb)
+    by_index = {int(p.source.split("model=")[1].split("@")[0]): p.value for p in preds}
+    torch.testing.assert_close(torch.tensor([by_index[i] for i in index]), probe.predict_values(wb).float())
+    assert capsys.readouterr().err == ""
+
+    mixed_zoo = _tiny_zoo(tmp_path / "mixed.h5", ["relu", "tanh"])
+    relu_only = PropertyPredictor(build_spec("mlp", (64,), 10, hidden=[6], activation="relu").to_json(),
+                                  encoder="statnn", target="test_acc").eval()
+    preds = run_predict(_saved(relu_only, tmp_path / "relu.ckpt"), [mixed_zoo], stream=io.StringIO())
+    assert len(preds) == 6
+    assert "networks with activation tanh, but the predictor was trained only on relu" in capsys.readouterr().err

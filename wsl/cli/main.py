@@ -72,7 +72,7 @@ def _predict(args) -> int:
     from wsl.prediction.predict import run_predict
 
     run_predict(args.model, args.inputs, csv_path=args.csv, split=args.split, checkpoint=args.checkpoint,
-                max_rows=args.max_rows, activation=args.activation)
+                max_rows=args.max_rows, activation=args.activation, strict_names=args.strict_names)
     return 0
 
 
@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=f"{what} (LightningCLI: wsl {name} --config configs/predict/<name>.yaml)",
                        add_help=False)
 
+    from zoo.weight_space import ACTIVATIONS
+
     p = sub.add_parser("predict", help="predict properties of checkpoint files or zoos with a trained predictor")
     p.add_argument("--model", required=True, help="predictor checkpoint (.ckpt) written by wsl fit")
     p.add_argument("inputs", nargs="+", help=".pt / .safetensors state_dicts, folders of them, or zoo .h5 files")
@@ -159,8 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=[*SPLITS, "all"], help="zoo inputs: only this split's runs")
     p.add_argument("--checkpoint", type=int, default=-1, help="zoo inputs: checkpoint position (-1 = last)")
     p.add_argument("--max-rows", type=int, default=20, help="rows printed (all go to --csv)")
-    p.add_argument("--activation", help="file inputs: the networks' activation, for a predictor that runs the networks "
-                   "(probe) on a weight space whose activation varies per model")
+    p.add_argument("--activation", choices=ACTIVATIONS,
+                   help="the networks' activation, for file inputs (a state_dict does not record it; default: the "
+                   "predictor's); a zoo's own activation is always used, and a predictor trained on another "
+                   "activation gets a warning")
+    p.add_argument("--strict-names", action="store_true",
+                   help="file inputs: accept only the weight space's own parameter names (no matching by structure)")
     p.set_defaults(func=_predict)
 
     d = sub.add_parser("demo", help="generate the demo zoo, train a predictor, predict held-out checkpoints")

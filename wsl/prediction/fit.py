@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from wsl.data import PropertyDataModule
+from wsl.prediction.checkpoint import load_predictor
 from wsl.prediction.model import PropertyPredictor
 from wsl.training import make_trainer
 
@@ -44,7 +45,7 @@ def fit_predictor(dm: PropertyDataModule, encoder: str, encoder_kwargs: dict, lr
     fit_s = time.perf_counter() - t0
     path = Path(ckpt.best_model_path) if ckpt.best_model_path else None
     if path is not None:
-        model = PropertyPredictor.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+        model = load_predictor(path)
     best_val = float(ckpt.best_model_score) if ckpt.best_model_score is not None else float("nan")
     preds = trainer.predict(model, dm.predict_dataloader())
     return FittedPredictor(path, model, torch.cat(preds).float().cpu().numpy(), best_val, fit_s)

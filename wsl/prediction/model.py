@@ -6,6 +6,11 @@ classification (optimizer, activation, an INR's class, ...) with cross-entropy a
 weight and target normalizers are buffers of this module: they are fitted on the training split
 by the DataModule and handed over with ``set_normalizers``, saved in every checkpoint, and applied
 unchanged at prediction time.
+
+Bounded targets are predicted inside their range: a regression head is unbounded, so a predicted
+test accuracy could read -0.2 or 1.1. ``BOUNDED_TARGETS`` declares the ranges by target name, and
+``predict_values`` and the validation/test metrics clamp to it (the training loss does not: the
+gradient stays informative outside the range).
 """
 from __future__ import annotations
 
@@ -22,6 +27,18 @@ from zoo.weight_space import WeightSpaceSpec
 from wsl.nn import build_encoder
 from wsl.data.normalize import TargetNormalizer, WeightNormalizer
 from wsl.weights import WeightBatch
+
+# Target-name suffix -> the range its values live in: accuracies (train_acc, val_acc, test_acc) are
+# fractions of examples classified right.
+BOUNDED_TARGETS = {"_acc": (0.0, 1.0)}
+
+
+def target_range(target: str) -> tuple[float, float] | None:
+    """The range a target's values live in (``BOUNDED_TARGETS``), or None when unbounded."""
+    for suffix, bounds in BOUNDED_TARGETS.items():
+        if target.endswith(suffix):
+            return bounds
+    return None
 
 
 class PropertyPredictor(pl.LightningModule):
@@ -41,6 +58,7 @@ class PropertyPredictor(pl.LightningModule):
         self.weight_normalizer = WeightNormalizer(self.spec)
         self.target_normalizer = TargetNormalizer()
         self.regression = task_type == "regression"
+        self.target_range = target_range(target) if self.regression else None
         self.metrics = torch.nn.ModuleDict()
         for split in ("val", "test"):
             if self.regression:
@@ -70,8 +88,14 @@ class PropertyPredictor(pl.LightningModule):
         """Predictions in the target's units [B], or class probabilities [B, classes]."""
         out = self(wb)
         if self.regression:
-            return self.target_normalizer.inverse(out.squeeze(-1))
+            return self._in_range(self.target_normalizer.inverse(out.squeeze(-1)))
         return out.softmax(-1)
+
+    def _in_range(self, values: Tensor) -> Tensor:
+        """Regression values clamped to the target's range, where it has one."""
+        if self.target_range is None:
+            return values
+        return values.clamp(*self.target_range)
 
     def _loss(self, out: Tensor, y: Tensor) -> Tensor:
         if self.regression:
@@ -94,7 +118,7 @@ class PropertyPredictor(pl.LightningModule):
         out = self(wb)
         self.log(f"{split}/loss", self._loss(out, y).mean(), batch_size=len(wb))
         if self.regression:
-            pred = self.target_normalizer.inverse(out.squeeze(-1))
+            pred = self._in_range(self.target_normalizer.inverse(out.squeeze(-1)))
             for name in ("tau", "r2", "mae"):
                 self.metrics[f"{split}_{name}"].update(pred, y.float())
         else:

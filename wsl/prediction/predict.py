@@ -1,9 +1,16 @@
 """``wsl predict``: a trained predictor applied to checkpoints from anywhere.
 
 Inputs are ``.pt``/``.pth`` state_dicts (loaded with ``weights_only=True``: checkpoints from
-strangers are untrusted), ``.safetensors`` files, folders of them, or zoo files (all finished
-models at a checkpoint, or one split of the predictor's own data module). Every input is checked
-against the predictor's weight space by parameter name and shape; a mismatch names both.
+strangers are untrusted, and so are predictor checkpoints, see ``wsl.prediction.checkpoint``),
+``.safetensors`` files, folders of them, or zoo files (all finished models at a checkpoint, or one
+split of the predictor's own data module). A file's parameters are matched to the predictor's
+weight space by name, else by structure (``wsl.prediction.matching``; the mapping used is
+printed); a mismatch names what was expected and what was found.
+
+Activations: a zoo's own (fixed in its spec, or per model in its hyperparameters) is always used;
+for files, ``activation`` (``--activation``), else the predictor's. Where the predictor's weight
+space leaves the activation per network, every batch names each network's; an input whose
+activation the predictor was not trained on gets a warning on stderr.
 
 ``--split`` on a zoo follows the split the predictor was trained with: the runs its data module
 recorded for that zoo file, or, for a predictor trained with ``split: recorded`` (INR zoos), the
@@ -20,10 +27,15 @@ import numpy as np
 import torch
 
 from wsl.data.runs import ZooRuns
+from wsl.prediction.checkpoint import load_predictor  # noqa: F401 - callers import it from here
+from wsl.prediction.checkpoint import load_torch_file, predictor_from_checkpoint, read_predictor_checkpoint
+from wsl.prediction.matching import describe_mapping, match_state_dict, unwrap_state_dict
 from wsl.prediction.model import PropertyPredictor
 from wsl.weights import WeightBatch
+from zoo.weight_space import ACTIVATIONS
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
+STATE_DICT_FILE = "a state_dict (.pt/.pth saved with torch.save(model.state_dict()), or .safetensors)"
 
 
 @dataclass
@@ -34,30 +46,20 @@ class Prediction:
     true: float | str | None = None  # when the input is a zoo that stores the target
 
 
-def load_predictor(path: str | Path) -> PropertyPredictor:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: predictor checkpoint not found")
-    # A predictor checkpoint is one this library wrote (it holds hyperparameters, not only tensors).
-    model = PropertyPredictor.load_from_checkpoint(path, map_location="cpu", weights_only=False)
-    return model.eval()
-
-
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
-    """A state_dict from an untrusted file: tensors only, never pickled code."""
+    """A state_dict from an untrusted file: tensors only, never pickled code; the common wrappers
+    (``{"state_dict": ...}``, ``{"model": ...}``, a ``module.`` prefix) are taken off."""
+    path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - report any unreadable file the same way
-        raise ValueError(f"{path}: cannot be read as a tensors-only torch file ({str(e).splitlines()[0]})") from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: expected a state_dict (a mapping of names to tensors)")
-    return obj
+        try:
+            obj = load_file(str(path))
+        except Exception as e:  # noqa: BLE001 - safetensors' own error type: one clear message
+            raise ValueError(f"{path}: cannot be read as a safetensors file ({e}), expected {STATE_DICT_FILE}") from None
+    else:
+        obj = load_torch_file(path, STATE_DICT_FILE)
+    return unwrap_state_dict(obj, str(path))
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
@@ -84,31 +86,77 @@ def _format(model: PropertyPredictor, values: torch.Tensor) -> list[tuple[float 
     return [(names[int(i)], float(c)) for i, c in zip(idx, conf)]
 
 
+def _warn(message: str) -> None:
+    print(f"wsl: warning: {message}", file=sys.stderr)
+
+
+def _check_activations(model: PropertyPredictor, acts: list[str], what: str) -> None:
+    """Warn when inputs use an activation the predictor was not trained on (its weight space fixes
+    another): it reads them as networks of its own activation, so it extrapolates."""
+    trained = model.spec.activation
+    other = sorted(set(acts) - {trained})
+    if trained is not None and other:
+        _warn(f"{what}: networks with activation {', '.join(other)}, but the predictor was trained only on "
+              f"{trained} networks and reads every input as one; its predictions for them are extrapolations")
+
+
+def _file_activation(model: PropertyPredictor, activation: str | None) -> str | None:
+    """The activation of state_dict inputs (a state_dict does not record it): ``activation``, else
+    the predictor's; an error where the predictor runs the networks and neither says which."""
+    if activation is not None:
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"--activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}")
+        return activation
+    if model.spec.activation is None and model.encoder.raw_weights:
+        raise ValueError(f"the predictor runs the networks (encoder {model.hparams.encoder!r}) and its weight space's "
+                         "activation varies per network; a state_dict does not record it: pass --activation "
+                         f"(one of {', '.join(ACTIVATIONS)})")
+    return model.spec.activation
+
+
 def predict_files(model: PropertyPredictor, files: list[Path], batch_size: int = 256,
-                  activation: str | None = None) -> list[Prediction]:
-    """Predictions for state_dict files; ``activation`` names the networks' activation where the
-    weight space leaves it per model (a state_dict does not record it)."""
+                  activation: str | None = None, strict_names: bool = False, stream=None) -> list[Prediction]:
+    """Predictions for state_dict files. Their names are matched to the predictor's weight space,
+    else their structure (``strict_names``: names only); each mapping used is printed to ``stream``
+    once. ``activation`` names the networks' activation (a state_dict does not record it)."""
+    stream = sys.stdout if stream is None else stream
+    act = _file_activation(model, activation)
+    if act is not None:
+        _check_activations(model, [act], "input files")
+    matched: list[tuple[Path, list[torch.Tensor]]] = []
+    mappings: dict[tuple, list[Path]] = {}
+    for f in files:
+        # safetensors stores tensors sorted by name: the file's order is not the module's
+        params, mapping = match_state_dict(model.spec, load_state_dict_file(f), str(f), strict_names,
+                                           ordered=f.suffix != ".safetensors")
+        matched.append((f, params))
+        if any(a != b for a, b in mapping.items()):
+            mappings.setdefault(tuple(mapping.items()), []).append(f)
+    for mapping, fs in mappings.items():
+        more = f" and {len(fs) - 1} more files" if len(fs) > 1 else ""
+        print(f"{fs[0]}{more}: names differ from the weight space's, matched by structure: "
+              f"{describe_mapping(dict(mapping))}", file=stream)
     out: list[Prediction] = []
-    sds = [(f, load_state_dict_file(f)) for f in files]
-    for s in range(0, len(sds), batch_size):
-        chunk = sds[s:s + batch_size]
-        for f, sd in chunk:
-            model.spec.check_state_dict(sd, str(f))
-        wb = WeightBatch.from_state_dicts(model.spec, [sd for _, sd in chunk])
-        if activation is not None:
-            wb.activation = [activation] * len(wb)
+    for s in range(0, len(matched), batch_size):
+        chunk = matched[s:s + batch_size]
+        wb = WeightBatch.from_params(model.spec, [torch.stack([p[k] for _, p in chunk]).float()
+                                                  for k in range(len(model.spec.params))])
+        if model.spec.activation is None and act is not None:
+            wb.activation = [act] * len(wb)
         for (f, _), (v, c) in zip(chunk, _format(model, model.predict_values(wb))):
             out.append(Prediction(str(f), v, c))
     return out
 
 
 def predict_zoo(model: PropertyPredictor, path: Path, split: str | None = None, checkpoint: int = -1,
-                split_state: dict | None = None, batch_size: int = 1024, recorded_split: bool = False) -> list[Prediction]:
+                split_state: dict | None = None, batch_size: int = 1024, recorded_split: bool = False,
+                activation: str | None = None) -> list[Prediction]:
     """Predictions for the done models of a zoo (``split``: only that split's runs, from the
     predictor's saved ``split_state`` for this file or, with ``recorded_split``, the zoo's own
-    ``split`` field)."""
+    ``split`` field). The zoo's own activations are used; an ``activation`` that contradicts them
+    is reported and not used."""
     runs = ZooRuns(path)
-    if runs.spec.to_dict()["params"] != model.spec.to_dict()["params"]:
+    if runs.spec.to_dict()["params"] != model.spec.to_dict()["params"]:  # all but the activation
         exp = ", ".join(f"{p.name} {list(p.shape)}" for p in model.spec.params)
         found = ", ".join(f"{p.name} {list(p.shape)}" for p in runs.spec.params)
         raise ValueError(f"{path}: weight space does not match the predictor's. Expected: {exp}. Found: {found}")
@@ -127,12 +175,17 @@ def predict_zoo(model: PropertyPredictor, path: Path, split: str | None = None, 
         column = runs.column(0, target)
         truth = column[:, position] if column.ndim == 2 else column
     selected = sorted(selected)  # the order read_weights returns them in
-    acts = runs.activations(selected) if runs.spec.activation is None else None
+    acts = runs.activations(selected)
+    if activation is not None and set(acts) - {activation}:
+        _warn(f"{path}: --activation {activation} is not used: the zoo records its networks' activation "
+              f"({', '.join(sorted(set(acts)))})")
+    _check_activations(model, acts, str(path))
     params, _, _, _ = runs.read_weights(selected, [[position]])
     preds: list[Prediction] = []
     for s in range(0, len(selected), batch_size):
-        wb = WeightBatch.from_params(runs.spec, [p[s:s + batch_size] for p in params])
-        if acts is not None:
+        # the predictor's weight space: equal to the zoo's in every parameter, perhaps not in activation
+        wb = WeightBatch.from_params(model.spec, [p[s:s + batch_size] for p in params])
+        if model.spec.activation is None:
             wb.activation = acts[s:s + batch_size]
         chunk = selected[s:s + batch_size]
         for (_, index), (v, c) in zip(chunk, _format(model, model.predict_values(wb))):
@@ -142,19 +195,21 @@ def predict_zoo(model: PropertyPredictor, path: Path, split: str | None = None, 
 
 
 def run_predict(model_path: str, inputs: list[str], csv_path: str | None = None, split: str | None = None,
-                checkpoint: int = -1, max_rows: int = 20, stream=None, activation: str | None = None) -> list[Prediction]:
+                checkpoint: int = -1, max_rows: int = 20, stream=None, activation: str | None = None,
+                strict_names: bool = False) -> list[Prediction]:
     stream = sys.stdout if stream is None else stream  # looked up per call: redirected stdout is honoured
-    model = load_predictor(model_path)
-    runs, split_setting = _data_state(model_path)
+    ckpt = read_predictor_checkpoint(model_path)  # once, without running code
+    model = predictor_from_checkpoint(ckpt, model_path)
+    runs, split_setting = _data_state(ckpt)
     files = expand_inputs(inputs)
     preds: list[Prediction] = []
     loose = [f for f in files if f.suffix != ".h5"]
     if loose:
-        preds += predict_files(model, loose, activation=activation)
+        preds += predict_files(model, loose, activation=activation, strict_names=strict_names, stream=stream)
     for f in files:
         if f.suffix == ".h5":
             preds += predict_zoo(model, f, split, checkpoint, runs.get(str(f)) or runs.get(f.name),
-                                 recorded_split=split_setting == "recorded")
+                                 recorded_split=split_setting == "recorded", activation=activation)
     target = model.hparams.target or "value"
     print(f"{'input':<60} {'predicted ' + target:>20} {'true':>10}", file=stream)
     for p in preds[:max_rows]:
@@ -183,10 +238,10 @@ def run_predict(model_path: str, inputs: list[str], csv_path: str | None = None,
     return preds
 
 
-def _data_state(model_path: str) -> tuple[dict, object]:
-    """From a predictor checkpoint: the data module's split runs per zoo file, and its ``split``
-    argument (fractions, or "recorded"; None if the checkpoint has no data module hyperparameters)."""
-    ckpt = torch.load(model_path, map_location="cpu", weights_only=False)
+def _data_state(ckpt: dict) -> tuple[dict, object]:
+    """From a predictor checkpoint's dict (``read_predictor_checkpoint``): the data module's split
+    runs per zoo file, and its ``split`` argument (fractions, or "recorded"; None if the checkpoint
+    has no data module hyperparameters)."""
     split_setting = (ckpt.get("datamodule_hyper_parameters") or {}).get("split")
     for key, state in ckpt.items():
         if key.endswith("DataModule") or key == "datamodule_state":
