@@ -102,7 +102,10 @@ def worker(args) -> dict:
     torch.manual_seed(0)
     name = args.worker
     if name == "hnp":
-        from wsl.nn.nfn import NFNEncoder
+        try:
+            from wsl.nn.nfn import NFNEncoder
+        except ImportError:  # a --baseline-src checkout from before wsl/ was grouped by role
+            from wsl.encoders.nfn import NFNEncoder
         model = NFNEncoder(spec, 1, mode="hnp", channels=args.channels, layers=args.layers,
                            head_hidden=args.head_hidden)
     elif name in ("ngnn", "ngnn-dense", "ngt"):
