@@ -358,6 +358,7 @@ class WeightDataModule(pl.LightningDataModule):
                 "epochs": self._item_epoch[idx].tolist()}
 
     def _describe_split(self, split: str) -> str:
+        """What ``info`` adds after a split's counts (subclasses: the target's statistics)."""
         return ""
 
     def info(self) -> str:
@@ -374,6 +375,7 @@ class WeightDataModule(pl.LightningDataModule):
         return "\n".join(lines)
 
     def _info_header(self) -> list[str]:
+        """Lines ``info`` prints after the zoo files: what is served beside the weights."""
         return [f"conditions  {', '.join(self.conditions)}"] if self.conditions else []
 
 
