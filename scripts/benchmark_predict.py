@@ -58,7 +58,7 @@ from wsl.data import PropertyDataModule  # noqa: E402
 from wsl.prediction.fit import fit_predictor  # noqa: E402
 from zoo.config import parse_config  # noqa: E402
 from zoo.generate import generate  # noqa: E402
-from zoo.store import Zoo  # noqa: E402
+from zoo.store import SPLITS, Zoo  # noqa: E402
 
 TARGET = "test_acc"
 DEFAULT_ZOOS = ["digits_mlp", "mnist1d_mlp_precise"]  # the demo zoo; the precise zoo (16,000 runs, 20,000 test examples)
@@ -405,7 +405,7 @@ def main(argv=None) -> dict:
                 continue
             if seed == args.seeds[0]:
                 report["zoos"][name]["splits"] = {s: {"runs": len(dm.split_runs[s]), "checkpoints": len(dm.items(s)["runs"])}
-                                                  for s in ("train", "val", "test")}
+                                                  for s in SPLITS}
             print(dm.info(), flush=True)
             truth = dm.items("test")["targets"].numpy().astype(np.float64)
 

@@ -51,6 +51,7 @@ import lightning.pytorch as pl  # noqa: E402
 from wsl.data import PropertyDataModule  # noqa: E402
 from wsl.prediction.baselines import MAX_ITER, boosted_trees, statistic_features  # noqa: E402
 from wsl.prediction.fit import fit_predictor  # noqa: E402
+from zoo.store import SPLITS  # noqa: E402
 
 TREES = "StatNN + trees"
 ENCODERS = ["probe", "hnp", "statnn"]
@@ -93,8 +94,8 @@ def trees_on(dm: PropertyDataModule, shifted: dict, seed: int, max_iter: int) ->
     """StatNN + trees fitted on dm's train runs (iterations chosen on its val runs), scored on dm's
     test runs and on the shifted zoo. Returns (scores, seconds)."""
     t0 = time.perf_counter()
-    x = {s: statistic_features(dm, s) for s in ("train", "val", "test")}
-    y = {s: dm.items(s)["targets"].numpy().astype(np.float64) for s in ("train", "val", "test")}
+    x = {s: statistic_features(dm, s) for s in SPLITS}
+    y = {s: dm.items(s)["targets"].numpy().astype(np.float64) for s in SPLITS}
     n_test = len(x["test"])
     pred, _ = boosted_trees(x["train"], y["train"], x["val"], y["val"], np.concatenate([x["test"], shifted["stats"]]),
                             seed, max_iter)
