@@ -246,7 +246,7 @@ def write_markdown(path: Path, report: dict) -> None:
         f"*hparam oracle*: the runs' true varying hyperparameters (log10 of those sampled log-uniformly; "
         f"categorical ones ordinal) plus the epoch, no weights. *StatNN + trees*: per-layer weight statistics "
         f"(mean, variance, quantiles 0/25/50/75/100 %; Unterthiner et al. 2020). Time: features + trees.",
-        f"- scores: Kendall tau (scipy, tau-b) and R² (sklearn) on the test runs' checkpoints.",
+        "- scores: Kendall tau (scipy, tau-b) and R² (sklearn) on the test runs' checkpoints.",
         "",
         "| encoder | lr | encoder_kwargs |",
         "|---|---|---|",

@@ -186,7 +186,7 @@ def write_markdown(path: Path, report: dict) -> None:
     s = report["settings"]
     lines = ["# Transfer benchmark: test accuracy from weights on a shifted zoo", "",
              f"- command: `{report['command']}`", f"- date: {report['date']}", f"- device: {report['device']}",
-             f"- training sets: " + "; ".join(f"{k} = {v}" for k, v in s["training_sets"].items()),
+             "- training sets: " + "; ".join(f"{k} = {v}" for k, v in s["training_sets"].items()),
              f"- shifted zoo: {s['test_zoo']} ({report.get('shifted_runs', '?')} done runs, "
              f"{report.get('shifted_checkpoints', '?')} trained checkpoints), never trained on",
              f"- seeds {s['seeds']} (split 0.7 / 0.1 / 0.2 of the training runs and training seed); encoders "

@@ -1,4 +1,5 @@
-"""Shared test helpers: small weight spaces, random weights and features, hidden permutations.
+"""Shared test helpers: small weight spaces, random weights and features, hidden permutations,
+small generated zoos.
 
 Helpers are plain functions (``from conftest import random_weights``); fixtures are below them.
 """
@@ -12,11 +13,20 @@ import torch
 from wsl.weights import WeightBatch, WeightFeatures
 from wsl.weights.symmetry import random_permutations
 from zoo.architectures import build_spec
+from zoo.config import parse_config
+from zoo.generate import generate
+
+QUIET = dict(progress=False, log=lambda s: None)
 
 SPECS = {
     "mlp": build_spec("mlp", (4,), 3, hidden=[6, 5]),
     "cnn": build_spec("cnn", (1, 8, 8), 3, channels=[3, 4]),
 }
+
+
+def generate_zoo(raw: dict, path) -> str:
+    """A zoo generated quietly from a raw config dict (the tests' small zoos); its path."""
+    return str(generate(parse_config(raw), path, **QUIET))
 
 
 def random_weights(spec, seed: int = 0, n: int = 4, dtype=torch.float64, std: float = 1.0) -> WeightBatch:

@@ -4,15 +4,13 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import generate_zoo
 from wsl.data import PropertyDataModule
 from wsl.data.normalize import TargetNormalizer, WeightNormalizer
 from wsl.weights import WeightBatch
 from zoo.architectures import build_spec
-from zoo.config import parse_config
-from zoo.generate import generate
 from zoo.store import Zoo
 
-QUIET = dict(progress=False, log=lambda s: None)
 # lr 1e6 every tenth model: with SGD it diverges (status 2), with Adam it finishes with weights
 # around 1e15..1e21, the blown-up networks the normalizer must survive.
 BASE = {
@@ -29,7 +27,7 @@ BASE = {
 def make_zoo(path, **over):
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in BASE.items()}
     raw.update(over)
-    return str(generate(parse_config(raw), path, **QUIET))
+    return generate_zoo(raw, path)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import generate_zoo
 from wsl.prediction.baselines import NotApplicable, hyperparameter_oracle, statnn_trees
 from wsl.cli import main
 from wsl.data import PropertyDataModule
@@ -15,17 +16,14 @@ from wsl.nn import build_encoder
 from wsl.prediction.predict import load_predictor, run_predict
 from wsl.weights.symmetry import permute, random_permutations
 from wsl.weights import WeightBatch
-from zoo.config import parse_config
-from zoo.generate import generate
 from zoo.store import Zoo
 
-QUIET = dict(progress=False, log=lambda s: None)
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "predict"
 SIREN = {"name": "siren", "hidden": [8, 8], "omega_0": 30}
 
 
 def _generate(path, raw):
-    return str(generate(parse_config(raw), path, **QUIET))
+    return generate_zoo(raw, path)
 
 
 @pytest.fixture(scope="module")

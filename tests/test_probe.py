@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import generate_zoo
 from wsl.nn.probe import ProbeEncoder
 from wsl.prediction.model import PropertyPredictor
 from wsl.weights.symmetry import permute, random_permutations, random_scales, scale
@@ -102,14 +103,12 @@ def test_per_network_activations():
 def test_data_module_batches_name_each_networks_activation(tmp_path):
     """A zoo whose activation varies per model: batches carry the activations, matching the file."""
     from wsl.data import PropertyDataModule
-    from zoo.config import parse_config
-    from zoo.generate import generate
     from zoo.store import Zoo
 
     raw = {"name": "acts", "seed": 1, "num_models": 12, "epochs": 1, "checkpoints": [1],
            "task": {"name": "digits", "n_train": 100, "n_val": 97}, "architecture": {"name": "mlp", "hidden": [6]},
            "hparams": {"activation": {"choice": ["relu", "tanh"]}, "lr": 0.05}}
-    path = str(generate(parse_config(raw), tmp_path / "acts.h5", progress=False, log=lambda s: None))
+    path = generate_zoo(raw, tmp_path / "acts.h5")
     dm = PropertyDataModule(zoos=[path], batch_size=4, split=[0.5, 0.25, 0.25])
     dm.setup("fit")
     with Zoo(path) as z:
@@ -172,8 +171,6 @@ def test_per_network_activations_keep_a_scalar_dropout_rate():
 
 
 def _tiny_zoo(path, activation_space):
-    from zoo.config import parse_config
-    from zoo.generate import generate
 
     raw = {"name": "acts", "seed": 2, "num_models": 6, "epochs": 1, "checkpoints": [1],
            "task": {"name": "digits", "n_train": 100, "n_val": 97}, "architecture": {"name": "mlp", "hidden": [6]},
@@ -182,7 +179,7 @@ def _tiny_zoo(path, activation_space):
         raw["architecture"]["activation"] = activation_space
     else:
         raw["hparams"]["activation"] = {"choice": list(activation_space)}
-    return str(generate(parse_config(raw), path, progress=False, log=lambda s: None))
+    return generate_zoo(raw, path)
 
 
 def _saved(model, path):

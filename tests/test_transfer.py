@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import generate_zoo
 from zoo.config import parse_config
-from zoo.generate import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import benchmark_transfer as bt  # noqa: E402
 
-QUIET = dict(progress=False, log=lambda s: None)
 BASE = {
     "name": "train", "seed": 3, "num_models": 48, "epochs": 2, "checkpoints": [0, 1, 2],
     "task": {"name": "digits", "n_train": 200, "n_val": 97},
@@ -32,8 +31,8 @@ TINY = {"probe": {"lr": 1e-3, "encoder_kwargs": {"probes": 8, "hidden": 16, "lay
 @pytest.fixture(scope="module")
 def zoos(tmp_path_factory):
     d = tmp_path_factory.mktemp("transfer")
-    return (str(generate(parse_config(BASE), d / "a.h5", **QUIET)),
-            str(generate(parse_config(SHIFTED), d / "c.h5", **QUIET)))
+    return (generate_zoo(BASE, d / "a.h5"),
+            generate_zoo(SHIFTED, d / "c.h5"))
 
 
 def test_shifted_data_is_every_trained_checkpoint_of_every_done_run(zoos):
