@@ -335,7 +335,7 @@ def test_lightning_saves_the_split_in_checkpoints(zoo_path, tmp_path):
     trainer = pl.Trainer(max_epochs=1, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, accelerator="cpu", limit_val_batches=0)
     trainer.fit(_Mean(dm.spec.num_params), datamodule=dm)
-    ckpt = torch.load(next(tmp_path.rglob("*.ckpt")), weights_only=False)
+    ckpt = torch.load(next(tmp_path.rglob("*.ckpt")), weights_only=True)
     assert ckpt["PropertyDataModule"]["split_runs"] == dm.split_runs
     assert ckpt["datamodule_hyper_parameters"]["split_seed"] == 2
 

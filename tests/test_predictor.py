@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from wsl.cli import main
+from wsl.prediction.checkpoint import read_predictor_checkpoint
 from wsl.prediction.predict import load_predictor, run_predict
 from wsl.weights import WeightBatch
 from zoo.config import parse_config
@@ -46,7 +47,7 @@ def test_checkpoint_carries_spec_normalizers_and_split(fitted):
         assert model.spec.to_json() == z.spec.to_json()
     assert model.hparams.target == "test_acc" and model.regression
     assert not torch.allclose(model.weight_normalizer.scale, torch.ones_like(model.weight_normalizer.scale))
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = read_predictor_checkpoint(ckpt)
     runs = state["PropertyDataModule"]["split_runs_by_zoo"]
     splits = next(iter(runs.values()))
     assert set(splits["train"]).isdisjoint(splits["test"]) and len(splits["test"]) > 0
@@ -74,7 +75,7 @@ def test_predict_files_and_zoo_agree(fitted, tmp_path, capsys):
     assert rows[0][:2] == ["input", "predicted_test_acc"] and len(rows) == len(preds) + 1
     # --split test restricts a zoo input to the predictor's own held-out runs
     test_preds = run_predict(str(ckpt), [str(zoo_path)], split="test")
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = read_predictor_checkpoint(ckpt)
     test_runs = set(next(iter(state["PropertyDataModule"]["split_runs_by_zoo"].values()))["test"])
     assert {int(p.source.split("model=")[1].split("@")[0]) for p in test_preds} == test_runs
 
@@ -130,7 +131,7 @@ def test_fit_predictor_reloads_its_best_checkpoint_with_the_safe_loader(fitted, 
     from wsl.prediction.model import PropertyPredictor
 
     def unsafe(*args, **kwargs):
-        raise AssertionError("Lightning's loader unpickles with weights_only=False")
+        raise AssertionError("Lightning's loader would unpickle the checkpoint, code and all")
 
     monkeypatch.setattr(PropertyPredictor, "load_from_checkpoint", unsafe)
     _, zoo_path, _ = fitted

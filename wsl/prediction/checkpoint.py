@@ -1,6 +1,6 @@
 """Reading torch files from anyone without running their pickles.
 
-A ``.pt`` or ``.ckpt`` file is a pickle: read with ``weights_only=False`` it may run any code its
+A ``.pt`` or ``.ckpt`` file is a pickle: unpickled in full it may run any code its
 author wrote into it. Researchers pass predictor checkpoints around as freely as the checkpoints
 they predict, so both are read with ``torch.load(weights_only=True)``, which rebuilds tensors and
 plain containers and refuses every other pickled global, unrun. A predictor checkpoint written by
