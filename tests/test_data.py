@@ -433,3 +433,12 @@ def test_backbone_learns_the_identity_on_a_zoo(zoo_path, name, one_thread):
     with torch.no_grad():
         fit, held_out = relative_error(train).item(), relative_error(val).item()
     assert before > 1.0 and fit < 0.01 and held_out < before / 8, (before, fit, held_out)
+
+
+def test_checkpoint_positions_are_checked(zoo_path):
+    from wsl.data import ZooRuns
+
+    runs = ZooRuns(zoo_path)
+    assert runs.checkpoint_position(0, -1) == 2 and runs.checkpoint_position(0, 1) == 1
+    with pytest.raises(IndexError, match="checkpoint position 3 out of range for 3 checkpoints"):
+        runs.checkpoint_position(0, 3)

@@ -237,7 +237,7 @@ class WeightDataModule(pl.LightningDataModule):
         self._item_pos = item_pos
         self._runs = runs
         self._activations = None if self.spec.activation is not None else \
-            [a for a in np.asarray(self.runs.activations(runs), dtype=object)[item_run].tolist()]
+            np.asarray(self.runs.activations(runs), dtype=object)[item_run].tolist()
         self._loaded_runs = list(runs)
         self._on_load()
 

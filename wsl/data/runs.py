@@ -257,6 +257,14 @@ class ZooRuns:
         return split
 
     # --- weights --------------------------------------------------------------------------------------
+    def checkpoint_position(self, fi: int, checkpoint: int) -> int:
+        """A checkpoint position of file ``fi`` (``-1`` = last), checked against the stored ones."""
+        C = len(self.checkpoint_epochs[fi])
+        if not -C <= checkpoint < C:
+            raise IndexError(f"{self.paths[fi]}: checkpoint position {checkpoint} out of range for {C} checkpoints "
+                             f"(epochs {self.checkpoint_epochs[fi]})")
+        return checkpoint % C
+
     def epoch_positions(self, fi: int, checkpoints: str | Sequence[int], include_init: bool = False) -> list[int]:
         """Checkpoint positions of file ``fi``: ``last``, ``all`` (every stored epoch > 0) or epochs."""
         stored = self.checkpoint_epochs[fi]

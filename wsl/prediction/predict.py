@@ -167,7 +167,7 @@ def predict_zoo(model: PropertyPredictor, path: Path, split: str | None = None, 
         if not split_state or split not in split_state:
             raise ValueError(f"--split {split}: the predictor checkpoint records no '{split}' runs for this zoo")
         selected = runs.restore({"split_runs": split_state}).runs[split]
-    position = runs.epoch_positions(0, "last")[0] if checkpoint == -1 else checkpoint % len(runs.checkpoint_epochs[0])
+    position = runs.checkpoint_position(0, checkpoint)
     epoch = runs.checkpoint_epochs[0][position]
     target = model.hparams.target
     truth = None
