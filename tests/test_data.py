@@ -394,9 +394,50 @@ def test_weight_datamodule_conditions(zoo_path):
     with pytest.raises(KeyError, match="neither a stored metric"):
         WeightDataModule([zoo_path], conditions=["nope"])
     bad = WeightDataModule([zoo_path], conditions=["optimizer"])
-    bad.setup("fit")
     with pytest.raises(ValueError, match="condition 'optimizer' is not numeric"):
-        bad.train_dataloader()
+        bad.setup("fit")  # found when the split is made, not at the first batch
+    # the conditions' normalizer is fitted on the training items, per column
+    dm_n = WeightDataModule([zoo_path], checkpoints="all", conditions=["test_acc", "lr"])
+    dm_n.setup("fit")
+    norm = dm_n.normalizers()["condition_normalizer"]
+    train_cond = torch.cat([c for _, c in dm_n.train_dataloader()])
+    torch.testing.assert_close(norm(train_cond).mean(0), torch.zeros(2), atol=1e-4, rtol=0)
+    torch.testing.assert_close(norm(train_cond).std(0, unbiased=False), torch.ones(2), atol=1e-4, rtol=0)
+
+
+def test_select_keeps_only_matching_runs_and_fixes_the_activation(zoo_path):
+    from wsl.data import WeightDataModule
+
+    with Zoo(zoo_path) as z:
+        opt = z.hparam("optimizer")
+        wanted = set(z.index[z.done & (opt == "adam")].tolist())
+    dm = WeightDataModule([zoo_path], select={"optimizer": "adam"})
+    dm.setup("fit")
+    used = {r for s in ("train", "val", "test") for r in dm.split_runs[s]}
+    assert used == wanted and dm.excluded["not selected"] > 0
+    with pytest.raises(ValueError, match="no done model"):
+        WeightDataModule([zoo_path], select={"optimizer": "rmsprop"})
+    with pytest.raises(ValueError, match="is a metric"):
+        WeightDataModule([zoo_path], select={"test_acc": [0.5, None]})
+
+
+def test_align_permutes_networks_onto_one_training_network(zoo_path):
+    from wsl.data import WeightDataModule
+    from wsl.weights.align import matching_objective
+
+    plain = WeightDataModule([zoo_path], normalize=False)
+    aligned = WeightDataModule([zoo_path], normalize=False, align=True)
+    plain.setup("fit"), aligned.setup("fit")
+    ref = plain.weights("train")[0]
+    for s in ("train", "test"):
+        a, p = aligned.weights(s), plain.weights(s)
+        # the same networks (a permutation only: same sorted weights), closer to the reference
+        for ta, tp in zip(a.params(), p.params()):
+            torch.testing.assert_close(ta.flatten(1).sort(1).values, tp.flatten(1).sort(1).values)
+        assert (matching_objective(ref, a) >= matching_objective(ref, p) - 1e-5).all()
+        assert (matching_objective(ref, a) > matching_objective(ref, p) + 1e-5).any()
+    with pytest.raises(ValueError, match="undo each other"):
+        WeightDataModule([zoo_path], align=True, augment={"permutation": True})
 
 
 @pytest.mark.parametrize("name", ["np", "hnp", "dwsnet"])

@@ -18,6 +18,11 @@ Layout (format ``wsl-zoo``, version 1)::
                            hashed from the model's seed: zoo.streams); older files have no such
                            attribute (torch generators per model, and dropout masks as recorded in
                            their "dropout_masks" attribute) and are not resumed by this version
+        generated          only in zoos of generated networks (``wsl sample``): their provenance (JSON:
+                           generator checkpoint and its sha256, conditions, guidance, seed, source
+                           zoo, its train runs, ...); such a file's config is the source zoo's (its
+                           task is rebuilt from it) and its config_hash starts with "generated-", so
+                           no trained zoo's config can resume into it
     /params/<param name>   float32 [M, C, *shape]; HDF5 chunk = 16 consecutive models at one
                            checkpoint (fewer for parameters over 64 KiB), uncompressed, with
                            fletcher32 checksums; NaN where never written (every other dataset is
@@ -109,9 +114,10 @@ def create_zoo(path: str | Path, *, name: str, config_json: str, config_hash: st
                task_info: dict[str, Any], checkpoint_epochs: list[int], metric_names: list[str],
                indices: np.ndarray, seeds: np.ndarray, hparams: dict[str, list], chunk_size: int,
                shard: tuple[int, int] = (0, 1), signals: dict[str, Any] | None = None,
-               random_streams: str = RANDOM_STREAMS) -> None:
+               random_streams: str = RANDOM_STREAMS, generated: dict[str, Any] | None = None) -> None:
     """Make an empty zoo file (every model pending) atomically: written beside, then renamed.
-    ``signals`` (INR zoos): ``{"coords": [P, d], "values": [M, P, d_out], "fields": {name: [M]}}``."""
+    ``signals`` (INR zoos): ``{"coords": [P, d], "values": [M, P, d_out], "fields": {name: [M]}}``.
+    ``generated``: the provenance of generated networks, stored as the ``generated`` attribute."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -125,6 +131,8 @@ def create_zoo(path: str | Path, *, name: str, config_json: str, config_hash: st
             "shard_index": shard[0], "shard_count": shard[1], "chunk_size": int(chunk_size),
             "random_streams": random_streams,
         })
+        if generated is not None:
+            f.attrs["generated"] = json.dumps(generated, sort_keys=True, default=_json_value)
         g = f.create_group("params")
         for p in spec.params:
             g.create_dataset(p.name, shape=(M, C, *p.shape), dtype="f4",
@@ -154,6 +162,15 @@ def create_zoo(path: str | Path, *, name: str, config_json: str, config_hash: st
         _small_dataset(g, "status", np.full(M, STATUS_PENDING, dtype=np.uint8))
         _small_dataset(g, "diverged_epoch", np.full(M, -1, dtype=np.int32))
     os.replace(tmp, path)
+
+
+def _json_value(v: Any) -> Any:
+    """numpy (or torch) scalars and arrays, e.g. model indices, as plain JSON values, not their repr."""
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    if isinstance(v, Path):
+        return str(v)
+    raise TypeError(f"generated: {type(v).__name__} {v!r} is not JSON-serialisable")
 
 
 #: Models per HDF5 chunk of a weight dataset, and the most bytes a chunk should hold.
@@ -261,6 +278,12 @@ class Zoo:
     @property
     def status(self) -> np.ndarray:
         return self.file["models/status"][()]
+
+    @property
+    def generated(self) -> dict[str, Any] | None:
+        """The provenance of a zoo of generated networks (``wsl sample``); None for a trained zoo."""
+        text = self.file.attrs.get("generated")
+        return None if text is None else json.loads(text)
 
     @property
     def done(self) -> np.ndarray:
@@ -465,8 +488,12 @@ class Zoo:
                         for c in (STATUS_DONE, STATUS_DIVERGED, STATUS_PENDING))
             + ")" + (f", shard {self.shard[0]}/{self.shard[1]}" if self.shard[1] > 1 else ""),
             f"checkpts   epochs {self.checkpoint_epochs}",
-            "metric at the last checkpoint over done models: min / 5% / median / 95% / max",
         ]
+        gen = self.generated
+        if gen is not None:
+            lines.append("generated  " + (", ".join(f"{k} {_short_value(v)}" for k, v in sorted(gen.items()))
+                                          or "(no provenance recorded)"))
+        lines.append("metric at the last checkpoint over done models: min / 5% / median / 95% / max")
         done = self.done
         for m in self.metric_names:
             v = self.file["metrics"][m][:, -1][done]
@@ -505,6 +532,14 @@ class Zoo:
         for s in range(0, len(rows), batch_size):
             r = rows[s:s + batch_size]
             yield r, self.batch(r, checkpoint)
+
+
+def _short_value(v: Any) -> str:
+    """A provenance value for one summary line: long lists (train runs) by their length."""
+    if isinstance(v, list) and len(v) > 8:
+        return f"[{len(v)} values]"
+    text = json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else str(v)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _read_rows(ds: h5py.Dataset, uniq: np.ndarray, inverse: np.ndarray) -> np.ndarray:

@@ -1,22 +1,35 @@
-"""``wsl fit|validate|test``: LightningCLI over the property predictor and its DataModule.
+"""``wsl fit|validate|test``: LightningCLI over the weight-space model families and their DataModules.
 
-The weight space, the number of outputs and the task type come from the zoo file: they are
-linked from the DataModule to the model, so a config names only the zoo, the target and the
-encoder (see configs/predict/). Before each subcommand the DataModule is set up and the model
-receives its normalizers. The checkpoint kept is the best on validation runs (``val/score``:
-Kendall tau for regression, accuracy for classification); test runs are only ever evaluated.
+- Property prediction (configs/predict/): ``PropertyPredictor`` on a ``PropertyDataModule``. The
+  weight space, the number of outputs and the task type come from the zoo file: they are linked
+  from the DataModule to the model, so a config names only the zoo, the target and the encoder.
+  The checkpoint kept is the best on validation runs (``val/score``: Kendall tau for regression,
+  accuracy for classification).
+- Generation (configs/generate/): a config whose ``model`` names a ``class_path`` (a
+  ``wsl.generation`` generator) on a ``WeightDataModule``; the weight space, the source zoo and
+  the conditions are linked from the data. The checkpoint kept is the lowest denoising loss on
+  validation runs (``val/loss``).
+
+Before each subcommand the DataModule is set up and the model receives its normalizers. Test
+runs are only ever evaluated, never used to choose.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from wsl.data import PropertyDataModule
+from wsl.data import PropertyDataModule, WeightDataModule
+from wsl.generation.model import WeightGenerator
 from wsl.prediction.model import PropertyPredictor
 from wsl.training import TRAINER_DEFAULTS
 
 
 class WSLCLI(LightningCLI):
+    """The property predictor's CLI; ``GeneratorCLI`` differs only in what it links."""
+
     def add_arguments_to_parser(self, parser) -> None:
         for attr in ("spec_json", "num_outputs", "task_type", "class_names"):
             parser.link_arguments(f"data.{attr}", f"model.{attr}", apply_on="instantiate")
@@ -37,13 +50,40 @@ class WSLCLI(LightningCLI):
         self._hand_over_normalizers()
 
 
+class GeneratorCLI(WSLCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        for attr in ("spec_json", "source_json"):
+            parser.link_arguments(f"data.{attr}", f"model.init_args.{attr}", apply_on="instantiate")
+        parser.link_arguments("data.conditions", "model.init_args.conditions")
+
+
+def is_generator_config(args: list[str]) -> bool:
+    """True when a ``--config`` file's ``model`` names a ``class_path`` (a generator); the property
+    predictor's configs name only its arguments."""
+    for k, a in enumerate(args):
+        path = args[k + 1] if a == "--config" and k + 1 < len(args) else a[len("--config="):] \
+            if a.startswith("--config=") else None
+        if path and Path(path).is_file():
+            with open(path) as fh:
+                raw = yaml.safe_load(fh) or {}
+            model = raw.get("model") if isinstance(raw, dict) else None
+            if isinstance(model, dict) and "class_path" in model:
+                return True
+    return False
+
+
 def run_lightning_cli(args: list[str]) -> None:
+    generator = is_generator_config(args)
+    common = dict(args=args, save_config_kwargs={"overwrite": True}, seed_everything_default=0)
+    if generator:
+        GeneratorCLI(
+            WeightGenerator, WeightDataModule, subclass_mode_model=True, **common,
+            trainer_defaults={**TRAINER_DEFAULTS, "max_epochs": 100, "default_root_dir": "runs",
+                              "callbacks": [ModelCheckpoint(monitor="val/loss", mode="min", save_last=True,
+                                                            filename="best-{epoch}")]})
+        return
     WSLCLI(
-        PropertyPredictor,
-        PropertyDataModule,
-        args=args,
-        save_config_kwargs={"overwrite": True},
-        seed_everything_default=0,
+        PropertyPredictor, PropertyDataModule, **common,
         trainer_defaults={
             **TRAINER_DEFAULTS,
             "max_epochs": 30,

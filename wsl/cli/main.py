@@ -76,6 +76,30 @@ def _predict(args) -> int:
     return 0
 
 
+def _sample(args) -> int:
+    from wsl.generation.sample import run_sample
+    from zoo.store import Zoo
+
+    path = run_sample(args.model, args.num, args.out, args.condition, guidance=args.guidance, seed=args.seed,
+                      steps=args.steps, eta=args.eta, data_dir=args.data_dir, device=args.device)
+    with Zoo(path) as z:
+        print(z.summary())
+    print(f"generated zoo written to {path}")
+    return 0
+
+
+def _evaluate_generated(args) -> int:
+    from wsl.generation.evaluate import evaluate_generated, markdown_table
+
+    out_dir = args.out_dir or str(Path(args.generated).with_suffix("")) + ".memorization"
+    report = evaluate_generated(args.generated, args.reference, out_dir, seed=args.seed, candidates=args.candidates,
+                                max_reference=args.max_reference, data_dir=args.data_dir,
+                                log=lambda s: print(s, flush=True))
+    print(markdown_table(report))
+    print("report written to " + ", ".join(report["files"].values()))
+    return 0
+
+
 def _demo(args) -> int:
     from wsl.cli.demo import run_demo
 
@@ -84,7 +108,7 @@ def _demo(args) -> int:
 
 
 def shipped_configs(kind: str = "zoo") -> Path:
-    """The folder of the configs shipped with wsl: ``kind`` is ``zoo`` or ``predict``.
+    """The folder of the configs shipped with wsl: ``kind`` is ``zoo``, ``predict`` or ``generate``.
 
     An installed wheel holds them as package data, ``wsl/configs/<kind>/`` (pyproject.toml maps the
     top-level ``configs/`` folder there); a source checkout, the editable install of
@@ -168,6 +192,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict-names", action="store_true",
                    help="file inputs: accept only the weight space's own parameter names (no matching by structure)")
     p.set_defaults(func=_predict)
+
+    sm = sub.add_parser("sample", help="sample networks from a trained generator into a zoo file (with their metrics)")
+    sm.add_argument("--model", required=True, help="generator checkpoint (.ckpt) written by wsl fit (configs/generate/)")
+    sm.add_argument("--num", type=int, required=True, help="networks to sample")
+    sm.add_argument("--out", required=True, help="zoo file to write (.h5)")
+    sm.add_argument("--condition", action="append", default=[], metavar="NAME=VALUE",
+                    help="a conditional generator's request, e.g. test_acc=0.9, or test_acc=0.5:0.95 for values "
+                    "evenly spaced over the networks (repeat for several conditions)")
+    sm.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = none)")
+    sm.add_argument("--steps", type=int, help="sampling steps (default: the generator's)")
+    sm.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 ancestral")
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--data-dir", help="folder of the task's IDX files, if not where the zoo was made")
+    sm.add_argument("--device", default="cpu")
+    sm.set_defaults(func=_sample)
+
+    e = sub.add_parser("evaluate-generated", help="memorization report of a generated zoo against its reference "
+                       "(training) zoo: quality, weight and behavioural novelty, baselines")
+    e.add_argument("generated", help="zoo file of generated networks (wsl sample)")
+    e.add_argument("--reference", required=True, help="the zoo the generator was trained on")
+    e.add_argument("--out-dir", help="report folder (default: GENERATED without .h5, plus .memorization)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the baselines and subsets")
+    e.add_argument("--candidates", type=int, default=16,
+                   help="reference networks aligned by weight matching per network (nearest first; default 16)")
+    e.add_argument("--max-reference", type=int, help="at most this many reference networks (a seeded subset)")
+    e.add_argument("--data-dir", help="folder of the task's IDX files (MNIST, Fashion-MNIST), if not the stored one")
+    e.set_defaults(func=_evaluate_generated)
 
     d = sub.add_parser("demo", help="generate the demo zoo, train a predictor, predict held-out checkpoints")
     d.add_argument("--out-dir", default="wsl_demo")

@@ -27,6 +27,7 @@ What both guarantee, and why:
 from __future__ import annotations
 
 import inspect
+import json
 import math
 from pathlib import Path
 from typing import Any, Callable
@@ -144,12 +145,20 @@ class WeightDataModule(pl.LightningDataModule):
         conditions: stored numeric properties served beside the weights, ``[B, len(conditions)]``
             float32 (a metric at the item's checkpoint, a hyperparameter or a signal field).
         normalize: serve weights through ``weight_normalizer`` (fitted on the training runs).
+        select: use only the runs whose hyperparameters or signal fields meet these conditions, e.g.
+            ``{"activation": "relu", "optimizer": ["adam"], "lr": [0.001, null]}`` (a value, a list
+            of values or a numeric ``[low, high]`` range; see ``wsl.data.runs.ZooRuns``).
+        align: permute every network's hidden neurons onto one training network by weight matching
+            (``wsl.weights.align``): the same functions, with most of the arbitrary neuron order
+            removed. Models without symmetry (a flat MLP, a latent autoencoder) see one mode per
+            function instead of one per ordering; equivariant models do not need it.
     """
 
     def __init__(self, zoos: list[str], checkpoints: str | list[int] = "last",
                  split: str | list[float] = [0.7, 0.1, 0.2], split_seed: int = 0, batch_size: int = 64,
                  include_init: bool = False, max_models: int | None = None, num_workers: int = 0,
-                 augment: dict | None = None, conditions: list[str] | None = None, normalize: bool = True):
+                 augment: dict | None = None, conditions: list[str] | None = None, normalize: bool = True,
+                 select: dict | None = None, align: bool = False):
         super().__init__()
         self.zoos = [str(zoos)] if isinstance(zoos, (str, Path)) else [str(z) for z in zoos]
         self.checkpoints = checkpoints
@@ -160,11 +169,17 @@ class WeightDataModule(pl.LightningDataModule):
         self.augment = dict(augment or {})
         self.conditions = list(conditions or [])
         self.normalize = bool(normalize)
+        self.select = dict(select or {})
+        self.align = bool(align)
         self.save_hyperparameters()
         self._check_args()
-        self.runs = ZooRuns(self.zoos)
+        self.runs = ZooRuns(self.zoos, self.select)
         self.spec = self.runs.spec
         self.spec_json: str = self.spec.to_json()
+        # What a model trained here must know of its data to run its own networks later (a
+        # generator evaluates what it samples on the task): the first zoo's config, task and selection.
+        self.source_json: str = json.dumps({"zoo": self.zoos[0], "config": self.runs.configs[0],
+                                            "select": self.select, "conditions": self.conditions})
         if self.split == "recorded":
             self.runs.check_recorded_split()
         self._positions = [self.runs.epoch_positions(fi, checkpoints, include_init) for fi in range(len(self.zoos))]
@@ -194,6 +209,9 @@ class WeightDataModule(pl.LightningDataModule):
             raise ValueError(f"batch_size must be >= 1, found {self.batch_size}")
         if self.max_models is not None and self.max_models < 1:
             raise ValueError(f"max_models must be >= 1 or None, found {self.max_models}")
+        if self.align and self.augment.get("permutation"):
+            raise ValueError("align and augment.permutation undo each other: aligned networks would be permuted "
+                             "again; use one of them")
         unknown = sorted(set(self.augment) - set(AUGMENTS))
         if unknown:
             raise ValueError(f"augment: unknown key(s) {unknown}; valid keys: {list(AUGMENTS)}")
@@ -260,9 +278,24 @@ class WeightDataModule(pl.LightningDataModule):
         self._split = split
         self.split_runs = split.state(self.zoos)["split_runs"]
         train = self._split_items["train"]
+        if self.align:
+            self._align_to(int(train[0]))
         self.weight_normalizer = WeightNormalizer(self.spec).fit(  # in chunks: no copy of the whole split
             WeightBatch.from_params(self.spec, [p[idx] for p in self._params]) for idx in train.split(4096))
+        self.condition_normalizer = None
+        if self.conditions:
+            self.condition_normalizer = TargetNormalizer(len(self.conditions)).fit(self._extras()[0][train])
         self._fit_normalizers(train)
+
+    def _align_to(self, item: int) -> None:
+        """Align every loaded network to the one of ``item`` (a training network: no held-out run
+        decides anything), in place."""
+        from wsl.weights.align import align
+
+        ref = WeightBatch.from_params(self.spec, [p[item:item + 1] for p in self._params])
+        parts = [align(WeightBatch.from_params(self.spec, [p[idx] for p in self._params]), ref).params()
+                 for idx in torch.arange(len(self._params[0])).split(4096)]
+        self._params = [torch.cat(ts) for ts in zip(*parts)]
 
     def _fit_normalizers(self, train: Tensor) -> None:
         """Normalizers beyond the weights' (subclasses: the target's)."""
@@ -275,7 +308,10 @@ class WeightDataModule(pl.LightningDataModule):
         """The fitted normalizers a model receives (``model.set_normalizers(**dm.normalizers())``)."""
         if self.weight_normalizer is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for the normalizers")
-        return {"weight_normalizer": self.weight_normalizer}
+        out = {"weight_normalizer": self.weight_normalizer}
+        if self.conditions:
+            out["condition_normalizer"] = self.condition_normalizer
+        return out
 
     def weights(self, split: str) -> WeightBatch:
         """All raw weights of a split's items, in loader order (unshuffled)."""
@@ -394,11 +430,12 @@ class PropertyDataModule(WeightDataModule):
     def __init__(self, zoos: list[str], target: str = "test_acc", task: str = "auto",
                  checkpoints: str | list[int] = "last", split: str | list[float] = [0.7, 0.1, 0.2],
                  split_seed: int = 0, batch_size: int = 64, include_init: bool = False,
-                 max_models: int | None = None, num_workers: int = 0, augment: dict | None = None):
+                 max_models: int | None = None, num_workers: int = 0, augment: dict | None = None,
+                 select: dict | None = None):
         if task not in ("auto", "regression", "classification"):
             raise ValueError(f"task must be 'auto', 'regression' or 'classification', found {task!r}")
         super().__init__(zoos, checkpoints, split, split_seed, batch_size, include_init, max_models, num_workers,
-                         augment, conditions=None, normalize=False)
+                         augment, conditions=None, normalize=False, select=select)
         self.target = target
         kinds, class_values = set(), []
         for fi, path in enumerate(self.zoos):

@@ -84,23 +84,31 @@ class WeightNormalizer(nn.Module):
 
 
 class TargetNormalizer(nn.Module):
-    """y -> (y - mean) / std for a scalar regression target; buffers fitted on the training split."""
+    """y -> (y - mean) / std for a scalar regression target (``columns=0``) or per column of
+    ``[N, columns]`` values (a generator's conditions); buffers fitted on the training split."""
 
-    def __init__(self):
+    def __init__(self, columns: int = 0):
         super().__init__()
-        self.register_buffer("mean", torch.tensor(0.0))
-        self.register_buffer("std", torch.tensor(1.0))
+        shape = (int(columns),) if columns else ()
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("std", torch.ones(shape))
 
     @torch.no_grad()
     def fit(self, y: Tensor) -> "TargetNormalizer":
-        """Mean and std of the finite values; a constant target keeps std 1 (no division by 0)."""
-        y = torch.as_tensor(y).detach().double().flatten()
-        y = y[torch.isfinite(y)]
-        if not len(y):
-            raise ValueError("TargetNormalizer.fit: no finite target values")
-        mean, std = y.mean(), y.std(unbiased=False)
-        if not std > 1e-12 * max(1.0, abs(mean.item())):
-            std = torch.tensor(1.0, dtype=torch.float64)
+        """Mean and std of the finite values (per column); a constant column keeps std 1 (no division by 0)."""
+        y = torch.as_tensor(y).detach().double()
+        y = y.reshape(-1, *self.mean.shape)
+        mean = torch.zeros(self.mean.shape, dtype=torch.float64)
+        std = torch.ones(self.mean.shape, dtype=torch.float64)
+        for k, col in enumerate(y.reshape(len(y), -1).T):
+            col = col[torch.isfinite(col)]
+            if not len(col):
+                raise ValueError("TargetNormalizer.fit: no finite target values"
+                                 + (f" in column {k}" if self.mean.dim() else ""))
+            m, sd = col.mean(), col.std(unbiased=False)
+            mean.view(-1)[k] = m
+            if sd > 1e-12 * max(1.0, abs(m.item())):
+                std.view(-1)[k] = sd
         self.mean.copy_(mean)
         self.std.copy_(std)
         return self
@@ -112,4 +120,5 @@ class TargetNormalizer(nn.Module):
         return y * self.std.to(y.dtype) + self.mean.to(y.dtype)
 
     def extra_repr(self) -> str:
-        return f"mean={self.mean.item():.4g}, std={self.std.item():.4g}"
+        fmt = lambda t: f"{t.item():.4g}" if t.dim() == 0 else "[" + ", ".join(f"{v:.4g}" for v in t.tolist()) + "]"
+        return f"mean={fmt(self.mean)}, std={fmt(self.std)}"

@@ -96,7 +96,7 @@ class ZooRuns:
     """The done runs of one or more zoo files of one weight space, with what each file stores about
     them. Each file's metadata is read once, here; weights are read by ``read_weights``."""
 
-    def __init__(self, paths: str | Path | Sequence[str | Path]):
+    def __init__(self, paths: str | Path | Sequence[str | Path], select: dict[str, Any] | None = None):
         self.paths = [str(paths)] if isinstance(paths, (str, Path)) else [str(p) for p in paths]
         if not self.paths:
             raise ValueError("no zoo files given; give one or more zoo files")
@@ -122,6 +122,39 @@ class ZooRuns:
                     if code != STATUS_DONE:
                         self.excluded[name] += int((status == code).sum())
         self.spec = common_spec(self.paths, self.specs)
+        self.select = dict(select or {})
+        if self.select:
+            self._apply_select()
+
+    def _apply_select(self) -> None:
+        """Keep the done runs whose hyperparameters or signal fields meet every condition of
+        ``select`` (a value, a list of values, or a ``[low, high]`` range of numbers; ``null`` =
+        open). Selecting one activation of a zoo whose activation varies per model fixes the spec's."""
+        keep = np.ones(len(self.done), dtype=bool)
+        for name, cond in self.select.items():
+            for fi in range(len(self.paths)):
+                if self.kind(fi, name) == "metric":
+                    raise ValueError(f"select: {name!r} is a metric (a value per checkpoint); select runs by a "
+                                     f"hyperparameter or signal field")
+            v = self.values(name, self.done)
+            if isinstance(cond, (list, tuple)) and len(cond) == 2 and all(
+                    c is None or isinstance(c, (int, float)) and not isinstance(c, bool) for c in cond):
+                lo, hi = cond
+                keep &= (v >= lo if lo is not None else True) & (v <= hi if hi is not None else True)
+            elif isinstance(cond, (list, tuple, set)):
+                keep &= np.isin(v, list(cond))
+            else:
+                keep &= v == cond
+        before = len(self.done)
+        self.done = [r for r, k in zip(self.done, keep) if k]
+        self.excluded["not selected"] = before - len(self.done)
+        if not self.done:
+            raise ValueError(f"select {self.select}: no done model of {self.paths} meets it")
+        act = self.select.get("activation")
+        if self.spec.activation is None and isinstance(act, str):
+            d = self.spec.to_dict()
+            d["activation"] = act
+            self.spec = WeightSpaceSpec.from_dict(d)
 
     # --- rows and stored values ---------------------------------------------------------------------
     def rows(self, fi: int, indices) -> np.ndarray:
@@ -175,9 +208,7 @@ class ZooRuns:
 
     def activations(self, runs: Sequence[Run]) -> list[str]:
         """Each run's activation: its file's spec's, or its ``activation`` hyperparameter."""
-        acts: list[str | None] = [None] * len(runs)
-        for k, (fi, i) in enumerate(runs):
-            acts[k] = self.specs[fi].activation
+        acts: list[str | None] = [self.specs[fi].activation or self.spec.activation for fi, i in runs]
         missing = [k for k, a in enumerate(acts) if a is None]
         for fi in sorted({runs[k][0] for k in missing}):
             if "activation" not in self.hparam_names[fi]:

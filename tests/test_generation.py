@@ -1,0 +1,224 @@
+"""Diffusion weight generators: the schedule and sampler, equivariant denoisers, the neuron-token
+autoencoder, training through Lightning on a zoo, and sampling to a zoo file."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+import pytest
+import torch
+
+from conftest import SPECS, generate_zoo, hidden_perms, max_diff, random_weights
+from wsl.generation.autoencoder import NeuronTokens, WeightAutoencoder
+from wsl.generation.denoisers import EquivariantDenoiser, MLPDenoiser
+from wsl.generation.diffusion import Diffusion
+from wsl.weights import WeightBatch
+from wsl.weights.symmetry import permute
+
+
+def test_schedule_runs_from_clean_to_noise():
+    d = Diffusion()
+    t = torch.linspace(0, 1, 11)
+    ls = d.logsnr(t)
+    assert torch.all(ls[1:] < ls[:-1])  # noisier with time
+    assert ls[0].item() == pytest.approx(15, abs=1e-3) and ls[-1].item() == pytest.approx(-15, abs=1e-3)
+    a, s = d.alpha_sigma(ls)
+    torch.testing.assert_close(a ** 2 + s ** 2, torch.ones(11))
+
+
+@pytest.mark.parametrize("prediction", ["v", "eps", "x0"])
+def test_sampler_with_the_exact_denoiser_returns_the_data_point(prediction):
+    """For data that is one point x*, the ideal denoiser is known in closed form; DDIM with it must
+    land on x* from any noise, which checks the parametrisation and every step of the sampler."""
+    d = Diffusion(prediction)
+    target = torch.tensor([[0.5, -1.0, 2.0]])
+
+    def ideal(xt, logsnr, cond, drop):
+        a, s = (v.unsqueeze(1) for v in d.alpha_sigma(logsnr))
+        eps = (xt - a * target) / s
+        return {"v": a * eps - s * target, "eps": eps, "x0": target.expand_as(xt)}[prediction]
+
+    for eta in (0.0, 1.0):
+        x = d.sample(ideal, (4, 3), steps=10, eta=eta, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(x, target.expand(4, 3), atol=1e-4, rtol=0)
+    # and the training loss of the ideal denoiser is zero
+    assert d.loss(ideal, target.expand(8, 3)).abs().max() < 1e-8
+
+
+def test_guidance_mixes_conditional_and_unconditional_predictions():
+    d = Diffusion("eps")
+    calls = []
+
+    def den(xt, logsnr, cond, drop):
+        calls.append(drop)
+        out = torch.zeros_like(xt)
+        if drop is None:
+            return out + 1.0
+        return torch.where(drop.unsqueeze(1), torch.full_like(xt, 1.0), torch.full_like(xt, 3.0))
+
+    x0, eps = d._predict(den, torch.zeros(2, 3), torch.tensor([0.0]), torch.zeros(2, 1), guidance=2.0)
+    torch.testing.assert_close(eps, torch.full((2, 3), 1.0 + 2.0 * (3.0 - 1.0)))
+    assert calls[-1].tolist() == [False, False, True, True]
+
+
+@pytest.mark.parametrize("backbone", ["hnp", "np", "dwsnet", "ngnn"])
+def test_equivariant_denoiser_commutes_with_hidden_permutations(backbone):
+    spec = SPECS["mlp"]
+    torch.manual_seed(0)
+    den = EquivariantDenoiser(spec, backbone, channels=8, layers=2, emb_dim=16, num_conditions=1).double()
+    for p in den.parameters():  # FiLM starts at zero: give it weight so the test covers it
+        p.data.normal_(0, 0.3)
+    wb = random_weights(spec, n=3)
+    perms = hidden_perms(spec, n=3)
+    ls, cond = torch.tensor([2.0, -1.0, 0.5], dtype=torch.float64), torch.randn(3, 1, dtype=torch.float64)
+    out = WeightBatch.from_flat(spec, den(wb.flatten(), ls, cond, None))
+    out_p = WeightBatch.from_flat(spec, den(permute(wb, perms).flatten(), ls, cond, None))
+    assert max_diff(permute(out, perms), out_p) < 1e-9
+    # and it does depend on the noise level and on the condition
+    assert (den(wb.flatten(), ls + 1, cond, None) - out.flatten()).abs().max() > 1e-4
+    assert (den(wb.flatten(), ls, cond + 1, None) - out.flatten()).abs().max() > 1e-4
+
+
+def test_dropped_condition_is_the_unconditional_embedding():
+    den = MLPDenoiser(5, hidden=16, layers=2, emb_dim=8, num_conditions=2)
+    for p in den.parameters():
+        p.data.normal_(0, 0.3)
+    x, ls = torch.randn(3, 5), torch.zeros(3)
+    dropped = den(x, ls, torch.randn(3, 2), torch.ones(3, dtype=torch.bool))
+    torch.testing.assert_close(dropped, den(x, ls, None, None))
+    assert (den(x, ls, torch.randn(3, 2), None) - dropped).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_neuron_tokens_round_trip(name):
+    spec = SPECS[name]
+    wb = random_weights(spec, n=3, dtype=torch.float32)
+    tok = NeuronTokens(spec)
+    tokens = tok.tokens(wb.flatten())
+    assert tokens.shape == (3, sum(l.out_features for l in spec.layers), tok.width)
+    torch.testing.assert_close(tok.flat(tokens), wb.flatten())
+    # token k of the first layer is neuron k's incoming weights and bias
+    first = spec.layers[0]
+    torch.testing.assert_close(tokens[:, 1, :first.weight.numel // first.out_features],
+                               wb.weights[0][:, 1].reshape(3, -1))
+
+
+def test_autoencoder_codes_and_reconstruction_shapes():
+    spec = SPECS["mlp"]
+    ae = WeightAutoencoder(spec, latent_dim=3, d_model=16, layers=1, heads=2).eval()
+    flat = random_weights(spec, n=5, dtype=torch.float32).flatten()
+    z = ae.encode(flat)
+    assert z.shape == (5, *ae.code_shape) == (5, 6 + 5 + 3, 3)
+    assert ae.decode(z).shape == flat.shape
+    assert ae.loss(flat).shape == (5,)
+
+
+def test_autoencoder_learns_to_reconstruct():
+    torch.manual_seed(0)
+    spec = SPECS["mlp"]
+    ae = WeightAutoencoder(spec, latent_dim=4, d_model=32, layers=1, heads=2, latent_noise=0.0)
+    flat = random_weights(spec, n=16, dtype=torch.float32).flatten()
+    opt = torch.optim.Adam(ae.parameters(), lr=3e-3)
+    first = ae.loss(flat).mean().item()
+    for _ in range(200):
+        opt.zero_grad()
+        loss = ae.loss(flat).mean()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.2 * first
+
+
+# --- training on a zoo through Lightning, sampling to a zoo file --------------------------------------
+ZOO = {
+    "name": "gen", "seed": 5, "num_models": 24, "epochs": 2, "checkpoints": [0, 1, 2],
+    "task": {"name": "digits", "n_train": 200, "n_val": 97},
+    "architecture": {"name": "mlp", "hidden": [6, 6]},
+    "hparams": {"lr": {"log_uniform": [0.01, 0.3]}, "optimizer": "adam",
+                "activation": {"choice": ["relu", "tanh"]}},
+    "training": {"chunk_size": 24},
+}
+
+
+@pytest.fixture(scope="module")
+def gen_zoo(tmp_path_factory):
+    return generate_zoo(ZOO, tmp_path_factory.mktemp("genzoo") / "gen.h5")
+
+
+def _fit(model, dm, tmp_path, epochs=2):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from wsl.training import make_trainer
+
+    ckpt = ModelCheckpoint(dirpath=tmp_path, monitor="val/loss", mode="min", filename="best")
+    dm.setup("fit")
+    model.set_normalizers(**dm.normalizers())
+    make_trainer(epochs, [ckpt], enable_checkpointing=True).fit(model, dm)
+    return ckpt.best_model_path
+
+
+@pytest.mark.parametrize("kind", ["hnp", "latent"])
+def test_generator_trains_saves_and_samples_a_zoo(gen_zoo, tmp_path, kind, one_thread):
+    from wsl.data import WeightDataModule
+    from wsl.generation.model import LatentDiffusion, WeightDiffusion
+    from wsl.generation.sample import load_generator, run_sample
+    from zoo.store import Zoo
+
+    dm = WeightDataModule([gen_zoo], select={"activation": "relu"}, conditions=["test_acc"], batch_size=8,
+                          checkpoints="all", split=[0.6, 0.2, 0.2])
+    common = dict(spec_json=dm.spec_json, source_json=dm.source_json, conditions=dm.conditions, eval_every=1,
+                  eval_samples=4, sample_steps=3)
+    if kind == "hnp":
+        model = WeightDiffusion(denoiser="hnp", denoiser_kwargs={"channels": 4, "layers": 2}, **common)
+    else:
+        model = LatentDiffusion(autoencoder_kwargs={"latent_dim": 2, "d_model": 8, "layers": 1, "heads": 2},
+                                autoencoder_epochs=1, denoiser_kwargs={"hidden": 16, "layers": 1}, **common)
+    assert dm.spec.activation == "relu"  # the selection fixed the activation of a mixed zoo
+    best = _fit(model, dm, tmp_path)
+    assert best.endswith("best.ckpt")
+    loaded = load_generator(best)
+    assert type(loaded) is type(model) and loaded.conditions == ["test_acc"]
+    torch.testing.assert_close(loaded.condition_normalizer.mean, dm.condition_normalizer.mean)
+    a = loaded.sample(3, torch.tensor([0.5]), guidance=2.0, seed=1)
+    b = loaded.sample(3, torch.tensor([0.5]), guidance=2.0, seed=1)
+    assert max_diff(a, b) == 0 and a.spec == dm.spec  # seeded
+    out = run_sample(best, 5, tmp_path / "sampled.h5", ["test_acc=0.2:0.6"], guidance=1.5, seed=0)
+    with Zoo(out) as z:
+        assert z.generated["generator_class"] == type(model).__name__
+        assert sorted(z.generated["train_runs"]) == sorted(dm.split_runs["train"])
+        assert z.hparam("requested_test_acc").tolist() == pytest.approx([0.2, 0.3, 0.4, 0.5, 0.6])
+        assert z.spec.activation == "relu" and z.done.all()
+        acc = z.metric("test_acc")[:, -1]
+        assert np.isfinite(acc).all() and ((acc >= 0) & (acc <= 1)).all()
+
+
+def test_sample_refuses_bad_requests_and_foreign_files(gen_zoo, tmp_path, one_thread):
+    from wsl.cli.main import main
+    from wsl.data import WeightDataModule
+    from wsl.generation.model import WeightDiffusion
+
+    dm = WeightDataModule([gen_zoo], select={"activation": "relu"}, batch_size=8, split=[0.6, 0.2, 0.2])
+    model = WeightDiffusion(spec_json=dm.spec_json, source_json=dm.source_json, denoiser="mlp",
+                            denoiser_kwargs={"hidden": 16, "layers": 1}, eval_every=0)
+    best = _fit(model, dm, tmp_path, epochs=1)
+    cases = [
+        (["--condition", "test_acc=0.9"], "conditioned on nothing"),
+        (["--num", "0"], "--num must be >= 1"),
+    ]
+    for extra, message in cases:
+        args = ["sample", "--model", best, "--num", "2", "--out", str(tmp_path / "x.h5"), *extra]
+        assert main(args) == 2
+    zoo_as_model = ["sample", "--model", gen_zoo, "--num", "2", "--out", str(tmp_path / "y.h5")]
+    assert main(zoo_as_model) == 2
+    with pytest.raises(ValueError, match="unconditional"):
+        model.sample(2, torch.tensor([0.5]))
+
+
+def test_cli_fit_dispatches_generator_configs(tmp_path):
+    from wsl.cli.lightning import is_generator_config
+
+    gen = tmp_path / "g.yaml"
+    gen.write_text("model:\n  class_path: wsl.generation.model.WeightDiffusion\n")
+    pred = tmp_path / "p.yaml"
+    pred.write_text("model:\n  encoder: hnp\n")
+    assert is_generator_config(["--config", str(gen)]) and is_generator_config([f"--config={gen}"])
+    assert not is_generator_config(["--config", str(pred)]) and not is_generator_config([])

@@ -1,0 +1,17 @@
+"""Generating networks: diffusion weight generators, the generated-zoo file, the memorization suite.
+
+- ``wsl.generation.networks``: rebuild a zoo's task, run generated networks on it, write them as a
+  zoo file marked as generated (``wsl sample``'s output).
+- ``wsl.generation.evaluate``: does a generator generate or memorize? (Zeng et al. 2025;
+  ``wsl evaluate-generated``).
+"""
+from wsl.generation.networks import evaluate_networks, source_task, write_generated_zoo, wrong_sets
+from wsl.generation.evaluate import evaluate_generated
+
+__all__ = [
+    "evaluate_networks",
+    "source_task",
+    "write_generated_zoo",
+    "wrong_sets",
+    "evaluate_generated",
+]

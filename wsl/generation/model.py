@@ -1,0 +1,341 @@
+"""Diffusion weight generators as LightningModules, trained on ``WeightDataModule`` batches.
+
+- ``WeightDiffusion``: diffusion directly on normalized weights. Its denoiser is an equivariant
+  backbone of the core (``denoiser: hnp``, ``np``, ``dwsnet``, ``ngnn``, ``ngt``), so the generator
+  respects hidden-neuron permutations by construction, or ``mlp`` on the flat vector
+  (HyperDiffusion's choice, no symmetry).
+- ``LatentDiffusion``: p-diff / SANE: a neuron-token autoencoder (``wsl.generation.autoencoder``),
+  trained for ``autoencoder_epochs``, then frozen, and a diffusion model over its codes.
+
+Both share ``WeightGenerator``: conditioning on stored properties (``conditions``, standardized
+with the training runs' statistics) with classifier-free guidance, an exponential moving average
+of the denoiser (what samples come from), and ``sample``, which returns raw weights (the weight
+normalizer inverted). Validation is on held-out runs only: the denoising loss at fixed noise
+(``val/loss``, what the kept checkpoint is chosen by), and every ``eval_every`` epochs networks
+sampled and run on the task's validation examples (``val/gen_acc``; conditional generators also
+``val/cond_corr``, requested against achieved, with the validation runs' conditions as requests).
+Test data is never looked at here.
+"""
+from __future__ import annotations
+
+import json
+import math
+from functools import cached_property
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from zoo.weight_space import WeightSpaceSpec
+
+from wsl.data.normalize import TargetNormalizer, WeightNormalizer
+from wsl.generation.autoencoder import WeightAutoencoder
+from wsl.generation.denoisers import EquivariantDenoiser, MLPDenoiser
+from wsl.generation.diffusion import Diffusion
+from wsl.nn import BACKBONES
+from wsl.weights import WeightBatch
+
+
+class WeightGenerator(pl.LightningModule):
+    """What every diffusion generator shares; subclasses define the space diffusion runs in.
+
+    Args:
+        spec_json, source_json: the weight space and where the data came from (zoo config,
+            selection); with ``wsl fit`` both are linked from the DataModule.
+        conditions: names of the stored properties the generator is conditioned on (linked from
+            the DataModule's ``conditions``); empty: unconditional.
+        prediction: ``v`` or ``eps`` (``wsl.generation.diffusion``).
+        condition_dropout: fraction of training examples whose condition is dropped, so that one
+            network is both the conditional and the unconditional model (classifier-free guidance).
+        ema_decay: decay of the moving average of the denoiser's parameters (0: none).
+        sample_steps: DDIM steps used in validation and as ``sample``'s default.
+        eval_every, eval_samples: how often and how many networks are sampled in validation.
+    """
+
+    def __init__(self, spec_json: str = "", source_json: str = "{}", conditions: list[str] | None = None,
+                 prediction: str = "v", condition_dropout: float = 0.1, lr: float = 1e-3, weight_decay: float = 0.0,
+                 ema_decay: float = 0.999, sample_steps: int = 50, eval_every: int = 5, eval_samples: int = 64):
+        super().__init__()
+        if not spec_json:
+            raise ValueError(f"{type(self).__name__} needs the weight space (spec_json); with `wsl fit` it comes from "
+                             "the data module's zoo file")
+        if not 0 <= condition_dropout < 1:
+            raise ValueError(f"condition_dropout must be in [0, 1), found {condition_dropout}")
+        self.spec = WeightSpaceSpec.from_json(spec_json)
+        self.source = json.loads(source_json)
+        self.conditions = list(conditions or [])
+        self.diffusion = Diffusion(prediction)
+        self.weight_normalizer = WeightNormalizer(self.spec)
+        self.condition_normalizer = TargetNormalizer(len(self.conditions)) if self.conditions else None
+        self._val_conditions: list[Tensor] = []
+
+    # --- what subclasses define -------------------------------------------------------------------
+    def diffusion_space(self, x: Tensor) -> Tensor:
+        """Normalized flat weights [B, D] -> the flat tensors diffusion runs on."""
+        raise NotImplementedError
+
+    def weights_from(self, z: Tensor) -> Tensor:
+        """The inverse of ``diffusion_space``: samples -> normalized flat weights."""
+        raise NotImplementedError
+
+    @property
+    def denoiser(self) -> nn.Module:
+        raise NotImplementedError
+
+    def _make_ema(self) -> None:
+        decay = float(self.hparams.ema_decay)
+        self.ema = AveragedModel(self.denoiser, multi_avg_fn=get_ema_multi_avg_fn(decay)) if decay > 0 else None
+
+    # --- normalizers ------------------------------------------------------------------------------
+    def set_normalizers(self, weight_normalizer: WeightNormalizer,
+                        condition_normalizer: TargetNormalizer | None = None, **_) -> None:
+        """Take the normalizers fitted on the training runs (``WeightDataModule.normalizers()``)."""
+        self.weight_normalizer.load_state_dict(weight_normalizer.state_dict())
+        if self.conditions:
+            if condition_normalizer is None:
+                raise ValueError(f"the generator is conditioned on {self.conditions}, but the data serves no conditions")
+            self.condition_normalizer.load_state_dict(condition_normalizer.state_dict())
+
+    # --- training ---------------------------------------------------------------------------------
+    def _batch(self, batch) -> tuple[Tensor, Tensor | None]:
+        wb = batch[0]
+        if wb.spec != self.spec:
+            raise ValueError(f"the data's weight space [{', '.join(wb.spec.param_names)}] is not the generator's "
+                             f"[{', '.join(self.spec.param_names)}]")
+        cond = None
+        if self.conditions:
+            if len(batch) < 2:
+                raise ValueError(f"the generator is conditioned on {self.conditions}: the data module must serve "
+                                 f"them (data.conditions)")
+            cond = self.condition_normalizer(batch[1].float())
+        return wb.flatten(), cond
+
+    def _drop(self, cond: Tensor | None) -> Tensor | None:
+        if cond is None:
+            return None
+        return torch.rand(len(cond), device=cond.device) < self.hparams.condition_dropout
+
+    def diffusion_loss(self, x: Tensor, cond: Tensor | None, drop: Tensor | None = None, **kw) -> Tensor:
+        with torch.no_grad():
+            z = self.diffusion_space(x)
+        return self.diffusion.loss(self.denoiser, z, cond, drop, **kw).mean()
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        x, cond = self._batch(batch)
+        loss = self.diffusion_loss(x, cond, self._drop(cond))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(x))
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.denoiser)
+
+    # --- validation: held-out runs and the task's validation examples ------------------------------
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, cond = self._batch(batch)
+        g = torch.Generator().manual_seed(batch_idx)  # the same noise every epoch: comparable losses
+        t = torch.rand(len(x), generator=g).to(x.device)
+        noise = torch.randn(len(x), self.code_dim, generator=g).to(x.device)
+        self.log("val/loss", self._val_loss(x, cond, t, noise), prog_bar=True, batch_size=len(x))
+        if cond is not None:
+            self._val_conditions.append(batch[1].detach().cpu())
+
+    def _val_loss(self, x: Tensor, cond: Tensor | None, t: Tensor, noise: Tensor) -> Tensor:
+        with torch.no_grad():
+            z = self.diffusion_space(x)
+        den = self.ema.module if self.ema is not None else self.denoiser
+        return self.diffusion.loss(den, z, cond, None, t=t, noise=noise).mean()
+
+    def on_validation_epoch_end(self) -> None:
+        requested = torch.cat(self._val_conditions) if self._val_conditions else None
+        self._val_conditions = []
+        every = int(self.hparams.eval_every)
+        if every <= 0 or self.trainer.sanity_checking or (self.current_epoch + 1) % every:
+            return
+        task = self.task
+        if task is None or task.kind != "classification":
+            return
+        from wsl.generation.networks import evaluate_networks
+
+        n = int(self.hparams.eval_samples)
+        if requested is not None:
+            requested = requested[torch.randperm(len(requested), generator=torch.Generator().manual_seed(0))[:n]]
+            n = len(requested)
+        wb = self.sample(n, requested, seed=0)
+        acc = evaluate_networks(self.spec, wb.to("cpu"), task, splits=("val",))["val_acc"]
+        acc = np.nan_to_num(acc, nan=0.0)
+        self.log("val/gen_acc", float(np.mean(acc)))
+        accuracy = [k for k, name in enumerate(self.conditions) if name.endswith("_acc")]
+        if requested is not None and accuracy:  # requested accuracy against achieved (validation examples)
+            r = requested[:, accuracy[0]].numpy()
+            if np.std(r) > 0 and np.std(acc) > 0:
+                self.log("val/cond_corr", float(np.corrcoef(r, acc)[0, 1]))
+
+    @cached_property
+    def task(self):
+        """The task the source zoo was trained on (None when it cannot be rebuilt here, e.g. INR zoos)."""
+        from wsl.generation.networks import source_task
+
+        config = self.source.get("config")
+        if not config:
+            return None
+        try:
+            return source_task(config)
+        except (ValueError, FileNotFoundError):
+            return None
+
+    # --- sampling -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, num: int, conditions: Tensor | None = None, guidance: float = 1.0, seed: int = 0,
+               steps: int | None = None, eta: float = 0.0, batch_size: int = 256) -> WeightBatch:
+        """``num`` networks as raw weights (the weight normalizer inverted). ``conditions``:
+        ``[num, K]`` (or ``[K]`` for all) in the properties' own units; ``guidance``: the
+        classifier-free guidance scale (1 = the plain conditional model)."""
+        cond = None
+        if self.conditions:
+            if conditions is None:
+                cond_all = None
+            else:
+                c = torch.as_tensor(conditions, dtype=torch.float32)
+                c = c.expand(num, -1) if c.dim() == 1 else c
+                if tuple(c.shape) != (num, len(self.conditions)):
+                    raise ValueError(f"conditions: expected [{num}, {len(self.conditions)}] values of "
+                                     f"{self.conditions}, found {list(c.shape)}")
+                cond_all = self.condition_normalizer(c.to(self.device))
+        elif conditions is not None:
+            raise ValueError("this generator is unconditional; it takes no conditions")
+        den = self.ema.module if self.ema is not None else self.denoiser
+        was_training = den.training
+        den.eval()
+        g = torch.Generator().manual_seed(int(seed))
+        parts = []
+        for s in range(0, num, batch_size):
+            b = min(batch_size, num - s)
+            if self.conditions and conditions is not None:
+                cond = cond_all[s:s + b]
+            z = self.diffusion.sample(den, (b, self.code_dim), cond, guidance, steps or int(self.hparams.sample_steps),
+                                      eta, g, self.device)
+            parts.append(self.weights_from(z))
+        den.train(was_training)
+        flat = torch.cat(parts)
+        return self.weight_normalizer.inverse(WeightBatch.from_flat(self.spec, flat))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["wsl_generator"] = type(self).__name__  # which class ``load_generator`` builds
+
+    def configure_optimizers(self):
+        averaged = {id(p) for p in self.ema.parameters()} if self.ema is not None else set()
+        params = [p for p in self.parameters() if p.requires_grad and id(p) not in averaged]
+        return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+
+class WeightDiffusion(WeightGenerator):
+    """Diffusion on normalized weights with an equivariant (or MLP) denoiser.
+
+    Args (beyond ``WeightGenerator``'s): ``denoiser``: a backbone name (``hnp``, ``np``, ``dwsnet``,
+    ``ngnn``, ``ngt``) or ``mlp``; ``denoiser_kwargs``: its options (``channels``, ``layers``,
+    ``emb_dim``, ...; for ``mlp``: ``hidden``, ``layers``, ``emb_dim``)."""
+
+    def __init__(self, spec_json: str = "", source_json: str = "{}", conditions: list[str] | None = None,
+                 denoiser: str = "hnp", denoiser_kwargs: dict | None = None, prediction: str = "v",
+                 condition_dropout: float = 0.1, lr: float = 1e-3, weight_decay: float = 0.0,
+                 ema_decay: float = 0.999, sample_steps: int = 50, eval_every: int = 5, eval_samples: int = 64):
+        super().__init__(spec_json, source_json, conditions, prediction, condition_dropout, lr, weight_decay,
+                         ema_decay, sample_steps, eval_every, eval_samples)
+        self.save_hyperparameters()
+        kw = dict(denoiser_kwargs or {})
+        k = len(self.conditions)
+        if denoiser == "mlp":
+            self.net = MLPDenoiser(self.spec.num_params, num_conditions=k, **kw)
+        elif denoiser in BACKBONES:
+            self.net = EquivariantDenoiser(self.spec, denoiser, num_conditions=k, **kw)
+        else:
+            raise ValueError(f"unknown denoiser {denoiser!r}; expected 'mlp' or a backbone {sorted(BACKBONES)}")
+        self.code_dim = self.spec.num_params
+        self._make_ema()
+
+    @property
+    def denoiser(self) -> nn.Module:
+        return self.net
+
+    def diffusion_space(self, x: Tensor) -> Tensor:
+        return x
+
+    def weights_from(self, z: Tensor) -> Tensor:
+        return z
+
+
+class LatentDiffusion(WeightGenerator):
+    """p-diff / SANE: a neuron-token autoencoder, then diffusion over its codes (MLP denoiser).
+
+    Args (beyond ``WeightGenerator``'s): ``autoencoder_kwargs`` (``latent_dim``, ``d_model``,
+    ``layers``, ``heads``, ``input_noise``, ``latent_noise``), ``autoencoder_epochs`` (the first
+    epochs train the autoencoder alone, the rest the diffusion model on its frozen codes),
+    ``denoiser_kwargs`` (``MLPDenoiser``: ``hidden``, ``layers``, ``emb_dim``)."""
+
+    def __init__(self, spec_json: str = "", source_json: str = "{}", conditions: list[str] | None = None,
+                 autoencoder_kwargs: dict | None = None, autoencoder_epochs: int = 20,
+                 denoiser_kwargs: dict | None = None, prediction: str = "v", condition_dropout: float = 0.1,
+                 lr: float = 1e-3, weight_decay: float = 0.0, ema_decay: float = 0.999, sample_steps: int = 50,
+                 eval_every: int = 5, eval_samples: int = 64):
+        super().__init__(spec_json, source_json, conditions, prediction, condition_dropout, lr, weight_decay,
+                         ema_decay, sample_steps, eval_every, eval_samples)
+        self.save_hyperparameters()
+        self.autoencoder = WeightAutoencoder(self.spec, **(autoencoder_kwargs or {}))
+        self.code_dim = math.prod(self.autoencoder.code_shape)
+        self.net = MLPDenoiser(self.code_dim, num_conditions=len(self.conditions), **(denoiser_kwargs or {}))
+        # the codes' scale, measured on the first diffusion batch (0: not yet), so diffusion sees unit-scale data
+        self.register_buffer("code_scale", torch.tensor(0.0))
+        self._make_ema()
+
+    @property
+    def denoiser(self) -> nn.Module:
+        return self.net
+
+    @property
+    def autoencoder_phase(self) -> bool:
+        return self.current_epoch < int(self.hparams.autoencoder_epochs)
+
+    def diffusion_space(self, x: Tensor) -> Tensor:
+        was = self.autoencoder.training
+        self.autoencoder.eval()
+        z = self.autoencoder.encode(x).flatten(1)
+        self.autoencoder.train(was)
+        if self.code_scale == 0:
+            self.code_scale.fill_(z.std().clamp_min(1e-6))
+        return z / self.code_scale
+
+    def weights_from(self, z: Tensor) -> Tensor:
+        scale = self.code_scale if self.code_scale > 0 else torch.ones_like(self.code_scale)
+        return self.autoencoder.decode((z * scale).view(len(z), *self.autoencoder.code_shape))
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        x, cond = self._batch(batch)
+        if self.autoencoder_phase:
+            loss = self.autoencoder.loss(x).mean()
+            self.log("train/recon", loss, prog_bar=True, batch_size=len(x))
+            return loss
+        self.autoencoder.requires_grad_(False)
+        loss = self.diffusion_loss(x, cond, self._drop(cond))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(x))
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if not self.autoencoder_phase:
+            super().on_train_batch_end(outputs, batch, batch_idx)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, cond = self._batch(batch)
+        self.log("val/recon", self.autoencoder.loss(x).mean(), batch_size=len(x))
+        if self.autoencoder_phase:  # no diffusion model yet: never the checkpoint to keep
+            self.log("val/loss", torch.tensor(float("inf")), prog_bar=True, batch_size=len(x))
+            return
+        super().validation_step(batch, batch_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.autoencoder_phase or self.code_scale == 0:
+            self._val_conditions = []
+            return
+        super().on_validation_epoch_end()
