@@ -1,5 +1,5 @@
-"""The ``wsl`` command: ``wsl zoo generate|info|render|verify|merge``, ``wsl fit|validate|test`` (LightningCLI),
-``wsl predict`` and ``wsl demo``."""
+"""The ``wsl`` command: ``wsl zoo generate|info|render|verify|merge``, ``wsl fit|validate|test`` (LightningCLI:
+predictors and generators), ``wsl predict``, ``wsl sample``, ``wsl evaluate-generated`` and ``wsl demo``."""
 from __future__ import annotations
 
 import argparse

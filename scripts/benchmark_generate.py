@@ -1,0 +1,177 @@
+"""Benchmark of the diffusion weight generators on the demo zoo (issue 15).
+
+For each generator and seed: train it with Lightning on the training runs of the demo zoo's ReLU
+networks (the checkpoint kept: lowest denoising loss on validation runs), sample networks with
+``wsl sample``'s code path into a generated zoo file, and score them with the memorization suite
+(``wsl evaluate-generated``: quality on the task's test examples, weight-space novelty after
+alignment, behavioural novelty, beside the noise-added, averaged and Gaussian baselines). Then a
+generator conditioned on test accuracy: requested against achieved over a range, and the quality
+of networks requested at a high accuracy.
+
+Training is bounded by wall-clock minutes per generator (``--minutes``), so the figures say what
+each generator reaches in the same budget on this machine; the steps reached are printed.
+
+    python scripts/benchmark_generate.py                      # all generators, seeds 0 1 2
+    python scripts/benchmark_generate.py --generators flat --seeds 0 --minutes 2
+
+The last line is one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from wsl.data import WeightDataModule  # noqa: E402
+from wsl.generation.evaluate import GENERATOR, evaluate_generated  # noqa: E402
+from wsl.generation.model import LatentDiffusion, WeightDiffusion  # noqa: E402
+from wsl.generation.sample import run_sample  # noqa: E402
+from wsl.training import make_trainer  # noqa: E402
+from zoo.config import load_config  # noqa: E402
+from zoo.generate import generate  # noqa: E402
+
+DATA = {"select": {"activation": "relu"}, "checkpoints": "last", "split": [0.7, 0.1, 0.2], "batch_size": 64}
+# name -> (model class, model options, data options beyond DATA, description)
+GENERATORS = {
+    "hnp": (WeightDiffusion, {"denoiser": "hnp", "denoiser_kwargs": {"channels": 16, "layers": 3},
+                              "prediction": "x0"}, {},
+            "weight-space diffusion, equivariant NFN-HNP denoiser (ours)"),
+    "flat": (WeightDiffusion, {"denoiser": "mlp", "denoiser_kwargs": {"hidden": 512, "layers": 4},
+                               "prediction": "x0"}, {"align": True},
+             "weight-space diffusion, MLP denoiser on aligned flat weights (HyperDiffusion style)"),
+    "latent": (LatentDiffusion, {"autoencoder_kwargs": {"latent_dim": 4, "d_model": 64, "layers": 2, "heads": 4},
+                                 "autoencoder_epochs": 40, "denoiser_kwargs": {"hidden": 512, "layers": 4}},
+               {"align": True}, "latent diffusion over a neuron-token autoencoder of aligned weights (p-diff / SANE)"),
+}
+
+
+def fit(name: str, seed: int, zoo: str, minutes: float, work: Path, conditions: list[str] | None = None,
+        checkpoints: str = "last") -> tuple[str, dict]:
+    cls, model_kw, data_kw, _ = GENERATORS[name]
+    pl.seed_everything(seed, workers=True, verbose=False)
+    dm = WeightDataModule([zoo], split_seed=0, conditions=conditions, **{**DATA, "checkpoints": checkpoints}, **data_kw)
+    dm.setup("fit")
+    model = cls(spec_json=dm.spec_json, source_json=dm.source_json, conditions=dm.conditions, lr=1e-3,
+                ema_decay=0.999, eval_every=0, **model_kw)
+    model.set_normalizers(**dm.normalizers())
+    ckpt = ModelCheckpoint(dirpath=work, monitor="val/loss", mode="min", filename="best")
+    trainer = make_trainer(100000, [ckpt], max_minutes=minutes, enable_checkpointing=True, check_val_every_n_epoch=5)
+    t = time.perf_counter()
+    trainer.fit(model, dm)
+    info = {"train_seconds": round(time.perf_counter() - t, 1), "steps": int(trainer.global_step),
+            "epochs": int(trainer.current_epoch), "train_runs": len(dm.split_runs["train"]),
+            "best_val_loss": float(ckpt.best_model_score)}
+    return ckpt.best_model_path, info
+
+
+def headline(report: dict) -> dict:
+    """What the issue's targets read from a memorization report."""
+    m = report["methods"]
+    gen, ref = m[GENERATOR], m["reference (all)"]
+    noise = m.get("noise sigma=matched")
+    out = {
+        "gen_acc_mean": gen["quality"]["mean"], "gen_acc_median": gen["quality"]["median"],
+        "train_acc_mean": ref["quality"]["mean"], "train_acc_median": ref["quality"]["median"],
+        "rel_acc": gen["quality"]["mean"] / ref["quality"]["mean"],
+        "weight_novelty_median": gen["weight_novelty"]["median"],
+        "reference_nn_distance_median": m["reference (nearest other reference)"]["weight_novelty"]["median"],
+        "behavioural_novelty_median": gen["behavioural_novelty"]["median"],
+        "reference_behavioural_median": m["reference (nearest other reference)"]["behavioural_novelty"]["median"],
+    }
+    if noise is not None:
+        out["matched_noise_sigma"] = noise.get("sigma")
+        out["matched_noise_acc_mean"] = noise["quality"]["mean"]
+        out["beats_noise"] = bool(gen["quality"]["mean"] > noise["quality"]["mean"])
+    for k in ("average k=2 aligned", "gaussian aligned"):
+        if k in m:
+            out[k.replace(" ", "_").replace("=", "") + "_acc_mean"] = m[k]["quality"]["mean"]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--zoo", default=str(ROOT / "zoos" / "digits_mlp.h5"))
+    ap.add_argument("--generators", nargs="+", default=list(GENERATORS), choices=list(GENERATORS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--minutes", type=float, default=4.0, help="training budget per generator and seed")
+    ap.add_argument("--num", type=int, default=100, help="networks sampled per generator and seed")
+    ap.add_argument("--conditional", default="flat", help="generator conditioned on test accuracy ('' = none)")
+    ap.add_argument("--out-dir", default=str(ROOT / "bench_generate"))
+    args = ap.parse_args()
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not Path(args.zoo).exists():
+        generate(load_config(ROOT / "configs" / "zoo" / "digits_mlp.yaml"), args.zoo, progress=False)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; zoo {args.zoo}; {args.minutes} min per fit")
+
+    results: dict[str, list[dict]] = {}
+    for name in args.generators:
+        for seed in args.seeds:
+            work = out / f"{name}_seed{seed}"
+            best, info = fit(name, seed, args.zoo, args.minutes, work)
+            gen_path = run_sample(best, args.num, work / "generated.h5", seed=seed)
+            report = evaluate_generated(gen_path, args.zoo, work / "report", seed=seed)
+            row = {"seed": seed, **info, **headline(report)}
+            results.setdefault(name, []).append(row)
+            print(f"{name:<7} seed {seed}: {info['steps']} steps in {info['train_seconds']:.0f} s; test acc "
+                  f"{row['gen_acc_mean']:.3f} (train nets {row['train_acc_mean']:.3f}, ratio {row['rel_acc']:.2f}); "
+                  f"weight novelty {row['weight_novelty_median']:.2f} (train NN {row['reference_nn_distance_median']:.2f}); "
+                  f"behavioural IoU {row['behavioural_novelty_median']:.3f}; matched noise acc "
+                  f"{row.get('matched_noise_acc_mean', float('nan')):.3f} -> beats noise: {row.get('beats_noise')}",
+                  flush=True)
+
+    conditional = None
+    if args.conditional:
+        work = out / f"{args.conditional}_conditional"
+        best, info = fit(args.conditional, 0, args.zoo, args.minutes, work, conditions=["test_acc"], checkpoints="all")
+        sweep = run_sample(best, args.num, work / "sweep.h5", ["test_acc=0.2:0.95"], guidance=2.0, seed=0)
+        rep = evaluate_generated(sweep, args.zoo, work / "sweep_report", seed=0)
+        agree = rep["conditional"]["test_acc"]
+        high = float(np.round(headline(rep)["train_acc_median"] + 0.2, 3))
+        high = min(high, 0.95)
+        hi_path = run_sample(best, args.num, work / "high.h5", [f"test_acc={high}"], guidance=2.0, seed=1)
+        hi = headline(evaluate_generated(hi_path, args.zoo, work / "high_report", seed=0))
+        conditional = {"generator": args.conditional, **info, "pearson": agree["pearson"],
+                       "spearman": agree["spearman"], "mae": agree["mae"], "requested_high": high,
+                       "high_acc_median": hi["gen_acc_median"], "train_acc_median": hi["train_acc_median"],
+                       "high_weight_novelty_median": hi["weight_novelty_median"]}
+        print(f"conditional ({args.conditional}): requested vs achieved test acc over 0.2..0.95: Pearson "
+              f"{agree['pearson']:.3f}, Spearman {agree['spearman']:.3f}, MAE {agree['mae']:.3f}; requested "
+              f"{high}: median achieved {hi['gen_acc_median']:.3f} (train median {hi['train_acc_median']:.3f})")
+
+    summary = {}
+    for name, rows in results.items():
+        summary[name] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]
+                         if isinstance(rows[0][k], (int, float)) and not isinstance(rows[0][k], bool) and k != "seed"}
+        summary[name]["std_rel_acc"] = float(np.std([r["rel_acc"] for r in rows]))
+        summary[name]["beats_noise_seeds"] = int(sum(bool(r.get("beats_noise")) for r in rows))
+        summary[name]["description"] = GENERATORS[name][3]
+    print("\n| generator | seeds | test acc / train nets' | weight novelty (train NN) | behavioural IoU (train) "
+          "| matched-noise acc | beats noise |")
+    print("|---|---|---|---|---|---|---|")
+    for name, s in summary.items():
+        print(f"| {name} | {len(results[name])} | {s['rel_acc']:.2f} ± {s['std_rel_acc']:.2f} | "
+              f"{s['weight_novelty_median']:.2f} ({s['reference_nn_distance_median']:.2f}) | "
+              f"{s['behavioural_novelty_median']:.3f} ({s['reference_behavioural_median']:.3f}) | "
+              f"{s.get('matched_noise_acc_mean', float('nan')):.3f} vs {s['gen_acc_mean']:.3f} | "
+              f"{s['beats_noise_seeds']}/{len(results[name])} |")
+    print(json.dumps({"benchmark": "generate", "zoo": args.zoo, "minutes_per_fit": args.minutes, "num": args.num,
+                      "generators": summary, "runs": results, "conditional": conditional}, default=float))
+
+
+if __name__ == "__main__":
+    main()
