@@ -1,7 +1,8 @@
 """Benchmark of the diffusion weight generators on the demo zoo (issue 15).
 
 For each generator and seed: train it with Lightning on the training runs of the demo zoo's ReLU
-networks (the checkpoint kept: lowest denoising loss on validation runs), sample networks with
+networks (the checkpoint kept: the best validation accuracy of sampled networks on the task's
+validation examples, ``val/score``; validation every 5 epochs), sample networks with
 ``wsl sample``'s code path into a generated zoo file, and score them with the memorization suite
 (``wsl evaluate-generated``: quality on the task's test examples, weight-space novelty after
 alignment, behavioural novelty, beside the noise-added, averaged and Gaussian baselines). Then a
@@ -64,15 +65,15 @@ def fit(name: str, seed: int, zoo: str, minutes: float, work: Path, conditions: 
     dm = WeightDataModule([zoo], split_seed=0, conditions=conditions, **{**DATA, "checkpoints": checkpoints}, **data_kw)
     dm.setup("fit")
     model = cls(spec_json=dm.spec_json, source_json=dm.source_json, conditions=dm.conditions, lr=1e-3,
-                ema_decay=0.999, eval_every=0, **model_kw)
+                ema_decay=0.999, eval_samples=64, **model_kw)
     model.set_normalizers(**dm.normalizers())
-    ckpt = ModelCheckpoint(dirpath=work, monitor="val/loss", mode="min", filename="best")
+    ckpt = ModelCheckpoint(dirpath=work, monitor="val/score", mode="max", filename="best")
     trainer = make_trainer(100000, [ckpt], max_minutes=minutes, enable_checkpointing=True, check_val_every_n_epoch=5)
     t = time.perf_counter()
     trainer.fit(model, dm)
     info = {"train_seconds": round(time.perf_counter() - t, 1), "steps": int(trainer.global_step),
             "epochs": int(trainer.current_epoch), "train_runs": len(dm.split_runs["train"]),
-            "best_val_loss": float(ckpt.best_model_score)}
+            "best_val_score": float(ckpt.best_model_score)}
     return ckpt.best_model_path, info
 
 

@@ -2,10 +2,9 @@
 autoencoder, training through Lightning on a zoo, and sampling to a zoo file."""
 from __future__ import annotations
 
-import math
+from pathlib import Path
 
 import numpy as np
-
 import pytest
 import torch
 
@@ -149,7 +148,7 @@ def _fit(model, dm, tmp_path, epochs=2):
     from lightning.pytorch.callbacks import ModelCheckpoint
     from wsl.training import make_trainer
 
-    ckpt = ModelCheckpoint(dirpath=tmp_path, monitor="val/loss", mode="min", filename="best")
+    ckpt = ModelCheckpoint(dirpath=tmp_path, monitor="val/score", mode="max", filename="best")
     dm.setup("fit")
     model.set_normalizers(**dm.normalizers())
     make_trainer(epochs, [ckpt], enable_checkpointing=True).fit(model, dm)
@@ -165,7 +164,7 @@ def test_generator_trains_saves_and_samples_a_zoo(gen_zoo, tmp_path, kind, one_t
 
     dm = WeightDataModule([gen_zoo], select={"activation": "relu"}, conditions=["test_acc"], batch_size=8,
                           checkpoints="all", split=[0.6, 0.2, 0.2])
-    common = dict(spec_json=dm.spec_json, source_json=dm.source_json, conditions=dm.conditions, eval_every=1,
+    common = dict(spec_json=dm.spec_json, source_json=dm.source_json, conditions=dm.conditions,
                   eval_samples=4, sample_steps=3)
     if kind == "hnp":
         model = WeightDiffusion(denoiser="hnp", denoiser_kwargs={"channels": 4, "layers": 2}, **common)
@@ -198,7 +197,7 @@ def test_sample_refuses_bad_requests_and_foreign_files(gen_zoo, tmp_path, one_th
 
     dm = WeightDataModule([gen_zoo], select={"activation": "relu"}, batch_size=8, split=[0.6, 0.2, 0.2])
     model = WeightDiffusion(spec_json=dm.spec_json, source_json=dm.source_json, denoiser="mlp",
-                            denoiser_kwargs={"hidden": 16, "layers": 1}, eval_every=0)
+                            denoiser_kwargs={"hidden": 16, "layers": 1}, eval_samples=0)
     best = _fit(model, dm, tmp_path, epochs=1)
     cases = [
         (["--condition", "test_acc=0.9"], "conditioned on nothing"),
@@ -222,3 +221,15 @@ def test_cli_fit_dispatches_generator_configs(tmp_path):
     pred.write_text("model:\n  encoder: hnp\n")
     assert is_generator_config(["--config", str(gen)]) and is_generator_config([f"--config={gen}"])
     assert not is_generator_config(["--config", str(pred)]) and not is_generator_config([])
+
+
+@pytest.mark.parametrize("config", sorted((Path(__file__).resolve().parents[1] / "configs" / "generate").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_shipped_generator_configs_fit_through_the_cli(config, gen_zoo, tmp_path, one_thread):
+    """Every configs/generate/ file parses, links the data to the model and trains (one batch each
+    of fit and validation: fast_dev_run) with `wsl fit`, on a small zoo of the same kind."""
+    from wsl.cli.main import main
+
+    assert main(["fit", "--config", str(config), f"--data.zoos=[{gen_zoo}]", "--data.batch_size=4",
+                 "--data.split=[0.6, 0.2, 0.2]", "--trainer.fast_dev_run=true",
+                 f"--trainer.default_root_dir={tmp_path}"]) == 0

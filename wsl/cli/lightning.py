@@ -7,8 +7,9 @@
   accuracy for classification).
 - Generation (configs/generate/): a config whose ``model`` names a ``class_path`` (a
   ``wsl.generation`` generator) on a ``WeightDataModule``; the weight space, the source zoo and
-  the conditions are linked from the data. The checkpoint kept is the lowest denoising loss on
-  validation runs (``val/loss``).
+  the conditions are linked from the data. The checkpoint kept is the best ``val/score``: the
+  validation accuracy of sampled networks (the task's validation examples), or minus the denoising
+  loss on validation runs where the task cannot be run.
 
 Before each subcommand the DataModule is set up and the model receives its normalizers. Test
 runs are only ever evaluated, never used to choose.
@@ -79,7 +80,7 @@ def run_lightning_cli(args: list[str]) -> None:
         GeneratorCLI(
             WeightGenerator, WeightDataModule, subclass_mode_model=True, **common,
             trainer_defaults={**TRAINER_DEFAULTS, "max_epochs": 100, "default_root_dir": "runs",
-                              "callbacks": [ModelCheckpoint(monitor="val/loss", mode="min", save_last=True,
+                              "callbacks": [ModelCheckpoint(monitor="val/score", mode="max", save_last=True,
                                                             filename="best-{epoch}")]})
         return
     WSLCLI(

@@ -10,11 +10,14 @@
 Both share ``WeightGenerator``: conditioning on stored properties (``conditions``, standardized
 with the training runs' statistics) with classifier-free guidance, an exponential moving average
 of the denoiser (what samples come from), and ``sample``, which returns raw weights (the weight
-normalizer inverted). Validation is on held-out runs only: the denoising loss at fixed noise
-(``val/loss``, what the kept checkpoint is chosen by), and every ``eval_every`` epochs networks
-sampled and run on the task's validation examples (``val/gen_acc``; conditional generators also
-``val/cond_corr``, requested against achieved, with the validation runs' conditions as requests).
-Test data is never looked at here.
+normalizer inverted). Validation uses held-out runs and the task's validation examples only: the
+denoising loss at fixed noise on the validation runs (``val/loss``), and ``eval_samples``
+networks sampled and run on the task's validation examples (``val/gen_acc``; conditional
+generators also ``val/cond_corr``, requested against achieved accuracy, the validation runs'
+conditions as requests). ``val/score``, what the kept checkpoint is chosen by, is ``val/gen_acc``
+where the task can be run here, else minus ``val/loss``: a low denoising loss on held-out runs
+alone was seen to pick early checkpoints whose samples are poor networks. Test data is never
+looked at here. How often validation runs is the Trainer's ``check_val_every_n_epoch``.
 """
 from __future__ import annotations
 
@@ -51,12 +54,12 @@ class WeightGenerator(pl.LightningModule):
             network is both the conditional and the unconditional model (classifier-free guidance).
         ema_decay: decay of the moving average of the denoiser's parameters (0: none).
         sample_steps: DDIM steps used in validation and as ``sample``'s default.
-        eval_every, eval_samples: how often and how many networks are sampled in validation.
+        eval_samples: networks sampled at each validation (0: none; ``val/score`` is then minus the loss).
     """
 
     def __init__(self, spec_json: str = "", source_json: str = "{}", conditions: list[str] | None = None,
                  prediction: str = "v", condition_dropout: float = 0.1, lr: float = 1e-3, weight_decay: float = 0.0,
-                 ema_decay: float = 0.999, sample_steps: int = 50, eval_every: int = 5, eval_samples: int = 64):
+                 ema_decay: float = 0.999, sample_steps: int = 50, eval_samples: int = 64):
         super().__init__()
         if not spec_json:
             raise ValueError(f"{type(self).__name__} needs the weight space (spec_json); with `wsl fit` it comes from "
@@ -70,6 +73,7 @@ class WeightGenerator(pl.LightningModule):
         self.weight_normalizer = WeightNormalizer(self.spec)
         self.condition_normalizer = TargetNormalizer(len(self.conditions)) if self.conditions else None
         self._val_conditions: list[Tensor] = []
+        self._val_losses: list[tuple[float, int]] = []  # (loss x items, items) per validation batch
 
     # --- what subclasses define -------------------------------------------------------------------
     def diffusion_space(self, x: Tensor) -> Tensor:
@@ -138,7 +142,9 @@ class WeightGenerator(pl.LightningModule):
         g = torch.Generator().manual_seed(batch_idx)  # the same noise every epoch: comparable losses
         t = torch.rand(len(x), generator=g).to(x.device)
         noise = torch.randn(len(x), self.code_dim, generator=g).to(x.device)
-        self.log("val/loss", self._val_loss(x, cond, t, noise), prog_bar=True, batch_size=len(x))
+        loss = self._val_loss(x, cond, t, noise)
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(x))
+        self._val_losses.append((float(loss) * len(x), len(x)))
         if cond is not None:
             self._val_conditions.append(batch[1].detach().cpu())
 
@@ -150,28 +156,33 @@ class WeightGenerator(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         requested = torch.cat(self._val_conditions) if self._val_conditions else None
-        self._val_conditions = []
-        every = int(self.hparams.eval_every)
-        if every <= 0 or self.trainer.sanity_checking or (self.current_epoch + 1) % every:
+        losses, self._val_losses, self._val_conditions = self._val_losses, [], []
+        if self.trainer.sanity_checking:
             return
+        score = -sum(l for l, _ in losses) / max(1, sum(k for _, k in losses)) if losses else float("-inf")
         task = self.task
-        if task is None or task.kind != "classification":
-            return
+        n = int(self.hparams.eval_samples)
+        if n > 0 and task is not None and task.kind == "classification":
+            acc = self._sampled_accuracy(task, n, requested)
+            score = float(np.mean(acc))
+            self.log("val/gen_acc", score)
+        self.log("val/score", score)
+
+    def _sampled_accuracy(self, task, n: int, requested: Tensor | None) -> np.ndarray:
+        """Validation accuracy of ``n`` sampled networks (conditioned on validation runs' conditions)."""
         from wsl.generation.networks import evaluate_networks
 
-        n = int(self.hparams.eval_samples)
         if requested is not None:
             requested = requested[torch.randperm(len(requested), generator=torch.Generator().manual_seed(0))[:n]]
             n = len(requested)
         wb = self.sample(n, requested, seed=0)
-        acc = evaluate_networks(self.spec, wb.to("cpu"), task, splits=("val",))["val_acc"]
-        acc = np.nan_to_num(acc, nan=0.0)
-        self.log("val/gen_acc", float(np.mean(acc)))
+        acc = np.nan_to_num(evaluate_networks(self.spec, wb.to("cpu"), task, splits=("val",))["val_acc"], nan=0.0)
         accuracy = [k for k, name in enumerate(self.conditions) if name.endswith("_acc")]
         if requested is not None and accuracy:  # requested accuracy against achieved (validation examples)
             r = requested[:, accuracy[0]].numpy()
             if np.std(r) > 0 and np.std(acc) > 0:
                 self.log("val/cond_corr", float(np.corrcoef(r, acc)[0, 1]))
+        return acc
 
     @cached_property
     def task(self):
@@ -241,9 +252,9 @@ class WeightDiffusion(WeightGenerator):
     def __init__(self, spec_json: str = "", source_json: str = "{}", conditions: list[str] | None = None,
                  denoiser: str = "hnp", denoiser_kwargs: dict | None = None, prediction: str = "v",
                  condition_dropout: float = 0.1, lr: float = 1e-3, weight_decay: float = 0.0,
-                 ema_decay: float = 0.999, sample_steps: int = 50, eval_every: int = 5, eval_samples: int = 64):
+                 ema_decay: float = 0.999, sample_steps: int = 50, eval_samples: int = 64):
         super().__init__(spec_json, source_json, conditions, prediction, condition_dropout, lr, weight_decay,
-                         ema_decay, sample_steps, eval_every, eval_samples)
+                         ema_decay, sample_steps, eval_samples)
         self.save_hyperparameters()
         kw = dict(denoiser_kwargs or {})
         k = len(self.conditions)
@@ -279,9 +290,9 @@ class LatentDiffusion(WeightGenerator):
                  autoencoder_kwargs: dict | None = None, autoencoder_epochs: int = 20,
                  denoiser_kwargs: dict | None = None, prediction: str = "v", condition_dropout: float = 0.1,
                  lr: float = 1e-3, weight_decay: float = 0.0, ema_decay: float = 0.999, sample_steps: int = 50,
-                 eval_every: int = 5, eval_samples: int = 64):
+                 eval_samples: int = 64):
         super().__init__(spec_json, source_json, conditions, prediction, condition_dropout, lr, weight_decay,
-                         ema_decay, sample_steps, eval_every, eval_samples)
+                         ema_decay, sample_steps, eval_samples)
         self.save_hyperparameters()
         self.autoencoder = WeightAutoencoder(self.spec, **(autoencoder_kwargs or {}))
         self.code_dim = math.prod(self.autoencoder.code_shape)
@@ -335,7 +346,8 @@ class LatentDiffusion(WeightGenerator):
         super().validation_step(batch, batch_idx)
 
     def on_validation_epoch_end(self) -> None:
-        if self.autoencoder_phase or self.code_scale == 0:
-            self._val_conditions = []
+        if self.autoencoder_phase or self.code_scale == 0:  # no diffusion model yet: the worst score
+            self._val_conditions, self._val_losses = [], []
+            self.log("val/score", float("-inf"))
             return
         super().on_validation_epoch_end()
