@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from wsl.cli import resolve_config
+from wsl.cli.main import shipped_configs
 from zoo.config import HPARAMS, ConfigError, load_config, parse_config, sample_hparams, varying_hparams
 from zoo.generate import build_task_and_spec
 from zoo.optim import OPTIMIZERS
@@ -63,6 +64,17 @@ def test_hash_is_the_zoo_identity():
     # an explicit default is the same zoo as the implicit one
     assert parse_config(dict(a, checkpoints=[3])).hash() == h
     assert parse_config(dict(a, hparams=dict(a["hparams"], momentum=0.0))).hash() == h
+
+
+def test_a_normalised_config_parses_to_itself():
+    """A zoo stores its normalised config; rebuilding the zoo's task (``wsl sample``, the
+    memorization suite) parses it again, so parsing must be idempotent for every shipped config."""
+    import json
+
+    for path in sorted(shipped_configs("zoo").glob("*.yaml")):
+        c = load_config(path)
+        again = parse_config(json.loads(c.to_json()), str(path))
+        assert again.to_json() == c.to_json() and again.hash() == c.hash(), path.name
 
 
 def test_shipped_demo_config_parses():

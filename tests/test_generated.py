@@ -306,3 +306,13 @@ def test_wsl_predict_reads_a_generated_zoo(gen_zoo, tmp_path, capsys):
     csv = tmp_path / "p.csv"
     assert main(["predict", "--model", str(ckpt), gen_zoo[0], "--csv", str(csv)]) == 0
     assert len(csv.read_text().strip().splitlines()) == 1 + 9  # header + the 9 done networks
+
+
+def test_merge_keeps_the_provenance(gen_zoo, tmp_path):
+    from zoo.merge import merge
+
+    path, g, _ = gen_zoo
+    out = merge([path], tmp_path / "merged.h5")
+    with Zoo(path) as a, Zoo(out) as b:
+        assert b.generated == a.generated and b.generated["seed"] == 7
+        assert np.array_equal(b.status, a.status)

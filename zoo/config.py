@@ -221,8 +221,11 @@ def parse_config(raw: dict[str, Any], source: str = "<config>") -> ZooConfig:
     for name in hp:
         if name not in HPARAMS:
             _check_space(source, name, hp[name])
-    if "activation" in hp and "activation" in out["architecture"]:
-        raise _err(source, "hparams.activation", "set the activation either in architecture or in hparams, not both")
+    if "activation" in hp and "activation" in out["architecture"] and hp["activation"] != out["architecture"]["activation"]:
+        # the same value in both is what a normalised config holds (it is parsed again when a
+        # stored zoo's task is rebuilt); two different values are a contradiction
+        raise _err(source, "hparams.activation", f"set the activation either in architecture or in hparams, not both "
+                   f"(architecture says {out['architecture']['activation']!r}, hparams {hp['activation']!r})")
     out["hparams"] = hparams
     training = dict(raw.get("training", {}) or {})
     known_training = {"chunk_size", "eval_batch", "memory_budget_gb"}

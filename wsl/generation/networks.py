@@ -42,10 +42,6 @@ def source_task(config: dict[str, Any], data_dir: str | Path | None = None) -> T
     if task_name in SIGNAL_TASKS:
         raise ValueError(f"task {task_name!r} is an INR task (one network per signal, no shared test set): "
                          f"rebuilding it to evaluate generated networks is not supported yet")
-    # A normalised config repeats the architecture's activation in hparams, which parse_config
-    # rejects as set twice; drop the copy so that the stored config parses again.
-    if "activation" in raw.get("architecture", {}) and "activation" in raw.get("hparams", {}):
-        raw["hparams"] = {k: v for k, v in raw["hparams"].items() if k != "activation"}
     if data_dir is not None and "data_dir" in task_options(task_name):
         raw["task"]["data_dir"] = str(data_dir)
     task, _ = build_task_and_spec(parse_config(raw, f"config of zoo {raw.get('name', '?')!r}"))
