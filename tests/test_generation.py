@@ -233,3 +233,21 @@ def test_shipped_generator_configs_fit_through_the_cli(config, gen_zoo, tmp_path
     assert main(["fit", "--config", str(config), f"--data.zoos=[{gen_zoo}]", "--data.batch_size=4",
                  "--data.split=[0.6, 0.2, 0.2]", "--trainer.fast_dev_run=true",
                  f"--trainer.default_root_dir={tmp_path}"]) == 0
+
+
+def test_equivariant_generation_permutes_with_its_starting_noise():
+    """Deterministic DDIM with an equivariant denoiser: permuting the hidden neurons of the starting
+    noise permutes the generated network the same way, so no ordering of neurons is preferred."""
+    spec = SPECS["mlp"]
+    torch.manual_seed(0)
+    den = EquivariantDenoiser(spec, "hnp", channels=6, layers=2, emb_dim=8).double()
+    for p in den.parameters():
+        p.data.normal_(0, 0.3)
+    d = Diffusion("x0")
+    noise = random_weights(spec, n=3)
+    perms = hidden_perms(spec, n=3)
+    out = WeightBatch.from_flat(spec, d.sample(den, (3, spec.num_params), steps=4, start=noise.flatten()))
+    out_p = WeightBatch.from_flat(spec, d.sample(den, (3, spec.num_params), steps=4,
+                                                 start=permute(noise, perms).flatten()))
+    assert max_diff(permute(out, perms), out_p) < 1e-9
+    assert max_diff(out, out_p) > 1e-3  # and the permutation did change the network's weights

@@ -97,12 +97,15 @@ class Diffusion:
     @torch.no_grad()
     def sample(self, denoiser: Denoiser, shape: tuple[int, int], conditions: Tensor | None = None,
                guidance: float = 1.0, steps: int = 50, eta: float = 0.0, generator: torch.Generator | None = None,
-               device: torch.device | str = "cpu", clip: float | None = None) -> Tensor:
+               device: torch.device | str = "cpu", clip: float | None = None, start: Tensor | None = None) -> Tensor:
         """``[B, D]`` samples by DDIM from pure noise in ``steps`` steps. ``clip`` bounds the x0
-        estimate at every step (the data's range, if it has one)."""
+        estimate at every step (the data's range, if it has one); ``start``: the starting noise
+        ``[B, D]`` (default: drawn from ``generator``)."""
         if steps < 1:
             raise ValueError(f"steps must be >= 1, found {steps}")
-        x = torch.randn(shape, generator=generator, device="cpu").to(device)
+        if start is not None and tuple(start.shape) != tuple(shape):
+            raise ValueError(f"start: expected noise of shape {list(shape)}, found {list(start.shape)}")
+        x = torch.randn(shape, generator=generator, device="cpu").to(device) if start is None else start.to(device)
         times = torch.linspace(1.0, 0.0, steps + 1, device=device)
         for i in range(steps):
             ls_t, ls_s = self.logsnr(times[i]).reshape(1), self.logsnr(times[i + 1]).reshape(1)
