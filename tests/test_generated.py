@@ -9,9 +9,9 @@ import torch
 
 from conftest import generate_zoo, hidden_perms, random_weights
 from wsl.cli import main
-from wsl.data.runs import ZooRuns
+from wsl.data.runs import ZooRuns, check_same_space
 from wsl.generation import evaluate_networks, source_task, write_generated_zoo, wrong_sets
-from wsl.generation.evaluate import (average_baseline, behavioural_novelty, calibrate_noise, check_same_space,
+from wsl.generation.evaluate import (average_baseline, behavioural_novelty, calibrate_noise,
                                      conditional_agreement, evaluate_generated, gaussian_baseline, noise_baseline,
                                      weight_novelty)
 from wsl.weights import WeightBatch

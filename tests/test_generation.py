@@ -190,7 +190,7 @@ def test_generator_trains_saves_and_samples_a_zoo(gen_zoo, tmp_path, kind, one_t
         assert np.isfinite(acc).all() and ((acc >= 0) & (acc <= 1)).all()
 
 
-def test_sample_refuses_bad_requests_and_foreign_files(gen_zoo, tmp_path, one_thread):
+def test_sample_refuses_bad_requests_and_foreign_files(gen_zoo, tmp_path, one_thread, capsys):
     from wsl.cli.main import main
     from wsl.data import WeightDataModule
     from wsl.generation.model import WeightDiffusion
@@ -206,8 +206,11 @@ def test_sample_refuses_bad_requests_and_foreign_files(gen_zoo, tmp_path, one_th
     for extra, message in cases:
         args = ["sample", "--model", best, "--num", "2", "--out", str(tmp_path / "x.h5"), *extra]
         assert main(args) == 2
+        assert message in capsys.readouterr().err
     zoo_as_model = ["sample", "--model", gen_zoo, "--num", "2", "--out", str(tmp_path / "y.h5")]
     assert main(zoo_as_model) == 2
+    assert "is an HDF5 file (a zoo?)" in capsys.readouterr().err
+    assert not (tmp_path / "x.h5").exists() and not (tmp_path / "y.h5").exists()
     with pytest.raises(ValueError, match="unconditional"):
         model.sample(2, torch.tensor([0.5]))
 

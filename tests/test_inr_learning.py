@@ -13,7 +13,8 @@ from wsl.prediction.baselines import NotApplicable, hyperparameter_oracle, statn
 from wsl.cli import main
 from wsl.data import PropertyDataModule
 from wsl.nn import build_encoder
-from wsl.prediction.predict import load_predictor, run_predict
+from wsl.prediction.checkpoint import load_predictor
+from wsl.prediction.predict import run_predict
 from wsl.weights.symmetry import permute, random_permutations
 from wsl.weights import WeightBatch
 from zoo.store import Zoo

@@ -7,7 +7,8 @@ import torch
 
 from wsl.cli import main
 from wsl.prediction.checkpoint import read_predictor_checkpoint
-from wsl.prediction.predict import load_predictor, run_predict
+from wsl.prediction.checkpoint import load_predictor
+from wsl.prediction.predict import run_predict
 from wsl.weights import WeightBatch
 from zoo.config import parse_config
 from zoo.generate import generate

@@ -191,6 +191,7 @@ class WeightDataModule(pl.LightningDataModule):
         self.mixup: Callable | None = None
         self.split_runs: dict[str, list] | None = None
         self.weight_normalizer: WeightNormalizer | None = None
+        self.condition_normalizer: TargetNormalizer | None = None
         self.excluded: dict[str, int] = self.runs.excluded
         self._loaded_runs: list[tuple[int, int]] | None = None
         self._restored: Split | None = None
@@ -233,10 +234,8 @@ class WeightDataModule(pl.LightningDataModule):
             out[pos] = v
         return out
 
-    def _extras(self) -> list[Tensor]:
-        """Per-item tensors served after the weights: the conditions, if any."""
-        if not self.conditions:
-            return []
+    def _condition_values(self) -> Tensor:
+        """``[items, len(conditions)]`` float32: each loaded item's conditions."""
         cols = []
         for name in self.conditions:
             v = self.item_values(name)
@@ -244,7 +243,11 @@ class WeightDataModule(pl.LightningDataModule):
                 cols.append(np.asarray(v, dtype=np.float64))
             except (TypeError, ValueError):
                 raise ValueError(f"condition {name!r} is not numeric (found values such as {v[:3].tolist()})") from None
-        return [torch.as_tensor(np.stack(cols, 1), dtype=torch.float32)]
+        return torch.as_tensor(np.stack(cols, 1), dtype=torch.float32)
+
+    def _extras(self) -> list[Tensor]:
+        """Per-item tensors served after the weights: the conditions, if any."""
+        return [] if self._conditions is None else [self._conditions]
 
     # --- data -----------------------------------------------------------------------------------
     def _load(self, runs: list[tuple[int, int]]) -> None:
@@ -260,7 +263,8 @@ class WeightDataModule(pl.LightningDataModule):
         self._on_load()
 
     def _on_load(self) -> None:
-        """Per-item values to build after the weights are read (subclasses: the target)."""
+        """Per-item values to build after the weights are read: the conditions (subclasses: the target)."""
+        self._conditions = self._condition_values() if self.conditions else None
 
     def _prepare(self) -> None:
         """Make (or restore) the split, load what it needs, fit the normalizers on train."""
@@ -282,9 +286,6 @@ class WeightDataModule(pl.LightningDataModule):
             self._align_to(int(train[0]))
         self.weight_normalizer = WeightNormalizer(self.spec).fit(  # in chunks: no copy of the whole split
             WeightBatch.from_params(self.spec, [p[idx] for p in self._params]) for idx in train.split(4096))
-        self.condition_normalizer = None
-        if self.conditions:
-            self.condition_normalizer = TargetNormalizer(len(self.conditions)).fit(self._extras()[0][train])
         self._fit_normalizers(train)
 
     def _align_to(self, item: int) -> None:
@@ -298,7 +299,10 @@ class WeightDataModule(pl.LightningDataModule):
         self._params = [torch.cat(ts) for ts in zip(*parts)]
 
     def _fit_normalizers(self, train: Tensor) -> None:
-        """Normalizers beyond the weights' (subclasses: the target's)."""
+        """Normalizers beyond the weights': the conditions' (subclasses: the target's too)."""
+        self.condition_normalizer = None
+        if self._conditions is not None:
+            self.condition_normalizer = TargetNormalizer(len(self.conditions)).fit(self._conditions[train])
 
     def setup(self, stage: str | None = None) -> None:
         if self.split_runs is None:
@@ -468,6 +472,7 @@ class PropertyDataModule(WeightDataModule):
         self.target_normalizer: TargetNormalizer | None = None
 
     def _on_load(self) -> None:
+        super()._on_load()
         values = self.item_values(self.target)
         if self.task_type == "classification":
             self._targets = torch.as_tensor(np.searchsorted(self._class_values, values.astype(self._class_values.dtype)),
@@ -483,6 +488,7 @@ class PropertyDataModule(WeightDataModule):
         return [self._targets]
 
     def _fit_normalizers(self, train: Tensor) -> None:
+        super()._fit_normalizers(train)
         self.target_normalizer = TargetNormalizer()
         if self.task_type == "regression":
             self.target_normalizer.fit(self._targets[train])

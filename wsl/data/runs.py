@@ -69,22 +69,29 @@ class Split:
         return cls({s: sorted(run_key(r) for r in state["split_runs"][s]) for s in SPLITS})
 
 
-def _describe(spec: WeightSpaceSpec) -> str:
+def describe_spec(spec: WeightSpaceSpec) -> str:
+    """A weight space in one line: its architecture and parameter shapes, for error messages."""
     return f"{spec.architecture} [" + ", ".join(f"{p.name} {list(p.shape)}" for p in spec.params) + "]"
 
 
-def common_spec(paths: Sequence[str], specs: Sequence[WeightSpaceSpec]) -> WeightSpaceSpec:
-    """The weight space shared by several files; files whose activation differs give a spec with
-    activation None (then each run's activation comes from its hyperparameters)."""
+def check_same_space(spec: WeightSpaceSpec, other: WeightSpaceSpec, name: str = "generated networks",
+                     other_name: str = "reference networks") -> None:
+    """Raise unless two weight spaces have the same layers and parameters (the activation may differ)."""
     def key(s: WeightSpaceSpec) -> dict:
         d = s.to_dict()
         d.pop("activation")
         return d
 
+    if key(spec) != key(other):
+        raise ValueError(f"different weight spaces: {name} has {describe_spec(spec)}, "
+                         f"{other_name} has {describe_spec(other)}")
+
+
+def common_spec(paths: Sequence[str], specs: Sequence[WeightSpaceSpec]) -> WeightSpaceSpec:
+    """The weight space shared by several files; files whose activation differs give a spec with
+    activation None (then each run's activation comes from its hyperparameters)."""
     for path, s in zip(paths[1:], specs[1:]):
-        if key(s) != key(specs[0]):
-            raise ValueError(f"zoo files of different weight spaces: {paths[0]} has {_describe(specs[0])}, "
-                             f"{path} has {_describe(s)}")
+        check_same_space(specs[0], s, f"zoo file {paths[0]}", f"zoo file {path}")
     if len({s.activation for s in specs}) > 1:
         d = specs[0].to_dict()
         d["activation"] = None
@@ -130,21 +137,21 @@ class ZooRuns:
         """Keep the done runs whose hyperparameters or signal fields meet every condition of
         ``select`` (a value, a list of values, or a ``[low, high]`` range of numbers; ``null`` =
         open). Selecting one activation of a zoo whose activation varies per model fixes the spec's."""
-        keep = np.ones(len(self.done), dtype=bool)
+        conditions = {}
         for name, cond in self.select.items():
             for fi in range(len(self.paths)):
                 if self.kind(fi, name) == "metric":
                     raise ValueError(f"select: {name!r} is a metric (a value per checkpoint); select runs by a "
                                      f"hyperparameter or signal field")
-            v = self.values(name, self.done)
-            if isinstance(cond, (list, tuple)) and len(cond) == 2 and all(
-                    c is None or isinstance(c, (int, float)) and not isinstance(c, bool) for c in cond):
-                lo, hi = cond
-                keep &= (v >= lo if lo is not None else True) & (v <= hi if hi is not None else True)
-            elif isinstance(cond, (list, tuple, set)):
-                keep &= np.isin(v, list(cond))
-            else:
-                keep &= v == cond
+            is_range = isinstance(cond, (list, tuple)) and len(cond) == 2 and all(
+                c is None or isinstance(c, (int, float)) and not isinstance(c, bool) for c in cond)
+            # Zoo.select's forms: a tuple is a (low, high) range, a list a set of values
+            conditions[name] = tuple(cond) if is_range else list(cond) if isinstance(cond, (list, tuple, set)) else cond
+        selected = set()
+        for fi, path in enumerate(self.paths):
+            with Zoo(path) as z:
+                selected |= {(fi, int(i)) for i in z.index[z.select(status="done", **conditions)]}
+        keep = [r in selected for r in self.done]
         before = len(self.done)
         self.done = [r for r, k in zip(self.done, keep) if k]
         self.excluded["not selected"] = before - len(self.done)

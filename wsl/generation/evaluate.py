@@ -36,14 +36,16 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
 from torch import Tensor
 
+from wsl.data.runs import ZooRuns, check_same_space, run_key
 from wsl.generation.networks import evaluate_networks, finite_networks, source_task, wrong_sets
 from wsl.weights import WeightBatch
 from wsl.weights.align import align, match_permutations
 from wsl.weights.symmetry import permute
+from zoo.store import Zoo
 from zoo.train import metric_names
-from zoo.weight_space import WeightSpaceSpec
 
 DEFAULT_CANDIDATES = 16
 DEFAULT_ANCHORS = 3
@@ -65,26 +67,6 @@ class one_thread:
 
     def __exit__(self, *exc):
         torch.set_num_threads(self.threads)
-
-
-# ----------------------------------------------------------------------------------------------
-# Weight spaces
-
-def describe_spec(spec: WeightSpaceSpec) -> str:
-    return f"{spec.architecture} [" + ", ".join(f"{p.name} {list(p.shape)}" for p in spec.params) + "]"
-
-
-def check_same_space(spec: WeightSpaceSpec, other: WeightSpaceSpec, name: str = "generated networks",
-                     other_name: str = "reference networks") -> None:
-    """Raise unless two weight spaces have the same parameters (the activation may differ)."""
-    def key(s: WeightSpaceSpec) -> dict:
-        d = s.to_dict()
-        d.pop("activation")
-        return d
-
-    if key(spec) != key(other):
-        raise ValueError(f"different weight spaces: {name} has {describe_spec(spec)}, "
-                         f"{other_name} has {describe_spec(other)}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -404,8 +386,6 @@ def distribution(values: Sequence[float]) -> dict[str, Any]:
 def conditional_agreement(requested: Sequence[float], achieved: Sequence[float]) -> dict[str, Any]:
     """How well achieved values follow the requested ones: Pearson and Spearman correlation, mean
     absolute error (pairs with a non-finite value are left out; a constant side gives NaN)."""
-    from scipy.stats import rankdata
-
     r, a = np.asarray(requested, dtype=np.float64), np.asarray(achieved, dtype=np.float64)
     keep = np.isfinite(r) & np.isfinite(a)
     r, a = r[keep], a[keep]
@@ -469,8 +449,6 @@ def summarize(scores: dict[str, np.ndarray], **extra) -> dict[str, Any]:
 
 def load_generated(path: str | Path) -> dict[str, Any]:
     """The networks of a generated zoo at its (last) checkpoint, with its provenance and columns."""
-    from zoo.store import Zoo
-
     with Zoo(path) as z:
         wb = WeightBatch.from_params(z.spec, z.batch(np.arange(len(z)), -1))
         return {"wb": wb, "spec": z.spec, "generated": z.generated or {}, "config": z.config,
@@ -483,8 +461,6 @@ def load_reference(path: str | Path, generated: dict[str, Any], *, max_reference
     """The reference ("training") networks of a generated zoo: the ``train_runs`` its provenance
     names (model indices of the reference zoo), else every done model meeting its ``select``; at
     its ``checkpoint_epoch``, else the last checkpoint. ``max_reference``: a seeded subset."""
-    from wsl.data.runs import ZooRuns, run_key
-
     select = generated.get("select") or None
     runs = ZooRuns(path, select)
     if generated.get("train_runs") is not None:

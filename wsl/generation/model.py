@@ -37,6 +37,8 @@ from wsl.data.normalize import TargetNormalizer, WeightNormalizer
 from wsl.generation.autoencoder import WeightAutoencoder
 from wsl.generation.denoisers import EquivariantDenoiser, MLPDenoiser
 from wsl.generation.diffusion import Diffusion
+from wsl.generation.evaluate import conditional_agreement
+from wsl.generation.networks import evaluate_networks, source_task
 from wsl.nn import BACKBONES
 from wsl.weights import WeightBatch
 
@@ -49,7 +51,7 @@ class WeightGenerator(pl.LightningModule):
             selection); with ``wsl fit`` both are linked from the DataModule.
         conditions: names of the stored properties the generator is conditioned on (linked from
             the DataModule's ``conditions``); empty: unconditional.
-        prediction: ``v`` or ``eps`` (``wsl.generation.diffusion``).
+        prediction: ``v``, ``eps`` or ``x0`` (``wsl.generation.diffusion``).
         condition_dropout: fraction of training examples whose condition is dropped, so that one
             network is both the conditional and the unconditional model (classifier-free guidance).
         ema_decay: decay of the moving average of the denoiser's parameters (0: none).
@@ -75,7 +77,7 @@ class WeightGenerator(pl.LightningModule):
         self._val_conditions: list[Tensor] = []
         self._val_losses: list[tuple[float, int]] = []  # (loss x items, items) per validation batch
 
-    # --- what subclasses define -------------------------------------------------------------------
+    # --- what subclasses define (and ``self.net``, the denoiser) -----------------------------------
     def diffusion_space(self, x: Tensor) -> Tensor:
         """Normalized flat weights [B, D] -> the flat tensors diffusion runs on."""
         raise NotImplementedError
@@ -84,13 +86,14 @@ class WeightGenerator(pl.LightningModule):
         """The inverse of ``diffusion_space``: samples -> normalized flat weights."""
         raise NotImplementedError
 
-    @property
-    def denoiser(self) -> nn.Module:
-        raise NotImplementedError
-
     def _make_ema(self) -> None:
         decay = float(self.hparams.ema_decay)
-        self.ema = AveragedModel(self.denoiser, multi_avg_fn=get_ema_multi_avg_fn(decay)) if decay > 0 else None
+        self.ema = AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(decay)) if decay > 0 else None
+
+    @property
+    def averaged_net(self) -> nn.Module:
+        """The denoiser samples and validation use: the moving average where there is one."""
+        return self.ema.module if self.ema is not None else self.net
 
     # --- normalizers ------------------------------------------------------------------------------
     def set_normalizers(self, weight_normalizer: WeightNormalizer,
@@ -121,10 +124,12 @@ class WeightGenerator(pl.LightningModule):
             return None
         return torch.rand(len(cond), device=cond.device) < self.hparams.condition_dropout
 
-    def diffusion_loss(self, x: Tensor, cond: Tensor | None, drop: Tensor | None = None, **kw) -> Tensor:
+    def diffusion_loss(self, x: Tensor, cond: Tensor | None, drop: Tensor | None = None,
+                       denoiser: nn.Module | None = None, **kw) -> Tensor:
+        """The mean denoising loss of normalized flat weights ``x`` (``kw``: fixed ``t`` and ``noise``)."""
         with torch.no_grad():
             z = self.diffusion_space(x)
-        return self.diffusion.loss(self.denoiser, z, cond, drop, **kw).mean()
+        return self.diffusion.loss(self.net if denoiser is None else denoiser, z, cond, drop, **kw).mean()
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x, cond = self._batch(batch)
@@ -134,7 +139,7 @@ class WeightGenerator(pl.LightningModule):
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.ema is not None:
-            self.ema.update_parameters(self.denoiser)
+            self.ema.update_parameters(self.net)
 
     # --- validation: held-out runs and the task's validation examples ------------------------------
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -142,17 +147,11 @@ class WeightGenerator(pl.LightningModule):
         g = torch.Generator().manual_seed(batch_idx)  # the same noise every epoch: comparable losses
         t = torch.rand(len(x), generator=g).to(x.device)
         noise = torch.randn(len(x), self.code_dim, generator=g).to(x.device)
-        loss = self._val_loss(x, cond, t, noise)
+        loss = self.diffusion_loss(x, cond, denoiser=self.averaged_net, t=t, noise=noise)
         self.log("val/loss", loss, prog_bar=True, batch_size=len(x))
         self._val_losses.append((float(loss) * len(x), len(x)))
         if cond is not None:
             self._val_conditions.append(batch[1].detach().cpu())
-
-    def _val_loss(self, x: Tensor, cond: Tensor | None, t: Tensor, noise: Tensor) -> Tensor:
-        with torch.no_grad():
-            z = self.diffusion_space(x)
-        den = self.ema.module if self.ema is not None else self.denoiser
-        return self.diffusion.loss(den, z, cond, None, t=t, noise=noise).mean()
 
     def on_validation_epoch_end(self) -> None:
         requested = torch.cat(self._val_conditions) if self._val_conditions else None
@@ -170,8 +169,6 @@ class WeightGenerator(pl.LightningModule):
 
     def _sampled_accuracy(self, task, n: int, requested: Tensor | None) -> np.ndarray:
         """Validation accuracy of ``n`` sampled networks (conditioned on validation runs' conditions)."""
-        from wsl.generation.networks import evaluate_networks
-
         if requested is not None:
             requested = requested[torch.randperm(len(requested), generator=torch.Generator().manual_seed(0))[:n]]
             n = len(requested)
@@ -179,16 +176,14 @@ class WeightGenerator(pl.LightningModule):
         acc = np.nan_to_num(evaluate_networks(self.spec, wb.to("cpu"), task, splits=("val",))["val_acc"], nan=0.0)
         accuracy = [k for k, name in enumerate(self.conditions) if name.endswith("_acc")]
         if requested is not None and accuracy:  # requested accuracy against achieved (validation examples)
-            r = requested[:, accuracy[0]].numpy()
-            if np.std(r) > 0 and np.std(acc) > 0:
-                self.log("val/cond_corr", float(np.corrcoef(r, acc)[0, 1]))
+            corr = conditional_agreement(requested[:, accuracy[0]].numpy(), acc)["pearson"]
+            if np.isfinite(corr):
+                self.log("val/cond_corr", corr)
         return acc
 
     @cached_property
     def task(self):
         """The task the source zoo was trained on (None when it cannot be rebuilt here, e.g. INR zoos)."""
-        from wsl.generation.networks import source_task
-
         config = self.source.get("config")
         if not config:
             return None
@@ -205,29 +200,24 @@ class WeightGenerator(pl.LightningModule):
         ``[num, K]`` (or ``[K]`` for all) in the properties' own units; ``guidance``: the
         classifier-free guidance scale (1 = the plain conditional model)."""
         cond = None
-        if self.conditions:
-            if conditions is None:
-                cond_all = None
-            else:
-                c = torch.as_tensor(conditions, dtype=torch.float32)
-                c = c.expand(num, -1) if c.dim() == 1 else c
-                if tuple(c.shape) != (num, len(self.conditions)):
-                    raise ValueError(f"conditions: expected [{num}, {len(self.conditions)}] values of "
-                                     f"{self.conditions}, found {list(c.shape)}")
-                cond_all = self.condition_normalizer(c.to(self.device))
-        elif conditions is not None:
-            raise ValueError("this generator is unconditional; it takes no conditions")
-        den = self.ema.module if self.ema is not None else self.denoiser
+        if conditions is not None:
+            if not self.conditions:
+                raise ValueError("this generator is unconditional; it takes no conditions")
+            c = torch.as_tensor(conditions, dtype=torch.float32)
+            c = c.expand(num, -1) if c.dim() == 1 else c
+            if tuple(c.shape) != (num, len(self.conditions)):
+                raise ValueError(f"conditions: expected [{num}, {len(self.conditions)}] values of "
+                                 f"{self.conditions}, found {list(c.shape)}")
+            cond = self.condition_normalizer(c.to(self.device))
+        den = self.averaged_net
         was_training = den.training
         den.eval()
         g = torch.Generator().manual_seed(int(seed))
         parts = []
         for s in range(0, num, batch_size):
             b = min(batch_size, num - s)
-            if self.conditions and conditions is not None:
-                cond = cond_all[s:s + b]
-            z = self.diffusion.sample(den, (b, self.code_dim), cond, guidance, steps or int(self.hparams.sample_steps),
-                                      eta, g, self.device)
+            z = self.diffusion.sample(den, (b, self.code_dim), None if cond is None else cond[s:s + b], guidance,
+                                      steps or int(self.hparams.sample_steps), eta, g, self.device)
             parts.append(self.weights_from(z))
         den.train(was_training)
         flat = torch.cat(parts)
@@ -267,10 +257,6 @@ class WeightDiffusion(WeightGenerator):
         self.code_dim = self.spec.num_params
         self._make_ema()
 
-    @property
-    def denoiser(self) -> nn.Module:
-        return self.net
-
     def diffusion_space(self, x: Tensor) -> Tensor:
         return x
 
@@ -300,10 +286,6 @@ class LatentDiffusion(WeightGenerator):
         # the codes' scale, measured on the first diffusion batch (0: not yet), so diffusion sees unit-scale data
         self.register_buffer("code_scale", torch.tensor(0.0))
         self._make_ema()
-
-    @property
-    def denoiser(self) -> nn.Module:
-        return self.net
 
     @property
     def autoencoder_phase(self) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,27 +20,29 @@ import torch
 
 from wsl.generation import model as generators
 from wsl.generation.networks import source_task, write_generated_zoo
-from wsl.prediction.checkpoint import PREDICTOR_GLOBALS, load_torch_file
+from wsl.prediction.checkpoint import NOT_OURS, PREDICTOR_GLOBALS, load_torch_file
 
 GENERATOR_FILE = "a generator checkpoint (.ckpt) written by wsl fit with a configs/generate/ config"
 GENERATOR_CLASSES = {c.__name__: c for c in (generators.WeightDiffusion, generators.LatentDiffusion)}
 
 
 def read_generator_checkpoint(path: str | Path) -> dict:
-    ckpt = load_torch_file(path, GENERATOR_FILE, PREDICTOR_GLOBALS,
-                           hint="wsl fit writes only tensors and plain values: this file was written by something "
-                                "else, or altered")
-    if not isinstance(ckpt, dict) or ckpt.get("wsl_generator") not in GENERATOR_CLASSES:
-        found = ckpt.get("wsl_generator") if isinstance(ckpt, dict) else type(ckpt).__name__
-        what = (f"a predictor checkpoint" if isinstance(ckpt, dict) and "spec_json" in (ckpt.get("hyper_parameters") or {})
-                and "wsl_generator" not in ckpt else f"{found!r}")
-        raise ValueError(f"{path}: expected {GENERATOR_FILE} (one of {sorted(GENERATOR_CLASSES)}), found {what}")
+    """A generator checkpoint's dict, read without running code; what is not one is refused."""
+    ckpt = load_torch_file(path, GENERATOR_FILE, PREDICTOR_GLOBALS, hint=NOT_OURS)
+    kind = ckpt.get("wsl_generator") if isinstance(ckpt, dict) else None
+    if kind not in GENERATOR_CLASSES:
+        if not isinstance(ckpt, dict):
+            found = f"a {type(ckpt).__name__}"
+        elif "spec_json" in (ckpt.get("hyper_parameters") or {}):
+            found = "a predictor checkpoint"
+        else:
+            found = f"a dict with keys {sorted(map(str, ckpt))[:8]}"
+        raise ValueError(f"{path}: expected {GENERATOR_FILE} (one of {sorted(GENERATOR_CLASSES)}), found {found}")
     return ckpt
 
 
-def load_generator(path: str | Path) -> generators.WeightGenerator:
-    """A trained generator from its checkpoint file, read without running code, in eval mode."""
-    ckpt = read_generator_checkpoint(path)
+def generator_from_checkpoint(ckpt: dict, source: str | Path = "checkpoint") -> generators.WeightGenerator:
+    """The generator a checkpoint dict describes, in eval mode on the CPU."""
     cls = GENERATOR_CLASSES[ckpt["wsl_generator"]]
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if k in accepted}
@@ -50,8 +51,13 @@ def load_generator(path: str | Path) -> generators.WeightGenerator:
         model.load_state_dict(ckpt["state_dict"])
     except (TypeError, RuntimeError) as e:
         detail = " ".join(str(e).split())[:300]
-        raise ValueError(f"{path}: does not build the {cls.__name__} its hyperparameters describe ({detail})") from None
+        raise ValueError(f"{source}: does not build the {cls.__name__} its hyperparameters describe ({detail})") from None
     return model.eval()
+
+
+def load_generator(path: str | Path) -> generators.WeightGenerator:
+    """A trained generator from its checkpoint file, read without running code, in eval mode."""
+    return generator_from_checkpoint(read_generator_checkpoint(path), path)
 
 
 def train_runs(ckpt: dict) -> list[int] | None:
@@ -94,7 +100,7 @@ def run_sample(model_path: str | Path, num: int, out: str | Path, conditions: li
     if num < 1:
         raise ValueError(f"--num must be >= 1, found {num}")
     ckpt = read_generator_checkpoint(model_path)
-    gen = load_generator(model_path).to(device)
+    gen = generator_from_checkpoint(ckpt, model_path).to(device)
     requested = parse_conditions(list(conditions), gen.conditions, num)
     cond = torch.tensor(np.stack([requested[n] for n in gen.conditions], 1), dtype=torch.float32) if requested else None
     if gen.conditions and not requested:

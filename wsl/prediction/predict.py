@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from wsl.data.runs import ZooRuns
-from wsl.prediction.checkpoint import load_predictor  # noqa: F401 - callers import it from here
 from wsl.prediction.checkpoint import load_torch_file, predictor_from_checkpoint, read_predictor_checkpoint
 from wsl.prediction.matching import describe_mapping, match_state_dict, unwrap_state_dict
 from wsl.prediction.model import PropertyPredictor
