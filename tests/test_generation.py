@@ -216,14 +216,15 @@ def test_sample_refuses_bad_requests_and_foreign_files(gen_zoo, tmp_path, one_th
 
 
 def test_cli_fit_dispatches_generator_configs(tmp_path):
-    from wsl.cli.lightning import is_generator_config
+    from wsl.cli.lightning import model_class_path
 
     gen = tmp_path / "g.yaml"
     gen.write_text("model:\n  class_path: wsl.generation.model.WeightDiffusion\n")
     pred = tmp_path / "p.yaml"
     pred.write_text("model:\n  encoder: hnp\n")
-    assert is_generator_config(["--config", str(gen)]) and is_generator_config([f"--config={gen}"])
-    assert not is_generator_config(["--config", str(pred)]) and not is_generator_config([])
+    assert model_class_path(["--config", str(gen)]) == model_class_path([f"--config={gen}"]) \
+        == "wsl.generation.model.WeightDiffusion"
+    assert model_class_path(["--config", str(pred)]) is None and model_class_path([]) is None
 
 
 @pytest.mark.parametrize("config", sorted((Path(__file__).resolve().parents[1] / "configs" / "generate").glob("*.yaml")),

@@ -14,7 +14,7 @@ import pytest
 from wsl.cli.main import resolve_config, shipped_configs
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = {kind: sorted(p.name for p in (ROOT / "configs" / kind).glob("*.yaml")) for kind in ("zoo", "predict", "generate")}
+CONFIGS = {kind: sorted(p.name for p in (ROOT / "configs" / kind).glob("*.yaml")) for kind in ("zoo", "predict", "generate", "hyper")}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,8 @@ def test_shipped_configs_resolve_from_any_folder(tmp_path, monkeypatch):
         p = resolve_config(name)
         assert p.is_absolute() and p.is_file() and p.name == "digits_mlp.yaml"
     assert sorted(p.name for p in shipped_configs("predict").glob("*.yaml")) == CONFIGS["predict"]
-    assert sorted(p.name for p in shipped_configs("generate").glob("*.yaml")) == CONFIGS["generate"]
+    for kind in ("generate", "hyper"):
+        assert sorted(p.name for p in shipped_configs(kind).glob("*.yaml")) == CONFIGS[kind]
     with pytest.raises(FileNotFoundError, match=r"shipped configs \[.*'digits_mlp'"):
         resolve_config("nope")
     local = tmp_path / "mine.yaml"  # a config file in the working folder wins over the shipped ones

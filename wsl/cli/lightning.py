@@ -10,6 +10,11 @@
   the conditions are linked from the data. The checkpoint kept is the best ``val/score``: the
   validation accuracy of sampled networks (the task's validation examples), or minus the denoising
   loss on validation runs where the task cannot be run.
+- Hypernetworks (configs/hyper/): a config whose ``model`` names a ``wsl.hyper`` class and whose
+  ``data`` names its DataModule's class (``TaskDataModule`` for the functional loss, a
+  ``WeightDataModule`` for distillation from a zoo); weight space, source and conditions are
+  linked from the data. The checkpoint kept is the best ``val/score`` (the emitted networks'
+  validation accuracy, or PSNR for INRs).
 
 Before each subcommand the DataModule is set up and the model receives its normalizers. Test
 runs are only ever evaluated, never used to choose.
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning.pytorch as pl
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
@@ -58,9 +64,15 @@ class GeneratorCLI(WSLCLI):
         parser.link_arguments("data.conditions", "model.init_args.conditions")
 
 
-def is_generator_config(args: list[str]) -> bool:
-    """True when a ``--config`` file's ``model`` names a ``class_path`` (a generator); the property
-    predictor's configs name only its arguments."""
+class HyperCLI(WSLCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        for attr in ("spec_json", "source_json", "conditions"):
+            parser.link_arguments(f"data.{attr}", f"model.init_args.{attr}", apply_on="instantiate")
+
+
+def model_class_path(args: list[str]) -> str | None:
+    """The ``class_path`` a ``--config`` file's ``model`` names (generators, hypernetworks), or None
+    (the property predictor's configs name only its arguments)."""
     for k, a in enumerate(args):
         path = args[k + 1] if a == "--config" and k + 1 < len(args) else a[len("--config="):] \
             if a.startswith("--config=") else None
@@ -69,19 +81,27 @@ def is_generator_config(args: list[str]) -> bool:
                 raw = yaml.safe_load(fh) or {}
             model = raw.get("model") if isinstance(raw, dict) else None
             if isinstance(model, dict) and "class_path" in model:
-                return True
-    return False
+                return str(model["class_path"])
+    return None
+
+
+def _best_checkpoint() -> ModelCheckpoint:
+    return ModelCheckpoint(monitor="val/score", mode="max", save_last=True, filename="best-{epoch}")
 
 
 def run_lightning_cli(args: list[str]) -> None:
-    generator = is_generator_config(args)
+    class_path = model_class_path(args)
     common = dict(args=args, save_config_kwargs={"overwrite": True}, seed_everything_default=0)
-    if generator:
+    if class_path is not None and class_path.startswith("wsl.hyper"):
+        HyperCLI(pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                 **common, trainer_defaults={**TRAINER_DEFAULTS, "max_epochs": 100, "default_root_dir": "runs",
+                                             "callbacks": [_best_checkpoint()]})
+        return
+    if class_path is not None:
         GeneratorCLI(
             WeightGenerator, WeightDataModule, subclass_mode_model=True, **common,
             trainer_defaults={**TRAINER_DEFAULTS, "max_epochs": 100, "default_root_dir": "runs",
-                              "callbacks": [ModelCheckpoint(monitor="val/score", mode="max", save_last=True,
-                                                            filename="best-{epoch}")]})
+                              "callbacks": [_best_checkpoint()]})
         return
     WSLCLI(
         PropertyPredictor, PropertyDataModule, **common,
@@ -89,6 +109,6 @@ def run_lightning_cli(args: list[str]) -> None:
             **TRAINER_DEFAULTS,
             "max_epochs": 30,
             "default_root_dir": "runs",
-            "callbacks": [ModelCheckpoint(monitor="val/score", mode="max", save_last=True, filename="best-{epoch}")],
+            "callbacks": [_best_checkpoint()],
         },
     )

@@ -1,5 +1,6 @@
 """The ``wsl`` command: ``wsl zoo generate|info|render|verify|merge``, ``wsl fit|validate|test`` (LightningCLI:
-predictors and generators), ``wsl predict``, ``wsl sample``, ``wsl evaluate-generated`` and ``wsl demo``."""
+predictors, generators, hypernetworks), ``wsl predict``, ``wsl sample``, ``wsl evaluate-generated``,
+``wsl hyper search`` and ``wsl demo``."""
 from __future__ import annotations
 
 import argparse
@@ -39,6 +40,14 @@ def _zoo_render(args) -> int:
         path, rows, db = render_inr(z, out, n=args.n, split=args.split, checkpoint=args.checkpoint, seed=args.seed)
     print(f"{len(rows)} INRs of split {args.split}: PSNR mean {db.mean():.2f} dB, min {db.min():.2f} dB")
     print(f"rendering written to {path}")
+    return 0
+
+
+def _hyper_search(args) -> int:
+    from wsl.hyper.search import run_search
+
+    run_search(args.model, zoo=args.zoo, seeds=args.seeds, steps=args.steps, lr=args.lr, starts=args.starts,
+               out=args.out)
     return 0
 
 
@@ -108,7 +117,7 @@ def _demo(args) -> int:
 
 
 def shipped_configs(kind: str = "zoo") -> Path:
-    """The folder of the configs shipped with wsl: ``kind`` is ``zoo``, ``predict`` or ``generate``.
+    """The folder of the configs shipped with wsl: ``kind`` is ``zoo``, ``predict``, ``generate`` or ``hyper``.
 
     An installed wheel holds them as package data, ``wsl/configs/<kind>/`` (pyproject.toml maps the
     top-level ``configs/`` folder there); a source checkout, the editable install of
@@ -219,6 +228,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-reference", type=int, help="at most this many reference networks (a seeded subset)")
     e.add_argument("--data-dir", help="folder of the task's IDX files (MNIST, Fashion-MNIST), if not the stored one")
     e.set_defaults(func=_evaluate_generated)
+
+    h = sub.add_parser("hyper", help="hypernetworks: tune hyperparameters through a trained one")
+    hyper = h.add_subparsers(dest="hyper_cmd", required=True)
+    hs = hyper.add_parser("search", help="hyperparameters by gradient on the emitted network's validation loss, then "
+                          "networks trained directly at them (and the best point of a grid zoo, if given)")
+    hs.add_argument("--model", required=True, help="hypernetwork checkpoint (.ckpt) written by wsl fit (configs/hyper/)")
+    hs.add_argument("--zoo", help="a zoo over a grid of the same hyperparameters: its best point by validation "
+                    "accuracy is reported beside the search")
+    hs.add_argument("--seeds", type=int, default=5, help="networks trained directly at the λ found (default 5)")
+    hs.add_argument("--steps", type=int, default=300, help="gradient steps on λ (default 300)")
+    hs.add_argument("--lr", type=float, default=0.05, help="step size on λ's unit coordinates (default 0.05)")
+    hs.add_argument("--starts", type=int, default=8, help="starting points, descended at once (default 8)")
+    hs.add_argument("--out", metavar="JSON", help="also write the report to this file")
+    hs.set_defaults(func=_hyper_search)
 
     d = sub.add_parser("demo", help="generate the demo zoo, train a predictor, predict held-out checkpoints")
     d.add_argument("--out-dir", default="wsl_demo")

@@ -1,5 +1,6 @@
 """Data on weights: runs and splits of zoo files, normalization, augmentations, DataModules."""
 from .datamodule import PropertyDataModule, WeightDataModule
 from .runs import Split, ZooRuns
+from .task import TaskDataModule, source_task
 
-__all__ = ["PropertyDataModule", "Split", "WeightDataModule", "ZooRuns"]
+__all__ = ["PropertyDataModule", "Split", "TaskDataModule", "WeightDataModule", "ZooRuns", "source_task"]

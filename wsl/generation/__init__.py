@@ -1,11 +1,12 @@
 """Generating networks: diffusion weight generators, the generated-zoo file, the memorization suite.
 
-- ``wsl.generation.networks``: rebuild a zoo's task, run generated networks on it, write them as a
+- ``wsl.generation.networks``: run generated networks on their zoo's task (``wsl.data.task``), write them as a
   zoo file marked as generated (``wsl sample``'s output).
 - ``wsl.generation.evaluate``: does a generator generate or memorize? (Zeng et al. 2025;
   ``wsl evaluate-generated``).
 """
-from wsl.generation.networks import evaluate_networks, source_task, write_generated_zoo, wrong_sets
+from wsl.data.task import source_task
+from wsl.generation.networks import evaluate_networks, write_generated_zoo, wrong_sets
 from wsl.generation.evaluate import evaluate_generated
 
 __all__ = [

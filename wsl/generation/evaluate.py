@@ -40,7 +40,8 @@ from scipy.stats import rankdata
 from torch import Tensor
 
 from wsl.data.runs import ZooRuns, check_same_space, run_key
-from wsl.generation.networks import evaluate_networks, finite_networks, source_task, wrong_sets
+from wsl.data.task import source_task
+from wsl.generation.networks import evaluate_networks, finite_networks, wrong_sets
 from wsl.weights import WeightBatch
 from wsl.weights.align import align, match_permutations
 from wsl.weights.symmetry import permute

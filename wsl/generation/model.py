@@ -38,7 +38,8 @@ from wsl.generation.autoencoder import WeightAutoencoder
 from wsl.generation.denoisers import EquivariantDenoiser, MLPDenoiser
 from wsl.generation.diffusion import Diffusion
 from wsl.generation.evaluate import conditional_agreement
-from wsl.generation.networks import evaluate_networks, source_task
+from wsl.data.task import source_task
+from wsl.generation.networks import evaluate_networks
 from wsl.nn import BACKBONES
 from wsl.weights import WeightBatch
 

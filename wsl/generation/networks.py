@@ -8,7 +8,6 @@ A generator's networks are judged the way trained ones are: by running them on t
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from pathlib import Path
@@ -18,34 +17,14 @@ import numpy as np
 import torch
 
 from wsl.weights import WeightBatch
-from zoo.config import parse_config
 from zoo.functional import population_forward
-from zoo.generate import build_task_and_spec
-from zoo.signals import SIGNAL_TASKS
 from zoo.store import SPLITS, STATUS_DIVERGED, STATUS_DONE, ZooFileError, create_zoo, write_models, zoo_identity
-from zoo.tasks import TaskData, task_options
+from zoo.tasks import TaskData
 from zoo.train import evaluate, metric_names
 from zoo.weight_space import WeightSpaceSpec
 
 #: Networks run at once by ``evaluate_networks`` and ``wrong_sets``: bounds the activations held.
 NETWORKS_PER_PASS = 256
-
-
-def source_task(config: dict[str, Any], data_dir: str | Path | None = None) -> TaskData:
-    """The task a zoo was trained on, rebuilt from its stored (normalised) config (``Zoo.config``):
-    the same loader, options and seeded splits, hence the same examples.
-
-    ``data_dir`` replaces the stored one for tasks read from IDX files (MNIST, Fashion-MNIST), whose
-    files may sit elsewhere on this machine; other tasks ignore it."""
-    raw = copy.deepcopy(config)
-    task_name = raw.get("task", {}).get("name")
-    if task_name in SIGNAL_TASKS:
-        raise ValueError(f"task {task_name!r} is an INR task (one network per signal, no shared test set): "
-                         f"rebuilding it to evaluate generated networks is not supported yet")
-    if data_dir is not None and "data_dir" in task_options(task_name):
-        raw["task"]["data_dir"] = str(data_dir)
-    task, _ = build_task_and_spec(parse_config(raw, f"config of zoo {raw.get('name', '?')!r}"))
-    return task
 
 
 def finite_networks(wb: WeightBatch) -> np.ndarray:

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from wsl.generation import model as generators
-from wsl.generation.networks import source_task, write_generated_zoo
+from wsl.data.task import source_task
+from wsl.generation.networks import write_generated_zoo
 from wsl.prediction.checkpoint import NOT_OURS, PREDICTOR_GLOBALS, load_torch_file
 
 GENERATOR_FILE = "a generator checkpoint (.ckpt) written by wsl fit with a configs/generate/ config"

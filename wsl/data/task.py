@@ -1,0 +1,123 @@
+"""A zoo's task as training data: the examples a zoo's networks were trained on, for models whose
+loss runs networks on them (hypernetworks' functional loss) rather than reading stored weights.
+
+``source_task`` rebuilds the task of a zoo config (a file's stored config or a YAML config):
+the same loader, options and seeded splits, hence the same examples the zoo's networks saw.
+Generated networks are evaluated on it, and ``TaskDataModule`` serves it to Lightning.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from zoo.config import ZooConfig, load_config, parse_config, varying_hparams
+from zoo.generate import build_task_and_spec
+from zoo.signals import SIGNAL_TASKS
+from zoo.store import SPLITS, Zoo
+from zoo.tasks import TaskData, task_options
+
+
+def source_task(config: dict[str, Any], data_dir: str | Path | None = None) -> TaskData:
+    """The task a zoo was trained on, rebuilt from its stored (normalised) config (``Zoo.config``).
+
+    ``data_dir`` replaces the stored one for tasks read from IDX files (MNIST, Fashion-MNIST), whose
+    files may sit elsewhere on this machine; other tasks ignore it."""
+    raw = copy.deepcopy(config)
+    task_name = raw.get("task", {}).get("name")
+    if task_name in SIGNAL_TASKS:
+        raise ValueError(f"task {task_name!r} is an INR task (one network per signal, no shared test set): "
+                         f"rebuilding it to evaluate generated networks is not supported yet")
+    if data_dir is not None and "data_dir" in task_options(task_name):
+        raw["task"]["data_dir"] = str(data_dir)
+    task, _ = build_task_and_spec(parse_config(raw, f"config of zoo {raw.get('name', '?')!r}"))
+    return task
+
+
+def read_zoo_config(path: str | Path) -> tuple[ZooConfig, str | None]:
+    """A zoo config from a YAML file (or the name of a shipped one, ``digits_mlp``) or from a zoo
+    file's stored config; and the zoo file, if one."""
+    from wsl.cli.main import resolve_config
+
+    path = Path(path)
+    if path.suffix not in (".h5", ".hdf5"):
+        return load_config(resolve_config(path)), None
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found (expected a zoo .h5 file, a zoo config .yaml or a shipped "
+                                f"config's name)")
+    with Zoo(path) as zoo:
+        return parse_config(zoo.config, f"{path} (stored config)"), str(path)
+
+
+class TaskDataModule(pl.LightningDataModule):
+    """Batches ``(x, y, index)`` of a zoo config's task: training examples shuffled, validation
+    and test examples in order. ``index`` is the example's position in its split (hypernetworks
+    derive per-example data-fraction and label-noise draws from it).
+
+    Args:
+        config: a zoo config (YAML) or a zoo file (its stored config): the task, the architecture
+            (the weight space of the networks to emit) and the hyperparameter space.
+        conditions: hyperparameters of that space a model is conditioned on (linked to the model);
+            each must vary in the config (its range is what the model samples from).
+        batch_size: training examples per step; ``eval_batch_size`` for validation and test.
+        data_dir: where IDX task files are, for tasks read from them (MNIST, Fashion-MNIST).
+    """
+
+    def __init__(self, config: str, conditions: list[str] | None = None, batch_size: int = 128,
+                 eval_batch_size: int = 2048, seed: int = 0, data_dir: str | None = None):
+        super().__init__()
+        self.config_path = str(config)
+        zoo_config, zoo_file = read_zoo_config(config)
+        if zoo_config.task["name"] in SIGNAL_TASKS:
+            raise ValueError(f"{config}: task {zoo_config.task['name']!r} is an INR task; TaskDataModule serves "
+                             f"tasks with shared examples (digits, mnist1d, mnist, ...)")
+        self.conditions = list(conditions or [])
+        varying = varying_hparams(zoo_config)
+        for name in self.conditions:
+            if name not in zoo_config.hparams:
+                raise ValueError(f"{config}: condition {name!r} is not a hyperparameter of this config; "
+                                 f"expected some of {sorted(zoo_config.hparams)}")
+            if name not in varying:
+                raise ValueError(f"{config}: condition {name!r} is fixed to {zoo_config.hparams[name]!r} in this "
+                                 f"config; a condition needs a range (uniform, log_uniform or grid)")
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ValueError(f"batch sizes must be >= 1, found {batch_size} and {eval_batch_size}")
+        self.batch_size, self.eval_batch_size, self.seed = int(batch_size), int(eval_batch_size), int(seed)
+        raw = copy.deepcopy(zoo_config.raw)
+        if data_dir is not None:
+            raw["task"]["data_dir"] = str(data_dir)
+        self.task, spec = build_task_and_spec(parse_config(raw, self.config_path))
+        self.spec = spec
+        self.spec_json: str = spec.to_json()
+        # the same form as WeightDataModule's: what a model needs to rebuild its task and ranges
+        self.source_json: str = json.dumps({"zoo": zoo_file, "config": raw, "select": {},
+                                            "conditions": self.conditions})
+
+    def normalizers(self) -> dict[str, torch.nn.Module]:
+        """Nothing is fitted on task examples: models that need no weight normalizer get none."""
+        return {}
+
+    def _dataset(self, split: str) -> TensorDataset:
+        x, y = getattr(self.task, f"x_{split}"), getattr(self.task, f"y_{split}")
+        return TensorDataset(x, y, torch.arange(len(y)))
+
+    def train_dataloader(self) -> DataLoader:
+        g = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self._dataset("train"), batch_size=self.batch_size, shuffle=True, generator=g,
+                          drop_last=len(self.task.y_train) > self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self._dataset("val"), batch_size=self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self._dataset("test"), batch_size=self.eval_batch_size)
+
+    def info(self) -> str:
+        sizes = ", ".join(f"{s} {len(getattr(self.task, f'y_{s}'))}" for s in SPLITS)
+        return (f"task {self.task.name} ({self.task.kind}; {sizes} examples); weight space "
+                f"{self.spec.architecture} with {self.spec.num_params} parameters; conditions {self.conditions}")
