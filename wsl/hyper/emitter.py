@@ -27,12 +27,14 @@ from zoo.weight_space import WeightSpaceSpec
 HEADS = ("layer", "chunk")
 
 
-def _mlp(dims: list[int]) -> nn.Sequential:
+def _mlp(dims: list[int], last: bool = False) -> nn.Sequential:
+    """Linear layers with GELU between them; each hidden layer ends in a LayerNorm, so the layer
+    after it sees unit-variance features (with ``last``, the final layer too: the trunk)."""
     mods: list[nn.Module] = []
     for k, (a, b) in enumerate(zip(dims, dims[1:])):
         mods.append(nn.Linear(a, b))
-        if k < len(dims) - 2:
-            mods.append(nn.GELU())
+        if k < len(dims) - 2 or last:
+            mods += [nn.GELU(), nn.LayerNorm(b, elementwise_affine=False)]
     return nn.Sequential(*mods)
 
 
@@ -60,9 +62,7 @@ class WeightEmitter(nn.Module):
                              f"{cond_dim}, {hidden}, {depth}, {chunk_size}, {chunk_dim}")
         self.spec, self.heads_kind, self.mip = spec, heads, bool(mip)
         self.num_params = spec.num_params
-        act = [nn.GELU()]
-        self.trunk = nn.Sequential(*[m for k in range(depth)
-                                     for m in [nn.Linear(cond_dim if k == 0 else hidden, hidden), *act]])
+        self.trunk = _mlp([cond_dim] + [hidden] * depth, last=True)
         if heads == "layer":
             self.layer_heads = nn.ModuleList(nn.Linear(hidden, p.numel) for p in spec.params)
             last = list(self.layer_heads)
@@ -81,7 +81,7 @@ class WeightEmitter(nn.Module):
                 nn.init.zeros_(lin.weight)
                 nn.init.zeros_(lin.bias)
         else:
-            for lin in last:  # unit-variance outputs, then the init scale: networks as a zoo starts them
+            for lin in last:  # unit-variance outputs of unit-variance features, then the init scale
                 nn.init.normal_(lin.weight, std=1.0 / math.sqrt(lin.in_features))
                 nn.init.zeros_(lin.bias)
 

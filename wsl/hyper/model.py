@@ -72,6 +72,11 @@ class HyperNetwork(pl.LightningModule):
         if not self.conditions:
             raise ValueError("a HyperNetwork needs conditions: the hyperparameters it emits networks from "
                              "(data.conditions)")
+        bad = [n for n in self.conditions if n not in FUNCTIONAL_HPARAMS]
+        if signal == "functional" and bad:
+            raise ValueError(f"conditions {bad} have no meaning for the functional loss (no optimizer trains the "
+                             f"emitted networks); functional conditions are {list(FUNCTIONAL_HPARAMS)}; condition on "
+                             f"{bad} with signal: weights or outputs (distillation from a zoo)")
         hp = config.get("hparams", {})
         ranges = [hparam_range(hp, name, "hypernetwork conditions").to_dict() for name in self.conditions]
         self.encoder = HparamEncoder(ranges, mip=parametrization == "mip")
@@ -88,11 +93,6 @@ class HyperNetwork(pl.LightningModule):
 
     def _fixed_hparams(self, hp: dict[str, Any], fixed: dict[str, float]) -> dict[str, float]:
         """The functional λ that are not conditions: given in ``fixed``, or fixed in the config."""
-        bad = [n for n in self.conditions if n not in FUNCTIONAL_HPARAMS]
-        if bad:
-            raise ValueError(f"conditions {bad} have no meaning for the functional loss (no optimizer trains the "
-                             f"emitted networks); functional conditions are {list(FUNCTIONAL_HPARAMS)}; condition on "
-                             f"{bad} with signal: weights or outputs (distillation from a zoo)")
         out = {}
         for name in FUNCTIONAL_HPARAMS:
             if name in self.conditions:

@@ -1,0 +1,245 @@
+"""Hypernetworks against directly trained networks (issue 16's benchmark).
+
+For each grid zoo (networks trained directly over a grid of regularization hyperparameters λ, a
+few seeds per point; ``configs/zoo/*_grid.yaml``):
+
+1. Functional hypernetworks (no zoo read, only its config), plain and magnitude-invariant (MIP),
+   ``--seeds`` seeds each, a fixed number of steps; validation loss curves (PNG) and the steps
+   each run needs to reach a common validation loss (the highest final loss of all runs).
+2. Emitted against direct: at every grid point, the test accuracy of the network emitted at λ
+   (from the checkpoint with the best validation score) against the mean test accuracy of the
+   networks trained directly at λ; mean difference and mean absolute difference, and by each
+   hyperparameter's value.
+3. Distillation from the zoo's training runs (its weights, aligned, or its outputs), same comparison.
+4. Cost of one network: emitting it against training it (alone, and per network of the zoo's population run).
+5. ``wsl hyper search``'s procedure: λ by gradient through the best plain hypernetwork, networks
+   trained directly at λ, against the grid point with the best mean validation accuracy.
+
+    OMP_NUM_THREADS=2 .venv/bin/python scripts/benchmark_hyper.py --zoos digits_mlp_grid mnist1d_mlp_grid
+
+The last line printed is one JSON object with every figure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from wsl.cli.plots import plt  # noqa: E402
+from wsl.data import TaskDataModule, WeightDataModule  # noqa: E402
+from wsl.hyper import HyperNetwork  # noqa: E402
+from wsl.hyper.search import best_grid_point, gradient_search, load_hypernetwork, train_directly  # noqa: E402
+from wsl.training import make_trainer  # noqa: E402
+from zoo.config import parse_config, sample_hparams  # noqa: E402
+from zoo.generate import build_task_and_spec  # noqa: E402
+from zoo.store import Zoo  # noqa: E402
+from zoo.train import train_population  # noqa: E402
+
+CONDITIONS = ["weight_decay", "dropout", "label_noise", "data_fraction"]
+
+
+class ValCurve(Callback):
+    """(step, val/loss) at every validation."""
+
+    def __init__(self):
+        self.points: list[tuple[int, float]] = []
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking and "val/loss" in trainer.callback_metrics:
+            self.points.append((trainer.global_step, float(trainer.callback_metrics["val/loss"])))
+
+
+def ensure_zoo(name: str, out_dir: Path) -> tuple[Path, float | None]:
+    path = out_dir / f"{name}.h5"
+    if path.exists():
+        return path, None
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "wsl.cli", "zoo", "generate", name, "--out", str(path), "--quiet"],
+                   check=True, cwd=ROOT)
+    return path, time.perf_counter() - t
+
+
+def fit(model: HyperNetwork, data, steps: int, val_every: int, folder: Path) -> tuple[HyperNetwork, list, float]:
+    curve = ValCurve()
+    ckpt = ModelCheckpoint(dirpath=folder, monitor="val/score", mode="max", filename="best")
+    steps_per_epoch = max(1, len(data.train_dataloader()))
+    trainer = make_trainer(max_epochs=10_000, callbacks=[curve, ckpt], max_steps=steps,
+                           check_val_every_n_epoch=max(1, val_every // steps_per_epoch), enable_checkpointing=True)
+    t = time.perf_counter()
+    trainer.fit(model, data)
+    seconds = time.perf_counter() - t
+    return load_hypernetwork(ckpt.best_model_path), curve.points, seconds
+
+
+def grid_comparison(model: HyperNetwork, zoo_path: Path) -> dict:
+    """Emitted (test accuracy at each grid point) against the mean of the directly trained networks there."""
+    with Zoo(zoo_path) as z:
+        done = z.done
+        cols = np.stack([z.hparam(n).astype(np.float64) for n in model.conditions], 1)[done]
+        test = z.metric("test_acc")[done, -1]
+    points, inverse = np.unique(cols, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    direct = np.array([np.nanmean(test[inverse == k]) for k in range(len(points))])
+    emitted = model.evaluate_at(torch.tensor(points, dtype=torch.float32), "test")["acc"]
+    diff = emitted - direct
+    by = {}
+    for j, name in enumerate(model.conditions):
+        by[name] = {f"{v:g}": {"direct": float(direct[points[:, j] == v].mean()),
+                               "emitted": float(emitted[points[:, j] == v].mean())}
+                    for v in np.unique(points[:, j])}
+    return {"grid_points": len(points), "direct_mean": float(direct.mean()), "emitted_mean": float(emitted.mean()),
+            "mean_diff": float(diff.mean()), "mean_abs_diff": float(np.abs(diff).mean()),
+            "emitted_below_direct_by_2pts": int((diff < -0.02).sum()), "by_hparam": by}
+
+
+def cost_of_one_network(model: HyperNetwork, zoo_path: Path, repeats: int = 50) -> dict:
+    """Seconds to emit one network (and one of a batch of 100) against training one directly."""
+    lam = model.eval_lambdas()[:1]
+    with torch.no_grad():
+        model.emit(lam)
+        t = time.perf_counter()
+        for _ in range(repeats):
+            model.emit(lam)
+        one = (time.perf_counter() - t) / repeats
+        batch = model.encoder.sample(100, torch.Generator().manual_seed(0))
+        t = time.perf_counter()
+        model.emit(batch)
+        per_in_batch = (time.perf_counter() - t) / 100
+    with Zoo(zoo_path) as z:
+        config = parse_config(z.config)
+    hp = sample_hparams(config, [0])  # the zoo's first network's λ
+    task, spec = build_task_and_spec(config)
+    t = time.perf_counter()
+    train_population(spec, task, hp, [12345], epochs=config.epochs, checkpoints=[config.epochs])
+    train_one = time.perf_counter() - t
+    return {"emit_one_s": one, "emit_per_network_in_batch_of_100_s": per_in_batch, "train_one_directly_s": train_one,
+            "speedup_one": train_one / one, "hypernetwork_params": sum(p.numel() for p in model.parameters()),
+            "network_params": spec.num_params}
+
+
+def steps_to(points: list[tuple[int, float]], threshold: float) -> int | None:
+    for step, loss in points:
+        if loss <= threshold:
+            return step
+    return None
+
+
+def run_zoo(name: str, args) -> dict:
+    out = Path(args.out) / name
+    out.mkdir(parents=True, exist_ok=True)
+    zoo_path, gen_seconds = ensure_zoo(name, Path(args.zoo_dir))
+    with Zoo(zoo_path) as z:
+        zoo_models = int(z.done.sum())
+    res: dict = {"zoo": str(zoo_path), "zoo_models": zoo_models, "zoo_generate_s": gen_seconds, "runs": {}}
+    print(f"\n== {name}: {zoo_models} directly trained networks ==", flush=True)
+    curves, models = {}, {}
+    for param in ("plain", "mip"):
+        for seed in args.seeds:
+            torch.manual_seed(seed)
+            data = TaskDataModule(str(zoo_path), conditions=CONDITIONS, batch_size=args.batch_size, seed=seed)
+            model = HyperNetwork(data.spec_json, data.source_json, CONDITIONS, parametrization=param,
+                                 heads=args.heads, hidden=args.hidden, networks_per_step=args.networks_per_step,
+                                 lr=args.lr, seed=seed)
+            best, points, seconds = fit(model, data, args.steps, args.val_every, out / f"{param}_{seed}")
+            curves[(param, seed)], models[(param, seed)] = points, best
+            comp = grid_comparison(best, zoo_path)
+            res["runs"][f"{param}_{seed}"] = {"seconds": seconds, "final_val_loss": points[-1][1],
+                                              "best_val_loss": min(p[1] for p in points), **comp}
+            print(f"{param} seed {seed}: {seconds:.0f} s, val loss {points[-1][1]:.4f}; test acc at the grid points: "
+                  f"emitted {comp['emitted_mean']:.4f}, direct {comp['direct_mean']:.4f} (diff {comp['mean_diff']:+.4f}, "
+                  f"|diff| {comp['mean_abs_diff']:.4f})", flush=True)
+    threshold = max(p[-1][1] for p in curves.values())
+    for key, points in curves.items():
+        res["runs"][f"{key[0]}_{key[1]}"]["steps_to_threshold"] = steps_to(points, threshold)
+    summary = {}
+    for param in ("plain", "mip"):
+        runs = [res["runs"][f"{param}_{s}"] for s in args.seeds]
+        summary[param] = {k: float(np.mean([r[k] for r in runs])) for k in
+                          ("emitted_mean", "direct_mean", "mean_diff", "mean_abs_diff", "final_val_loss")}
+        summary[param]["steps_to_threshold"] = [r["steps_to_threshold"] for r in runs]
+    res["summary"], res["val_loss_threshold"] = summary, threshold
+    st = {p: [s for s in summary[p]["steps_to_threshold"] if s is not None] for p in summary}
+    if all(st.values()):
+        res["mip_speedup_steps"] = float(np.mean(st["plain"]) / np.mean(st["mip"]))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (param, seed), points in curves.items():
+        s, v = zip(*points)
+        ax.plot(s, v, color="C0" if param == "plain" else "C1", alpha=0.8, label=param if seed == args.seeds[0] else None)
+    ax.axhline(threshold, color="gray", ls="--", lw=0.8, label="common threshold")
+    ax.set(xlabel="training step", ylabel="validation loss (emitted networks)", title=f"{name}: plain vs MIP",
+           yscale="log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=120)
+    plt.close(fig)
+    res["curves_png"] = str(out / "curves.png")
+
+    # distillation from the zoo's training runs
+    for signal in args.distill:
+        torch.manual_seed(0)
+        data = WeightDataModule([str(zoo_path)], conditions=CONDITIONS, align=signal == "weights", batch_size=64)
+        data.setup("fit")
+        model = HyperNetwork(data.spec_json, data.source_json, CONDITIONS, signal=signal, heads=args.heads,
+                             hidden=args.hidden, lr=args.lr)
+        model.set_normalizers(**data.normalizers())
+        best, points, seconds = fit(model, data, args.steps, args.val_every, out / f"distill_{signal}")
+        comp = grid_comparison(best, zoo_path)
+        res["runs"][f"distill_{signal}"] = {"seconds": seconds, "final_val_loss": points[-1][1], **comp}
+        print(f"distilled from {signal}: {seconds:.0f} s, emitted {comp['emitted_mean']:.4f} vs direct "
+              f"{comp['direct_mean']:.4f} (diff {comp['mean_diff']:+.4f}, |diff| {comp['mean_abs_diff']:.4f})", flush=True)
+
+    best_plain = min((k for k in models if k[0] == "plain"), key=lambda k: res["runs"][f"plain_{k[1]}"]["final_val_loss"])
+    model = models[best_plain]
+    res["cost"] = cost_of_one_network(model, zoo_path)
+    if gen_seconds is not None:
+        res["cost"]["zoo_population_s_per_network"] = gen_seconds / zoo_models
+    print(f"cost: emit one network {res['cost']['emit_one_s'] * 1e3:.2f} ms, train one directly "
+          f"{res['cost']['train_one_directly_s']:.2f} s ({res['cost']['speedup_one']:.0f}x)", flush=True)
+    found = gradient_search(model, steps=300, starts=8)
+    direct = train_directly(model, found["lambda"], seeds=5)
+    grid = best_grid_point(zoo_path, CONDITIONS)
+    res["search"] = {"lambda": found["lambda"], "emitted_val_acc": found["val_acc"],
+                     "direct_test_acc": float(np.mean(direct["test_acc"])),
+                     "direct_test_acc_std": float(np.std(direct["test_acc"])), "grid_best": grid}
+    print(f"search: λ {found['lambda']} -> directly trained test acc {res['search']['direct_test_acc']:.4f}; "
+          f"best grid point {grid['lambda']} -> {grid['test_acc']:.4f}", flush=True)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--zoos", nargs="+", default=["digits_mlp_grid"], help="grid zoo configs (shipped names)")
+    ap.add_argument("--zoo-dir", default="zoos", help="where the grid zoos are (generated there if missing)")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--val-every", type=int, default=70, help="steps between validations (rounded to epochs)")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--networks-per-step", type=int, default=32)
+    ap.add_argument("--heads", default="chunk")
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--distill", nargs="*", default=["weights", "outputs"])
+    ap.add_argument("--out", default="bench_hyper")
+    args = ap.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    results = {name: run_zoo(name, args) for name in args.zoos}
+    compact = {name: {"summary": r["summary"], "mip_speedup_steps": r.get("mip_speedup_steps"),
+                      "distill": {k: {m: r["runs"][k][m] for m in ("emitted_mean", "direct_mean", "mean_diff")}
+                                  for k in r["runs"] if k.startswith("distill")},
+                      "cost": r["cost"], "search": r["search"]} for name, r in results.items()}
+    Path(args.out, "results.json").write_text(json.dumps(results, indent=1))
+    print(json.dumps(compact))
+
+
+if __name__ == "__main__":
+    main()
