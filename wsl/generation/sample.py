@@ -12,7 +12,6 @@ suite compares against.
 from __future__ import annotations
 
 import hashlib
-import inspect
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ import torch
 from wsl.generation import model as generators
 from wsl.data.task import source_task
 from wsl.generation.networks import write_generated_zoo
-from wsl.prediction.checkpoint import NOT_OURS, PREDICTOR_GLOBALS, load_torch_file
+from wsl.prediction.checkpoint import NOT_OURS, PREDICTOR_GLOBALS, load_torch_file, model_from_checkpoint
 
 GENERATOR_FILE = "a generator checkpoint (.ckpt) written by wsl fit with a configs/generate/ config"
 GENERATOR_CLASSES = {c.__name__: c for c in (generators.WeightDiffusion, generators.LatentDiffusion)}
@@ -44,16 +43,7 @@ def read_generator_checkpoint(path: str | Path) -> dict:
 
 def generator_from_checkpoint(ckpt: dict, source: str | Path = "checkpoint") -> generators.WeightGenerator:
     """The generator a checkpoint dict describes, in eval mode on the CPU."""
-    cls = GENERATOR_CLASSES[ckpt["wsl_generator"]]
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if k in accepted}
-    try:
-        model = cls(**hparams)
-        model.load_state_dict(ckpt["state_dict"])
-    except (TypeError, RuntimeError) as e:
-        detail = " ".join(str(e).split())[:300]
-        raise ValueError(f"{source}: does not build the {cls.__name__} its hyperparameters describe ({detail})") from None
-    return model.eval()
+    return model_from_checkpoint(GENERATOR_CLASSES[ckpt["wsl_generator"]], ckpt, source)
 
 
 def load_generator(path: str | Path) -> generators.WeightGenerator:

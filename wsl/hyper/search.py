@@ -14,7 +14,6 @@ with the best mean validation accuracy.
 """
 from __future__ import annotations
 
-import inspect
 import json
 import math
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 
 from wsl.hyper.model import HyperNetwork
 from wsl.hyper.objectives import per_example_loss
-from wsl.prediction.checkpoint import NOT_OURS, PREDICTOR_GLOBALS, load_torch_file
+from wsl.prediction.checkpoint import NOT_OURS, PREDICTOR_GLOBALS, load_torch_file, model_from_checkpoint
 from wsl.weights import WeightBatch
 from zoo.config import model_seed, parse_config
 from zoo.functional import population_forward
@@ -45,15 +44,7 @@ def load_hypernetwork(path: str | Path) -> HyperNetwork:
             f"a dict with keys {sorted(map(str, ckpt))[:8]}"
         raise ValueError(f"{path}: expected {HYPERNETWORK_FILE} (a HyperNetwork conditioned on hyperparameters), "
                          f"found {found}")
-    accepted = set(inspect.signature(HyperNetwork.__init__).parameters) - {"self"}
-    hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if k in accepted}
-    try:
-        model = HyperNetwork(**hparams)
-        model.load_state_dict(ckpt["state_dict"])
-    except (TypeError, RuntimeError) as e:
-        raise ValueError(f"{path}: does not build the HyperNetwork its hyperparameters describe "
-                         f"({' '.join(str(e).split())[:300]})") from None
-    return model.eval()
+    return model_from_checkpoint(HyperNetwork, ckpt, path)
 
 
 def gradient_search(model: HyperNetwork, steps: int = 300, lr: float = 0.05, starts: int = 8,

@@ -74,6 +74,20 @@ def _pickled_globals(path: Path, message: str, allowed: list) -> list[str]:
         return sorted(set(re.findall(r"GLOBAL ([\w.]+)", message)))
 
 
+def model_from_checkpoint(cls: type, ckpt: dict, source: str | Path = "checkpoint"):
+    """A model of class ``cls`` rebuilt from a checkpoint dict's hyperparameters (those its
+    ``__init__`` takes) and state_dict, in eval mode on the CPU; a mismatch is a ValueError."""
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if k in accepted}
+    try:
+        model = cls(**hparams)
+        model.load_state_dict(ckpt["state_dict"])
+    except (TypeError, RuntimeError) as e:
+        detail = " ".join(str(e).split())[:300]
+        raise ValueError(f"{source}: does not build the {cls.__name__} its hyperparameters describe ({detail})") from None
+    return model.eval()
+
+
 def read_predictor_checkpoint(path: str | Path) -> dict:
     """A predictor checkpoint's dict, read without running code; what is not one is refused."""
     ckpt = load_torch_file(path, PREDICTOR_FILE, PREDICTOR_GLOBALS, hint=NOT_OURS)
