@@ -237,3 +237,43 @@ def test_cli_fit_and_search(tiny_yaml, tmp_path, capsys, one_thread):
     assert "λ found by gradient on the validation loss" in out and "networks trained directly at λ" in out
     assert main(["hyper", "search", "--model", str(tiny_yaml)]) == 2
     assert "expected a hypernetwork checkpoint" in capsys.readouterr().err
+
+
+def test_hypernetwork_over_several_tasks(tiny_yaml, tmp_path, one_thread):
+    other = tiny_config()
+    other["task"] = {"name": "digits", "n_train": 400, "n_val": 200, "split_seed": 1}  # other examples, other split
+    other_yaml = tmp_path / "other.yaml"
+    other_yaml.write_text(yaml.safe_dump(other))
+    torch.manual_seed(0)
+    data = TaskDataModule(tiny_yaml, conditions=["task", *CONDITIONS], tasks=[str(other_yaml)], batch_size=64)
+    assert len(data.train_dataloader()) == 2
+    model = HyperNetwork(data.spec_json, data.source_json, data.conditions, hidden=32, chunk_size=128,
+                         networks_per_step=8, lr=3e-3, eval_points=4)
+    assert model.conditions == [*CONDITIONS, "task"] and model.num_tasks == 2
+    assert len(model.tasks[1].y_train) == 400 and len(model.tasks[0].y_train) == 1000
+    make_trainer(15, enable_checkpointing=False).fit(model, data)
+    values = model.eval_lambdas()
+    assert values.shape == (8, 5) and values[:4, -1].eq(0).all() and values[4:, -1].eq(1).all()
+    res = model.evaluate_at(values, "val")
+    assert res["acc"][:4].mean() > 0.5 and res["acc"][4:].mean() > 0.5
+    # each row is run on its own task's validation examples
+    wb = model.emit(values[4:5])
+    from zoo.train import evaluate
+    want = evaluate(model.spec, wb.params(), model.tasks[1], model.tasks[1].x_val, model.tasks[1].y_val,
+                    activation="relu")["acc"]
+    assert res["acc"][4] == pytest.approx(float(want[0]))
+    swapped = values[4:5].clone()
+    swapped[0, -1] = 0  # the same λ on the other task: other weights
+    assert not torch.allclose(model.emit(swapped).flatten(), wb.flatten())
+    found = gradient_search(model, steps=3, starts=2, task=1)
+    assert found["task"] == 1 and set(found["lambda"]) == set(CONDITIONS)
+    with pytest.raises(ValueError, match="task must be in"):
+        gradient_search(model, steps=1, task=2)
+    with pytest.raises(ValueError, match="the condition 'task' and tasks go together"):
+        TaskDataModule(tiny_yaml, conditions=["task"])
+    mnist1d = tiny_config()
+    mnist1d["task"] = {"name": "mnist1d", "num_samples": 400, "n_val": 50}
+    mnist1d_yaml = tmp_path / "mnist1d.yaml"
+    mnist1d_yaml.write_text(yaml.safe_dump(mnist1d))
+    with pytest.raises(ValueError, match=r"different weight spaces: task .*mnist1d.yaml has mlp \[layers.0.weight \[8, 40\]"):
+        TaskDataModule(tiny_yaml, conditions=["task"], tasks=[str(mnist1d_yaml)])

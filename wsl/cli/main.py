@@ -47,7 +47,7 @@ def _hyper_search(args) -> int:
     from wsl.hyper.search import run_search
 
     run_search(args.model, zoo=args.zoo, seeds=args.seeds, steps=args.steps, lr=args.lr, starts=args.starts,
-               out=args.out)
+               task=args.task, out=args.out)
     return 0
 
 
@@ -240,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     hs.add_argument("--steps", type=int, default=300, help="gradient steps on λ (default 300)")
     hs.add_argument("--lr", type=float, default=0.05, help="step size on λ's unit coordinates (default 0.05)")
     hs.add_argument("--starts", type=int, default=8, help="starting points, descended at once (default 8)")
+    hs.add_argument("--task", type=int, default=0, help="a hypernetwork over several tasks: the task's index (default 0)")
     hs.add_argument("--out", metavar="JSON", help="also write the report to this file")
     hs.set_defaults(func=_hyper_search)
 

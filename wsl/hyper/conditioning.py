@@ -1,5 +1,5 @@
 """What a hypernetwork is conditioned on, as vectors: hyperparameters (ranges from a zoo config) and
-integer labels (an INR's class, a task index).
+integer labels (a task index, an INR's class).
 
 Hyperparameters are mapped to a unit value ``u`` in [0, 1] over their range, on a log scale where
 the zoo samples them log-uniformly, so that sampling ``u`` uniformly draws λ as the zoo draws it
@@ -82,9 +82,13 @@ class HparamEncoder(nn.Module):
 
     def to_unit(self, values: Tensor) -> Tensor:
         self._check(values)
+        if not self.ranges:
+            return values[:, :0]
         return torch.stack([r.to_unit(values[:, k]) for k, r in enumerate(self.ranges)], 1)
 
     def from_unit(self, u: Tensor) -> Tensor:
+        if not self.ranges:
+            return u[:, :0]
         return torch.stack([r.from_unit(u[:, k]) for k, r in enumerate(self.ranges)], 1)
 
     def sample(self, n: int, generator: torch.Generator | None = None, device=None) -> Tensor:

@@ -3,13 +3,15 @@ hyperparameters λ, trained functionally on the task or by distillation from a z
 
 - ``signal: functional`` (on a ``TaskDataModule``): each step draws ``networks_per_step`` λ from
   the config's ranges (Lorraine & Duvenaud), emits those networks and trains them on a batch of
-  the task's training examples (``wsl.hyper.objectives``). No zoo is needed.
+  the task's training examples (``wsl.hyper.objectives``). No zoo is needed. With the condition
+  ``task`` (the data's ``tasks``: further zoo configs of the same weight space), each network
+  also draws a task, an index the emitter embeds, and trains on that task's batch.
 - ``signal: weights`` or ``outputs`` (on a ``WeightDataModule`` whose ``conditions`` are the
   hyperparameters): emit at each zoo network's own λ and match its normalized weights (use
   ``align: true`` in the data) or its outputs on the task's training inputs.
 
 Validation runs the networks emitted at ``eval_points`` fixed λ (a scrambled Sobol set over the
-ranges) on the task's validation examples: ``val/loss``, ``val/acc`` and ``val/score`` (mean
+ranges, for every task) on the task's validation examples: ``val/loss``, ``val/acc`` and ``val/score`` (mean
 accuracy, or minus the loss for regression), what the kept checkpoint is chosen by. Test
 examples are never looked at here.
 """
@@ -25,8 +27,8 @@ import torch
 from torch import Tensor
 
 from wsl.data.normalize import WeightNormalizer
-from wsl.data.task import source_task
-from wsl.hyper.conditioning import FUNCTIONAL_HPARAMS, HparamEncoder, hparam_range
+from wsl.data.task import TASK, source_task
+from wsl.hyper.conditioning import FUNCTIONAL_HPARAMS, HparamEncoder, LabelEncoder, hparam_range
 from wsl.hyper.emitter import WeightEmitter
 from wsl.hyper.objectives import ExampleDraws, functional_loss, output_distillation_loss
 from wsl.weights import WeightBatch
@@ -40,7 +42,9 @@ PARAMETRIZATIONS = ("plain", "mip")
 class HyperNetwork(pl.LightningModule):
     """Args:
         spec_json, source_json: the weight space and its zoo config (linked from the DataModule).
-        conditions: the hyperparameters λ the networks are emitted from (linked from the DataModule).
+        conditions: the hyperparameters λ the networks are emitted from, and ``task`` for a
+            hypernetwork over several tasks (linked from the DataModule). Emitting takes their
+            values in this order, ``task`` last (the task's index).
         signal: ``functional``, ``weights`` or ``outputs`` (see the module's docstring).
         parametrization: ``plain`` or ``mip`` (magnitude-invariant: [cos, sin] inputs, residual
             on learned base weights; ``wsl.hyper.conditioning``, ``wsl.hyper.emitter``).
@@ -48,14 +52,16 @@ class HyperNetwork(pl.LightningModule):
         networks_per_step: λ drawn per functional training step.
         fixed: values of the config's varying functional hyperparameters that are not conditions
             (a functional hypernetwork must know every λ it trains under).
-        eval_points: λ at which validation runs emitted networks.
+        eval_points: λ at which validation runs emitted networks (per task).
+        task_dim: width of the task embedding.
     """
 
     def __init__(self, spec_json: str = "", source_json: str = "{}", conditions: list[str] | None = None,
                  signal: str = "functional", parametrization: str = "plain", heads: str = "chunk",
                  hidden: int = 128, depth: int = 2, chunk_size: int = 256, chunk_dim: int = 32,
                  networks_per_step: int = 32, fixed: dict[str, float] | None = None, distill_batch: int = 256,
-                 lr: float = 1e-3, weight_decay: float = 0.0, eval_points: int = 32, seed: int = 0):
+                 lr: float = 1e-3, weight_decay: float = 0.0, eval_points: int = 32, seed: int = 0,
+                 task_dim: int = 16):
         super().__init__()
         if not spec_json:
             raise ValueError("HyperNetwork needs the weight space (spec_json); with `wsl fit` it comes from the "
@@ -68,19 +74,30 @@ class HyperNetwork(pl.LightningModule):
         self.spec = WeightSpaceSpec.from_json(spec_json)
         self.source = json.loads(source_json)
         config = self.source.get("config") or {}
-        self.conditions = list(conditions or [])
-        if not self.conditions:
+        conditions = list(conditions or [])
+        if not conditions:
             raise ValueError("a HyperNetwork needs conditions: the hyperparameters it emits networks from "
                              "(data.conditions)")
-        bad = [n for n in self.conditions if n not in FUNCTIONAL_HPARAMS]
+        self.hparam_names = [c for c in conditions if c != TASK]
+        self.num_tasks = 1 + len(self.source.get("tasks") or [])
+        self.multitask = TASK in conditions
+        self.conditions = self.hparam_names + ([TASK] if self.multitask else [])
+        if self.multitask and signal != "functional":
+            raise ValueError("the condition 'task' is for the functional signal (distillation reads one zoo)")
+        if self.multitask and self.num_tasks < 2:
+            raise ValueError("the condition 'task' needs several tasks: give the data module's tasks")
+        bad = [n for n in self.hparam_names if n not in FUNCTIONAL_HPARAMS]
         if signal == "functional" and bad:
             raise ValueError(f"conditions {bad} have no meaning for the functional loss (no optimizer trains the "
                              f"emitted networks); functional conditions are {list(FUNCTIONAL_HPARAMS)}; condition on "
                              f"{bad} with signal: weights or outputs (distillation from a zoo)")
         hp = config.get("hparams", {})
-        ranges = [hparam_range(hp, name, "hypernetwork conditions").to_dict() for name in self.conditions]
+        ranges = [hparam_range(hp, name, "hypernetwork conditions").to_dict() for name in self.hparam_names]
         self.encoder = HparamEncoder(ranges, mip=parametrization == "mip")
-        self.emitter = WeightEmitter(self.spec, self.encoder.out_dim, hidden=hidden, depth=depth, heads=heads,
+        self.task_encoder = LabelEncoder(self.num_tasks, task_dim, mip=parametrization == "mip") \
+            if self.multitask else None
+        cond_dim = self.encoder.out_dim + (task_dim if self.multitask else 0)
+        self.emitter = WeightEmitter(self.spec, cond_dim, hidden=hidden, depth=depth, heads=heads,
                                      chunk_size=chunk_size, chunk_dim=chunk_dim, mip=parametrization == "mip",
                                      base_seed=seed)
         self.activation = self.spec.activation
@@ -95,7 +112,7 @@ class HyperNetwork(pl.LightningModule):
         """The functional λ that are not conditions: given in ``fixed``, or fixed in the config."""
         out = {}
         for name in FUNCTIONAL_HPARAMS:
-            if name in self.conditions:
+            if name in self.hparam_names:
                 continue
             if name in fixed:
                 out[name] = float(fixed.pop(name))
@@ -106,30 +123,59 @@ class HyperNetwork(pl.LightningModule):
                 out[name] = float(hp[name])
         if fixed:
             raise ValueError(f"fixed: {sorted(fixed)} are conditions or not functional hyperparameters; "
-                             f"fixed takes {[n for n in FUNCTIONAL_HPARAMS if n not in self.conditions]}")
+                             f"fixed takes {[n for n in FUNCTIONAL_HPARAMS if n not in self.hparam_names]}")
         return out
 
     # --- emitting ---------------------------------------------------------------------------------
+    def condition_from_unit(self, u: Tensor, task: Tensor | None = None) -> Tensor:
+        """The emitter's input for hyperparameters at unit coordinates ``u`` [B, K] and task indices [B]."""
+        c = self.encoder.encode_unit(u)
+        if self.task_encoder is not None:
+            task = torch.zeros(len(u), dtype=torch.long, device=u.device) if task is None else task
+            c = torch.cat([c, self.task_encoder(task)], 1)
+        return c
+
     def emit_flat(self, values: Tensor) -> Tensor:
-        """Flat raw weights [B, P] of the networks at λ ``values`` [B, K] (own units)."""
-        return self.emitter(self.encoder(values.to(self.device, torch.float32)))
+        """Flat raw weights [B, P] of the networks at ``values`` [B, len(conditions)] (own units)."""
+        values = values.to(self.device, torch.float32)
+        K = len(self.hparam_names)
+        return self.emitter(self.condition_from_unit(self.encoder.to_unit(values[:, :K]), self.task_of(values)))
 
     def emit(self, values: Tensor) -> WeightBatch:
-        """The networks at λ ``values`` [B, K] (the conditions' own units) as raw weights."""
+        """The networks at ``values`` [B, len(conditions)] (the conditions' own units) as raw weights."""
         return WeightBatch.from_flat(self.spec, self.emit_flat(values))
 
-    @cached_property
-    def task(self):
-        return source_task(self.source["config"]).to(self.device)
+    def task_of(self, values: Tensor) -> Tensor:
+        """Each row's task index (0 without the condition ``task``)."""
+        if not self.multitask:
+            return torch.zeros(len(values), dtype=torch.long, device=values.device)
+        return values[:, -1].round().long()
+
+    def sample_values(self, n: int) -> Tensor:
+        """``n`` conditions drawn as the zoo draws λ (and a task uniformly)."""
+        values = self.encoder.sample(n, device=self.device)
+        if self.multitask:
+            values = torch.cat([values, torch.randint(self.num_tasks, (n, 1), device=self.device).float()], 1)
+        return values
 
     @cached_property
-    def draws(self) -> ExampleDraws:
-        return ExampleDraws(self.task, seed=int(self.source.get("config", {}).get("seed", 0)))
+    def tasks(self) -> list:
+        """The tasks the networks are trained and validated on (index 0: the source config's)."""
+        configs = [self.source["config"], *(self.source.get("tasks") or [])]
+        return [source_task(c).to(self.device) for c in configs]
+
+    @property
+    def task(self):
+        return self.tasks[0]
+
+    @cached_property
+    def draws(self) -> list[ExampleDraws]:
+        return [ExampleDraws(t, seed=int(self.source.get("config", {}).get("seed", 0))) for t in self.tasks]
 
     def lambda_dict(self, values: Tensor) -> dict[str, Tensor]:
         """name -> [M] for every functional λ: the conditions' columns and the fixed values."""
         M = values.shape[0]
-        out = {name: values[:, k] for k, name in enumerate(self.conditions) if name in FUNCTIONAL_HPARAMS}
+        out = {name: values[:, k] for k, name in enumerate(self.hparam_names) if name in FUNCTIONAL_HPARAMS}
         out.update({name: torch.full((M,), v, device=values.device) for name, v in self.fixed.items()})
         return out
 
@@ -146,11 +192,18 @@ class HyperNetwork(pl.LightningModule):
         if signal == "functional":
             if isinstance(batch[0], WeightBatch):
                 raise ValueError("signal 'functional' trains on task examples: the data must be a TaskDataModule")
-            x, y, idx = batch
-            lam = self.encoder.sample(int(self.hparams.networks_per_step), device=self.device)
-            wb = self.emit(lam)
-            loss = functional_loss(self.spec, wb.params(), self.task, x, y, idx, self.lambda_dict(lam), self.draws,
-                                   self.activation).mean()
+            batches = list(batch) if isinstance(batch[0], (list, tuple)) else [batch]  # one batch per task
+            if len(batches) != self.num_tasks:
+                raise ValueError(f"the hypernetwork trains on {self.num_tasks} task(s), the data serves {len(batches)}")
+            values = self.sample_values(int(self.hparams.networks_per_step))
+            params, task_of = self.emit(values).params(), self.task_of(values)
+            losses = []
+            for t, (x, y, idx) in enumerate(batches):
+                rows = torch.nonzero(task_of == t).flatten()
+                if len(rows):
+                    losses.append(functional_loss(self.spec, [p[rows] for p in params], self.tasks[t], x, y, idx,
+                                                  self.lambda_dict(values[rows]), self.draws[t], self.activation))
+            loss = torch.cat(losses).mean()
         else:
             loss = self._distillation_loss(batch)
         self.log("train/loss", loss, prog_bar=True)
@@ -172,9 +225,14 @@ class HyperNetwork(pl.LightningModule):
 
     # --- validation -------------------------------------------------------------------------------
     def eval_lambdas(self) -> Tensor:
-        """The fixed λ of validation: a scrambled Sobol set over the ranges."""
-        sobol = torch.quasirandom.SobolEngine(len(self.conditions), scramble=True, seed=0)
-        return self.encoder.from_unit(sobol.draw(int(self.hparams.eval_points)))
+        """The fixed conditions of validation: a scrambled Sobol set over the ranges (for every task)."""
+        n, K = int(self.hparams.eval_points), len(self.hparam_names)
+        u = torch.quasirandom.SobolEngine(K, scramble=True, seed=0).draw(n) if K else torch.zeros(n, 0)
+        values = self.encoder.from_unit(u)
+        if self.multitask:
+            tasks = torch.arange(self.num_tasks, dtype=torch.float32).repeat_interleave(n).unsqueeze(1)
+            values = torch.cat([values.repeat(self.num_tasks, 1), tasks], 1)
+        return values
 
     def validation_step(self, batch, batch_idx: int) -> None:
         if self.hparams.signal != "functional" and isinstance(batch[0], WeightBatch) and len(batch) > 1:
@@ -183,12 +241,18 @@ class HyperNetwork(pl.LightningModule):
 
     @torch.no_grad()
     def evaluate_at(self, values: Tensor, split: str = "val") -> dict[str, np.ndarray]:
-        """Loss (and accuracy) [M] on ``split`` of the networks emitted at λ ``values``."""
-        task = self.task
-        wb = self.emit(values)
-        res = evaluate(self.spec, [p.float() for p in wb.params()], task, getattr(task, f"x_{split}"),
-                       getattr(task, f"y_{split}"), activation=self.activation)
-        return {k: v.cpu().numpy() for k, v in res.items()}
+        """Loss (and accuracy) [M] on ``split`` of the networks emitted at ``values``, each on its task."""
+        values = values.to(self.device, torch.float32)
+        params, task_of = self.emit(values).params(), self.task_of(values)
+        out: dict[str, np.ndarray] = {}
+        for t in torch.unique(task_of).tolist():
+            rows = torch.nonzero(task_of == t).flatten()
+            task = self.tasks[t]
+            res = evaluate(self.spec, [p[rows] for p in params], task, getattr(task, f"x_{split}"),
+                           getattr(task, f"y_{split}"), activation=self.activation)
+            for k, v in res.items():
+                out.setdefault(k, np.full(len(values), np.nan, dtype=np.float32))[rows.cpu().numpy()] = v.cpu().numpy()
+        return out
 
     def on_validation_epoch_end(self) -> None:
         if self._val:

@@ -48,12 +48,17 @@ def load_hypernetwork(path: str | Path) -> HyperNetwork:
 
 
 def gradient_search(model: HyperNetwork, steps: int = 300, lr: float = 0.05, starts: int = 8,
-                    seed: int = 0) -> dict[str, Any]:
-    """λ minimising the emitted network's validation loss, descended from ``starts`` Sobol starts
-    at once; the start that ends lowest wins. Returns λ, its validation loss and accuracy, and
-    the loss curve of the winning start."""
-    task = model.task
-    sobol = torch.quasirandom.SobolEngine(len(model.conditions), scramble=True, seed=seed)
+                    seed: int = 0, task: int = 0) -> dict[str, Any]:
+    """λ minimising the emitted network's validation loss on task ``task``, descended from
+    ``starts`` Sobol starts at once; the start that ends lowest wins. Returns λ, its validation
+    loss and accuracy, and the loss curve of the winning start."""
+    if not model.hparam_names:
+        raise ValueError("the hypernetwork is conditioned on no hyperparameter: there is nothing to search")
+    if not 0 <= task < model.num_tasks:
+        raise ValueError(f"task must be in [0, {model.num_tasks}), found {task}")
+    task_data = model.tasks[task]
+    task_index = torch.full((starts,), task, dtype=torch.long, device=model.device)
+    sobol = torch.quasirandom.SobolEngine(len(model.hparam_names), scramble=True, seed=seed)
     u0 = sobol.draw(starts).clamp(0.02, 0.98)
     logits = torch.logit(u0).to(model.device).requires_grad_(True)
     opt = torch.optim.Adam([logits], lr=lr)
@@ -62,8 +67,8 @@ def gradient_search(model: HyperNetwork, steps: int = 300, lr: float = 0.05, sta
     curves = []
     for _ in range(steps):
         u = torch.sigmoid(logits)
-        flat = model.emitter(model.encoder.encode_unit(u))
-        res = _val_loss(model, WeightBatch.from_flat(model.spec, flat).params(), task)
+        flat = model.emitter(model.condition_from_unit(u, task_index))
+        res = _val_loss(model, WeightBatch.from_flat(model.spec, flat).params(), task_data)
         opt.zero_grad()
         res.sum().backward()
         opt.step()
@@ -71,10 +76,12 @@ def gradient_search(model: HyperNetwork, steps: int = 300, lr: float = 0.05, sta
     with torch.no_grad():
         u = torch.sigmoid(logits)
         values = model.encoder.from_unit(u)
+        if model.multitask:
+            values = torch.cat([values, task_index.unsqueeze(1).float()], 1)
         final = model.evaluate_at(values, "val")
     best = int(np.nanargmin(final["loss"]))
     curves = np.stack(curves)
-    return {"lambda": {n: float(values[best, k]) for k, n in enumerate(model.conditions)},
+    return {"lambda": {n: float(values[best, k]) for k, n in enumerate(model.hparam_names)}, "task": task,
             "val_loss": float(final["loss"][best]), "val_acc": float(final["acc"][best]) if "acc" in final else None,
             "curve": curves[:, best].tolist(), "starts": starts, "steps": steps}
 
@@ -86,11 +93,12 @@ def _val_loss(model: HyperNetwork, params: list[torch.Tensor], task) -> torch.Te
     return per_example_loss(task.kind, out, task.y_val.unsqueeze(0).expand(M, *task.y_val.shape)).mean(1)
 
 
-def train_directly(model: HyperNetwork, values: dict[str, float], seeds: int = 5, seed_offset: int = 10_000
-                   ) -> dict[str, np.ndarray]:
-    """Metrics [seeds] of networks the zoo trainer trains at λ ``values`` with the config's other
-    hyperparameters (varying ones not in ``values`` take the hypernetwork's ``fixed``)."""
-    config = parse_config(model.source["config"], "hypernetwork source config")
+def train_directly(model: HyperNetwork, values: dict[str, float], seeds: int = 5, seed_offset: int = 10_000,
+                   task: int = 0) -> dict[str, np.ndarray]:
+    """Metrics [seeds] of networks the zoo trainer trains at λ ``values`` on task ``task`` with
+    its config's other hyperparameters (varying ones not in ``values`` take the hypernetwork's ``fixed``)."""
+    configs = [model.source["config"], *(model.source.get("tasks") or [])]
+    config = parse_config(configs[task], f"hypernetwork task {task} config")
     task, spec = build_task_and_spec(config)
     hp = {}
     for name, space in config.hparams.items():
@@ -126,20 +134,20 @@ def best_grid_point(zoo_path: str | Path, names: list[str]) -> dict[str, Any]:
 
 
 def run_search(model_path: str | Path, *, zoo: str | Path | None = None, seeds: int = 5, steps: int = 300,
-               lr: float = 0.05, starts: int = 8, out: str | Path | None = None) -> dict[str, Any]:
+               lr: float = 0.05, starts: int = 8, task: int = 0, out: str | Path | None = None) -> dict[str, Any]:
     """The whole ``wsl hyper search``: search, train at λ, compare; printed and written as JSON."""
     model = load_hypernetwork(model_path)
-    found = gradient_search(model, steps=steps, lr=lr, starts=starts)
-    values = torch.tensor([[found["lambda"][n] for n in model.conditions]])
+    found = gradient_search(model, steps=steps, lr=lr, starts=starts, task=task)
+    values = torch.tensor([[found["lambda"][n] for n in model.hparam_names] + ([task] if model.multitask else [])])
     emitted = model.evaluate_at(values, "test")
-    direct = train_directly(model, found["lambda"], seeds)
-    report = {"hypernetwork": str(model_path), "conditions": model.conditions, "search": found,
+    direct = train_directly(model, found["lambda"], seeds, task=task)
+    report = {"hypernetwork": str(model_path), "conditions": model.conditions, "task": task, "search": found,
               "emitted_test_acc": float(emitted["acc"][0]) if "acc" in emitted else None,
               "emitted_test_loss": float(emitted["loss"][0]),
               "direct": {"seeds": seeds, "test_acc": _mean_std(direct.get("test_acc")),
                          "val_acc": _mean_std(direct.get("val_acc")), "test_loss": _mean_std(direct["test_loss"])}}
     if zoo is not None:
-        report["grid"] = best_grid_point(zoo, model.conditions)
+        report["grid"] = best_grid_point(zoo, model.hparam_names)
     lines = [f"λ found by gradient on the validation loss ({starts} starts, {steps} steps): "
              + ", ".join(f"{n}={v:.4g}" for n, v in found["lambda"].items()),
              f"  emitted network at λ: validation loss {found['val_loss']:.4f}"
