@@ -19,7 +19,6 @@ its class's mean image; image conditioning can approach the zoo's fits.
 """
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,8 @@ from torch import Tensor, nn
 from wsl.data.normalize import WeightNormalizer
 from wsl.hyper.conditioning import LabelEncoder
 from wsl.hyper.emitter import WeightEmitter
-from wsl.prediction.checkpoint import NOT_OURS, PREDICTOR_GLOBALS, load_torch_file
+from wsl.hyper.model import PARAMETRIZATIONS
+from wsl.prediction.checkpoint import NOT_OURS, PREDICTOR_GLOBALS, load_torch_file, model_from_checkpoint
 from wsl.weights import WeightBatch
 from zoo.functional import population_forward
 from zoo.inr import psnr
@@ -40,7 +40,6 @@ from zoo.signals import grid_coords
 from zoo.weight_space import WeightSpaceSpec
 
 SIGNALS = ("functional", "weights")
-PARAMETRIZATIONS = ("plain", "mip")
 CONDITIONS = ("image", "class")
 CHECKPOINT_TAG = "INRHyperNetwork"
 CHECKPOINT_FILE = "an INR hypernetwork checkpoint (.ckpt) written by wsl fit"
@@ -231,14 +230,17 @@ class INRHyperNetwork(pl.LightningModule):
         """Mean squared error between student and teacher weights, both normalized."""
         return (self.weight_normalizer(student).flatten() - self.weight_normalizer(teacher).flatten()).pow(2).mean()
 
-    def training_step(self, batch, batch_idx: int) -> Tensor:
+    def loss(self, batch) -> Tensor:
+        """The training loss of a batch: reconstruction MSE (``functional``) or distillation (``weights``)."""
         teacher, values, labels = self._unpack(batch)
         wb = self.emit(self._condition_of(values, labels))
         if self.hparams.signal == "functional":
-            loss = self.signal_mse(wb, values).mean()
-        else:
-            loss = self.distillation_loss(wb, teacher)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(values))
+            return self.signal_mse(wb, values).mean()
+        return self.distillation_loss(wb, teacher)
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        loss = self.loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch[1]))
         return loss
 
     # --- evaluation -------------------------------------------------------------------------------
@@ -289,16 +291,9 @@ def inr_hypernetwork_from_checkpoint(ckpt: dict[str, Any], source: str = "checkp
         found = f"a dict with keys {sorted(map(str, ckpt))[:8]}" if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}"
         raise ValueError(f"{source}: expected {CHECKPOINT_FILE} (wsl_hypernetwork = {CHECKPOINT_TAG!r}, "
                          f"hyper_parameters, state_dict), found {found} (wsl_hypernetwork = {tag!r})")
-    accepted = set(inspect.signature(INRHyperNetwork.__init__).parameters) - {"self"}
-    hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
-    unknown = sorted(set(hparams) - accepted)
-    if unknown:
-        raise ValueError(f"{source}: hyperparameters {unknown} are not INRHyperNetwork's ({sorted(accepted)}); "
-                         f"was it written by another version of wsl?")
-    model = INRHyperNetwork(**hparams)
-    model.load_state_dict(ckpt["state_dict"])
+    model = model_from_checkpoint(INRHyperNetwork, ckpt, source)
     model._normalizer_set = True  # the checkpoint's buffer is the data's fitted normalizer
-    return model.eval()
+    return model
 
 
 def load_inr_hypernetwork(path: str | Path) -> INRHyperNetwork:

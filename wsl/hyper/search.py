@@ -117,18 +117,23 @@ def train_directly(model: HyperNetwork, values: dict[str, float], seeds: int = 5
     return {k: v[:, -1] for k, v in res.metrics.items()}
 
 
-def best_grid_point(zoo_path: str | Path, names: list[str]) -> dict[str, Any]:
-    """The grid point of a zoo (its runs grouped by ``names``) with the best mean validation
-    accuracy, with that point's mean test accuracy."""
+def best_grid_point(zoo_path: str | Path, names: list[str], where: dict[str, float] | None = None) -> dict[str, Any]:
+    """The grid point of a zoo (its runs grouped by ``names``; only the runs whose other
+    hyperparameters equal ``where``) with the best mean validation accuracy, with that point's
+    mean test accuracy."""
     with Zoo(zoo_path) as z:
-        done = z.done
-        cols = np.stack([z.hparam(n).astype(np.float64) for n in names], 1)[done]
-        val, test = z.metric("val_acc")[done, -1], z.metric("test_acc")[done, -1]
+        keep = z.done.copy()
+        for name, value in (where or {}).items():
+            keep &= np.isclose(z.hparam(name).astype(np.float64), float(value))
+        if not keep.any():
+            raise ValueError(f"{zoo_path}: no done run has {where}")
+        cols = np.stack([z.hparam(n).astype(np.float64) for n in names], 1)[keep]
+        val, test = z.metric("val_acc")[keep, -1], z.metric("test_acc")[keep, -1]
     points, inverse = np.unique(cols, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
     mean_val = np.array([np.nanmean(val[inverse == k]) for k in range(len(points))])
     k = int(np.nanargmax(mean_val))
-    return {"lambda": dict(zip(names, points[k].tolist())), "val_acc": float(mean_val[k]),
+    return {"lambda": dict(zip(names, points[k].tolist())), "where": dict(where or {}), "val_acc": float(mean_val[k]),
             "test_acc": float(np.nanmean(test[inverse == k])), "test_acc_std": float(np.nanstd(test[inverse == k])),
             "networks": int((inverse == k).sum()), "grid_points": int(len(points))}
 
@@ -145,15 +150,19 @@ def run_search(model_path: str | Path, *, zoo: str | Path | None = None, seeds: 
               "emitted_test_acc": float(emitted["acc"][0]) if "acc" in emitted else None,
               "emitted_test_loss": float(emitted["loss"][0]),
               "direct": {"seeds": seeds, "test_acc": _mean_std(direct.get("test_acc")),
-                         "val_acc": _mean_std(direct.get("val_acc")), "test_loss": _mean_std(direct["test_loss"])}}
-    if zoo is not None:
-        report["grid"] = best_grid_point(zoo, model.hparam_names)
+                         "val_acc": _mean_std(direct.get("val_acc")), "test_loss": _mean_std(direct["test_loss"]),
+                     "test_acc_median": float(np.median(direct["test_acc"])) if "test_acc" in direct else None}}
+    if zoo is not None:  # the grid's runs at the hypernetwork's fixed values, if the grid varies them
+        with Zoo(zoo) as z:
+            where = {k: v for k, v in model.fixed.items() if k in z.hparam_names}
+        report["grid"] = best_grid_point(zoo, model.hparam_names, where)
     lines = [f"λ found by gradient on the validation loss ({starts} starts, {steps} steps): "
              + ", ".join(f"{n}={v:.4g}" for n, v in found["lambda"].items()),
              f"  emitted network at λ: validation loss {found['val_loss']:.4f}"
              + (f", test accuracy {report['emitted_test_acc']:.4f}" if report["emitted_test_acc"] is not None else ""),
              f"  {seeds} networks trained directly at λ: test accuracy "
-             f"{report['direct']['test_acc']['mean']:.4f} ± {report['direct']['test_acc']['std']:.4f}"
+             f"{report['direct']['test_acc']['mean']:.4f} ± {report['direct']['test_acc']['std']:.4f} "
+             f"(median {report['direct']['test_acc_median']:.4f})"
              if direct.get("test_acc") is not None else
              f"  {seeds} networks trained directly at λ: test loss {report['direct']['test_loss']['mean']:.4f}"]
     if "grid" in report:
