@@ -277,3 +277,27 @@ def test_hypernetwork_over_several_tasks(tiny_yaml, tmp_path, one_thread):
     mnist1d_yaml.write_text(yaml.safe_dump(mnist1d))
     with pytest.raises(ValueError, match=r"different weight spaces: task .*mnist1d.yaml has mlp \[layers.0.weight \[8, 40\]"):
         TaskDataModule(tiny_yaml, conditions=["task"], tasks=[str(mnist1d_yaml)])
+
+
+def test_hypernetwork_emits_cnns_and_trains_them_functionally(tmp_path, one_thread):
+    config = tiny_config()
+    config["architecture"] = {"name": "cnn", "channels": [4, 8], "kernel": 3, "stride": 2, "activation": "relu"}
+    path = tmp_path / "cnn.yaml"
+    path.write_text(yaml.safe_dump(config))
+    torch.manual_seed(0)
+    data = TaskDataModule(str(path), conditions=CONDITIONS, batch_size=64)
+    assert data.spec.layers[0].kind == "conv2d" and data.task.input_shape == (1, 8, 8)
+    model = HyperNetwork(data.spec_json, data.source_json, CONDITIONS, hidden=32, chunk_size=128,
+                         networks_per_step=4, lr=3e-3, eval_points=4)
+    values = model.eval_lambdas()
+    wb = model.emit(values)
+    assert wb.weights[0].shape == (4, 4, 1, 3, 3)
+    # the emitted CNNs run as plain torch modules do
+    net = TorchNet(data.spec, "relu")
+    net.load_state_dict(wb.state_dict(2))
+    from zoo.functional import population_forward
+    x = data.task.x_val[:16]
+    assert torch.allclose(population_forward(data.spec, wb.params(), x, activation="relu")[2], net(x), atol=1e-5)
+    before = model.evaluate_at(values)["loss"].mean()
+    make_trainer(10, enable_checkpointing=False).fit(model, data)
+    assert model.evaluate_at(values)["loss"].mean() < before
