@@ -106,3 +106,48 @@ def test_compiled_optimizer_matches_eager(monkeypatch, kind):
     for eager, compiled in zip(*results):
         torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
     assert torch.equal(results[1][0][1], start[0][1])  # the inactive model is untouched
+
+
+@pytest.mark.parametrize("env,mode", [(None, "auto"), ("0", "off"), ("off", "off"), ("1", "on"), ("yes", "on"),
+                                      ("auto", "auto")])
+def test_compile_mode_from_the_environment(monkeypatch, env, mode):
+    if env is None:
+        monkeypatch.delenv("WSL_COMPILE", raising=False)
+    else:
+        monkeypatch.setenv("WSL_COMPILE", env)
+    assert fused.compile_mode() == mode
+    big, small = fused.MIN_RUN_COMPILED_WORK, fused.MIN_RUN_COMPILED_WORK / 10
+    assert fused.run_worth_compiling(big) == (mode != "off")
+    assert fused.run_worth_compiling(small) == (mode == "on")  # a small run compiles only when asked to
+
+
+@pytest.mark.parametrize("env,compiled", [(None, False), ("1", True)])
+def test_a_small_run_trains_eagerly_unless_asked(monkeypatch, tmp_path, env, compiled):
+    """The decision is the run's, from its config: a demo-sized zoo would spend more on compiling
+    than it saves; WSL_COMPILE=1 compiles wherever the tensors are large enough."""
+    from zoo import generate as gen
+    from zoo.config import parse_config
+    from zoo.train import training_work
+
+    if env is None:
+        monkeypatch.delenv("WSL_COMPILE", raising=False)
+    else:
+        monkeypatch.setenv("WSL_COMPILE", env)
+    seen = []
+    real = gen.train_population
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["compile"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gen, "train_population", spy)
+    config = parse_config({"name": "tiny", "num_models": 4, "epochs": 1, "task": {"name": "digits"},
+                           "architecture": {"name": "mlp", "hidden": [4], "activation": "relu"},
+                           "hparams": {"data_fraction": {"uniform": [0.2, 1.0]}}})
+    gen.generate(config, tmp_path / "z.h5", progress=False, log=lambda s: None)
+    assert seen == [compiled]
+    task, spec = gen.build_task_and_spec(config)
+    hp = gen.sample_hparams(config, range(4))
+    work = training_work(spec, task.x_train.shape[0], hp["data_fraction"], 1)
+    want = sum(max(1, round(f * task.x_train.shape[0])) for f in hp["data_fraction"]) * (64 + 4 + 10)
+    assert work == want and work < fused.MIN_RUN_COMPILED_WORK

@@ -10,7 +10,12 @@ float32 rounding.
 Compiling needs a C++ compiler and takes seconds once per process and step function (Inductor
 keeps the kernels in its on-disk cache, so later processes start faster). Where it is unavailable
 or fails, or with ``WSL_COMPILE=0`` in the environment, the same function runs eagerly, with one
-warning. Callers run small inputs eagerly: compiling them would cost more than it saves.
+warning. Callers run small inputs eagerly: compiling them would cost more than it saves; and a
+whole training run too small to earn its compilation back runs eagerly (``run_worth_compiling``),
+unless ``WSL_COMPILE=1`` asks for compiling wherever the inputs are large enough.
+
+Compiled and eager steps agree to float32 rounding, not bit for bit, so the decision is made from
+the config alone (never from timings): the same config gives the same zoo on the same machine.
 """
 from __future__ import annotations
 
@@ -24,9 +29,34 @@ import torch
 MIN_COMPILED_NUMEL = 1 << 20
 
 
+#: Population training runs with less elementwise work than this run eagerly. Measured on 2 CPU
+#: cores with a cold Inductor cache (docs/benchmarks.md, "A fast first run"): the demo zoo
+#: (work 4.6e9) took 91.7 s compiled, 51.1 s eager; the same at 3x the epochs (1.4e10) 154.6 s
+#: against 145.8 s: compiling costs ~60 s and saves ~38% of eager step time, even at ~1.5e10.
+MIN_RUN_COMPILED_WORK = 1.5e10
+
+
+def compile_mode() -> str:
+    """``off`` (``WSL_COMPILE=0``), ``on`` (``WSL_COMPILE=1``: wherever inputs are large enough) or
+    ``auto`` (unset: also only runs large enough to earn the compilation back)."""
+    value = os.environ.get("WSL_COMPILE", "auto").lower()
+    if value in ("0", "false", "no", "off"):
+        return "off"
+    return "on" if value in ("1", "true", "yes", "on") else "auto"
+
+
 def compile_enabled() -> bool:
     """Whether fused steps may be compiled here (``WSL_COMPILE=0`` turns them off)."""
-    return os.environ.get("WSL_COMPILE", "1").lower() not in ("0", "false", "no", "off")
+    return compile_mode() != "off"
+
+
+def run_worth_compiling(work: float) -> bool:
+    """Whether a training run of ``work`` elementwise operations (epochs x examples seen x
+    activation elements per example, summed over its models) should compile its steps: the
+    compilation, about a minute with a cold cache, must cost less than the ~40% of eager step
+    time that compiled steps save (``MIN_RUN_COMPILED_WORK``)."""
+    mode = compile_mode()
+    return mode == "on" or (mode == "auto" and work >= MIN_RUN_COMPILED_WORK)
 
 
 class FusedStep:

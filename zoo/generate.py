@@ -20,12 +20,13 @@ import torch
 
 from .architectures import build_spec
 from .config import STRUCTURAL, ConfigError, ZooConfig, model_seed, sample_hparams
-from .inr import INR_METRICS, fit_population
+from .inr import INR_METRICS, fit_compiles, fit_population
 from .signals import SIGNAL_TASKS, SignalSet, load_signals
 from .store import (RANDOM_STREAMS, STATUS_DIVERGED, STATUS_PENDING, ZooFileError, create_zoo, write_models,
                     zoo_identity)
 from .tasks import TaskData, load_task
-from .train import activation_elems, metric_names, train_population
+from .fused import run_worth_compiling
+from .train import activation_elems, compiled_parts, metric_names, train_population, training_work
 from .weight_space import WeightSpaceSpec
 
 # Architecture options that the task decides, not the config.
@@ -127,6 +128,10 @@ def plan_chunks(indices: np.ndarray, hparams: dict[str, list], chunk_size: int) 
     return chunks
 
 
+BAR_FORMAT = "{l_bar}{bar}| {n:.0f}/{total} models [{elapsed}<{remaining}, {rate_fmt}]"
+COMPILING_FORMAT = "{l_bar}{bar}| {n:.0f}/{total} models [{elapsed}, compiling the training step once: no ETA yet]"
+
+
 def default_output(config: ZooConfig, shard: tuple[int, int]) -> Path:
     suffix = "" if shard == (0, 1) else f".shard-{shard[0]}-of-{shard[1]}"
     return Path("zoos") / f"{config.name}{suffix}.h5"
@@ -187,11 +192,17 @@ def generate(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[i
     chunks = plan_chunks(indices, hparams, chunk_size)
     todo = [c for c in chunks if bool((status[c] == STATUS_PENDING).any())]
     n_todo = sum(len(c) for c in todo)
+    # compile the steps only if the whole run earns the compilation back (decided from the config
+    # alone: compiled and eager steps round differently, and a zoo must not depend on timings)
+    compile_run = not inr and dev.type == "cpu" and run_worth_compiling(training_work(
+        spec, task.x_train.shape[0], [f for c in todo for f in (hparams["data_fraction"][j] for j in c)],
+        config.epochs))
+    compiled_groups: set = set()  # structural groups (activation, batch size) whose step was compiled
     bar = None
     if progress and n_todo:
         from tqdm import tqdm
         bar = tqdm(total=n_todo, unit="model", desc=f"{config.name} ({dev.type})", dynamic_ncols=True,
-                   bar_format="{l_bar}{bar}| {n:.0f}/{total} models [{elapsed}<{remaining}, {rate_fmt}]")
+                   bar_format=BAR_FORMAT)
     t0 = time.perf_counter()
     finished = 0  # models of this run written so far
     for k, pos in enumerate(todo):
@@ -202,6 +213,17 @@ def generate(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[i
                 bar.update(min(bar.total, start + frac * len(pos)) - bar.n)
 
         chunk_hp = {name: [vals[j] for j in pos] for name, vals in hparams.items()}
+        group = tuple(chunk_hp[k][0] for k in STRUCTURAL if k in chunk_hp)
+        if inr:
+            compiles = fit_compiles(spec, len(pos), task.coords.shape[0], dev)
+        else:
+            compiles = compile_run and any(compiled_parts(spec, len(pos), int(chunk_hp["batch_size"][0]), dev))
+        compiles = compiles and group not in compiled_groups
+        if compiles:
+            compiled_groups.add(group)
+        if bar is not None:  # a chunk that compiles says so, instead of extrapolating an ETA from it
+            bar.bar_format = COMPILING_FORMAT if compiles else BAR_FORMAT
+            bar.refresh()
         if inr:
             which = torch.as_tensor(signal_of(indices[pos], config))
             result = fit_population(spec, task.coords, task.values[which], chunk_hp, [int(seeds[j]) for j in pos],
@@ -210,7 +232,8 @@ def generate(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[i
         else:
             result = train_population(spec, task, chunk_hp, [int(seeds[j]) for j in pos], epochs=config.epochs,
                                       checkpoints=config.checkpoints, device=dev,
-                                      eval_batch=config.training.get("eval_batch"), progress=on_progress)
+                                      eval_batch=config.training.get("eval_batch"), compile=compile_run,
+                                      progress=on_progress)
         write_models(out, pos, {p.name: a for p, a in zip(spec.params, result.params)}, result.metrics,
                      result.status, result.diverged_epoch)
         status[pos] = result.status

@@ -236,6 +236,22 @@ def evaluate_own_examples(spec: WeightSpaceSpec, params: list[Tensor], task: Tas
                   torch.as_tensor(sizes, device=examples.device, dtype=torch.float64).clamp_min(1))
 
 
+def compiled_parts(spec: WeightSpaceSpec, models: int, batch_size: int, device: torch.device,
+                   compile: bool = True) -> tuple[bool, bool]:
+    """Whether a population's optimizer update and its training step run compiled: on the CPU,
+    when the run compiles at all, for tensors large enough to gain (``zoo.fused``)."""
+    if not compile or torch.device(device).type != "cpu":
+        return False, False
+    return (models * spec.num_params >= MIN_COMPILED_NUMEL,
+            models * batch_size * activation_elems(spec) >= MIN_COMPILED_NUMEL)
+
+
+def training_work(spec: WeightSpaceSpec, n_train: int, fractions: list[float], epochs: int) -> float:
+    """Elementwise work of training models with these data fractions for ``epochs``: examples
+    seen times activation elements per example (what ``zoo.fused.run_worth_compiling`` weighs)."""
+    return float(epochs) * sum(_subset_size(n_train, float(f)) for f in fractions) * activation_elems(spec)
+
+
 def step_key_of(epoch: int, step: int) -> int:
     """The dropout masks' step key (int32) of a step of an epoch (1-based epochs)."""
     return (epoch << 20 | step) & 0x7FFFFFFF
@@ -259,14 +275,16 @@ def _autograd_losses_and_grads(spec: WeightSpaceSpec, params: list[Tensor], task
 
 def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, list], seeds: list[int], *,
                      epochs: int, checkpoints: list[int], device: str | torch.device = "cpu",
-                     eval_batch: int | None = None,
+                     eval_batch: int | None = None, compile: bool = True,
                      progress: Callable[[float], None] | None = None) -> PopulationResult:
     """Train M models at once; return their weights and metrics at the ``checkpoints`` epochs.
 
     ``hparams`` maps each hyperparameter name of ``zoo.config.HPARAMS`` to M values; the models must
     share the structural hyperparameters (``zoo.config.STRUCTURAL``: activation, batch
     size); optimizers may differ. ``progress`` is called with the fraction of the chunk
-    finished after each epoch.
+    finished after each epoch. ``compile=False`` runs every step eagerly (a run too small to
+    earn the compilation back: ``zoo.fused.run_worth_compiling``); otherwise steps on large enough
+    populations are compiled on the CPU.
     """
     M = len(seeds)
     # Rows ordered by optimizer kind (each kind updates a contiguous slice), then by subset size,
@@ -277,7 +295,7 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
     if order != list(range(M)):
         res = train_population(spec, task, {k: [v[i] for i in order] for k, v in hparams.items()},
                                [seeds[i] for i in order], epochs=epochs, checkpoints=checkpoints, device=device,
-                               eval_batch=eval_batch, progress=progress)
+                               eval_batch=eval_batch, compile=compile, progress=progress)
         return res.rows_in_order(order)
     device = torch.device(device)
     if device.type == "cpu":
@@ -300,8 +318,7 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
     opt = PopulationOptimizer(params, list(hparams["optimizer"]), torch.tensor(hparams["lr"]),
                               torch.tensor(hparams["weight_decay"]), torch.tensor(hparams["momentum"]))
     # the step and the update fused by torch.compile (zoo.fused) where it pays
-    compile_update = device.type == "cpu" and M * spec.num_params >= MIN_COMPILED_NUMEL
-    compile_step = device.type == "cpu" and M * bs * activation_elems(spec) >= MIN_COMPILED_NUMEL
+    compile_update, compile_step = compiled_parts(spec, M, bs, device, compile)
     dropout = torch.tensor(hparams["dropout"], dtype=torch.float32, device=device)
     dropout = dropout if bool((dropout > 0).any()) else None
     keys = stream_keys(seeds, "dropout").to(device)
