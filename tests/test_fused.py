@@ -151,3 +151,25 @@ def test_a_small_run_trains_eagerly_unless_asked(monkeypatch, tmp_path, env, com
     work = training_work(spec, task.x_train.shape[0], hp["data_fraction"], 1)
     want = sum(max(1, round(f * task.x_train.shape[0])) for f in hp["data_fraction"]) * (64 + 4 + 10)
     assert work == want and work < fused.MIN_RUN_COMPILED_WORK
+
+
+def test_the_compile_decision_is_the_whole_zoos(monkeypatch, tmp_path):
+    """A shard (or a resumed run) decides as the whole zoo does: its models must be the ones the
+    unsharded, uninterrupted run makes, and compiled steps round differently from eager ones."""
+    from zoo import generate as gen
+    from zoo.config import parse_config
+    from zoo.train import training_work
+
+    monkeypatch.delenv("WSL_COMPILE", raising=False)
+    config = parse_config({"name": "tiny", "num_models": 4, "epochs": 1, "task": {"name": "digits"},
+                           "architecture": {"name": "mlp", "hidden": [4], "activation": "relu"}})
+    task, spec = gen.build_task_and_spec(config)
+    whole = training_work(spec, task.x_train.shape[0], [1.0] * 4, 1)
+    monkeypatch.setattr(fused, "MIN_RUN_COMPILED_WORK", whole * 0.75)  # the zoo earns it, half of it would not
+    seen = []
+    real = gen.train_population
+    monkeypatch.setattr(gen, "train_population", lambda *a, **k: seen.append(k["compile"]) or real(*a, **k))
+    gen.generate(config, tmp_path / "shard.h5", shard=(0, 2), progress=False, log=lambda s: None)
+    gen.generate(config, tmp_path / "whole.h5", progress=False, log=lambda s: None, max_chunks=0)
+    gen.generate(config, tmp_path / "whole.h5", progress=False, log=lambda s: None)  # resumed
+    assert seen == [True, True]

@@ -192,11 +192,14 @@ def generate(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[i
     chunks = plan_chunks(indices, hparams, chunk_size)
     todo = [c for c in chunks if bool((status[c] == STATUS_PENDING).any())]
     n_todo = sum(len(c) for c in todo)
-    # compile the steps only if the whole run earns the compilation back (decided from the config
-    # alone: compiled and eager steps round differently, and a zoo must not depend on timings)
-    compile_run = not inr and dev.type == "cpu" and run_worth_compiling(training_work(
-        spec, task.x_train.shape[0], [f for c in todo for f in (hparams["data_fraction"][j] for j in c)],
-        config.epochs))
+    # compile the steps only if the whole zoo's training earns the compilation back: decided from
+    # the config alone (all its models, whatever the shard or what is left to resume), because
+    # compiled and eager steps round differently and a zoo must not depend on how it was run
+    compile_run = False
+    if not inr and dev.type == "cpu":
+        every = hparams if len(indices) == config.num_models else sample_hparams(config, range(config.num_models))
+        compile_run = run_worth_compiling(training_work(spec, task.x_train.shape[0], every["data_fraction"],
+                                                        config.epochs))
     compiled_groups: set = set()  # structural groups (activation, batch size) whose step was compiled
     bar = None
     if progress and n_todo:
