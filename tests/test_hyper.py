@@ -151,8 +151,10 @@ def test_hypernetwork_learns_functionally_and_round_trips_its_checkpoint(tiny_ya
     lam = model.eval_lambdas()
     model.eval()
     assert torch.allclose(loaded.emit(lam).flatten(), model.emit(lam).flatten())
+    before = [p.clone() for p in loaded.parameters()]
     found = gradient_search(loaded, steps=5, starts=2)
     assert set(found["lambda"]) == set(CONDITIONS) and len(found["curve"]) == 5
+    assert all(p.requires_grad and torch.equal(p, q) for p, q in zip(loaded.parameters(), before))  # only λ moved
     for k, name in enumerate(CONDITIONS):
         r = loaded.encoder.ranges[k]
         assert r.low <= found["lambda"][name] <= r.high

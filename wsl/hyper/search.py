@@ -62,17 +62,22 @@ def gradient_search(model: HyperNetwork, steps: int = 300, lr: float = 0.05, sta
     u0 = sobol.draw(starts).clamp(0.02, 0.98)
     logits = torch.logit(u0).to(model.device).requires_grad_(True)
     opt = torch.optim.Adam([logits], lr=lr)
-    for p in model.parameters():
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:  # only λ moves; the hypernetwork is left as it was given
         p.requires_grad_(False)
     curves = []
-    for _ in range(steps):
-        u = torch.sigmoid(logits)
-        flat = model.emitter(model.condition_from_unit(u, task_index))
-        res = _val_loss(model, WeightBatch.from_flat(model.spec, flat).params(), task_data)
-        opt.zero_grad()
-        res.sum().backward()
-        opt.step()
-        curves.append(res.detach().cpu().numpy())
+    try:
+        for _ in range(steps):
+            u = torch.sigmoid(logits)
+            flat = model.emitter(model.condition_from_unit(u, task_index))
+            res = _val_loss(model, WeightBatch.from_flat(model.spec, flat).params(), task_data)
+            opt.zero_grad()
+            res.sum().backward()
+            opt.step()
+            curves.append(res.detach().cpu().numpy())
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
     with torch.no_grad():
         u = torch.sigmoid(logits)
         values = model.encoder.from_unit(u)
