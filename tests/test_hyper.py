@@ -303,3 +303,14 @@ def test_hypernetwork_emits_cnns_and_trains_them_functionally(tmp_path, one_thre
     before = model.evaluate_at(values)["loss"].mean()
     make_trainer(10, enable_checkpointing=False).fit(model, data)
     assert model.evaluate_at(values)["loss"].mean() < before
+
+
+def test_the_shipped_hyperparameter_config_builds_and_emits():
+    from pathlib import Path
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "hyper" / "digits_hparams.yaml").read_text())
+    assert raw["data"]["class_path"] == "wsl.data.TaskDataModule" and raw["model"]["class_path"] == "wsl.hyper.HyperNetwork"
+    data = TaskDataModule(**raw["data"]["init_args"])  # a shipped zoo config's name: resolved from any folder
+    model = HyperNetwork(data.spec_json, data.source_json, data.conditions, **raw["model"]["init_args"])
+    wb = model.emit(model.eval_lambdas()[:3])
+    assert len(wb) == 3 and wb.spec == data.spec and data.spec.num_params == 3466
