@@ -266,7 +266,6 @@ def main() -> None:
     ap.add_argument("--search-seeds", type=int, default=10, help="networks trained at each λ the search compares")
     ap.add_argument("--out", default="bench_hyper")
     args = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     results = {name: run_zoo(name, args) for name in args.zoos}
     compact = {name: {"summary": r.get("summary"), "mip_speedup_steps": r.get("mip_speedup_steps"),
                       "distill": {k: {m: r["runs"][k][m] for m in ("emitted_mean", "direct_mean", "mean_diff")}

@@ -151,8 +151,9 @@ def activation_elems(spec: WeightSpaceSpec) -> int:
     return total + in_elems
 
 
-def _loss(task: TaskData, out: Tensor, y: Tensor) -> Tensor:
-    """Per-example loss [M, B] (cross-entropy or squared error averaged over outputs)."""
+def per_example_loss(task: TaskData, out: Tensor, y: Tensor) -> Tensor:
+    """Per-example loss [M, B] of outputs [M, B, C] against targets [M, B] (classes) or [M, B, out]:
+    cross-entropy, or squared error averaged over outputs. Hypernetworks' functional loss is this."""
     if task.kind == "classification":  # logsumexp - target logit: 3x faster than F.cross_entropy here
         return out.logsumexp(-1) - out.gather(-1, y.unsqueeze(-1)).squeeze(-1)
     return ((out - y) ** 2).mean(-1)
@@ -166,7 +167,7 @@ def _batch_sums(spec: WeightSpaceSpec, params: list[Tensor], task: TaskData, x: 
         return fused(params, x, y, w, compile=compile)
     out = population_forward(spec, params, x, activation=activation)
     hits = ((out.argmax(-1) == y).to(w.dtype) * w).sum(1) if task.kind == "classification" else None
-    return (_loss(task, out, y) * w).sum(1), hits
+    return (per_example_loss(task, out, y) * w).sum(1), hits
 
 
 def _means(task: TaskData, loss_sum: Tensor, correct: Tensor, count: Tensor) -> dict[str, Tensor]:
@@ -267,7 +268,7 @@ def _autograd_losses_and_grads(spec: WeightSpaceSpec, params: list[Tensor], task
         out = population_forward(spec, [p[rows] for p in params], x, activation=activation,
                                  dropout=None if dropout is None else dropout[rows], dropout_keys=keys[rows],
                                  dropout_step=step_key)
-        losses.append((_loss(task, out, y) * weight).sum(1))
+        losses.append((per_example_loss(task, out, y) * weight).sum(1))
     total = sum(torch.where(torch.isfinite(loss), loss, torch.zeros_like(loss)).sum() for loss in losses)
     grads = torch.autograd.grad(total, params)
     return [loss.detach() for loss in losses], grads

@@ -22,15 +22,17 @@ from zoo.generate import build_task_and_spec
 from zoo.signals import SIGNAL_TASKS
 from zoo.store import SPLITS, Zoo
 from zoo.tasks import TaskData, task_options
+from zoo.weight_space import WeightSpaceSpec
 
 TASK = "task"  # the condition that names a task: its index into a TaskDataModule's tasks
 
 
-def source_task(config: dict[str, Any], data_dir: str | Path | None = None) -> TaskData:
-    """The task a zoo was trained on, rebuilt from its stored (normalised) config (``Zoo.config``).
-
-    ``data_dir`` replaces the stored one for tasks read from IDX files (MNIST, Fashion-MNIST), whose
-    files may sit elsewhere on this machine; other tasks ignore it."""
+def rebuild_task(config: dict[str, Any], data_dir: str | Path | None = None
+                 ) -> tuple[dict[str, Any], TaskData, WeightSpaceSpec]:
+    """A zoo's (normalised) config, with ``data_dir`` put in for tasks read from IDX files (MNIST,
+    Fashion-MNIST: their files may sit elsewhere on this machine; other tasks ignore it), and the
+    task and weight space it builds: the same loader, options and seeded splits, hence the same
+    examples the zoo's networks saw."""
     raw = copy.deepcopy(config)
     task_name = raw.get("task", {}).get("name")
     if task_name in SIGNAL_TASKS:
@@ -38,8 +40,13 @@ def source_task(config: dict[str, Any], data_dir: str | Path | None = None) -> T
                          f"rebuilding it to evaluate generated networks is not supported yet")
     if data_dir is not None and "data_dir" in task_options(task_name):
         raw["task"]["data_dir"] = str(data_dir)
-    task, _ = build_task_and_spec(parse_config(raw, f"config of zoo {raw.get('name', '?')!r}"))
-    return task
+    task, spec = build_task_and_spec(parse_config(raw, f"config of zoo {raw.get('name', '?')!r}"))
+    return raw, task, spec
+
+
+def source_task(config: dict[str, Any], data_dir: str | Path | None = None) -> TaskData:
+    """The task a zoo was trained on, rebuilt from its stored config (``Zoo.config``)."""
+    return rebuild_task(config, data_dir)[1]
 
 
 def read_zoo_config(path: str | Path) -> tuple[ZooConfig, str | None]:
@@ -102,10 +109,10 @@ class TaskDataModule(pl.LightningDataModule):
         if batch_size < 1 or eval_batch_size < 1:
             raise ValueError(f"batch sizes must be >= 1, found {batch_size} and {eval_batch_size}")
         self.batch_size, self.eval_batch_size, self.seed = int(batch_size), int(eval_batch_size), int(seed)
-        raw, self.task, spec = self._load(zoo_config, data_dir)
+        raw, self.task, spec = rebuild_task(zoo_config.raw, data_dir)
         extra = []
         for path in self.extra_tasks:
-            other_raw, other_task, other_spec = self._load(read_zoo_config(path)[0], data_dir)
+            other_raw, other_task, other_spec = rebuild_task(read_zoo_config(path)[0].raw, data_dir)
             check_same_space(other_spec, spec, f"task {path}", self.config_path)
             if other_spec.activation != spec.activation:
                 raise ValueError(f"task {path}: activation {other_spec.activation!r}, but {self.config_path} has "
@@ -119,14 +126,6 @@ class TaskDataModule(pl.LightningDataModule):
         if extra:
             source["tasks"] = [r for r, _ in extra]
         self.source_json: str = json.dumps(source)
-
-    @staticmethod
-    def _load(zoo_config: ZooConfig, data_dir: str | None):
-        raw = copy.deepcopy(zoo_config.raw)
-        if data_dir is not None and "data_dir" in task_options(raw["task"]["name"]):
-            raw["task"]["data_dir"] = str(data_dir)
-        task, spec = build_task_and_spec(parse_config(raw, zoo_config.source))
-        return raw, task, spec
 
     def normalizers(self) -> dict[str, torch.nn.Module]:
         """Nothing is fitted on task examples: models that need no weight normalizer get none."""

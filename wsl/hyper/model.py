@@ -175,7 +175,7 @@ class HyperNetwork(pl.LightningModule):
     def lambda_dict(self, values: Tensor) -> dict[str, Tensor]:
         """name -> [M] for every functional λ: the conditions' columns and the fixed values."""
         M = values.shape[0]
-        out = {name: values[:, k] for k, name in enumerate(self.hparam_names) if name in FUNCTIONAL_HPARAMS}
+        out = {name: values[:, k] for k, name in enumerate(self.hparam_names)}  # all functional (checked)
         out.update({name: torch.full((M,), v, device=values.device) for name, v in self.fixed.items()})
         return out
 

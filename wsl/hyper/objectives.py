@@ -28,6 +28,7 @@ from torch import Tensor
 from zoo.functional import population_forward
 from zoo.streams import stream_keys, uniform
 from zoo.tasks import TaskData
+from zoo.train import per_example_loss
 from zoo.weight_space import WeightSpaceSpec
 
 
@@ -56,13 +57,6 @@ class ExampleDraws:
         return self.wrong[i] if self.task_kind == "classification" else self.y_train[self.wrong[i]]
 
 
-def per_example_loss(kind: str, out: Tensor, y: Tensor) -> Tensor:
-    """[M, B] losses of outputs ``out`` [M, B, C] against targets ``y`` [M, B] (classes) or [M, B, out]."""
-    if kind == "classification":
-        return out.logsumexp(-1) - out.gather(-1, y.unsqueeze(-1)).squeeze(-1)
-    return ((out - y) ** 2).mean(-1)
-
-
 def functional_loss(spec: WeightSpaceSpec, params: list[Tensor], task: TaskData, x: Tensor, y: Tensor, idx: Tensor,
                     hparams: dict[str, Tensor], draws: ExampleDraws, activation: str | None = None) -> Tensor:
     """Per network [M]: its training loss on the batch under its own λ (``hparams``: name -> [M];
@@ -83,7 +77,7 @@ def functional_loss(spec: WeightSpaceSpec, params: list[Tensor], task: TaskData,
     fraction = hparams.get("data_fraction")
     if fraction is not None:
         weight = (draws.u.to(dev)[idx].unsqueeze(0) < fraction.unsqueeze(1)).float()
-    losses = (per_example_loss(task.kind, out, targets) * weight).sum(1) / weight.sum(1).clamp_min(1.0)
+    losses = (per_example_loss(task, out, targets) * weight).sum(1) / weight.sum(1).clamp_min(1.0)
     wd = hparams.get("weight_decay")
     if wd is not None:
         losses = losses + 0.5 * wd * sum(p.flatten(1).pow(2).sum(1) for p in params)

@@ -23,14 +23,13 @@ import numpy as np
 import torch
 
 from wsl.hyper.model import HyperNetwork
-from wsl.hyper.objectives import per_example_loss
 from wsl.prediction.checkpoint import NOT_OURS, PREDICTOR_GLOBALS, load_torch_file, model_from_checkpoint
 from wsl.weights import WeightBatch
 from zoo.config import model_seed, parse_config
 from zoo.functional import population_forward
 from zoo.generate import build_task_and_spec
 from zoo.store import Zoo
-from zoo.train import train_population
+from zoo.train import per_example_loss, train_population
 
 HYPERNETWORK_FILE = "a hypernetwork checkpoint (.ckpt) written by wsl fit with a configs/hyper/ config"
 
@@ -95,7 +94,7 @@ def _val_loss(model: HyperNetwork, params: list[torch.Tensor], task) -> torch.Te
     """Per network: the mean validation loss, differentiable (the zoo's loss, no regularization)."""
     out = population_forward(model.spec, params, task.x_val, activation=model.activation)
     M = out.shape[0]
-    return per_example_loss(task.kind, out, task.y_val.unsqueeze(0).expand(M, *task.y_val.shape)).mean(1)
+    return per_example_loss(task, out, task.y_val.unsqueeze(0).expand(M, *task.y_val.shape)).mean(1)
 
 
 def train_directly(model: HyperNetwork, values: dict[str, float], seeds: int = 5, seed_offset: int = 10_000,
@@ -104,7 +103,7 @@ def train_directly(model: HyperNetwork, values: dict[str, float], seeds: int = 5
     its config's other hyperparameters (varying ones not in ``values`` take the hypernetwork's ``fixed``)."""
     configs = [model.source["config"], *(model.source.get("tasks") or [])]
     config = parse_config(configs[task], f"hypernetwork task {task} config")
-    task, spec = build_task_and_spec(config)
+    task_data, spec = build_task_and_spec(config)
     hp = {}
     for name, space in config.hparams.items():
         if name in values:
@@ -118,7 +117,7 @@ def train_directly(model: HyperNetwork, values: dict[str, float], seeds: int = 5
             v = space
         hp[name] = [v] * seeds
     model_seeds = [model_seed(config.seed + seed_offset, i) for i in range(seeds)]
-    res = train_population(spec, task, hp, model_seeds, epochs=config.epochs, checkpoints=[config.epochs])
+    res = train_population(spec, task_data, hp, model_seeds, epochs=config.epochs, checkpoints=[config.epochs])
     return {k: v[:, -1] for k, v in res.metrics.items()}
 
 
