@@ -199,3 +199,35 @@ def test_fit_and_predict_the_class_of_inrs(digits_inr, tmp_path, capsys):
     shutil.copy(digits_inr, copy)
     moved = run_predict(str(ckpt), [str(copy)], split="test", stream=io.StringIO())
     assert [p.value for p in moved] == [p.value for p in preds] and len(moved) == 12
+
+
+# --- capacity: every encoder fits a few dozen INRs' labels (run alone with -k overfit) ----------------
+OVERFIT_KWARGS = {"np": {"channels": 16, "layers": 2}, "hnp": {"channels": 16, "layers": 2},
+                  "dwsnet": {"channels": 8, "layers": 2}, "ngnn": {"hidden": 16, "layers": 2},
+                  "ngt": {"hidden": 16, "layers": 2}, "deepsets": {}, "statnn": {},
+                  "probe": {"probes": 32, "hidden": 64}}
+
+
+@pytest.mark.parametrize("name", list(OVERFIT_KWARGS))
+def test_encoder_overfits_the_labels_of_a_few_dozen_inrs(digits_inr, name):
+    """A weight-space encoder that cannot memorise 32 INRs' classes (two INRs per image, from
+    independent initialisations) has a bug or no capacity, whatever it scores on held-out INRs."""
+    torch.set_num_threads(1)
+    dm = dm_for(digits_inr, target="label", split="recorded")
+    model_in = dm.weights("train")
+    y = dm.items("train")["targets"]
+    assert len(y) == 32 and len(set(y.tolist())) > 5
+    torch.manual_seed(0)
+    enc = build_encoder(name, dm.spec, 10, **OVERFIT_KWARGS[name])
+    x = model_in if enc.raw_weights else dm.weight_normalizer(model_in)
+    opt = torch.optim.Adam(enc.parameters(), lr=3e-3)
+    for step in range(400):
+        out = enc(x)
+        acc = (out.argmax(-1) == y).float().mean().item()
+        if acc == 1.0:
+            break
+        loss = torch.nn.functional.cross_entropy(out, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert acc >= 0.95, f"{name}: training accuracy {acc:.2f} after {step + 1} steps on 32 INRs"

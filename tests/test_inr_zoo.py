@@ -146,6 +146,43 @@ def test_a_diverging_inr_is_marked_and_the_others_are_unaffected(digits8, siren)
     np.testing.assert_allclose(res.metrics["psnr"][keep], without.metrics["psnr"], rtol=1e-5)
 
 
+def test_early_stopping_freezes_each_inr_at_its_stop_psnr(digits8, siren):
+    hp = inr_hparams(["adam"] * M)
+    seeds = list(range(M))
+    full = fit_population(siren, digits8.coords, digits8.values, hp, seeds, epochs=30, checkpoints=list(range(31)),
+                          peak=digits8.peak)
+    curves = full.metrics["psnr"]  # [M, 31]: the PSNR after every step
+    stop = float(np.median(curves[:, -1]))  # about half the INRs reach it within 30 steps
+    res = fit_population(siren, digits8.coords, digits8.values, hp, seeds, epochs=30, checkpoints=[0, 30],
+                         peak=digits8.peak, stop_psnr=stop)
+    reached = (curves >= stop).any(1)
+    assert 0 < reached.sum() < M
+    for i in range(M):
+        first = int(np.argmax(curves[i] >= stop)) if reached[i] else 30  # its weights stay those of that step
+        for k in range(len(res.params)):
+            np.testing.assert_allclose(res.params[k][i, 1], full.params[k][i, first], rtol=1e-5, atol=1e-6,
+                                       err_msg=f"model {i}, parameter {k}, stopped at step {first}")
+        assert (res.metrics["psnr"][i, 1] >= stop) == reached[i]
+
+
+def test_shared_initialisation_and_the_dwsnets_scheme(tmp_path):
+    shared = generate(zoo_config(init={"seeds": "shared", "scheme": "dwsnets"}), tmp_path / "shared.h5", **QUIET)
+    own = generate(zoo_config(), tmp_path / "own.h5", **QUIET)
+    with Zoo(shared) as z, Zoo(own) as o:
+        assert z.config["init"] == {"seeds": "shared", "scheme": "dwsnets"} and o.config["init"]["seeds"] == "independent"
+        start, trained = z.batch(np.arange(20), checkpoint=0), z.batch(np.arange(20))
+        first = o.batch(np.arange(20), checkpoint=0)
+    for name, t in start.items():  # every model starts from the same weights ...
+        assert (t == t[:1]).all(), name
+    for name in ("layers.0.bias", "layers.1.bias"):  # ... with zero sine-layer biases
+        assert (start[name] == 0).all()
+    bound = (6 / 2) ** 0.5 / 30  # sqrt(6 / fan_in) / omega_0 in the first layer too (standard: 1 / fan_in)
+    assert bound / 2 < start["layers.0.weight"].abs().max() <= bound
+    assert (trained["layers.0.weight"] != trained["layers.0.weight"][:1]).any()  # the fits differ
+    assert (first["layers.0.weight"] != first["layers.0.weight"][:1]).any()  # independent: own inits
+    assert first["layers.0.bias"].abs().min() > 0
+
+
 # ----------------------------------------------------------------------------------------------
 # the zoo file
 
@@ -221,8 +258,14 @@ def test_config_errors_are_clear(tmp_path):
         build_task_and_spec(zoo_config(num_models=21))
     with pytest.raises(ConfigError, match="hparams.dropout.*not used by INR task 'digits-inr'"):
         zoo_config(hparams={"dropout": 0.1})
-    with pytest.raises(ValueError, match=r"target_range.*\[-1, 1\] or \[0, 1\], found \[0, 255\]"):
-        build_task_and_spec(zoo_config(task={"target_range": [0, 255]}))
+    with pytest.raises(ValueError, match=r"target_range.*low < high.*found \[1, 0\]"):
+        build_task_and_spec(zoo_config(task={"target_range": [1, 0]}))
+    with pytest.raises(ConfigError, match=r"task.stop_psnr: expected a PSNR in dB > 0, found -3"):
+        zoo_config(task={"stop_psnr": -3})
+    with pytest.raises(ConfigError, match=r"init.seeds: expected one of \['independent', 'shared'\], found 'same'"):
+        zoo_config(init={"seeds": "same"})
+    with pytest.raises(ConfigError, match=r"init.scheme: 'dwsnets' initialises SIRENs; the architecture is 'mlp'"):
+        parse_config(dict(name="m", num_models=1, epochs=1, task="digits", architecture="mlp", init={"scheme": "dwsnets"}))
     raw = dict(ZOO, num_models=4, task={"name": "mnist-inr", "n_train": 2, "n_val": 1, "n_test": 1,
                                          "data_dir": str(tmp_path)})
     with pytest.raises(FileNotFoundError, match=f"mnist: could not find t10k-images-idx3-ubyte.*{tmp_path}"):

@@ -95,31 +95,48 @@ def build_spec(name: str, input_shape: tuple[int, ...], output_dim: int, **optio
         raise ValueError(f"architecture {name!r}: {e}") from None
 
 
-def init_bounds(spec: WeightSpaceSpec) -> list[float]:
+INIT_SCHEMES = ("standard", "dwsnets")
+
+
+def init_bounds(spec: WeightSpaceSpec, scheme: str = "standard") -> list[float]:
     """Per parameter (``spec.params`` order), the bound b of its uniform init U(-b, b) at
-    ``init_scale`` 1: PyTorch's default 1/sqrt(fan_in) for weights and biases alike; for SIREN
-    (Sitzmann et al. 2020) 1/n for the first layer's weights and sqrt(6/n)/omega_0 for later ones."""
+    ``init_scale`` 1.
+
+    ``standard``: PyTorch's default 1/sqrt(fan_in) for weights and biases alike; for SIREN
+    (Sitzmann et al. 2020) 1/n for the first layer's weights and sqrt(6/n)/omega_0 for later ones.
+    ``dwsnets`` (SIREN only): the SIREN of Navon et al.'s INR datasets (DWSNets ``nn/inr.py``):
+    sqrt(6/n)/omega_0 for every sine layer's weights, the first included, zero sine-layer biases,
+    and PyTorch's default for the linear output layer."""
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"init.scheme: expected one of {list(INIT_SCHEMES)}, found {scheme!r}")
+    if scheme == "dwsnets" and spec.architecture != "siren":
+        raise ValueError(f"init.scheme 'dwsnets' is a SIREN initialisation; the architecture is {spec.architecture!r}")
     w0 = float(spec.options.get("omega_0", 30.0))
     out = []
     for i, layer in enumerate(spec.layers):
         fan_in = layer.in_features * math.prod(layer.kernel)
         default = 1.0 / math.sqrt(fan_in)
-        if spec.architecture == "siren":
-            out.append(1.0 / fan_in if i == 0 else math.sqrt(6.0 / fan_in) / w0)
+        sine = spec.architecture == "siren" and i < len(spec.layers) - 1
+        if spec.architecture != "siren":
+            out.append(default)
+        elif scheme == "dwsnets" and sine:
+            out.append(math.sqrt(6.0 / fan_in) / w0)
         else:
-            out.append(default)
+            out.append(1.0 / fan_in if i == 0 else math.sqrt(6.0 / fan_in) / w0)
         if layer.bias:
-            out.append(default)
+            out.append(0.0 if scheme == "dwsnets" and sine else default)
     return out
 
 
-def population_init(spec: WeightSpaceSpec, seeds: Sequence[int], init_scales: Sequence[float]) -> list[Tensor]:
-    """The initial parameters [M, *shape] of M networks: U(-b, b) times each one's init scale,
-    drawn from the "init" stream of its seed (``zoo.streams``), parameter k from stream k."""
+def population_init(spec: WeightSpaceSpec, seeds: Sequence[int], init_scales: Sequence[float],
+                    scheme: str = "standard") -> list[Tensor]:
+    """The initial parameters [M, *shape] of M networks: U(-b, b) (``init_bounds``) times each
+    one's init scale, drawn from the "init" stream of its seed (``zoo.streams``), parameter k from
+    stream k. Equal seeds give equal initialisations (a zoo with ``init.seeds: shared``)."""
     keys = stream_keys(seeds, "init")
     scales = torch.tensor([float(c) for c in init_scales], dtype=torch.float32).view(-1, 1)
     out = []
-    for k, (param, bound) in enumerate(zip(spec.params, init_bounds(spec))):
+    for k, (param, bound) in enumerate(zip(spec.params, init_bounds(spec, scheme))):
         u = uniform(keys, param.numel, stream=k)
         out.append(((u * 2 - 1) * (bound * scales)).view(len(keys), *param.shape))
     return out

@@ -13,11 +13,17 @@ A config is YAML (see ``configs/zoo/``)::
       lr: {log_uniform: [0.001, 0.5]}   #   a fixed value, {choice: [...]}, {uniform: [a, b]},
       optimizer: {choice: [sgd, adam]}  #   {log_uniform: [a, b]}, {int_uniform: [a, b]}, {grid: [...]}
     training: {chunk_size: auto}        # models trained at once (auto: sized to memory)
+    init: {seeds: independent, scheme: standard}   # the defaults (see ``INIT``)
 
 INR zoos (``task`` one of ``zoo.signals.SIGNAL_TASKS``, e.g. ``mnist-inr``) fit one network per
 signal: model i fits signal ``i // inrs_per_signal`` (a task option, default 1), so
 ``num_models`` must equal signals x ``inrs_per_signal``; an epoch is one full-batch step, and only
-the hyperparameters in ``INR_HPARAMS`` apply.
+the hyperparameters in ``INR_HPARAMS`` apply. The INR task option ``stop_psnr`` stops fitting an
+INR once its PSNR reaches that many dB (its later checkpoints keep the stopped weights).
+
+``init`` says how networks start: ``seeds: independent`` (each model draws its own initialisation)
+or ``shared`` (every model starts from model 0's: networks whose neurons stay aligned), and the
+scheme of ``zoo.architectures.init_bounds`` (``standard``, or ``dwsnets`` for SIRENs).
 
 Hyperparameters are sampled per model from a generator seeded with (seed, model index), so model i
 is the same model whatever the sharding, chunking or resumption. Grid parameters are crossed: model
@@ -36,6 +42,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from .architectures import INIT_SCHEMES
 from .optim import OPTIMIZERS
 from .signals import SIGNAL_TASKS
 from .weight_space import ACTIVATIONS
@@ -55,7 +62,9 @@ HPARAMS: dict[str, tuple[Any, str, Any, str]] = {
 }
 SAMPLERS = ("choice", "uniform", "log_uniform", "int_uniform", "grid")
 TOP_LEVEL = {"name", "seed", "num_models", "epochs", "checkpoints", "task", "architecture", "hparams",
-             "training", "description"}
+             "training", "description", "init"}
+# how networks are initialised: field -> (default, allowed values)
+INIT = {"seeds": ("independent", ("independent", "shared")), "scheme": ("standard", INIT_SCHEMES)}
 STRUCTURAL = ("activation", "batch_size")  # models in one chunk share these
 # INR tasks (zoo.signals): one network per signal, full-batch steps; these hyperparameters apply
 INR_HPARAMS = ("lr", "optimizer", "momentum", "weight_decay", "init_scale", "activation")
@@ -106,6 +115,10 @@ class ZooConfig:
     def training(self) -> dict[str, Any]:
         return self.raw["training"]
 
+    @property
+    def init(self) -> dict[str, str]:
+        return self.raw["init"]
+
     def to_json(self) -> str:
         return json.dumps(self.raw, sort_keys=True)
 
@@ -113,6 +126,8 @@ class ZooConfig:
         """Identity of the zoo this config makes. Options that change only how it is computed
         (chunk size, evaluation batch) are left out, so they may differ on resume."""
         ident = {k: v for k, v in self.raw.items() if k not in ("training", "description")}
+        if ident.get("init") == {k: d for k, (d, _) in INIT.items()}:
+            del ident["init"]  # the default: zoos made before the field existed keep their identity
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -210,6 +225,9 @@ def parse_config(raw: dict[str, Any], source: str = "<config>") -> ZooConfig:
                        f"fits its own signal, full batch); expected some of {list(INR_HPARAMS)}")
         k = out["task"].get("inrs_per_signal", 1)
         _positive_int(source, "task.inrs_per_signal", k)
+        stop = out["task"].get("stop_psnr")
+        if stop is not None and (isinstance(stop, bool) or not isinstance(stop, (int, float)) or stop <= 0):
+            raise _err(source, "task.stop_psnr", f"expected a PSNR in dB > 0, found {stop!r}")
     hparams = {}
     for name in sorted(INR_HPARAMS if inr else HPARAMS):
         if name in hp:
@@ -237,7 +255,29 @@ def parse_config(raw: dict[str, Any], source: str = "<config>") -> ZooConfig:
         _positive_int(source, "training.chunk_size", cs)
     training.setdefault("chunk_size", "auto")
     out["training"] = training
+    out["init"] = _parse_init(source, raw.get("init", {}))
+    if out["init"]["scheme"] == "dwsnets" and out["architecture"]["name"] != "siren":
+        raise _err(source, "init.scheme", f"'dwsnets' initialises SIRENs; the architecture is "
+                   f"{out['architecture']['name']!r}")
     return ZooConfig(out, source)
+
+
+def _parse_init(source: str, init: Any) -> dict[str, str]:
+    """``init``: a mapping of ``INIT``'s fields (defaults filled in), or a bare ``shared`` / ``independent``."""
+    if isinstance(init, str):
+        init = {"seeds": init}
+    if not isinstance(init, dict):
+        raise _err(source, "init", f"expected a mapping with some of {sorted(INIT)}, found {init!r}")
+    out = {}
+    for k in init:
+        if k not in INIT:
+            raise _err(source, f"init.{k}", f"unknown field; expected some of {sorted(INIT)}")
+    for k, (default, allowed) in INIT.items():
+        v = init.get(k, default)
+        if v not in allowed:
+            raise _err(source, f"init.{k}", f"expected one of {list(allowed)}, found {v!r}")
+        out[k] = v
+    return out
 
 
 def load_config(path: str | Path) -> ZooConfig:

@@ -59,6 +59,7 @@ def build_task_and_spec(config: ZooConfig) -> tuple[TaskData | SignalSet, Weight
     task_name = task_opts.pop("name")
     if task_name in SIGNAL_TASKS:
         k = task_opts.pop("inrs_per_signal", 1)
+        task_opts.pop("stop_psnr", None)  # a fitting option (fit_population), not the signals'
         signals = load_signals(task_name, **task_opts)
         if config.num_models != len(signals) * k:
             raise ConfigError(f"{config.source}: num_models: expected {len(signals) * k} ({len(signals)} signals of "
@@ -156,6 +157,8 @@ def generate(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[i
 
     hparams = sample_hparams(config, indices)
     seeds = np.array([model_seed(config.seed, int(i)) for i in indices], dtype=np.uint32)
+    # the initialisation's seed: the model's own, or model 0's for all (init.seeds: shared)
+    init_seeds = np.full_like(seeds, model_seed(config.seed, 0)) if config.init["seeds"] == "shared" else seeds
     if out.exists():
         ident = zoo_identity(out)
         if ident["config_hash"] != chash:
@@ -231,12 +234,13 @@ def generate(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[i
             which = torch.as_tensor(signal_of(indices[pos], config))
             result = fit_population(spec, task.coords, task.values[which], chunk_hp, [int(seeds[j]) for j in pos],
                                     epochs=config.epochs, checkpoints=config.checkpoints, peak=task.peak,
-                                    device=dev, progress=on_progress)
+                                    device=dev, progress=on_progress, init_seeds=[int(init_seeds[j]) for j in pos],
+                                    init_scheme=config.init["scheme"], stop_psnr=config.task.get("stop_psnr"))
         else:
             result = train_population(spec, task, chunk_hp, [int(seeds[j]) for j in pos], epochs=config.epochs,
                                       checkpoints=config.checkpoints, device=dev,
                                       eval_batch=config.training.get("eval_batch"), compile=compile_run,
-                                      progress=on_progress)
+                                      progress=on_progress, init_seeds=[int(init_seeds[j]) for j in pos])
         write_models(out, pos, {p.name: a for p, a in zip(spec.params, result.params)}, result.metrics,
                      result.status, result.diverged_epoch)
         status[pos] = result.status

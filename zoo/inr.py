@@ -45,15 +45,23 @@ def fit_compiles(spec: WeightSpaceSpec, models: int, points: int, device: torch.
 
 def fit_population(spec: WeightSpaceSpec, coords: Tensor, targets: Tensor, hparams: dict[str, list],
                    seeds: list[int], *, epochs: int, checkpoints: list[int], peak: float = 2.0,
-                   device: str | torch.device = "cpu", progress: Callable[[float], None] | None = None) -> PopulationResult:
+                   device: str | torch.device = "cpu", progress: Callable[[float], None] | None = None,
+                   init_seeds: list[int] | None = None, init_scheme: str = "standard",
+                   stop_psnr: float | None = None) -> PopulationResult:
     """Fit M INRs, model m to ``targets[m]`` ([M, P, out]) sampled at ``coords`` ([P, d]); return
-    weights and ``mse``/``psnr`` at the ``checkpoints`` steps (0 = initialisation)."""
+    weights and ``mse``/``psnr`` at the ``checkpoints`` steps (0 = initialisation).
+
+    ``init_seeds`` (default ``seeds``) and ``init_scheme`` (``zoo.architectures.init_bounds``) set
+    the initialisation. With ``stop_psnr``, an INR stops once its PSNR reaches that value (as
+    Navon et al. fit theirs: early stopping at 40 dB); its later checkpoints keep those weights."""
     M = len(seeds)
     order = sorted(range(M), key=lambda i: hparams["optimizer"][i])  # each optimizer kind contiguous
     if order != list(range(M)):
         res = fit_population(spec, coords, targets[order], {k: [v[i] for i in order] for k, v in hparams.items()},
                              [seeds[i] for i in order], epochs=epochs, checkpoints=checkpoints, peak=peak,
-                             device=device, progress=progress)
+                             device=device, progress=progress,
+                             init_seeds=None if init_seeds is None else [init_seeds[i] for i in order],
+                             init_scheme=init_scheme, stop_psnr=stop_psnr)
         return res.rows_in_order(order)
     device = torch.device(device)
     if device.type == "cpu":
@@ -66,29 +74,34 @@ def fit_population(spec: WeightSpaceSpec, coords: Tensor, targets: Tensor, hpara
     t = targets.to(device, torch.float32)
     if t.shape[:2] != (M, x.shape[0]):
         raise ValueError(f"targets of shape {list(t.shape)}, expected [{M}, {x.shape[0]}, out]")
-    params = [p.to(device) for p in population_init(spec, seeds, hparams["init_scale"])]
+    init = population_init(spec, seeds if init_seeds is None else init_seeds, hparams["init_scale"], init_scheme)
+    params = [p.to(device) for p in init]
     opt = PopulationOptimizer(params, list(hparams["optimizer"]), torch.tensor(hparams["lr"]),
                               torch.tensor(hparams["weight_decay"]), torch.tensor(hparams["momentum"]))
 
     recorder = CheckpointRecorder(params, checkpoints, INR_METRICS)
     alive = recorder.alive  # updated in place by recorder.mark_diverged
+    fitting = alive.clone()  # alive and not yet stopped at stop_psnr
     scale = 1.0 / (t.shape[1] * t.shape[2])  # the MSE's weight of each squared error
 
     compiled = fit_compiles(spec, M, x.shape[0], device)
     for step in range(epochs + 1):
         if step < epochs:
-            mse, grads = step_fn(params, x, t, (scale * alive).to(t.dtype), compile=compiled)
+            mse, grads = step_fn(params, x, t, (scale * fitting).to(t.dtype), compile=compiled)
         else:  # the final weights are only evaluated
             mse = net.mse(params, x, t)
         # NaN/inf weights give a NaN/inf error too; stop these models and drop their gradients,
         # which are NaN too (and NaN * 0 is NaN)
         if recorder.mark_diverged(~mse.isfinite(), step) and step < epochs:
             grads = [torch.where(alive.view(-1, *[1] * (g.dim() - 1)), g, 0.0) for g in grads]
+        fitting &= alive
+        if stop_psnr is not None:  # the weights that reach the PSNR are final: no update from this step on
+            fitting &= ~(psnr(mse, peak) >= stop_psnr)
         if step in checkpoints:  # the weights after ``step`` updates and their error
             recorder.record(step, {"mse": mse, "psnr": psnr(mse, peak)})
         if step == epochs:
             break
-        opt.step(grads, alive, compile=compiled)
+        opt.step(grads, fitting, compile=compiled)
         if progress is not None and (step + 1) % max(1, epochs // 100) == 0:
             progress((step + 1) / epochs)
 

@@ -87,9 +87,15 @@ def _split_field(n_train: int, n_val: int, n_test: int) -> np.ndarray:
 
 
 def _check_range(task: str, target_range: Any) -> tuple[float, float]:
-    r = tuple(float(v) for v in target_range) if isinstance(target_range, (list, tuple)) else None
-    if r not in ((-1.0, 1.0), (0.0, 1.0)):
-        raise ValueError(f"task {task!r}: option 'target_range' must be [-1, 1] or [0, 1], found {target_range!r}")
+    """[lo, hi] the pixel intensities are mapped to: e.g. [-1, 1] (Sitzmann et al., the NFN datasets),
+    [0, 1], or [-0.5, 0.5] (a SIREN fitting [0, 1] with a +0.5 output offset, as Navon et al.'s)."""
+    r = None
+    if isinstance(target_range, (list, tuple)) and len(target_range) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in target_range):
+        r = tuple(float(v) for v in target_range)
+    if r is None or not (np.isfinite(r).all() and r[0] < r[1]):
+        raise ValueError(f"task {task!r}: option 'target_range' must be [low, high] with low < high, "
+                         f"e.g. [-1, 1] or [0, 1], found {target_range!r}")
     return r
 
 

@@ -277,7 +277,8 @@ def _autograd_losses_and_grads(spec: WeightSpaceSpec, params: list[Tensor], task
 def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, list], seeds: list[int], *,
                      epochs: int, checkpoints: list[int], device: str | torch.device = "cpu",
                      eval_batch: int | None = None, compile: bool = True,
-                     progress: Callable[[float], None] | None = None) -> PopulationResult:
+                     progress: Callable[[float], None] | None = None,
+                     init_seeds: list[int] | None = None) -> PopulationResult:
     """Train M models at once; return their weights and metrics at the ``checkpoints`` epochs.
 
     ``hparams`` maps each hyperparameter name of ``zoo.config.HPARAMS`` to M values; the models must
@@ -285,7 +286,8 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
     size); optimizers may differ. ``progress`` is called with the fraction of the chunk
     finished after each epoch. ``compile=False`` runs every step eagerly (a run too small to
     earn the compilation back: ``zoo.fused.run_worth_compiling``); otherwise steps on large enough
-    populations are compiled on the CPU.
+    populations are compiled on the CPU. ``init_seeds`` (default ``seeds``) seed the
+    initialisations alone (a zoo of shared initialisations gives every model the same one).
     """
     M = len(seeds)
     # Rows ordered by optimizer kind (each kind updates a contiguous slice), then by subset size,
@@ -296,7 +298,8 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
     if order != list(range(M)):
         res = train_population(spec, task, {k: [v[i] for i in order] for k, v in hparams.items()},
                                [seeds[i] for i in order], epochs=epochs, checkpoints=checkpoints, device=device,
-                               eval_batch=eval_batch, compile=compile, progress=progress)
+                               eval_batch=eval_batch, compile=compile, progress=progress,
+                               init_seeds=None if init_seeds is None else [init_seeds[i] for i in order])
         return res.rows_in_order(order)
     device = torch.device(device)
     if device.type == "cpu":
@@ -310,7 +313,8 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
     classification = task.kind == "classification"
 
     # Per-model initialisation, subset, labels: each model's streams (zoo.streams), all at once.
-    params = [p.to(device).requires_grad_(True) for p in population_init(spec, seeds, hparams["init_scale"])]
+    init = population_init(spec, seeds if init_seeds is None else init_seeds, hparams["init_scale"])
+    params = [p.to(device).requires_grad_(True) for p in init]
     examples_cpu, sizes = training_subsets(seeds, n_train, hparams["data_fraction"])
     labels = population_labels(seeds, task.y_train.cpu(), examples_cpu, sizes, hparams["label_noise"],
                                task.num_classes).to(device)
