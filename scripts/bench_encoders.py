@@ -84,6 +84,8 @@ def _nfn_hnp(spec, channels: int, layers: int, head_hidden: int, out_dim: int):
             self.head = nn.Sequential(nn.Linear(HNPPool.get_num_outs(nspec) * channels, head_hidden), nn.ReLU(),
                                       nn.Linear(head_hidden, out_dim))
 
+        raw_weights = False  # as our encoders: it reads normalized weights (wsl.nn.base)
+
         def forward(self, wb):
             feats = WeightSpaceFeatures([w.unsqueeze(1) for w in wb.weights], [b.unsqueeze(1) for b in wb.biases])
             return self.head(self.pool(self.layers(feats)).flatten(1))

@@ -44,15 +44,19 @@ import benchmark_predict as bp  # noqa: E402  (also puts the repository root on 
 
 import lightning.pytorch as pl  # noqa: E402
 
-from wsl.prediction.baselines import MAX_ITER, statnn_trees  # noqa: E402
+from wsl.prediction.baselines import MAX_ITER, linear_on_weights, statnn_trees  # noqa: E402
+from wsl.nn import ENCODERS as WSL_ENCODERS  # noqa: E402
 from wsl.data import PropertyDataModule  # noqa: E402
 from wsl.cli.plots import score_vs_time  # noqa: E402
 from zoo.store import Zoo  # noqa: E402
 
 TREES = "statnn+trees"
-ENCODERS = ["flat", "statnn", "deepsets", "np", "hnp", "dwsnet", "ngnn", "probe"]
+LINEAR = "linear"  # logistic regression on the raw flattened weights: what a shared-init zoo gives away
+PEER = "nfn-hnp"  # the nfn package's HNP layers in our pipeline (pip install nfn): a peer check of ours
+ENCODERS = ["flat", "statnn", "deepsets", "np", "hnp", "dwsnet", "ngnn", "probe", PEER]
+REFERENCES = [LINEAR, TREES]
 INR_PROBE = {"lr": 1e-3, "encoder_kwargs": {"probes": 256, "hidden": 256, "layers": 3, "weight_stats": True}}
-DEFAULT_PREDICTORS = [TREES, "flat", "statnn", "np", "hnp", "dwsnet", "ngnn", "probe"]
+DEFAULT_PREDICTORS = [LINEAR, TREES, "flat", "statnn", "np", "hnp", "dwsnet", "ngnn", "probe"]
 DEFAULT_ZOOS = ["zoos/mnist_inr.h5", "zoos/fashion_inr.h5"]
 AUGMENT = {"permutation": True, "scaling": True}  # scaling = sign flips for the sine activation
 
@@ -62,7 +66,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--zoos", nargs="+", default=DEFAULT_ZOOS, help=f"INR zoo files (default: {' '.join(DEFAULT_ZOOS)})")
     ap.add_argument("--zoo-dir", default="zoos", help="where zoos made from configs are stored")
-    ap.add_argument("--encoders", nargs="+", default=DEFAULT_PREDICTORS, choices=[TREES, *ENCODERS],
+    ap.add_argument("--encoders", nargs="+", default=DEFAULT_PREDICTORS, choices=[*REFERENCES, *ENCODERS],
                     help=f"predictors (default: {' '.join(DEFAULT_PREDICTORS)})")
     ap.add_argument("--target", default="label", help="a classification target (signal field), default label")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -107,12 +111,21 @@ def markdown_table(results: dict) -> list[str]:
     return lines
 
 
+def nfn_package_hnp(spec, out_dim: int, channels: int = 32, layers: int = 3, head_hidden: int = 256):
+    """The ``nfn`` package's HNP layers with our depth, width, pool and head (scripts/bench_encoders.py),
+    trained through exactly our pipeline (normalizer, augmentations, optimizer, checkpoint choice)."""
+    from bench_encoders import _nfn_hnp
+
+    return _nfn_hnp(spec, channels, layers, head_hidden, out_dim)
+
+
 def run_one(dm: PropertyDataModule, name: str, seed: int, args, predictors: dict, accelerator: str) -> dict:
     """Train and score one predictor on one seed: test accuracy, time, best validation accuracy."""
     truth = dm.items("test")["targets"].numpy()
-    if name == TREES:
+    if name in REFERENCES:
         t0 = time.perf_counter()
-        pred = statnn_trees(dm, seed=seed, max_iter=args.tree_iters)
+        pred = (statnn_trees(dm, seed=seed, max_iter=args.tree_iters) if name == TREES
+                else linear_on_weights(dm, seed=seed))
         return {"test_acc": accuracy(truth, pred), "time_s": time.perf_counter() - t0}
     dm.augmentations, dm.mixup = None, None  # fresh augmentation generators per encoder
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -128,6 +141,14 @@ def main(argv=None) -> dict:
     predictors = bp.QUICK_PREDICTORS if args.quick else bp.PREDICTORS
     if not args.quick:  # INRs have one output: no class probabilities; the settings measured in session 2
         predictors = predictors | {"probe": INR_PROBE}
+    predictors = predictors | {PEER: predictors["hnp"]}  # the peer at our HNP's settings
+    if PEER in args.encoders:
+        try:
+            import nfn.layers  # noqa: F401
+            WSL_ENCODERS[PEER] = ("benchmark_inr", "nfn_package_hnp", {})
+        except ImportError:
+            print(f"note: the nfn package is not importable (pip install nfn): {PEER} skipped", flush=True)
+            args.encoders = [n for n in args.encoders if n != PEER]
     device = bp.device_name(accelerator)
     command = shlex.join(["python", *sys.argv] if argv is None else ["python", "scripts/benchmark_inr.py", *argv])
     print(f"device: {device}", flush=True)

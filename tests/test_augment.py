@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from wsl.weights.align import align
-from wsl.data.augment import (AlignedMixUp, Compose, GaussianNoise, RandomPermutation, RandomScaling,
+from wsl.data.augment import (AlignedMixUp, Compose, GaussianNoise, InputWarp, RandomPermutation, RandomScaling,
                          WeightDropout)
 from wsl.weights.symmetry import permute, random_permutations
 from wsl.weights import WeightBatch
@@ -133,6 +133,26 @@ def test_reproducible_from_seed(factory):
         assert torch.equal(x[1], y[1]) and torch.equal(x[2], y[2])
     assert not same(a[0], a[1])  # successive calls differ
     assert not same(a[0], c[0])  # another seed differs
+
+
+def test_input_warp_is_the_network_on_warped_coordinates():
+    spec = build_spec("siren", (2,), 1, hidden=[8, 8], omega_0=30)
+    nets = [initial_params(spec, i, 1.0) for i in range(3)]
+    wb = WeightBatch.from_params(spec, [torch.stack(ts).double() for ts in zip(*nets)])
+    warp = InputWarp(rotate=45, scale=0.2, translate=0.25, seed=3)
+    A, t = warp.draw(3, 2)
+    out = warp.apply(wb, A, t)
+    x = torch.rand(20, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
+    for i in range(3):  # network i of the warped batch at x is network i at A_i x + t_i
+        warped_x = x @ A[i].T + t[i]
+        torch.testing.assert_close(population_forward(spec, out[i:i + 1].params(), x),
+                                   population_forward(spec, wb[i:i + 1].params(), warped_x), rtol=1e-9, atol=1e-9)
+    angles = torch.rad2deg(torch.atan2(A[:, 1, 0], A[:, 0, 0])).abs()
+    factors = torch.linalg.det(A).sqrt()  # a rotation times a factor: det = factor^2
+    assert (angles <= 45).all() and ((factors - 1).abs() <= 0.2).all() and (t.abs() <= 0.25).all()
+    assert not same(warp(wb), warp(wb))  # fresh warps every call
+    with pytest.raises(ValueError, match="InputWarp warps the coordinates of INRs.*on 5 inputs"):
+        warp(make())
 
 
 def test_compose_applies_in_order_and_refuses_mixup():

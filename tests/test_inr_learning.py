@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import generate_zoo
-from wsl.prediction.baselines import NotApplicable, hyperparameter_oracle, statnn_trees
+from wsl.prediction.baselines import NotApplicable, hyperparameter_oracle, linear_on_weights, statnn_trees
 from wsl.cli import main
 from wsl.data import PropertyDataModule
 from wsl.nn import build_encoder
@@ -167,6 +167,23 @@ def test_statnn_trees_classify_and_the_oracle_is_skipped(digits_inr):
     assert set(pred.tolist()) <= train_classes  # class indices, not regression values
     with pytest.raises(NotApplicable, match="INR zoo whose models all share"):
         hyperparameter_oracle(dm)
+
+
+def test_linear_reference_reads_aligned_inrs_and_not_independent_ones(tmp_path):
+    """From one shared initialisation the neurons stay aligned and a linear model on the raw weights
+    tells the digits apart; from independent ones it is near chance (why INR tables carry its row)."""
+    torch.set_num_threads(1)
+    acc = {}
+    for init in ("shared", "independent"):
+        path = _generate(tmp_path / f"{init}.h5", {
+            "name": f"digits_inr_{init}", "seed": 0, "num_models": 200, "epochs": 30, "checkpoints": [0, 30],
+            "task": {"name": "digits-inr", "n_train": 120, "n_val": 40, "n_test": 40}, "architecture": SIREN,
+            "hparams": {"lr": 0.005, "optimizer": "adam"}, "init": {"seeds": init, "scheme": "dwsnets"}})
+        dm = dm_for(path, target="label", split="recorded")
+        pred = linear_on_weights(dm)
+        assert pred.shape == (40,) and pred.dtype.kind == "i"
+        acc[init] = float(np.mean(pred == dm.items("test")["targets"].numpy()))
+    assert acc["shared"] >= 0.35 and acc["shared"] >= acc["independent"] + 0.15, acc
 
 
 # --- wsl fit + wsl predict -----------------------------------------------------------------------

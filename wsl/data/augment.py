@@ -5,7 +5,9 @@ Symmetry augmentations (``RandomPermutation``, ``RandomScaling``) produce other 
 exact; they teach a model the invariances it cannot otherwise see in a finite zoo. ``GaussianNoise``
 and ``WeightDropout`` perturb the function slightly. ``AlignedMixUp`` interpolates two networks after
 aligning their neurons (interpolating unaligned networks mixes unrelated neurons) and returns the
-mixing weights so that the caller mixes the targets alike.
+mixing weights so that the caller mixes the targets alike. ``InputWarp`` changes the function on
+purpose, in a way that keeps an INR's label: it rotates, scales and shifts the input coordinates
+(the image drawn by an INR moves; the digit stays a digit), as DWSNets trains its INR classifiers.
 
 Every augmentation owns a CPU ``torch.Generator`` seeded in ``__init__``: the same seed and the same
 sequence of calls give the same outputs, on any device. All calls take ``(wb, activation=None)``:
@@ -81,6 +83,50 @@ class GaussianNoise(_Augmentation):
 
     def __call__(self, wb: WeightBatch, activation=None) -> WeightBatch:
         return wb.map(self._noisy)
+
+
+class InputWarp(_Augmentation):
+    """A random affine warp of the input coordinates, written into the first layer: the network
+    ``f`` becomes ``x -> f(A x + t)`` with ``W1 <- W1 A`` and ``b1 <- b1 + W1 t``, where ``A`` is a
+    rotation by U(-rotate, rotate) degrees times a factor U(1 - scale, 1 + scale) and ``t`` has
+    U(-translate, translate) entries. Rotation needs 2-D inputs (image INRs); 1-D inputs are only
+    scaled and shifted. Navon et al. train on INRs with the same warps (rotation 45 degrees, shifts
+    of 0.25, first-layer scaling of 0.2)."""
+
+    def __init__(self, rotate: float = 45.0, scale: float = 0.2, translate: float = 0.25, seed: int = 0):
+        super().__init__(seed)
+        if rotate < 0 or not 0 <= scale < 1 or translate < 0:
+            raise ValueError(f"InputWarp: expected rotate >= 0 (degrees), 0 <= scale < 1 and translate >= 0, "
+                             f"found rotate={rotate}, scale={scale}, translate={translate}")
+        self.rotate, self.scale, self.translate = float(rotate), float(scale), float(translate)
+
+    def draw(self, n: int, dims: int) -> tuple[Tensor, Tensor]:
+        """``n`` random warps of ``dims``-D inputs: matrices A [n, dims, dims] and shifts t [n, dims]."""
+        u = torch.rand(n, 2, generator=self.generator, dtype=torch.float64) * 2 - 1
+        factor = 1 + self.scale * u[:, 0]
+        if dims == 2:
+            angle = torch.deg2rad(self.rotate * u[:, 1])
+            c, s = torch.cos(angle), torch.sin(angle)
+            A = torch.stack([torch.stack([c, -s], 1), torch.stack([s, c], 1)], 1) * factor.view(-1, 1, 1)
+        else:
+            A = factor.view(-1, 1, 1)
+        t = self.translate * (torch.rand(n, dims, generator=self.generator, dtype=torch.float64) * 2 - 1)
+        return A, t
+
+    @staticmethod
+    def apply(wb: WeightBatch, A: Tensor, t: Tensor) -> WeightBatch:
+        """Network i becomes ``x -> f_i(A[i] x + t[i])``."""
+        first = wb.spec.layers[0]
+        if first.kind != "linear" or first.in_features > 2 or wb.biases[0] is None:
+            raise ValueError(f"InputWarp warps the coordinates of INRs (a first linear layer with a bias on 1-D "
+                             f"or 2-D inputs); found a {first.kind} layer on {first.in_features} inputs")
+        w1, b1 = wb.weights[0], wb.biases[0]
+        A, t = A.to(w1.device, w1.dtype), t.to(w1.device, w1.dtype)
+        biases = [b1 + (w1 @ t.unsqueeze(-1)).squeeze(-1), *wb.biases[1:]]
+        return WeightBatch(wb.spec, [w1 @ A, *wb.weights[1:]], biases)
+
+    def __call__(self, wb: WeightBatch, activation=None) -> WeightBatch:
+        return self.apply(wb, *self.draw(len(wb), wb.spec.layers[0].in_features))
 
 
 class WeightDropout(_Augmentation):

@@ -50,6 +50,7 @@ AUGMENTS = {
     "noise": ("GaussianNoise", "std", float),
     "dropout": ("WeightDropout", "p", float),
     "mixup": ("AlignedMixUp", "alpha", float),
+    "warp": ("InputWarp", None, dict),  # INRs: true (defaults) or {rotate: 45, scale: 0.2, translate: 0.25}
 }
 
 
@@ -138,7 +139,8 @@ class WeightDataModule(pl.LightningDataModule):
         include_init: also use the initialisation checkpoint (epoch 0).
         max_models: use at most this many runs (a seeded random subset of the done ones).
         augment: e.g. ``{"permutation": true, "scaling": false, "noise": 0.0, "dropout": 0.0,
-            "mixup": 0.0}``; built from ``wsl.data.augment`` when the first training loader is made.
+            "mixup": 0.0, "warp": {"rotate": 45, "scale": 0.2, "translate": 0.25}}`` (``warp``: INRs'
+            input coordinates); built from ``wsl.data.augment`` when the first training loader is made.
             ``augmentations`` (callables ``wb -> wb``) and ``mixup`` (``wb -> (wb, lam, partner)``)
             may instead be set directly; with per-model activations they are called with
             ``activation=[...]``.
@@ -352,7 +354,10 @@ class WeightDataModule(pl.LightningDataModule):
         for k, (name, kwarg, kind) in AUGMENTS.items():
             if k not in wanted:
                 continue
-            kwargs = {} if kwarg is None else {kwarg: kind(wanted[k])}
+            if kind is dict:  # several options: a mapping of them, or true for the defaults
+                kwargs = dict(wanted[k]) if isinstance(wanted[k], dict) else {}
+            else:
+                kwargs = {} if kwarg is None else {kwarg: kind(wanted[k])}
             cls = getattr(aug, name)
             if "seed" in inspect.signature(cls).parameters:
                 kwargs["seed"] = self.split_seed + list(AUGMENTS).index(k)

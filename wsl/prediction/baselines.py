@@ -10,6 +10,10 @@ Both take a set-up ``PropertyDataModule`` and use its split by run, its targets 
   explain, a reference that weight-space predictors are measured against.
 - ``statnn_trees``: the same boosted trees on per-layer weight statistics (``wsl.weights.statistics``), the
   classic setup of Unterthiner et al. 2020 ("Predicting Neural Network Accuracy from Weights").
+- ``linear_on_weights``: logistic (classification) or ridge (regression) regression on the raw
+  flattened weights, standardised per entry, its regularisation chosen on validation. It knows
+  nothing of symmetries; where it scores well (a zoo trained from one shared initialisation, whose
+  neurons stay aligned) a benchmark cannot tell an equivariant encoder from a linear model.
 
 The trees are sklearn's ``HistGradientBoostingRegressor`` (regression targets) or
 ``HistGradientBoostingClassifier`` (classification targets, e.g. an INR's ``label``; predictions are
@@ -25,11 +29,15 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import kendalltau
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.preprocessing import StandardScaler
 
 from wsl.data.runs import run_key
 from wsl.weights.statistics import weight_statistics
 from zoo.store import SPLITS
 
+# Inverse regularisation strengths of the linear reference (C; ridge alpha = 1 / C), chosen on validation.
+LINEAR_C = (0.001, 0.01, 0.1, 1.0)
 # Fixed tree settings, the same for both references; the iteration count is chosen on validation runs.
 TREE_SETTINGS = {"learning_rate": 0.05, "max_leaf_nodes": 31, "min_samples_leaf": 20, "l2_regularization": 0.0}
 MAX_ITER = 1000
@@ -168,3 +176,26 @@ def statnn_trees(dm, seed: int = 0, max_iter: int = MAX_ITER) -> np.ndarray:
     pred, _ = boosted_trees(data["train"][0], data["train"][1], data["val"][0], data["val"][1],
                             data["test"][0], seed, max_iter, dm.task_type == "classification")
     return pred
+
+
+def linear_on_weights(dm, seed: int = 0) -> np.ndarray:
+    """Predictions for ``dm.items("test")`` of a linear model on the raw flattened weights."""
+    _check(dm)
+    x = {s: dm.weights(s).flatten().numpy().astype(np.float64) for s in SPLITS}
+    y = {s: _split_arrays(dm, s)[2] for s in SPLITS}
+    scaler = StandardScaler().fit(x["train"])
+    x = {s: np.nan_to_num(scaler.transform(v)) for s, v in x.items()}
+    classification = dm.task_type == "classification"
+    best, best_score = None, -np.inf
+    for c in LINEAR_C:
+        model = (LogisticRegression(C=c, max_iter=1000, random_state=seed) if classification
+                 else Ridge(alpha=1.0 / c, random_state=seed)).fit(x["train"], y["train"])
+        if not len(y["val"]):
+            best = model
+            break
+        pred = model.predict(x["val"])
+        score = (float(np.mean(pred == y["val"])) if classification
+                 else kendalltau(y["val"], pred).statistic if np.unique(pred).size > 1 else -np.inf)
+        if best is None or score > best_score:
+            best, best_score = model, score
+    return best.predict(x["test"])
