@@ -62,32 +62,37 @@ def _rss_kib() -> int:
     return 0
 
 
-def _nfn_hnp(spec, channels: int, layers: int, head_hidden: int, out_dim: int):
-    """The nfn package's HNP encoder with the same depth, width, activation, pool and head as ours."""
+def _nfn_hnp(spec, channels: int, layers: int, head_hidden: int, out_dim: int, fourier: int = 0,
+             fourier_scale: float = 1.0):
+    """The nfn package's HNP encoder with the same depth, width, activation, pool and head as ours
+    (and, with ``fourier``, the same Fourier encoding of each weight in front)."""
     import torch
     from torch import nn
     from nfn.common import WeightSpaceFeatures, network_spec_from_wsfeat
     from nfn.layers import HNPLinear, HNPPool, TupleOp
+    from wsl.nn.base import weight_encoding
 
     example = WeightSpaceFeatures([torch.zeros(1, 1, *l.weight.shape) for l in spec.layers],
                                   [torch.zeros(1, 1, l.out_features) for l in spec.layers])
     nspec = network_spec_from_wsfeat(example)
 
     class NFNPackageHNP(nn.Module):
+        raw_weights = False  # as our encoders: it reads normalized weights (wsl.nn.base)
+
         def __init__(self):
             super().__init__()
+            self.encode, c_in = weight_encoding(fourier, fourier_scale)
             mods = []
             for k in range(layers):
-                mods += [HNPLinear(nspec, 1 if k == 0 else channels, channels), TupleOp(nn.ReLU())]
+                mods += [HNPLinear(nspec, c_in if k == 0 else channels, channels), TupleOp(nn.ReLU())]
             self.layers = nn.Sequential(*mods)
             self.pool = HNPPool(nspec)
             self.head = nn.Sequential(nn.Linear(HNPPool.get_num_outs(nspec) * channels, head_hidden), nn.ReLU(),
                                       nn.Linear(head_hidden, out_dim))
 
-        raw_weights = False  # as our encoders: it reads normalized weights (wsl.nn.base)
-
         def forward(self, wb):
-            feats = WeightSpaceFeatures([w.unsqueeze(1) for w in wb.weights], [b.unsqueeze(1) for b in wb.biases])
+            feats = self.encode(wb.features())
+            feats = WeightSpaceFeatures(list(feats.weights), list(feats.biases))
             return self.head(self.pool(self.layers(feats)).flatten(1))
 
     return NFNPackageHNP()

@@ -230,3 +230,14 @@ def test_missing_data_dir_names_the_directory(tmp_path):
     c = parse_config(cfg(task={"name": "mnist", "data_dir": str(tmp_path)}))
     with pytest.raises((FileNotFoundError, ValueError), match=re.escape(str(tmp_path))):
         build_task_and_spec(c)
+
+
+def test_default_init_keeps_the_zoo_identity_and_other_inits_change_it():
+    """Zoos made before ``init`` existed resume under the same hash; another init is another zoo."""
+    raw = {"name": "z", "num_models": 2, "epochs": 1, "task": "digits", "architecture": "mlp"}
+    plain = parse_config(raw)
+    assert plain.init == {"seeds": "independent", "scheme": "standard"}
+    assert parse_config(dict(raw, init={"seeds": "independent"})).hash() == plain.hash()
+    assert parse_config(dict(raw, init="shared")).hash() != plain.hash()
+    assert parse_config(dict(raw, init="shared")).init == {"seeds": "shared", "scheme": "standard"}
+    assert parse_config(plain.raw).raw == plain.raw  # a normalised config parses to itself

@@ -19,6 +19,7 @@ INVARIANT = {
     "deepsets": lambda spec: DeepSetsEncoder(spec, 2, hidden=16),
     "hnp": lambda spec: NFNEncoder(spec, 2, mode="hnp", channels=8, head_hidden=32),
     "np": lambda spec: NFNEncoder(spec, 2, mode="np", channels=8, head_hidden=32),
+    "hnp-fourier": lambda spec: NFNEncoder(spec, 2, mode="hnp", channels=8, head_hidden=32, fourier=4),
     "probe": lambda spec: ProbeEncoder(spec, 2, probes=16, hidden=32),
 }
 ALL = {**INVARIANT, "flat": lambda spec: FlatMLP(spec, 2, hidden=32)}
@@ -69,6 +70,22 @@ def test_gradients_reach_every_parameter(arch, name):
     (out * torch.randn_like(out)).sum().backward()
     for pname, p in enc.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, f"{name}: no gradient for {pname}"
+
+
+def test_fourier_features_encode_each_weight_elementwise():
+    from wsl.nn.base import FourierFeatures
+
+    spec = SPECS["mlp"]
+    enc = FourierFeatures(3, scale=0.5).double()
+    feats = random_weights(spec).features()
+    out = enc(feats)
+    f = enc.freqs.double()
+    w = feats.weights[1][:, 0]  # one channel in: sin of every frequency, then cos of every one
+    assert out.weights[1].shape == (B, 6, *w.shape[1:])
+    torch.testing.assert_close(out.weights[1][:, 2], torch.sin(f[2] * w))
+    torch.testing.assert_close(out.biases[0][:, 4], torch.cos(f[1] * feats.biases[0][:, 0]))
+    with pytest.raises(ValueError, match="features >= 1 and scale > 0"):
+        FourierFeatures(0)
 
 
 def test_hnp_fits_random_targets():

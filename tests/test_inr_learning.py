@@ -158,6 +158,24 @@ def test_encoders_run_on_siren_weights_and_invariant_ones_ignore_permutations(di
         torch.testing.assert_close(moved, out, atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize("name,kwargs", [("hnp", {"channels": 4, "layers": 1}), ("dwsnet", {"channels": 4, "layers": 1}),
+                                         ("ngnn", {"hidden": 16, "layers": 1})])
+def test_fourier_encoded_encoders_stay_invariant(digits_inr, name, kwargs):
+    torch.set_num_threads(1)
+    with Zoo(digits_inr) as z:
+        spec, params = z.spec, z.batch(np.arange(4))
+    wb = WeightBatch.from_params(spec, params).map(lambda t: t.double())
+    torch.manual_seed(0)
+    plain = build_encoder(name, spec, 10, **kwargs).double().eval()
+    enc = build_encoder(name, spec, 10, fourier=3, fourier_scale=0.5, **kwargs).double().eval()
+    with torch.no_grad():
+        out = enc(wb)
+        moved = enc(permute(wb, random_permutations(spec, 4, generator=torch.Generator().manual_seed(1))))
+    torch.testing.assert_close(moved, out, atol=1e-6, rtol=1e-6)
+    assert (out[1:] - out[:1]).abs().max() > 1e-6
+    assert sum(p.numel() for p in enc.parameters()) > sum(p.numel() for p in plain.parameters())  # 6 channels in
+
+
 # --- references ----------------------------------------------------------------------------------
 def test_statnn_trees_classify_and_the_oracle_is_skipped(digits_inr):
     dm = dm_for(digits_inr, target="label", split="recorded")

@@ -181,6 +181,8 @@ def test_shared_initialisation_and_the_dwsnets_scheme(tmp_path):
     assert (trained["layers.0.weight"] != trained["layers.0.weight"][:1]).any()  # the fits differ
     assert (first["layers.0.weight"] != first["layers.0.weight"][:1]).any()  # independent: own inits
     assert first["layers.0.bias"].abs().min() > 0
+    with Zoo(shared) as z:
+        assert "init       shared seeds, dwsnets scheme" in z.summary()
 
 
 # ----------------------------------------------------------------------------------------------

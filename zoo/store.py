@@ -489,6 +489,10 @@ class Zoo:
             + ")" + (f", shard {self.shard[0]}/{self.shard[1]}" if self.shard[1] > 1 else ""),
             f"checkpts   epochs {self.checkpoint_epochs}",
         ]
+        init = self.config.get("init", {})  # zoos made before the field: independent, standard
+        lines.append(f"init       {init.get('seeds', 'independent')} seeds, {init.get('scheme', 'standard')} scheme"
+                     + (f", fitting stops at {self.config['task']['stop_psnr']} dB PSNR"
+                        if self.config.get("task", {}).get("stop_psnr") else ""))
         gen = self.generated
         if gen is not None:
             lines.append("generated  " + (", ".join(f"{k} {_short_value(v)}" for k, v in sorted(gen.items()))

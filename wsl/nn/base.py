@@ -12,8 +12,10 @@
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
+import torch
 from torch import Tensor, nn
 
 from zoo.weight_space import WeightSpaceSpec
@@ -61,6 +63,35 @@ class Elementwise(nn.Module):
         return feats.map(self.fn)
 
 
+class FourierFeatures(nn.Module):
+    """Each scalar feature x -> [sin(2 pi f_k x), cos(2 pi f_k x)] for k < ``features``, with fixed
+    frequencies f_k ~ N(0, scale^2): C channels in, 2 * features * C out. Elementwise, so it commutes
+    with every permutation; it gives the first equivariant layer a rich function of each weight
+    instead of the weight alone (Zhou et al.'s INR classifiers and Kofinas et al.'s neural graphs
+    encode weights so)."""
+
+    def __init__(self, features: int, scale: float = 1.0, seed: int = 0):
+        super().__init__()
+        if features < 1 or scale <= 0:
+            raise ValueError(f"FourierFeatures: expected features >= 1 and scale > 0, found {features}, {scale}")
+        gen = torch.Generator().manual_seed(seed)
+        self.register_buffer("freqs", 2 * math.pi * scale * torch.randn(features, generator=gen))
+
+    def _encode(self, t: Tensor) -> Tensor:
+        shape = (1, 1, -1) + (1,) * (t.dim() - 2)
+        x = t.unsqueeze(2) * self.freqs.to(t.dtype).view(shape)  # [B, C, F, ...]
+        return torch.cat([x.sin(), x.cos()], 2).flatten(1, 2)
+
+    def forward(self, feats: WeightFeatures) -> WeightFeatures:
+        return feats.map(self._encode)
+
+
+def weight_encoding(fourier: int, scale: float) -> tuple[nn.Module, int]:
+    """The encoders' encoding of each weight (``FourierFeatures``, or none for ``fourier=0``) and the
+    channels it leaves."""
+    return (FourierFeatures(fourier, scale), 2 * fourier) if fourier else (nn.Identity(), 1)
+
+
 class Backbone(nn.Sequential):
     """``layers`` equivariant layers with ReLUs between them: weight features -> weight features.
 
@@ -90,12 +121,15 @@ class Backbone(nn.Sequential):
 
 
 class PooledEncoder(Encoder):
-    """lift to one channel -> backbone -> invariant pool -> MLP head."""
+    """lift to one channel (optionally encoded by ``encode``, e.g. ``FourierFeatures``) -> backbone ->
+    invariant pool -> MLP head."""
 
-    def __init__(self, spec: WeightSpaceSpec, out_dim: int, backbone: nn.Module, pool: nn.Module, head: nn.Module):
+    def __init__(self, spec: WeightSpaceSpec, out_dim: int, backbone: nn.Module, pool: nn.Module, head: nn.Module,
+                 encode: nn.Module | None = None):
         super().__init__(spec, out_dim)
+        self.encode = encode if encode is not None else nn.Identity()
         self.backbone, self.pool, self.head = backbone, pool, head
 
     def forward(self, wb: WeightBatch) -> Tensor:
         self.check_spec(wb)
-        return self.head(self.pool(self.backbone(wb.features())))
+        return self.head(self.pool(self.backbone(self.encode(wb.features()))))

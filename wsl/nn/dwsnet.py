@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from zoo.weight_space import WeightSpaceSpec
 
-from wsl.nn.base import Backbone, PooledEncoder, mlp
+from wsl.nn.base import Backbone, PooledEncoder, mlp, weight_encoding
 from wsl.nn.pool import InvariantPool
 from wsl.weights import WeightFeatures
 
@@ -158,11 +158,13 @@ class DWSBackbone(Backbone):
 
 
 class DWSNetEncoder(PooledEncoder):
-    """DWS layers with ReLUs -> invariant pool (hidden axes averaged, input/output axes kept) -> MLP."""
+    """DWS layers with ReLUs -> invariant pool (hidden axes averaged, input/output axes kept) -> MLP.
+    ``fourier`` > 0 encodes every weight by random Fourier features first (``wsl.nn.base``)."""
 
     def __init__(self, spec: WeightSpaceSpec, out_dim: int, channels: int = 16, layers: int = 3,
-                 head_hidden: int = 256):
+                 head_hidden: int = 256, fourier: int = 0, fourier_scale: float = 1.0):
         check_mlp_spec(spec)
         pool = InvariantPool(spec, channels)
-        super().__init__(spec, out_dim, DWSBackbone(spec, 1, channels, layers), pool,
-                         mlp(pool.dim, head_hidden, out_dim, 2))
+        encode, c_in = weight_encoding(fourier, fourier_scale)
+        super().__init__(spec, out_dim, DWSBackbone(spec, c_in, channels, layers), pool,
+                         mlp(pool.dim, head_hidden, out_dim, 2), encode)

@@ -41,7 +41,7 @@ from torch_geometric.utils import softmax
 
 from zoo.weight_space import WeightSpaceSpec
 
-from wsl.nn.base import Encoder, mlp
+from wsl.nn.base import Encoder, mlp, weight_encoding
 from wsl.weights import WeightBatch, WeightFeatures
 from wsl.weights.graph import graph_layout, to_graph
 
@@ -188,12 +188,15 @@ class NGEncoder(Encoder):
     """Invariant encoder of a weight space (MLP or CNN) through its neural graph: ``[B, out_dim]``.
 
     ``conv="gnn"`` is NG-GNN (``ngnn``), ``conv="transformer"`` NG-T (``ngt``); ``edge_readout``
-    adds the mean over edges to the pooled node features."""
+    adds the mean over edges to the pooled node features. ``fourier`` > 0 encodes every weight and
+    bias by random Fourier features first (Kofinas et al. do so), ``wsl.nn.base``."""
 
     def __init__(self, spec: WeightSpaceSpec, out_dim: int, conv: str = "gnn", hidden: int = 64, layers: int = 4,
-                 heads: int = 1, dropout: float = 0.0, edge_readout: bool = True):
+                 heads: int = 1, dropout: float = 0.0, edge_readout: bool = True, fourier: int = 0,
+                 fourier_scale: float = 1.0):
         super().__init__(spec, out_dim)
-        self.backbone = NGBackbone(spec, conv, 1, hidden, layers, heads, dropout)
+        self.encode, c_in = weight_encoding(fourier, fourier_scale)
+        self.backbone = NGBackbone(spec, conv, c_in, hidden, layers, heads, dropout)
         self.edge_readout = edge_readout
         self.head = mlp((3 if edge_readout else 2) * hidden, hidden, out_dim, 2, dropout)
 
@@ -207,4 +210,4 @@ class NGEncoder(Encoder):
 
     def forward(self, wb: WeightBatch) -> Tensor:
         self.check_spec(wb)
-        return self.head(self.pool(*self.backbone.graph(wb.features())))
+        return self.head(self.pool(*self.backbone.graph(self.encode(wb.features()))))

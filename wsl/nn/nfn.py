@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from zoo.weight_space import WeightSpaceSpec
 
-from wsl.nn.base import Backbone, PooledEncoder, mlp
+from wsl.nn.base import Backbone, PooledEncoder, mlp, weight_encoding
 from wsl.nn.pool import InvariantPool
 from wsl.weights import WeightFeatures
 
@@ -271,11 +271,14 @@ class NFNBackbone(Backbone):
 
 
 class NFNEncoder(PooledEncoder):
-    """NF-Layers with ReLUs -> invariant pool -> MLP head; no normalisation layers."""
+    """NF-Layers with ReLUs -> invariant pool -> MLP head; no normalisation layers. ``fourier`` > 0
+    encodes every weight by that many random Fourier frequencies of std ``fourier_scale`` first."""
 
     def __init__(self, spec: WeightSpaceSpec, out_dim: int, mode: str = "hnp", channels: int = 32,
-                 layers: int = 3, head_hidden: int = 256, dropout: float = 0.0):
-        backbone = NFNBackbone(spec, mode, 1, channels, layers)
+                 layers: int = 3, head_hidden: int = 256, dropout: float = 0.0, fourier: int = 0,
+                 fourier_scale: float = 1.0):
+        encode, c_in = weight_encoding(fourier, fourier_scale)
+        backbone = NFNBackbone(spec, mode, c_in, channels, layers)
         pool = InvariantPool(spec, channels)
-        super().__init__(spec, out_dim, backbone, pool, mlp(pool.dim, head_hidden, out_dim, 2, dropout))
+        super().__init__(spec, out_dim, backbone, pool, mlp(pool.dim, head_hidden, out_dim, 2, dropout), encode)
         self.mode = mode
