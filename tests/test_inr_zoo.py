@@ -163,6 +163,13 @@ def test_early_stopping_freezes_each_inr_at_its_stop_psnr(digits8, siren):
             np.testing.assert_allclose(res.params[k][i, 1], full.params[k][i, first], rtol=1e-5, atol=1e-6,
                                        err_msg=f"model {i}, parameter {k}, stopped at step {first}")
         assert (res.metrics["psnr"][i, 1] >= stop) == reached[i]
+    # a stop every INR has reached at its initialisation: nothing trains, every checkpoint is the init
+    low = float(curves[:, 0].min()) - 1
+    res = fit_population(siren, digits8.coords, digits8.values, hp, seeds, epochs=30, checkpoints=[0, 10, 30],
+                         peak=digits8.peak, stop_psnr=low)
+    for p in res.params:
+        np.testing.assert_array_equal(p[:, 2], p[:, 0])
+    np.testing.assert_allclose(res.metrics["psnr"][:, 2], curves[:, 0], rtol=1e-6)
 
 
 def test_shared_initialisation_and_the_dwsnets_scheme(tmp_path):

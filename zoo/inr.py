@@ -101,6 +101,12 @@ def fit_population(spec: WeightSpaceSpec, coords: Tensor, targets: Tensor, hpara
             recorder.record(step, {"mse": mse, "psnr": psnr(mse, peak)})
         if step == epochs:
             break
+        if not bool(fitting.any()):  # every INR stopped (or diverged): later checkpoints are these weights
+            for later in (c for c in checkpoints if c > step):
+                recorder.record(later, {"mse": mse, "psnr": psnr(mse, peak)})
+            if progress is not None:
+                progress(1.0)
+            break
         opt.step(grads, fitting, compile=compiled)
         if progress is not None and (step + 1) % max(1, epochs // 100) == 0:
             progress((step + 1) / epochs)
