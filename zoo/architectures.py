@@ -104,26 +104,28 @@ def init_bounds(spec: WeightSpaceSpec, scheme: str = "standard") -> list[float]:
 
     ``standard``: PyTorch's default 1/sqrt(fan_in) for weights and biases alike; for SIREN
     (Sitzmann et al. 2020) 1/n for the first layer's weights and sqrt(6/n)/omega_0 for later ones.
-    ``dwsnets`` (SIREN only): the SIREN of Navon et al.'s INR datasets (DWSNets ``nn/inr.py``):
-    sqrt(6/n)/omega_0 for every sine layer's weights, the first included, zero sine-layer biases,
-    and PyTorch's default for the linear output layer."""
+    ``dwsnets`` (SIREN only): the sine layers of Navon et al.'s INR datasets (DWSNets ``nn/inr.py``):
+    sqrt(6/n)/omega_0 for every sine layer's weights, the first included, and zero sine-layer
+    biases. The linear output layer keeps the standard SIREN init (weights sqrt(6/n)/omega_0, bias
+    PyTorch's default), where DWSNets' output is a PyTorch-default ``nn.Linear``."""
     if scheme not in INIT_SCHEMES:
         raise ValueError(f"init.scheme: expected one of {list(INIT_SCHEMES)}, found {scheme!r}")
-    if scheme == "dwsnets" and spec.architecture != "siren":
+    siren = spec.architecture == "siren"
+    if scheme == "dwsnets" and not siren:
         raise ValueError(f"init.scheme 'dwsnets' is a SIREN initialisation; the architecture is {spec.architecture!r}")
     w0 = float(spec.options.get("omega_0", 30.0))
     out = []
     for i, layer in enumerate(spec.layers):
         fan_in = layer.in_features * math.prod(layer.kernel)
         default = 1.0 / math.sqrt(fan_in)
-        sine = spec.architecture == "siren" and i < len(spec.layers) - 1
-        if spec.architecture != "siren":
+        if not siren:
             out.append(default)
-        elif scheme == "dwsnets" and sine:
-            out.append(math.sqrt(6.0 / fan_in) / w0)
+        elif i == 0 and scheme == "standard":
+            out.append(1.0 / fan_in)
         else:
-            out.append(1.0 / fan_in if i == 0 else math.sqrt(6.0 / fan_in) / w0)
+            out.append(math.sqrt(6.0 / fan_in) / w0)
         if layer.bias:
+            sine = siren and i < len(spec.layers) - 1
             out.append(0.0 if scheme == "dwsnets" and sine else default)
     return out
 
