@@ -26,7 +26,8 @@ decay 1e-4, and ``--augment`` (default: random hidden-neuron permutations; e.g. 
 
 Output: per zoo a markdown table (test accuracy mean ± std over seeds, training time), also written
 to ``<out>/benchmark_inr.md``; a plot of accuracy against training time, ``<out>/benchmark_inr.png``;
-and, as the last line, one JSON object with the headline figures. A predictor that fails is
+the learning curves (validation accuracy after every epoch against training time, each seed) in
+``<out>/benchmark_inr_curves.png`` and ``.json``; and, as the last line, one JSON object with the headline figures. A predictor that fails is
 reported as failed (with its error); the others go on.
 """
 from __future__ import annotations
@@ -52,7 +53,8 @@ import lightning.pytorch as pl  # noqa: E402
 from wsl.prediction.baselines import MAX_ITER, linear_on_weights, statnn_trees  # noqa: E402
 from wsl.nn import ENCODERS as WSL_ENCODERS  # noqa: E402
 from wsl.data import PropertyDataModule  # noqa: E402
-from wsl.cli.plots import score_vs_time  # noqa: E402
+from wsl.cli.plots import learning_curves, score_vs_time  # noqa: E402
+from wsl.prediction.fit import ValidationCurve  # noqa: E402
 from zoo.store import Zoo  # noqa: E402
 
 TREES = "statnn+trees"
@@ -138,7 +140,8 @@ def nfn_package_hnp(spec, out_dim: int, channels: int = 32, layers: int = 3, hea
 
 
 def run_one(dm: PropertyDataModule, name: str, seed: int, args, predictors: dict, accelerator: str) -> dict:
-    """Train and score one predictor on one seed: test accuracy, time, best validation accuracy."""
+    """Train and score one predictor on one seed: test accuracy, time, best validation accuracy and
+    the learning curve (seconds, epoch, validation accuracy)."""
     truth = dm.items("test")["targets"].numpy()
     if name in REFERENCES:
         t0 = time.perf_counter()
@@ -147,10 +150,11 @@ def run_one(dm: PropertyDataModule, name: str, seed: int, args, predictors: dict
         return {"test_acc": accuracy(truth, pred), "time_s": time.perf_counter() - t0}
     dm.augmentations, dm.mixup = None, None  # fresh augmentation generators per encoder
     pl.seed_everything(seed, workers=True, verbose=False)
+    curve = ValidationCurve()
     with tempfile.TemporaryDirectory(prefix="bench_inr_") as tmp:
         pred, best_val, fit_s = bp.train_encoder(dm, name, predictors[name], args.epochs, accelerator, Path(tmp),
-                                                 max_minutes=args.max_minutes)
-    return {"test_acc": accuracy(truth, pred), "time_s": fit_s, "best_val_acc": best_val}
+                                                 max_minutes=args.max_minutes, callbacks=[curve])
+    return {"test_acc": accuracy(truth, pred), "time_s": fit_s, "best_val_acc": best_val, "curve": curve.points}
 
 
 def main(argv=None) -> dict:
@@ -238,12 +242,21 @@ def main(argv=None) -> dict:
     panels = {zoo: {n: (s["time_s_mean"], s["time_s_std"], s["test_acc_mean"], s["test_acc_std"])
                     for n, s in summ.items() if s["n_ok"]} for zoo, summ in summaries.items()}
     png = score_vs_time({z: p for z, p in panels.items() if p}, out_dir / "benchmark_inr.png") if any(panels.values()) else None
+    curves = {zoo: {n: [r["curve"] for r in per.values() if r.get("curve")] for n, per in res.items()}
+              for zoo, res in results.items()}
+    curves = {zoo: {n: c for n, c in rows.items() if c} for zoo, rows in curves.items()}
+    (out_dir / "benchmark_inr_curves.json").write_text(json.dumps(
+        {zoo: {n: {str(s): r.get("curve", []) for s, r in per.items()} for n, per in res.items()}
+         for zoo, res in results.items()}))
+    curves_png = (learning_curves({z: c for z, c in curves.items() if c}, out_dir / "benchmark_inr_curves.png")
+                  if any(curves.values()) else None)
     best = {zoo: max(((n, s["test_acc_mean"]) for n, s in summ.items() if s["n_ok"]), key=lambda x: x[1], default=(None,))[0]
             for zoo, summ in summaries.items()}
     headline = {
         "benchmark": "inr_classification", "target": args.target, "seeds": args.seeds, "epochs": args.epochs,
         "max_minutes": args.max_minutes, "quick": args.quick, "device": device,
         "total_s": time.perf_counter() - t_start, "markdown": str(md_path), "plot": None if png is None else str(png),
+        "curves": None if curves_png is None else str(curves_png),
         "best": best,
         "results": {zoo: {n: {k: s[k] for k in ("test_acc_mean", "test_acc_std", "best_val_acc_mean", "time_s_mean",
                                                 "n_ok", "n_failed")}

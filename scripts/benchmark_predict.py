@@ -167,11 +167,12 @@ def resolve_zoo(item: str, zoo_dir: Path, overrides: dict, device: str) -> Path:
 
 # --- one predictor ------------------------------------------------------------------------------------------
 def train_encoder(dm: PropertyDataModule, encoder: str, settings: dict, epochs: int, accelerator: str,
-                  work_dir: Path, max_minutes: float | None = None) -> tuple[np.ndarray, float, float]:
+                  work_dir: Path, max_minutes: float | None = None, callbacks=()) -> tuple[np.ndarray, float, float]:
     """``wsl.prediction.fit.fit_predictor`` with this benchmark's settings: test-run predictions of the
     checkpoint best on validation runs, that validation score, and the training wall time in seconds."""
     fitted = fit_predictor(dm, encoder, settings["encoder_kwargs"], settings["lr"], epochs, work_dir,
-                           filename=encoder, weight_decay=WEIGHT_DECAY, max_minutes=max_minutes, accelerator=accelerator)
+                           filename=encoder, weight_decay=WEIGHT_DECAY, max_minutes=max_minutes, accelerator=accelerator,
+                           callbacks=callbacks)
     return fitted.test_predictions, fitted.best_val, fitted.fit_seconds
 
 

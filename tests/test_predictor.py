@@ -143,3 +143,18 @@ def test_fit_predictor_reloads_its_best_checkpoint_with_the_safe_loader(fitted, 
     for (k, a), b in zip(result.model.state_dict().items(), loaded.state_dict().values()):
         torch.testing.assert_close(a, b, msg=k)
     assert ((result.test_predictions >= 0) & (result.test_predictions <= 1)).all()  # accuracies stay in [0, 1]
+
+
+def test_validation_curve_records_every_epoch_and_its_best_is_the_checkpoints(fitted, tmp_path):
+    from wsl.data import PropertyDataModule
+    from wsl.prediction.fit import ValidationCurve, fit_predictor
+
+    _, zoo_path, _ = fitted
+    dm = PropertyDataModule([str(zoo_path)], target="test_acc", checkpoints="all", batch_size=16)
+    curve = ValidationCurve()
+    result = fit_predictor(dm, "statnn", {}, 3e-3, 3, tmp_path / "fp", enable_progress_bar=False, logger=False,
+                           callbacks=[curve])
+    assert [epoch for _, epoch, _ in curve.points] == [0, 1, 2]  # the sanity check is not a point
+    seconds = [t for t, _, _ in curve.points]
+    assert seconds == sorted(seconds) and seconds[-1] <= result.fit_seconds
+    assert max(score for _, _, score in curve.points) == pytest.approx(result.best_val)

@@ -62,3 +62,24 @@ def score_vs_time(panels: dict[str, dict[str, tuple[float, float, float, float]]
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
     return _save(fig, out)
+
+
+def learning_curves(panels: dict[str, dict[str, list[list[tuple[float, int, float]]]]], out: str | Path,
+                    score: str = "validation accuracy") -> Path:
+    """Validation score against training time, one panel per zoo: panel -> {predictor: one curve of
+    (seconds, epoch, score) points per seed}. Seeds share their predictor's colour."""
+    names = sorted({n for rows in panels.values() for n in rows})
+    colors = {n: plt.cm.tab10(k % 10) for k, n in enumerate(names)}
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.4), squeeze=False)
+    for ax, (title, rows) in zip(axes[0], panels.items()):
+        for name, curves in rows.items():
+            for k, points in enumerate(curves):
+                if points:
+                    t, _, s = zip(*points)
+                    ax.plot(t, s, color=colors[name], alpha=0.8, lw=1.2, label=name if k == 0 else None)
+        ax.set_xlabel("training time (s)")
+        ax.set_ylabel(score)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, out)

@@ -27,6 +27,24 @@ class FittedPredictor:
     fit_seconds: float
 
 
+class ValidationCurve(pl.Callback):
+    """The learning curve of a fit: ``points`` holds (seconds since the fit started, epoch, validation
+    score) after every validation epoch, the sanity check excluded."""
+
+    def __init__(self, monitor: str = "val/score"):
+        self.monitor = monitor
+        self.points: list[tuple[float, int, float]] = []
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.points, self._t0 = [], time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module) -> None:  # where ModelCheckpoint reads it too
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or value is None:
+            return
+        self.points.append((time.perf_counter() - self._t0, trainer.current_epoch, float(value)))
+
+
 def fit_predictor(dm: PropertyDataModule, encoder: str, encoder_kwargs: dict, lr: float, epochs: int,
                   work_dir: str | Path, filename: str = "best", weight_decay: float = 1e-4, max_minutes: float | None = None,
                   callbacks: Sequence[pl.Callback] = (), **trainer_overrides) -> FittedPredictor:
