@@ -2,6 +2,7 @@
 found (also when permuted), baselines behave, conditional agreement is computed right, the CLI
 writes its report."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,8 +80,6 @@ def test_source_task_rebuilds_the_zoo_task(setup):
     for split in ("train", "val", "test"):
         assert torch.equal(getattr(setup["task"], f"x_{split}"), getattr(task, f"x_{split}"))
         assert torch.equal(getattr(setup["task"], f"y_{split}"), getattr(task, f"y_{split}"))
-    with pytest.raises(ValueError, match="INR"):
-        source_task({"name": "inr", "task": {"name": "mnist-inr"}, "architecture": {"name": "siren"}})
 
 
 def test_generated_zoo_round_trips(gen_zoo, setup):
@@ -316,3 +315,81 @@ def test_merge_keeps_the_provenance(gen_zoo, tmp_path):
     with Zoo(path) as a, Zoo(out) as b:
         assert b.generated == a.generated and b.generated["seed"] == 7
         assert np.array_equal(b.status, a.status)
+
+
+# --- INR zoos: generated INRs judged against held-out images ---------------------------------------
+INR_RAW = {"name": "inr_ref", "seed": 0, "num_models": 40, "epochs": 200, "checkpoints": [0, 200],
+           "task": {"name": "digits-inr", "n_train": 24, "n_val": 8, "n_test": 8},
+           "architecture": {"name": "siren", "hidden": [16, 16], "omega_0": 30},
+           "hparams": {"lr": 0.005, "optimizer": "adam"}}
+
+
+@pytest.fixture(scope="module")
+def inr_setup(tmp_path_factory):
+    """A tiny digits-INR zoo; its training INRs are the references, and a stand-in generated zoo
+    holds a permuted copy of training INR 3, a test INR, and a constant (all-zero) INR."""
+    ref = generate_zoo(INR_RAW, tmp_path_factory.mktemp("inr") / "inr_ref.h5")
+    with Zoo(ref) as z:
+        wb = WeightBatch.from_params(z.spec, z.batch(np.arange(len(z)), -1))
+        config, spec, split = z.config, z.spec, z.signal("split").astype(str)
+        labels, signal_of = z.signal("label"), z.signal("signal")
+    train, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
+    copy = permute(wb[int(train[3])], hidden_perms(spec, 1, seed=1))
+    zero = wb[0].map(torch.zeros_like)
+    g = WeightBatch.cat([copy, wb[int(test[0])], zero])
+    requested = [int(labels[train[3]]), int(labels[test[0]]), 0]
+    path = tmp_path_factory.mktemp("inrgen") / "gen.h5"
+    write_generated_zoo(path, name="gen", source_config=config, spec=spec, task=source_task(config), wb=g,
+                        hparams={"requested_label": requested},
+                        generated=_provenance(train_runs=train, checkpoint_epoch=200, select={}), checkpoint_epoch=200)
+    return {"ref": ref, "gen": str(path), "g": g, "wb": wb, "spec": spec, "config": config, "train": train,
+            "test": test, "signal_of": signal_of, "task": source_task(config)}
+
+
+def test_generated_inr_zoo_stores_the_nearest_test_image_as_its_signal(inr_setup):
+    from wsl.generation.networks import render
+    from zoo.inr import psnr
+
+    task, g = inr_setup["task"], inr_setup["g"]
+    test_signals = task.values[torch.as_tensor(inr_setup["test"])]
+    outputs = render(inr_setup["spec"], g, task.coords)
+    with Zoo(inr_setup["gen"]) as z:
+        assert z.is_inr and z.done.all() and z.metric_names == ["mse", "psnr"]
+        stored = torch.as_tensor(z.file["signals/values"][()])
+        which = z.signal("signal")
+        assert (z.signal("split").astype(str) == "test").all()
+        np.testing.assert_array_equal(z.signal("label"), np.asarray(task.fields["label"])[which])
+        for k in range(len(g)):
+            errors = (outputs[k] - test_signals).pow(2).mean((1, 2))
+            assert torch.equal(stored[k], task.values[which[k]])  # the nearest test image, stored as its signal
+            assert float((outputs[k] - stored[k]).pow(2).mean()) == pytest.approx(float(errors.min()), rel=1e-5)
+            assert z.metric("mse")[k, -1] == pytest.approx(float(errors.min()), rel=1e-4)
+            assert z.metric("psnr")[k, -1] == pytest.approx(float(psnr(errors.min(), task.peak)), rel=1e-4)
+        assert which[1] == inr_setup["signal_of"][inr_setup["test"][0]]  # a test INR's nearest test image: its own
+    out = Path(inr_setup["gen"]).with_suffix(".png")
+    assert main(["zoo", "render", inr_setup["gen"], "--split", "all", "--out", str(out)]) == 0 and out.exists()
+
+
+def test_suite_on_inrs_finds_the_copy_and_scores_against_held_out_images(inr_setup, tmp_path):
+    report = evaluate_generated(inr_setup["gen"], inr_setup["ref"], tmp_path, max_reference=None, sigmas=(0.1,),
+                                average_ks=(2,), self_subset=8)
+    g = report["generator_networks"]
+    assert report["metric"] == "test_psnr" and report["higher_is_better"]
+    assert g["weight_novelty"][0] == pytest.approx(0.0, abs=1e-4)  # the permuted copy, found after alignment
+    assert g["nearest_reference_model"][0] == inr_setup["train"][3]
+    assert g["behavioural_novelty"][0] > 100  # renders exactly like a reference: hundreds of dB
+    assert g["behavioural_novelty"][1] < 60  # a held-out INR draws an image no reference draws
+    assert g["metric"][2] < g["metric"][1]  # the blank INR is further from every test image
+    cond = report["conditional"]["label"]
+    assert cond["n"] == 3 and 0 <= cond["exact"] <= 1
+    assert "PSNR (dB) between their renderings" in Path(report["files"]["markdown"]).read_text()
+
+
+def test_nearest_signal_skips_the_excluded_one():
+    from wsl.generation.networks import nearest_signal
+
+    signals = torch.arange(4.0).view(4, 1, 1).expand(4, 3, 1)
+    index, mse = nearest_signal(signals.clone(), signals, exclude=np.asarray([0, -1, 2, 3]))
+    assert index.tolist() == [1, 1, 1, 2] and mse.tolist() == [1.0, 0.0, 1.0, 1.0]
+    index, mse = nearest_signal(torch.full((1, 3, 1), float("nan")), signals)
+    assert index.tolist() == [-1] and np.isnan(mse).all()

@@ -144,6 +144,16 @@ def gen_zoo(tmp_path_factory):
     return generate_zoo(ZOO, tmp_path_factory.mktemp("genzoo") / "gen.h5")
 
 
+@pytest.fixture(scope="module")
+def inr_zoo(tmp_path_factory):
+    """28 digit INRs (2-8-8-1 SIRENs), images split 16 / 6 / 6."""
+    return generate_zoo({
+        "name": "gen_inr", "seed": 0, "num_models": 28, "epochs": 10, "checkpoints": [0, 10],
+        "task": {"name": "digits-inr", "n_train": 16, "n_val": 6, "n_test": 6},
+        "architecture": {"name": "siren", "hidden": [8, 8], "omega_0": 30},
+        "hparams": {"lr": 0.001, "optimizer": "adam"}}, tmp_path_factory.mktemp("geninr") / "inr.h5")
+
+
 def _fit(model, dm, tmp_path, epochs=2):
     from lightning.pytorch.callbacks import ModelCheckpoint
     from wsl.training import make_trainer
@@ -190,6 +200,48 @@ def test_generator_trains_saves_and_samples_a_zoo(gen_zoo, tmp_path, kind, one_t
         assert np.isfinite(acc).all() and ((acc >= 0) & (acc <= 1)).all()
 
 
+def test_inr_generator_validates_on_validation_images_and_samples_an_inr_zoo(inr_zoo, tmp_path, one_thread):
+    """A class-conditional generator on an INR zoo: validation scores sampled INRs against images
+    (``val/gen_psnr`` is the kept checkpoint's score), and `wsl sample` cycles through the
+    requested classes into an INR zoo."""
+    from wsl.data import WeightDataModule
+    from wsl.generation.model import WeightDiffusion
+    from wsl.generation.sample import run_sample
+    from zoo.store import Zoo
+
+    dm = WeightDataModule([inr_zoo], conditions=["label"], split="recorded", batch_size=8)
+    model = WeightDiffusion(spec_json=dm.spec_json, source_json=dm.source_json, conditions=dm.conditions,
+                            denoiser="mlp", denoiser_kwargs={"hidden": 16, "layers": 1}, eval_samples=4,
+                            sample_steps=3)
+    best = _fit(model, dm, tmp_path, epochs=1)
+    logged = model.trainer.callback_metrics
+    assert np.isfinite(float(logged["val/gen_psnr"])) and float(logged["val/score"]) == float(logged["val/gen_psnr"])
+    assert 0 <= float(logged["val/cond_exact"]) <= 1
+    out = run_sample(best, 5, tmp_path / "inrs.h5", ["label=0,1,2"], guidance=2.0)
+    with Zoo(out) as z:
+        assert z.is_inr and z.metric_names == ["mse", "psnr"]
+        assert z.hparam("requested_label").tolist() == [0, 1, 2, 0, 1]
+        assert (z.signal("split").astype(str) == "test").all()  # each beside its nearest test image
+        assert z.generated["checkpoint_epoch"] == 10
+
+
+def test_sampled_inr_psnr_compares_with_validation_images_only(inr_zoo, one_thread):
+    from wsl.data import WeightDataModule
+    from wsl.generation.model import WeightDiffusion
+    from wsl.generation.networks import inr_metrics
+
+    dm = WeightDataModule([inr_zoo], split="recorded", batch_size=8)
+    model = WeightDiffusion(spec_json=dm.spec_json, source_json=dm.source_json, denoiser="mlp",
+                            denoiser_kwargs={"hidden": 16, "layers": 1}, eval_samples=3, sample_steps=2)
+    dm.setup("fit")
+    model.set_normalizers(**dm.normalizers())
+    wb = model.sample(3, seed=0)
+    expected = inr_metrics(model.spec, wb, model.task, splits=("val",))["val_psnr"].mean()
+    assert model._sampled_inr_psnr(model.task, 3, None) == pytest.approx(float(expected))
+    test_only = inr_metrics(model.spec, wb, model.task, splits=("test",))["test_psnr"].mean()
+    assert test_only != pytest.approx(float(expected))
+
+
 def test_sample_refuses_bad_requests_and_foreign_files(gen_zoo, tmp_path, one_thread, capsys):
     from wsl.cli.main import main
     from wsl.data import WeightDataModule
@@ -229,13 +281,14 @@ def test_cli_fit_dispatches_generator_configs(tmp_path):
 
 @pytest.mark.parametrize("config", sorted((Path(__file__).resolve().parents[1] / "configs" / "generate").glob("*.yaml")),
                          ids=lambda p: p.stem)
-def test_shipped_generator_configs_fit_through_the_cli(config, gen_zoo, tmp_path, one_thread):
+def test_shipped_generator_configs_fit_through_the_cli(config, gen_zoo, inr_zoo, tmp_path, one_thread):
     """Every configs/generate/ file parses, links the data to the model and trains (one batch each
     of fit and validation: fast_dev_run) with `wsl fit`, on a small zoo of the same kind."""
     from wsl.cli.main import main
 
-    assert main(["fit", "--config", str(config), f"--data.zoos=[{gen_zoo}]", "--data.batch_size=4",
-                 "--data.split=[0.6, 0.2, 0.2]", "--trainer.fast_dev_run=true",
+    zoo, split = (inr_zoo, "recorded") if "_inr_" in config.stem else (gen_zoo, "[0.6, 0.2, 0.2]")
+    assert main(["fit", "--config", str(config), f"--data.zoos=[{zoo}]", "--data.batch_size=4",
+                 f"--data.split={split}", "--trainer.fast_dev_run=true",
                  f"--trainer.default_root_dir={tmp_path}"]) == 0
 
 

@@ -207,8 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--num", type=int, required=True, help="networks to sample")
     sm.add_argument("--out", required=True, help="zoo file to write (.h5)")
     sm.add_argument("--condition", action="append", default=[], metavar="NAME=VALUE",
-                    help="a conditional generator's request, e.g. test_acc=0.9, or test_acc=0.5:0.95 for values "
-                    "evenly spaced over the networks (repeat for several conditions)")
+                    help="a conditional generator's request, e.g. test_acc=0.9, test_acc=0.5:0.95 for values "
+                    "evenly spaced over the networks, or label=0,1,2 to cycle through classes (repeat for several "
+                    "conditions)")
     sm.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = none)")
     sm.add_argument("--steps", type=int, help="sampling steps (default: the generator's)")
     sm.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 ancestral")

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from wsl.data.runs import check_same_space
 from zoo.config import ZooConfig, load_config, parse_config, varying_hparams
 from zoo.generate import build_task_and_spec
-from zoo.signals import SIGNAL_TASKS
+from zoo.signals import SIGNAL_TASKS, SignalSet
 from zoo.store import SPLITS, Zoo
 from zoo.tasks import TaskData, task_options
 from zoo.weight_space import WeightSpaceSpec
@@ -28,23 +28,20 @@ TASK = "task"  # the condition that names a task: its index into a TaskDataModul
 
 
 def rebuild_task(config: dict[str, Any], data_dir: str | Path | None = None
-                 ) -> tuple[dict[str, Any], TaskData, WeightSpaceSpec]:
+                 ) -> tuple[dict[str, Any], TaskData | SignalSet, WeightSpaceSpec]:
     """A zoo's (normalised) config, with ``data_dir`` put in for tasks read from IDX files (MNIST,
     Fashion-MNIST: their files may sit elsewhere on this machine; other tasks ignore it), and the
     task and weight space it builds: the same loader, options and seeded splits, hence the same
-    examples the zoo's networks saw."""
+    examples the zoo's networks saw (an INR task: its signals, ``zoo.signals.SignalSet``)."""
     raw = copy.deepcopy(config)
     task_name = raw.get("task", {}).get("name")
-    if task_name in SIGNAL_TASKS:
-        raise ValueError(f"task {task_name!r} is an INR task (one network per signal, no shared test set): "
-                         f"rebuilding it to evaluate generated networks is not supported yet")
     if data_dir is not None and "data_dir" in task_options(task_name):
         raw["task"]["data_dir"] = str(data_dir)
     task, spec = build_task_and_spec(parse_config(raw, f"config of zoo {raw.get('name', '?')!r}"))
     return raw, task, spec
 
 
-def source_task(config: dict[str, Any], data_dir: str | Path | None = None) -> TaskData:
+def source_task(config: dict[str, Any], data_dir: str | Path | None = None) -> TaskData | SignalSet:
     """The task a zoo was trained on, rebuilt from its stored config (``Zoo.config``)."""
     return rebuild_task(config, data_dir)[1]
 

@@ -6,12 +6,14 @@ scores every set of networks (the generator's, the reference networks themselves
 built from the reference networks) with the same three functions:
 
 - **quality**: the task's metric (test accuracy; test loss for regression) from running each
-  network on the task's test data;
+  network on the task's test data; for INRs, the PSNR of its rendering to the nearest held-out
+  (test) signal: does it draw something like a real, unseen image?
 - **weight novelty**: the L2 distance to the nearest reference ("training") network, over all
   parameters, after aligning hidden-neuron permutations by weight matching
   (``wsl.weights.align``). Permutations only: ReLU scalings and tanh sign flips are not factored out;
 - **behavioural novelty**: the largest IoU between the set of test examples a network gets wrong
-  and that of any reference network (1 = it errs exactly like some reference network).
+  and that of any reference network (1 = it errs exactly like some reference network); for INRs,
+  the PSNR of its rendering to the nearest reference INR's rendering (high = it draws a copy).
 
 Baselines that cannot generalize beyond the references by construction set the scale: references
 plus Gaussian noise (sigma a multiple of each tensor's RMS, including the sigma whose median weight
@@ -41,10 +43,12 @@ from torch import Tensor
 
 from wsl.data.runs import ZooRuns, check_same_space, run_key
 from wsl.data.task import source_task
-from wsl.generation.networks import evaluate_networks, finite_networks, wrong_sets
+from wsl.generation.networks import evaluate_networks, finite_networks, inr_metrics, nearest_signal, render, wrong_sets
 from wsl.weights import WeightBatch
 from wsl.weights.align import align, match_permutations
 from wsl.weights.symmetry import permute
+from zoo.inr import psnr
+from zoo.signals import SignalSet
 from zoo.store import Zoo
 from zoo.train import metric_names
 
@@ -367,8 +371,22 @@ def calibrate_noise(reference: WeightBatch, n: int, target: float, novelty: Call
 # Scores and summaries
 
 def quality_metric(task) -> str:
-    """The metric that says how good a network is: test accuracy, or test loss for regression."""
+    """The metric that says how good a network is: test accuracy, test loss for regression, or for
+    INRs the PSNR to the nearest test signal."""
+    if isinstance(task, SignalSet):
+        return "test_psnr"
     return "test_acc" if task.kind == "classification" else "test_loss"
+
+
+def behaviour_method(task) -> str | None:
+    """What behavioural novelty measures on this task (None: not defined, regression)."""
+    if isinstance(task, SignalSet):
+        return ("max over reference INRs of the PSNR (dB) between their renderings on the task's coordinates "
+                "(high = draws what a reference draws; lower = more novel)")
+    if task.kind == "classification":
+        return ("max over reference networks of the IoU of the sets of test examples each gets wrong (1 = errs "
+                "exactly like a reference; lower = more novel)")
+    return None
 
 
 def distribution(values: Sequence[float]) -> dict[str, Any]:
@@ -390,6 +408,7 @@ def conditional_agreement(requested: Sequence[float], achieved: Sequence[float])
     r, a = np.asarray(requested, dtype=np.float64), np.asarray(achieved, dtype=np.float64)
     keep = np.isfinite(r) & np.isfinite(a)
     r, a = r[keep], a[keep]
+    categorical = len(r) > 0 and bool((r == np.round(r)).all())  # class labels: how often they are met
 
     def pearson(x, y) -> float:
         if len(x) < 2 or x.std() == 0 or y.std() == 0:
@@ -398,7 +417,8 @@ def conditional_agreement(requested: Sequence[float], achieved: Sequence[float])
 
     return {"n": int(len(r)), "n_left_out": int((~keep).sum()), "pearson": pearson(r, a),
             "spearman": pearson(rankdata(r), rankdata(a)),
-            "mae": float(np.abs(r - a).mean()) if len(r) else float("nan")}
+            "mae": float(np.abs(r - a).mean()) if len(r) else float("nan"),
+            "exact": float((r == a).mean()) if categorical else float("nan")}
 
 
 class Scorer:
@@ -411,9 +431,11 @@ class Scorer:
         self.candidates, self.seed = candidates, seed
         self.index = ReferenceIndex(reference, anchors, seed)
         self.metric = quality_metric(task)
-        self.classification = task.kind == "classification"
+        self.inr = isinstance(task, SignalSet)
+        self.classification = not self.inr and task.kind == "classification"
         self.reference_wrong = (wrong_sets(reference.spec, reference, task, "test", activation)
                                 if self.classification else None)
+        self.reference_outputs = render(reference.spec, reference, task.coords, activation) if self.inr else None
 
     def novelty_median(self, wb: WeightBatch) -> float:
         d = weight_novelty(wb, self.reference, candidates=self.candidates, seed=self.seed, index=self.index)["distance"]
@@ -421,10 +443,16 @@ class Scorer:
 
     def score(self, wb: WeightBatch, exclude: Sequence[int] | None = None) -> dict[str, np.ndarray]:
         """Per network: ``metric``, ``weight_novelty`` (and ``_unaligned``, ``_pruning``),
-        ``nearest`` (reference position), ``behavioural_novelty`` (NaN for regression)."""
+        ``nearest`` (reference position), ``behavioural_novelty`` (NaN for regression); for INRs
+        also ``signal``, the task index of the nearest test signal."""
         act = self.activation
         spec = self.reference.spec
-        out = {"metric": evaluate_networks(spec, wb, self.task, act, splits=("test",))[self.metric]}
+        if self.inr:
+            outputs = render(spec, wb, self.task.coords, act)
+            near = inr_metrics(spec, wb, self.task, act, ("test",), outputs)
+            out = {"metric": near["test_psnr"], "signal": near["test_signal"]}
+        else:
+            out = {"metric": evaluate_networks(spec, wb, self.task, act, splits=("test",))[self.metric]}
         wn = weight_novelty(wb, self.reference, candidates=self.candidates, exclude=exclude, seed=self.seed,
                             index=self.index)
         out |= {"weight_novelty": wn["distance"], "weight_novelty_unaligned": wn["distance_unaligned"],
@@ -432,6 +460,9 @@ class Scorer:
         if self.classification:
             bn = behavioural_novelty(wrong_sets(spec, wb, self.task, "test", act), self.reference_wrong, exclude)
             bn[~finite_networks(wb)] = np.nan
+        elif self.inr:
+            _, mse = nearest_signal(outputs, self.reference_outputs, exclude=exclude)
+            bn = psnr(torch.as_tensor(mse), self.task.peak).numpy()
         else:
             bn = np.full(len(wb), np.nan)
         out["behavioural_novelty"] = bn
@@ -595,7 +626,11 @@ def evaluate_generated(generated_path: str | Path, reference_path: str | Path, o
     conditional = {}
     for col, values in gen["columns"].items():
         metric = col[len("requested_"):]
-        if col.startswith("requested_") and values.dtype.kind in "fiu" and metric in metric_names(task):
+        if scorer.inr and col.startswith("requested_") and values.dtype.kind in "fiu" and metric in task.fields:
+            field = np.asarray(task.fields[metric])  # e.g. the label: that of the nearest test signal
+            achieved = np.where(g["signal"] >= 0, field[np.maximum(g["signal"], 0)].astype(np.float64), np.nan)
+            conditional[metric] = conditional_agreement(values, achieved) | {"requested": values, "achieved": achieved}
+        elif col.startswith("requested_") and values.dtype.kind in "fiu" and metric in metric_names(task):
             achieved = (g["metric"] if metric == scorer.metric
                         else evaluate_networks(G.spec, G, task, activation)[metric])
             conditional[metric] = conditional_agreement(values, achieved) | {"requested": values, "achieved": achieved}
@@ -603,7 +638,7 @@ def evaluate_generated(generated_path: str | Path, reference_path: str | Path, o
     report = {
         "generated": str(generated_path), "reference": str(reference_path), "is_generated_zoo": gen["is_generated"],
         "provenance": provenance, "task": task.name, "metric": scorer.metric,
-        "higher_is_better": scorer.metric.endswith("acc"), "activation": activation,
+        "higher_is_better": not scorer.metric.endswith("loss"), "activation": activation,
         "n_generated": n, "n_reference": m,
         "reference_selection": {"runs": ref["how"], "select": ref["select"], "checkpoint_epoch": ref["epoch"],
                                 "max_reference": max_reference},
@@ -618,9 +653,7 @@ def evaluate_generated(generated_path: str | Path, reference_path: str | Path, o
                        f"the {max(1, candidates // 4)} nearest in permutation-invariant features (Gram matrices, "
                        "singular values, sorted biases); each is aligned from the frame it was nearest in",
             "reference_self_subset": int(len(subset))},
-        "behavioural_novelty_method": ("max over reference networks of the IoU of the sets of test examples each "
-                                       "gets wrong (1 = errs exactly like a reference; lower = more novel)"
-                                       if scorer.classification else None),
+        "behavioural_novelty_method": behaviour_method(task),
         "reference_metric_check": metric_check,
         "methods": methods,
         "noise_calibration": calibration,
@@ -635,7 +668,9 @@ def evaluate_generated(generated_path: str | Path, reference_path: str | Path, o
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"json": out_dir / "report.json", "markdown": out_dir / "report.md",
              "plot": out_dir / "accuracy_vs_novelty.png"}
-    plot_accuracy_vs_novelty(per_network, scorer.metric, files["plot"], scorer.classification)
+    plot_accuracy_vs_novelty(per_network, scorer.metric, files["plot"],
+                             "max PSNR to a reference's rendering (dB)" if scorer.inr
+                             else "max IoU of wrong sets" if scorer.classification else None)
     if conditional:
         files["conditional_plot"] = plot_conditional(conditional, out_dir / "conditional.png")
     report["files"] = {k: str(v) for k, v in files.items()}
@@ -696,17 +731,18 @@ def markdown_report(report: dict[str, Any]) -> str:
                    + ("" if cal["converged"] else f", not converged: {cal.get('note', 'iteration limit')}") + ").")
     if report.get("conditional"):
         out += ["", "## Conditional generation: requested vs achieved", "",
-                "| metric | n | Pearson | Spearman | mean abs. error |", "|---|---|---|---|---|"]
+                "| condition | n | Pearson | Spearman | mean abs. error | exactly met |", "|---|---|---|---|---|---|"]
         for metric, c in report["conditional"].items():
-            out.append(f"| {metric} | {c['n']} | {_fmt(c, 'pearson')} | {_fmt(c, 'spearman')} | {_fmt(c, 'mae')} |")
+            out.append(f"| {metric} | {c['n']} | {_fmt(c, 'pearson')} | {_fmt(c, 'spearman')} | {_fmt(c, 'mae')} | "
+                       f"{_fmt(c, 'exact')} |")
     return "\n".join(out) + "\n"
 
 
 def plot_accuracy_vs_novelty(per_network: dict[str, dict[str, np.ndarray]], metric: str, out: Path,
-                             behavioural: bool = True) -> Path:
+                             behavioural: str | None = "max IoU of wrong sets") -> Path:
     """Per network (small points) and per method (its medians, large markers), the metric against
-    weight novelty and behavioural novelty: the generator beside every baseline and the references'
-    own nearest-neighbour distances. Weight novelty on a symmetric-log axis: copies sit at 0 and
+    weight novelty and behavioural novelty (``behavioural``: its axis label; None: no such panel):
+    the generator beside every baseline and the references' own nearest-neighbour distances. Weight novelty on a symmetric-log axis: copies sit at 0 and
     memorization shows at small distances."""
     import matplotlib
 
@@ -715,7 +751,7 @@ def plot_accuracy_vs_novelty(per_network: dict[str, dict[str, np.ndarray]], metr
 
     panels = [("weight_novelty", "weight novelty (aligned L2 to nearest reference)")]
     if behavioural:
-        panels.append(("behavioural_novelty", "behavioural novelty (max IoU of wrong sets)"))
+        panels.append(("behavioural_novelty", f"behavioural novelty ({behavioural})"))
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5.2), squeeze=False)
     colors = {name: "black" if name == GENERATOR else "gray" if name == REFERENCE else plt.cm.tab20(k % 20)
               for k, name in enumerate(per_network)}
@@ -759,7 +795,9 @@ def plot_conditional(conditional: dict[str, dict[str, Any]], out: Path) -> Path:
         ax.scatter(r[keep], a[keep], s=8, alpha=0.6)
         ax.set_xlabel(f"requested {metric}")
         ax.set_ylabel(f"achieved {metric}")
-        ax.set_title(f"Pearson {c['pearson']:.3f}, Spearman {c['spearman']:.3f}, MAE {c['mae']:.3g}", fontsize=10)
+        exact = c.get("exact")
+        ax.set_title(f"Pearson {c['pearson']:.3f}, Spearman {c['spearman']:.3f}, MAE {c['mae']:.3g}"
+                     + (f", exactly met {exact:.3f}" if exact is not None and np.isfinite(exact) else ""), fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)

@@ -14,8 +14,10 @@ normalizer inverted). Validation uses held-out runs and the task's validation ex
 denoising loss at fixed noise on the validation runs (``val/loss``), and ``eval_samples``
 networks sampled and run on the task's validation examples (``val/gen_acc``; conditional
 generators also ``val/cond_corr``, requested against achieved accuracy, the validation runs'
-conditions as requests). ``val/score``, what the kept checkpoint is chosen by, is ``val/gen_acc``
-where the task can be run here, else minus ``val/loss``: a low denoising loss on held-out runs
+conditions as requests); for INR zoos ``val/gen_psnr``, the PSNR of sampled INRs to their nearest
+validation signal (conditioned on a signal field such as the label also ``val/cond_exact``, how
+often that signal has the requested value). ``val/score``, what the kept checkpoint is chosen by, is
+``val/gen_acc`` (``val/gen_psnr``) where the task can be run here, else minus ``val/loss``: a low denoising loss on held-out runs
 alone was seen to pick early checkpoints whose samples are poor networks. Test data is never
 looked at here. How often validation runs is the Trainer's ``check_val_every_n_epoch``.
 """
@@ -39,7 +41,8 @@ from wsl.generation.denoisers import EquivariantDenoiser, MLPDenoiser
 from wsl.generation.diffusion import Diffusion
 from wsl.generation.evaluate import conditional_agreement
 from wsl.data.task import source_task
-from wsl.generation.networks import evaluate_networks
+from wsl.generation.networks import evaluate_networks, inr_metrics
+from zoo.signals import SignalSet
 from wsl.nn import BACKBONES
 from wsl.weights import WeightBatch
 
@@ -162,17 +165,25 @@ class WeightGenerator(pl.LightningModule):
         score = -sum(l for l, _ in losses) / max(1, sum(k for _, k in losses)) if losses else float("-inf")
         task = self.task
         n = int(self.hparams.eval_samples)
-        if n > 0 and task is not None and task.kind == "classification":
+        if n > 0 and isinstance(task, SignalSet):
+            score = self._sampled_inr_psnr(task, n, requested)
+            self.log("val/gen_psnr", score)
+        elif n > 0 and task is not None and task.kind == "classification":
             acc = self._sampled_accuracy(task, n, requested)
             score = float(np.mean(acc))
             self.log("val/gen_acc", score)
         self.log("val/score", score)
 
-    def _sampled_accuracy(self, task, n: int, requested: Tensor | None) -> np.ndarray:
-        """Validation accuracy of ``n`` sampled networks (conditioned on validation runs' conditions)."""
+    def _validation_requests(self, n: int, requested: Tensor | None) -> tuple[int, Tensor | None]:
+        """``n`` conditions drawn (seeded) from the validation runs' own, or none."""
         if requested is not None:
             requested = requested[torch.randperm(len(requested), generator=torch.Generator().manual_seed(0))[:n]]
             n = len(requested)
+        return n, requested
+
+    def _sampled_accuracy(self, task, n: int, requested: Tensor | None) -> np.ndarray:
+        """Validation accuracy of ``n`` sampled networks (conditioned on validation runs' conditions)."""
+        n, requested = self._validation_requests(n, requested)
         wb = self.sample(n, requested, seed=0)
         acc = np.nan_to_num(evaluate_networks(self.spec, wb.to("cpu"), task, splits=("val",))["val_acc"], nan=0.0)
         accuracy = [k for k, name in enumerate(self.conditions) if name.endswith("_acc")]
@@ -181,6 +192,20 @@ class WeightGenerator(pl.LightningModule):
             if np.isfinite(corr):
                 self.log("val/cond_corr", corr)
         return acc
+
+    def _sampled_inr_psnr(self, task: SignalSet, n: int, requested: Tensor | None) -> float:
+        """Mean PSNR of ``n`` sampled INRs to their nearest validation signal (non-finite: 0 dB); a
+        generator conditioned on a signal field (``label``) also logs ``val/cond_exact``, how often
+        that nearest signal has the requested value."""
+        n, requested = self._validation_requests(n, requested)
+        near = inr_metrics(self.spec, self.sample(n, requested, seed=0).to("cpu"), task, splits=("val",))
+        fields = [k for k, name in enumerate(self.conditions) if name in task.fields]
+        if requested is not None and fields:
+            k = fields[0]
+            found = np.asarray(task.fields[self.conditions[k]])[np.maximum(near["val_signal"], 0)]
+            met = (found == requested[:, k].round().numpy()) & (near["val_signal"] >= 0)
+            self.log("val/cond_exact", float(met.mean()))
+        return float(np.mean(np.nan_to_num(near["val_psnr"], nan=0.0)))
 
     @cached_property
     def task(self):

@@ -63,19 +63,26 @@ def train_runs(ckpt: dict) -> list[int] | None:
 
 def parse_conditions(items: list[str], names: list[str], num: int) -> dict[str, np.ndarray]:
     """``["test_acc=0.9"]`` -> ``{"test_acc": [0.9] * num}``; ``test_acc=0.5:0.95`` asks for values
-    evenly spaced from 0.5 to 0.95 over the ``num`` networks (requested against achieved, in one file).
-    Checked against the generator's conditions."""
+    evenly spaced from 0.5 to 0.95 over the ``num`` networks (requested against achieved, in one file);
+    ``label=0,1,2`` cycles through the listed values (classes: each as often). Checked against the
+    generator's conditions."""
     out = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"--condition {item!r}: expected NAME=VALUE or NAME=LOW:HIGH, e.g. test_acc=0.9")
+            raise ValueError(f"--condition {item!r}: expected NAME=VALUE, NAME=LOW:HIGH or NAME=A,B,..., "
+                             f"e.g. test_acc=0.9")
         if name not in names:
             raise ValueError(f"--condition {name!r}: the generator is conditioned on {names or 'nothing'}")
+        listed = "," in value
         try:
-            bounds = [float(v) for v in value.split(":")]
+            bounds = [float(v) for v in value.split("," if listed else ":")]
         except ValueError:
-            raise ValueError(f"--condition {item!r}: {value!r} is not a number or a LOW:HIGH range") from None
+            raise ValueError(f"--condition {item!r}: {value!r} is not a number, a LOW:HIGH range or a list "
+                             f"A,B,...") from None
+        if listed:
+            out[name] = np.resize(np.asarray(bounds), num)
+            continue
         if len(bounds) > 2:
             raise ValueError(f"--condition {item!r}: expected one value or LOW:HIGH")
         out[name] = np.linspace(bounds[0], bounds[-1], num)
