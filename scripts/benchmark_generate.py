@@ -1,4 +1,4 @@
-"""Benchmark of the diffusion weight generators on the demo zoo (issue 15).
+"""Benchmark of the diffusion weight generators on the demo zoo or an INR zoo (issue 15).
 
 For each generator and seed: train it with Lightning on the training runs of the demo zoo's ReLU
 networks (the checkpoint kept: the best validation accuracy of sampled networks on the task's
@@ -8,6 +8,12 @@ validation examples, ``val/score``; validation every 5 epochs), sample networks 
 alignment, behavioural novelty, beside the noise-added, averaged and Gaussian baselines). Then a
 generator conditioned on test accuracy: requested against achieved over a range, and the quality
 of networks requested at a high accuracy.
+
+On an INR zoo (``--zoo zoos/digits_inr.h5``) the generators learn from the training images' INRs
+(the zoo's recorded split), the kept checkpoint is the one whose sampled INRs come closest to the
+validation images (PSNR), and quality is the PSNR of a generated INR's rendering to the nearest
+test image; the conditional generator is conditioned on the digit (``label``) and asked for each
+class in turn, and the report says how often the nearest test image shows the requested digit.
 
 Training is bounded by wall-clock minutes per generator (``--minutes``), so the figures say what
 each generator reaches in the same budget on this machine; the steps reached are printed.
@@ -42,8 +48,10 @@ from wsl.generation.sample import run_sample  # noqa: E402
 from wsl.training import make_trainer  # noqa: E402
 from zoo.config import load_config  # noqa: E402
 from zoo.generate import generate  # noqa: E402
+from zoo.store import Zoo  # noqa: E402
 
 DATA = {"select": {"activation": "relu"}, "checkpoints": "last", "split": [0.7, 0.1, 0.2], "batch_size": 64}
+INR_DATA = {"checkpoints": "last", "split": "recorded", "batch_size": 64}  # the images' own split
 # name -> (model class, model options, data options beyond DATA, description)
 GENERATORS = {
     "hnp": (WeightDiffusion, {"denoiser": "hnp", "denoiser_kwargs": {"channels": 16, "layers": 3},
@@ -59,10 +67,11 @@ GENERATORS = {
 
 
 def fit(name: str, seed: int, zoo: str, minutes: float, work: Path, conditions: list[str] | None = None,
-        checkpoints: str = "last") -> tuple[str, dict]:
+        checkpoints: str = "last", inr: bool = False) -> tuple[str, dict]:
     cls, model_kw, data_kw, _ = GENERATORS[name]
     pl.seed_everything(seed, workers=True, verbose=False)
-    dm = WeightDataModule([zoo], split_seed=0, conditions=conditions, **{**DATA, "checkpoints": checkpoints}, **data_kw)
+    data = INR_DATA if inr else DATA
+    dm = WeightDataModule([zoo], split_seed=0, conditions=conditions, **{**data, "checkpoints": checkpoints}, **data_kw)
     dm.setup("fit")
     model = cls(spec_json=dm.spec_json, source_json=dm.source_json, conditions=dm.conditions, lr=1e-3,
                 ema_decay=0.999, eval_samples=64, **model_kw)
@@ -83,9 +92,10 @@ def headline(report: dict) -> dict:
     gen, ref = m[GENERATOR], m["reference (all)"]
     noise = m.get("noise sigma=matched")
     out = {
-        "gen_acc_mean": gen["quality"]["mean"], "gen_acc_median": gen["quality"]["median"],
-        "train_acc_mean": ref["quality"]["mean"], "train_acc_median": ref["quality"]["median"],
-        "rel_acc": gen["quality"]["mean"] / ref["quality"]["mean"],
+        "metric": report["metric"],  # test_acc, or test_psnr (dB to the nearest test image) for INRs
+        "gen_quality_mean": gen["quality"]["mean"], "gen_quality_median": gen["quality"]["median"],
+        "train_quality_mean": ref["quality"]["mean"], "train_quality_median": ref["quality"]["median"],
+        "rel_quality": gen["quality"]["mean"] / ref["quality"]["mean"],
         "weight_novelty_median": gen["weight_novelty"]["median"],
         "reference_nn_distance_median": m["reference (nearest other reference)"]["weight_novelty"]["median"],
         "behavioural_novelty_median": gen["behavioural_novelty"]["median"],
@@ -93,11 +103,11 @@ def headline(report: dict) -> dict:
     }
     if noise is not None:
         out["matched_noise_sigma"] = noise.get("sigma")
-        out["matched_noise_acc_mean"] = noise["quality"]["mean"]
+        out["matched_noise_quality_mean"] = noise["quality"]["mean"]
         out["beats_noise"] = bool(gen["quality"]["mean"] > noise["quality"]["mean"])
     for k in ("average k=2 aligned", "gaussian aligned"):
         if k in m:
-            out[k.replace(" ", "_").replace("=", "") + "_acc_mean"] = m[k]["quality"]["mean"]
+            out[k.replace(" ", "_").replace("=", "") + "_quality_mean"] = m[k]["quality"]["mean"]
     return out
 
 
@@ -108,7 +118,8 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--minutes", type=float, default=4.0, help="training budget per generator and seed")
     ap.add_argument("--num", type=int, default=100, help="networks sampled per generator and seed")
-    ap.add_argument("--conditional", default="flat", help="generator conditioned on test accuracy ('' = none)")
+    ap.add_argument("--conditional", default="flat",
+                    help="generator conditioned on test accuracy (INR zoos: on the label; '' = none)")
     ap.add_argument("--out-dir", default=str(ROOT / "bench_generate"))
     args = ap.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -116,59 +127,78 @@ def main() -> None:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not Path(args.zoo).exists():
-        generate(load_config(ROOT / "configs" / "zoo" / "digits_mlp.yaml"), args.zoo, progress=False)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; zoo {args.zoo}; {args.minutes} min per fit")
+        shipped = ROOT / "configs" / "zoo" / f"{Path(args.zoo).stem}.yaml"
+        generate(load_config(shipped if shipped.exists() else ROOT / "configs" / "zoo" / "digits_mlp.yaml"), args.zoo,
+                 progress=False)
+    with Zoo(args.zoo) as z:
+        inr = z.is_inr
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; zoo {args.zoo}{' (INRs)' if inr else ''}; "
+          f"{args.minutes} min per fit")
 
     results: dict[str, list[dict]] = {}
     for name in args.generators:
         for seed in args.seeds:
             work = out / f"{name}_seed{seed}"
-            best, info = fit(name, seed, args.zoo, args.minutes, work)
+            best, info = fit(name, seed, args.zoo, args.minutes, work, inr=inr)
             gen_path = run_sample(best, args.num, work / "generated.h5", seed=seed)
             report = evaluate_generated(gen_path, args.zoo, work / "report", seed=seed)
             row = {"seed": seed, **info, **headline(report)}
             results.setdefault(name, []).append(row)
-            print(f"{name:<7} seed {seed}: {info['steps']} steps in {info['train_seconds']:.0f} s; test acc "
-                  f"{row['gen_acc_mean']:.3f} (train nets {row['train_acc_mean']:.3f}, ratio {row['rel_acc']:.2f}); "
-                  f"weight novelty {row['weight_novelty_median']:.2f} (train NN {row['reference_nn_distance_median']:.2f}); "
-                  f"behavioural IoU {row['behavioural_novelty_median']:.3f}; matched noise acc "
-                  f"{row.get('matched_noise_acc_mean', float('nan')):.3f} -> beats noise: {row.get('beats_noise')}",
-                  flush=True)
+            print(f"{name:<7} seed {seed}: {info['steps']} steps in {info['train_seconds']:.0f} s; {row['metric']} "
+                  f"{row['gen_quality_mean']:.3f} (train nets {row['train_quality_mean']:.3f}, ratio "
+                  f"{row['rel_quality']:.2f}); weight novelty {row['weight_novelty_median']:.2f} (train NN "
+                  f"{row['reference_nn_distance_median']:.2f}); behavioural novelty {row['behavioural_novelty_median']:.3f}"
+                  f"; matched noise {row.get('matched_noise_quality_mean', float('nan')):.3f} -> beats noise: "
+                  f"{row.get('beats_noise')}", flush=True)
 
     conditional = None
-    if args.conditional:
+    if args.conditional and inr:
+        work = out / f"{args.conditional}_conditional"
+        best, info = fit(args.conditional, 0, args.zoo, args.minutes, work, conditions=["label"], inr=True)
+        classes = ",".join(str(c) for c in range(10))
+        per_class = run_sample(best, args.num, work / "classes.h5", [f"label={classes}"], guidance=2.0, seed=0)
+        rep = evaluate_generated(per_class, args.zoo, work / "classes_report", seed=0)
+        agree, head = rep["conditional"]["label"], headline(rep)
+        conditional = {"generator": args.conditional, **info, "condition": "label", "exact": agree["exact"],
+                       "gen_quality_mean": head["gen_quality_mean"], "train_quality_mean": head["train_quality_mean"],
+                       "weight_novelty_median": head["weight_novelty_median"]}
+        print(f"conditional ({args.conditional}): asked for each digit in turn: the nearest test image shows the "
+              f"requested digit for {agree['exact']:.3f} of them (chance 0.1); PSNR {head['gen_quality_mean']:.2f} dB "
+              f"(train nets {head['train_quality_mean']:.2f})")
+    elif args.conditional:
         work = out / f"{args.conditional}_conditional"
         best, info = fit(args.conditional, 0, args.zoo, args.minutes, work, conditions=["test_acc"], checkpoints="all")
         sweep = run_sample(best, args.num, work / "sweep.h5", ["test_acc=0.2:0.95"], guidance=2.0, seed=0)
         rep = evaluate_generated(sweep, args.zoo, work / "sweep_report", seed=0)
         agree = rep["conditional"]["test_acc"]
-        high = float(np.round(headline(rep)["train_acc_median"] + 0.2, 3))
+        high = float(np.round(headline(rep)["train_quality_median"] + 0.2, 3))
         high = min(high, 0.95)
         hi_path = run_sample(best, args.num, work / "high.h5", [f"test_acc={high}"], guidance=2.0, seed=1)
         hi = headline(evaluate_generated(hi_path, args.zoo, work / "high_report", seed=0))
         conditional = {"generator": args.conditional, **info, "pearson": agree["pearson"],
                        "spearman": agree["spearman"], "mae": agree["mae"], "requested_high": high,
-                       "high_acc_median": hi["gen_acc_median"], "train_acc_median": hi["train_acc_median"],
+                       "high_acc_median": hi["gen_quality_median"], "train_acc_median": hi["train_quality_median"],
                        "high_weight_novelty_median": hi["weight_novelty_median"]}
         print(f"conditional ({args.conditional}): requested vs achieved test acc over 0.2..0.95: Pearson "
               f"{agree['pearson']:.3f}, Spearman {agree['spearman']:.3f}, MAE {agree['mae']:.3f}; requested "
-              f"{high}: median achieved {hi['gen_acc_median']:.3f} (train median {hi['train_acc_median']:.3f})")
+              f"{high}: median achieved {hi['gen_quality_median']:.3f} (train median {hi['train_quality_median']:.3f})")
 
     summary = {}
     for name, rows in results.items():
         summary[name] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]
                          if isinstance(rows[0][k], (int, float)) and not isinstance(rows[0][k], bool) and k != "seed"}
-        summary[name]["std_rel_acc"] = float(np.std([r["rel_acc"] for r in rows]))
+        summary[name]["std_rel_quality"] = float(np.std([r["rel_quality"] for r in rows]))
         summary[name]["beats_noise_seeds"] = int(sum(bool(r.get("beats_noise")) for r in rows))
         summary[name]["description"] = GENERATORS[name][3]
-    print("\n| generator | seeds | test acc / train nets' | weight novelty (train NN) | behavioural IoU (train) "
-          "| matched-noise acc | beats noise |")
+    metric = next(iter(results.values()))[0]["metric"] if results else "quality"
+    print(f"\n| generator | seeds | {metric} / train nets' | weight novelty (train NN) | behavioural novelty (train) "
+          f"| matched-noise {metric} | beats noise |")
     print("|---|---|---|---|---|---|---|")
     for name, s in summary.items():
-        print(f"| {name} | {len(results[name])} | {s['rel_acc']:.2f} ± {s['std_rel_acc']:.2f} | "
+        print(f"| {name} | {len(results[name])} | {s['rel_quality']:.2f} ± {s['std_rel_quality']:.2f} | "
               f"{s['weight_novelty_median']:.2f} ({s['reference_nn_distance_median']:.2f}) | "
               f"{s['behavioural_novelty_median']:.3f} ({s['reference_behavioural_median']:.3f}) | "
-              f"{s.get('matched_noise_acc_mean', float('nan')):.3f} vs {s['gen_acc_mean']:.3f} | "
+              f"{s.get('matched_noise_quality_mean', float('nan')):.3f} vs {s['gen_quality_mean']:.3f} | "
               f"{s['beats_noise_seeds']}/{len(results[name])} |")
     print(json.dumps({"benchmark": "generate", "zoo": args.zoo, "minutes_per_fit": args.minutes, "num": args.num,
                       "generators": summary, "runs": results, "conditional": conditional}, default=float))

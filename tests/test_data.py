@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import generate_zoo
-from wsl.data import PropertyDataModule
+from wsl.data import PropertyDataModule, WeightDataModule
 from wsl.data.normalize import TargetNormalizer, WeightNormalizer
 from wsl.weights import WeightBatch
 from zoo.architectures import build_spec
@@ -361,8 +361,6 @@ def test_runs_module_maps_rows_activations_and_splits(zoo_path, dm_all):
 
 
 def test_weight_datamodule_serves_normalized_weights_without_target(zoo_path, dm_all):
-    from wsl.data import WeightDataModule
-
     dm = WeightDataModule([zoo_path], checkpoints="all", batch_size=8)
     dm.setup("fit")
     assert dm.split_runs == dm_all.split_runs
@@ -376,8 +374,6 @@ def test_weight_datamodule_serves_normalized_weights_without_target(zoo_path, dm
 
 
 def test_weight_datamodule_conditions(zoo_path):
-    from wsl.data import WeightDataModule
-
     dm = WeightDataModule([zoo_path], checkpoints="all", batch_size=1000, conditions=["test_acc", "lr"],
                           normalize=False)
     dm.setup("fit")
@@ -406,8 +402,6 @@ def test_weight_datamodule_conditions(zoo_path):
 
 
 def test_select_keeps_only_matching_runs_and_fixes_the_activation(zoo_path):
-    from wsl.data import WeightDataModule
-
     with Zoo(zoo_path) as z:
         opt = z.hparam("optimizer")
         wanted = set(z.index[z.done & (opt == "adam")].tolist())
@@ -422,7 +416,6 @@ def test_select_keeps_only_matching_runs_and_fixes_the_activation(zoo_path):
 
 
 def test_align_permutes_networks_onto_one_training_network(zoo_path):
-    from wsl.data import WeightDataModule
     from wsl.weights.align import matching_objective
 
     plain = WeightDataModule([zoo_path], normalize=False)
@@ -446,7 +439,6 @@ def test_backbone_learns_the_identity_on_a_zoo(zoo_path, name, one_thread):
     denoiser or an autoencoder starts from. One equivariant layer holds the identity exactly; trained
     full-batch (L-BFGS) on the normalized weights of the zoo's training runs, it must reproduce them
     and the held-out validation runs' weights."""
-    from wsl.data import WeightDataModule
     from wsl.nn import build_backbone
 
     dm = WeightDataModule([zoo_path], checkpoints="all", batch_size=32, split_seed=1)
@@ -483,3 +475,33 @@ def test_checkpoint_positions_are_checked(zoo_path):
     assert runs.checkpoint_position(0, -1) == 2 and runs.checkpoint_position(0, 1) == 1
     with pytest.raises(IndexError, match="checkpoint position 3 out of range for 3 checkpoints"):
         runs.checkpoint_position(0, 3)
+
+
+def test_per_parameter_normalizer_standardises_each_parameter_and_round_trips():
+    wb = random_wb(n=64)
+    shared = wb.map(lambda t: t * 0.05 + torch.randn(t.shape[1:], generator=torch.Generator().manual_seed(3)))
+    norm = WeightNormalizer(wb.spec, per_parameter=True).fit(shared)
+    z = norm(shared).flatten()
+    torch.testing.assert_close(z.mean(0), torch.zeros(z.shape[1]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(z.std(0, unbiased=False), torch.ones(z.shape[1]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(norm.inverse(norm(shared)).flatten(), shared.flatten(), atol=1e-5, rtol=0)
+    fresh = WeightNormalizer(wb.spec)  # what a model builds before its checkpoint is loaded
+    fresh.load_state_dict(norm.state_dict())
+    assert fresh.per_parameter and torch.equal(fresh(shared).flatten(), norm(shared).flatten())
+    fresh.load_state_dict(WeightNormalizer(wb.spec).fit(wb).state_dict())  # and back to per tensor
+    assert not fresh.per_parameter and list(fresh.state_dict()) == ["scale"]
+
+
+def test_per_parameter_normalizer_keeps_a_constant_parameter_finite():
+    wb = random_wb(n=8)
+    const = wb.map(lambda t: t.clone())
+    const.weights[0][:, 0, 0] = 0.7  # the same in every network
+    norm = WeightNormalizer(wb.spec, per_parameter=True).fit(const)
+    out = norm(const).flatten()
+    assert torch.isfinite(out).all() and out[:, 0].abs().max() < 1e-3
+    assert torch.allclose(norm.inverse(norm(const)).weights[0][:, 0, 0], torch.full((8,), 0.7))
+
+
+def test_datamodule_refuses_an_unknown_normalization(zoo_path):
+    with pytest.raises(ValueError, match="normalize must be"):
+        WeightDataModule([str(zoo_path)], normalize="layer")

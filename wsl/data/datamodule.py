@@ -146,7 +146,10 @@ class WeightDataModule(pl.LightningDataModule):
             ``activation=[...]``.
         conditions: stored numeric properties served beside the weights, ``[B, len(conditions)]``
             float32 (a metric at the item's checkpoint, a hyperparameter or a signal field).
-        normalize: serve weights through ``weight_normalizer`` (fitted on the training runs).
+        normalize: serve weights through ``weight_normalizer`` (fitted on the training runs):
+            ``True`` or ``"tensor"``: its per-tensor form (commutes with neuron permutations);
+            ``"parameter"``: every parameter standardised on its own, for models on the flat vector
+            of aligned (or shared-initialisation) weights; ``False``: raw weights.
         select: use only the runs whose hyperparameters or signal fields meet these conditions, e.g.
             ``{"activation": "relu", "optimizer": ["adam"], "lr": [0.001, null]}`` (a value, a list
             of values or a numeric ``[low, high]`` range; see ``wsl.data.runs.ZooRuns``).
@@ -159,7 +162,7 @@ class WeightDataModule(pl.LightningDataModule):
     def __init__(self, zoos: list[str], checkpoints: str | list[int] = "last",
                  split: str | list[float] = [0.7, 0.1, 0.2], split_seed: int = 0, batch_size: int = 64,
                  include_init: bool = False, max_models: int | None = None, num_workers: int = 0,
-                 augment: dict | None = None, conditions: list[str] | None = None, normalize: bool = True,
+                 augment: dict | None = None, conditions: list[str] | None = None, normalize: bool | str = True,
                  select: dict | None = None, align: bool = False):
         super().__init__()
         self.zoos = [str(zoos)] if isinstance(zoos, (str, Path)) else [str(z) for z in zoos]
@@ -170,7 +173,10 @@ class WeightDataModule(pl.LightningDataModule):
         self.max_models, self.num_workers = max_models, int(num_workers)
         self.augment = dict(augment or {})
         self.conditions = list(conditions or [])
-        self.normalize = bool(normalize)
+        if normalize not in (True, False, "tensor", "parameter"):
+            raise ValueError(f"normalize must be true, false, 'tensor' or 'parameter', found {normalize!r}")
+        self.normalize = normalize is not False
+        self.per_parameter = normalize == "parameter"
         self.select = dict(select or {})
         self.align = bool(align)
         self.save_hyperparameters()
@@ -286,7 +292,7 @@ class WeightDataModule(pl.LightningDataModule):
         train = self._split_items["train"]
         if self.align:
             self._align_to(int(train[0]))
-        self.weight_normalizer = WeightNormalizer(self.spec).fit(  # in chunks: no copy of the whole split
+        self.weight_normalizer = WeightNormalizer(self.spec, self.per_parameter).fit(  # in chunks: no copy
             WeightBatch.from_params(self.spec, [p[idx] for p in self._params]) for idx in train.split(4096))
         self._fit_normalizers(train)
 
