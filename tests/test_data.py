@@ -480,7 +480,7 @@ def test_checkpoint_positions_are_checked(zoo_path):
 def test_per_parameter_normalizer_standardises_each_parameter_and_round_trips():
     wb = random_wb(n=64)
     shared = wb.map(lambda t: t * 0.05 + torch.randn(t.shape[1:], generator=torch.Generator().manual_seed(3)))
-    norm = WeightNormalizer(wb.spec, per_parameter=True).fit(shared)
+    norm = WeightNormalizer(wb.spec, per_parameter=True).fit(shared[k:k + 16] for k in range(0, 64, 16))  # in parts
     z = norm(shared).flatten()
     torch.testing.assert_close(z.mean(0), torch.zeros(z.shape[1]), atol=1e-4, rtol=0)
     torch.testing.assert_close(z.std(0, unbiased=False), torch.ones(z.shape[1]), atol=1e-4, rtol=0)

@@ -73,12 +73,20 @@ class WeightNormalizer(nn.Module):
     @torch.no_grad()
     def fit(self, data) -> "WeightNormalizer":
         """Set each tensor's scale to the median over networks of their RMS (non-finite and zero
-        RMS ignored: an all-zero tensor, e.g. zero-initialised biases, must not give scale 0)."""
+        RMS ignored: an all-zero tensor, e.g. zero-initialised biases, must not give scale 0); per
+        parameter also each parameter's mean and std over the networks with finite weights (a
+        parameter that barely varies gets a std floor of 1e-3 of its tensor's scale). One pass."""
         rms: list[list[Tensor]] = [[] for _ in self.spec.params]
+        total = torch.zeros(self.spec.num_params, dtype=torch.float64)
+        square, count = torch.zeros_like(total), 0
         for wb in _weight_batches(data):
             self._check(wb)
             for k, t in enumerate(wb.params()):
                 rms[k].append(t.detach().flatten(1).double().pow(2).mean(1).sqrt().cpu())
+            if self.per_parameter:
+                flat = wb.flatten().detach().double().cpu()
+                flat = flat[torch.isfinite(flat).all(1)]
+                total, square, count = total + flat.sum(0), square + flat.pow(2).sum(0), count + len(flat)
         if not rms[0]:
             raise ValueError("WeightNormalizer.fit: no weights given")
         scale = torch.ones(len(self.spec.params), dtype=torch.float64)
@@ -89,29 +97,16 @@ class WeightNormalizer(nn.Module):
                 scale[k] = r.median()
         self.scale.copy_(scale.to(self.scale.dtype))
         if self.per_parameter:
-            self._fit_per_parameter(data)
+            if count == 0:
+                raise ValueError("WeightNormalizer.fit: no network with finite weights for the per-parameter "
+                                 "statistics")
+            mean = total / count
+            floor = torch.cat([torch.full((p.numel,), float(s) * 1e-3, dtype=torch.float64)
+                               for p, s in zip(self.spec.params, scale)])
+            std = (square / count - mean.pow(2)).clamp_min(0).sqrt().maximum(floor)
+            self.mean.copy_(mean.to(self.mean.dtype))
+            self.std.copy_(std.to(self.std.dtype))
         return self
-
-    def _fit_per_parameter(self, data) -> None:
-        """Mean and std of every parameter over the finite networks; a parameter that barely varies
-        gets a std floor of 1e-3 of its tensor's scale, so it is not blown up."""
-        total = torch.zeros(self.spec.num_params, dtype=torch.float64)
-        square = torch.zeros_like(total)
-        count = 0
-        for wb in _weight_batches(data):
-            flat = wb.flatten().detach().double().cpu()
-            flat = flat[torch.isfinite(flat).all(1)]
-            total += flat.sum(0)
-            square += flat.pow(2).sum(0)
-            count += len(flat)
-        if count == 0:
-            raise ValueError("WeightNormalizer.fit: no network with finite weights for the per-parameter statistics")
-        mean = total / count
-        floor = torch.cat([torch.full((p.numel,), float(s) * 1e-3, dtype=torch.float64)
-                           for p, s in zip(self.spec.params, self.scale)])
-        std = (square / count - mean.pow(2)).clamp_min(0).sqrt().maximum(floor)
-        self.mean.copy_(mean.to(self.mean.dtype))
-        self.std.copy_(std.to(self.std.dtype))
 
     def _check(self, wb: WeightBatch) -> None:
         if len(wb.spec.params) != len(self.scale):
