@@ -66,9 +66,16 @@ GENERATORS = {
 }
 
 
+# on INR zoos (configs/generate/digits_inr_flat_diffusion.yaml): each parameter standardised over
+# the training INRs, whose spread is a fraction of the weights' size; a wider MLP for 1,185 weights
+INR_OVERRIDES = {"flat": ({"denoiser_kwargs": {"hidden": 1024, "layers": 4}}, {"normalize": "parameter"})}
+
+
 def fit(name: str, seed: int, zoo: str, minutes: float, work: Path, conditions: list[str] | None = None,
         checkpoints: str = "last", inr: bool = False) -> tuple[str, dict]:
     cls, model_kw, data_kw, _ = GENERATORS[name]
+    if inr and name in INR_OVERRIDES:
+        model_kw, data_kw = model_kw | INR_OVERRIDES[name][0], data_kw | INR_OVERRIDES[name][1]
     pl.seed_everything(seed, workers=True, verbose=False)
     data = INR_DATA if inr else DATA
     dm = WeightDataModule([zoo], split_seed=0, conditions=conditions, **{**data, "checkpoints": checkpoints}, **data_kw)
