@@ -6,8 +6,10 @@ validation examples, ``val/score``; validation every 5 epochs), sample networks 
 ``wsl sample``'s code path into a generated zoo file, and score them with the memorization suite
 (``wsl evaluate-generated``: quality on the task's test examples, weight-space novelty after
 alignment, behavioural novelty, beside the noise-added, averaged and Gaussian baselines). Then a
-generator conditioned on test accuracy: requested against achieved over a range, and the quality
-of networks requested at a high accuracy.
+generator conditioned on test accuracy: its classifier-free guidance scale chosen on validation
+data (``GUIDANCE``: the Pearson r of requested test accuracy and achieved *validation* accuracy),
+requested against achieved test accuracy over a range, and the quality of networks requested at a
+high accuracy.
 
 On an INR zoo (``--zoo zoos/digits_inr.h5``) the generators learn from the training images' INRs
 (the zoo's recorded split), the kept checkpoint is the one whose sampled INRs come closest to the
@@ -44,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 from wsl.data import WeightDataModule  # noqa: E402
 from wsl.generation.evaluate import GENERATOR, evaluate_generated  # noqa: E402
 from wsl.generation.model import LatentDiffusion, WeightDiffusion  # noqa: E402
-from wsl.generation.sample import run_sample  # noqa: E402
+from wsl.generation.sample import load_generator, run_sample  # noqa: E402
 from wsl.training import make_trainer  # noqa: E402
 from zoo.config import load_config  # noqa: E402
 from zoo.generate import generate  # noqa: E402
@@ -68,6 +70,18 @@ GENERATORS = {
 
 # on INR zoos (configs/generate/digits_inr_flat_diffusion.yaml): each parameter standardised over
 # the training INRs, whose spread is a fraction of the weights' size; a wider MLP for 1,185 weights
+GUIDANCE = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0)  # classifier-free guidance scales tried, chosen on validation data
+
+
+def choose_guidance(best: str, requested: np.ndarray) -> tuple[float, dict[float, float]]:
+    """The guidance scale whose networks best meet ``requested`` conditions on the task's
+    validation data (``WeightGenerator.validation_agreement``), and every scale's agreement."""
+    gen = load_generator(best)
+    req = torch.as_tensor(requested, dtype=torch.float32).view(len(requested), -1)
+    scores = {g: gen.validation_agreement(req, guidance=g, seed=0) for g in GUIDANCE}
+    return max(scores, key=lambda g: -np.inf if not np.isfinite(scores[g]) else scores[g]), scores
+
+
 INR_OVERRIDES = {"flat": ({"denoiser_kwargs": {"hidden": 1024, "layers": 4}}, {"normalize": "parameter"})}
 
 
@@ -162,27 +176,35 @@ def main() -> None:
     if args.conditional and inr:
         work = out / f"{args.conditional}_conditional"
         best, info = fit(args.conditional, 0, args.zoo, args.minutes, work, conditions=["label"], inr=True)
+        guidance, tried = choose_guidance(best, np.resize(np.arange(10.0), args.num))
         classes = ",".join(str(c) for c in range(10))
-        per_class = run_sample(best, args.num, work / "classes.h5", [f"label={classes}"], guidance=2.0, seed=0)
+        per_class = run_sample(best, args.num, work / "classes.h5", [f"label={classes}"], guidance=guidance, seed=0)
         rep = evaluate_generated(per_class, args.zoo, work / "classes_report", seed=0)
         agree, head = rep["conditional"]["label"], headline(rep)
-        conditional = {"generator": args.conditional, **info, "condition": "label", "exact": agree["exact"],
+        conditional = {"generator": args.conditional, **info, "condition": "label", "guidance": guidance,
+                       "validation_agreement_by_guidance": tried, "exact": agree["exact"],
                        "gen_quality_mean": head["gen_quality_mean"], "train_quality_mean": head["train_quality_mean"],
                        "weight_novelty_median": head["weight_novelty_median"]}
-        print(f"conditional ({args.conditional}): asked for each digit in turn: the nearest test image shows the "
+        print(f"conditional ({args.conditional}): guidance {guidance} chosen on validation images "
+              f"({', '.join(f'{g:g}: {v:.3f}' for g, v in tried.items())}); "
+              f"asked for each digit in turn: the nearest test image shows the "
               f"requested digit for {agree['exact']:.3f} of them (chance 0.1); PSNR {head['gen_quality_mean']:.2f} dB "
               f"(train nets {head['train_quality_mean']:.2f})")
     elif args.conditional:
         work = out / f"{args.conditional}_conditional"
         best, info = fit(args.conditional, 0, args.zoo, args.minutes, work, conditions=["test_acc"], checkpoints="all")
-        sweep = run_sample(best, args.num, work / "sweep.h5", ["test_acc=0.2:0.95"], guidance=2.0, seed=0)
+        guidance, tried = choose_guidance(best, np.linspace(0.2, 0.95, args.num))
+        print(f"guidance {guidance} chosen on validation examples (Pearson of requested test accuracy and achieved "
+              f"validation accuracy: {', '.join(f'{g:g}: {v:.3f}' for g, v in tried.items())})", flush=True)
+        sweep = run_sample(best, args.num, work / "sweep.h5", ["test_acc=0.2:0.95"], guidance=guidance, seed=0)
         rep = evaluate_generated(sweep, args.zoo, work / "sweep_report", seed=0)
         agree = rep["conditional"]["test_acc"]
         high = float(np.round(headline(rep)["train_quality_median"] + 0.2, 3))
         high = min(high, 0.95)
-        hi_path = run_sample(best, args.num, work / "high.h5", [f"test_acc={high}"], guidance=2.0, seed=1)
+        hi_path = run_sample(best, args.num, work / "high.h5", [f"test_acc={high}"], guidance=guidance, seed=1)
         hi = headline(evaluate_generated(hi_path, args.zoo, work / "high_report", seed=0))
-        conditional = {"generator": args.conditional, **info, "pearson": agree["pearson"],
+        conditional = {"generator": args.conditional, **info, "guidance": guidance,
+                       "validation_pearson_by_guidance": tried, "pearson": agree["pearson"],
                        "spearman": agree["spearman"], "mae": agree["mae"], "requested_high": high,
                        "high_acc_median": hi["gen_quality_median"], "train_acc_median": hi["train_quality_median"],
                        "high_weight_novelty_median": hi["weight_novelty_median"]}

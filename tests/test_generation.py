@@ -168,7 +168,9 @@ def _fit(model, dm, tmp_path, epochs=2):
 @pytest.mark.parametrize("kind", ["hnp", "latent"])
 def test_generator_trains_saves_and_samples_a_zoo(gen_zoo, tmp_path, kind, one_thread):
     from wsl.data import WeightDataModule
+    from wsl.generation.evaluate import conditional_agreement
     from wsl.generation.model import LatentDiffusion, WeightDiffusion
+    from wsl.generation.networks import evaluate_networks
     from wsl.generation.sample import load_generator, run_sample
     from zoo.store import Zoo
 
@@ -190,6 +192,11 @@ def test_generator_trains_saves_and_samples_a_zoo(gen_zoo, tmp_path, kind, one_t
     a = loaded.sample(3, torch.tensor([0.5]), guidance=2.0, seed=1)
     b = loaded.sample(3, torch.tensor([0.5]), guidance=2.0, seed=1)
     assert max_diff(a, b) == 0 and a.spec == dm.spec  # seeded
+    requested = torch.tensor([[0.2], [0.4], [0.6], [0.8]])
+    val_acc = evaluate_networks(dm.spec, loaded.sample(4, requested, guidance=3.0, seed=2), loaded.task,
+                                splits=("val",))["val_acc"]
+    expected = conditional_agreement(requested[:, 0].numpy(), np.nan_to_num(val_acc, nan=0.0))["pearson"]
+    assert loaded.validation_agreement(requested, guidance=3.0, seed=2) == pytest.approx(expected, nan_ok=True)
     out = run_sample(best, 5, tmp_path / "sampled.h5", ["test_acc=0.2:0.6"], guidance=1.5, seed=0)
     with Zoo(out) as z:
         assert z.generated["generator_class"] == type(model).__name__
@@ -225,21 +232,27 @@ def test_inr_generator_validates_on_validation_images_and_samples_an_inr_zoo(inr
         assert z.generated["checkpoint_epoch"] == 10
 
 
-def test_sampled_inr_psnr_compares_with_validation_images_only(inr_zoo, one_thread):
+def test_inr_generator_is_scored_on_validation_images_only(inr_zoo, one_thread):
+    """Quality and class agreement of sampled INRs come from the validation images (the nearest
+    one, its label), never the test images: what checkpoints and guidance scales are chosen by."""
     from wsl.data import WeightDataModule
     from wsl.generation.model import WeightDiffusion
     from wsl.generation.networks import inr_metrics
 
-    dm = WeightDataModule([inr_zoo], split="recorded", batch_size=8)
-    model = WeightDiffusion(spec_json=dm.spec_json, source_json=dm.source_json, denoiser="mlp",
-                            denoiser_kwargs={"hidden": 16, "layers": 1}, eval_samples=3, sample_steps=2)
+    dm = WeightDataModule([inr_zoo], split="recorded", batch_size=8, conditions=["label"])
+    model = WeightDiffusion(spec_json=dm.spec_json, source_json=dm.source_json, conditions=dm.conditions,
+                            denoiser="mlp", denoiser_kwargs={"hidden": 16, "layers": 1}, sample_steps=2)
     dm.setup("fit")
     model.set_normalizers(**dm.normalizers())
-    wb = model.sample(3, seed=0)
-    expected = inr_metrics(model.spec, wb, model.task, splits=("val",))["val_psnr"].mean()
-    assert model._sampled_inr_psnr(model.task, 3, None) == pytest.approx(float(expected))
-    test_only = inr_metrics(model.spec, wb, model.task, splits=("test",))["test_psnr"].mean()
-    assert test_only != pytest.approx(float(expected))
+    requested = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
+    wb = model.sample(4, requested, guidance=2.0, seed=5)
+    near = inr_metrics(model.spec, wb, model.task, splits=("val", "test"))
+    quality, exact = model._validation_scores(wb, requested)
+    np.testing.assert_allclose(quality, near["val_psnr"], rtol=1e-6)
+    assert not np.allclose(quality, near["test_psnr"])
+    labels = np.asarray(model.task.fields["label"])
+    assert exact == pytest.approx(float(np.mean(labels[near["val_signal"]] == [0, 1, 2, 3])))
+    assert model.validation_agreement(requested, guidance=2.0, seed=5) == pytest.approx(exact)
 
 
 def test_sample_refuses_bad_requests_and_foreign_files(gen_zoo, tmp_path, one_thread, capsys):

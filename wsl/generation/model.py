@@ -165,51 +165,54 @@ class WeightGenerator(pl.LightningModule):
         score = -sum(l for l, _ in losses) / max(1, sum(k for _, k in losses)) if losses else float("-inf")
         task = self.task
         n = int(self.hparams.eval_samples)
-        if n > 0 and isinstance(task, SignalSet):
-            score = self._sampled_inr_psnr(task, n, requested)
-            self.log("val/gen_psnr", score)
-        elif n > 0 and task is not None and task.kind == "classification":
-            acc = self._sampled_accuracy(task, n, requested)
-            score = float(np.mean(acc))
-            self.log("val/gen_acc", score)
+        inr = isinstance(task, SignalSet)
+        if n > 0 and (inr or (task is not None and task.kind == "classification")):
+            if requested is not None:  # n of the validation runs' own conditions, drawn seeded
+                requested = requested[torch.randperm(len(requested), generator=torch.Generator().manual_seed(0))[:n]]
+                n = len(requested)
+            quality, agreement = self._validation_scores(self.sample(n, requested, seed=0).to("cpu"), requested)
+            score = float(np.mean(quality))
+            self.log("val/gen_psnr" if inr else "val/gen_acc", score)
+            if agreement is not None and np.isfinite(agreement):
+                self.log("val/cond_exact" if inr else "val/cond_corr", agreement)
         self.log("val/score", score)
 
-    def _validation_requests(self, n: int, requested: Tensor | None) -> tuple[int, Tensor | None]:
-        """``n`` conditions drawn (seeded) from the validation runs' own, or none."""
-        if requested is not None:
-            requested = requested[torch.randperm(len(requested), generator=torch.Generator().manual_seed(0))[:n]]
-            n = len(requested)
-        return n, requested
-
-    def _sampled_accuracy(self, task, n: int, requested: Tensor | None) -> np.ndarray:
-        """Validation accuracy of ``n`` sampled networks (conditioned on validation runs' conditions)."""
-        n, requested = self._validation_requests(n, requested)
-        wb = self.sample(n, requested, seed=0)
-        acc = np.nan_to_num(evaluate_networks(self.spec, wb.to("cpu"), task, splits=("val",))["val_acc"], nan=0.0)
+    def _validation_scores(self, wb: WeightBatch, requested: Tensor | None) -> tuple[np.ndarray, float | None]:
+        """Sampled networks judged on the task's validation data only: their quality (accuracy on
+        the validation examples; for INRs the PSNR to the nearest validation signal; non-finite
+        networks score 0) and, for ``requested`` conditions, how well they met the first that can
+        be checked there: Pearson r of requested accuracy and achieved validation accuracy (an
+        ``*_acc`` condition), or the fraction whose nearest validation signal has the requested
+        value (a signal field such as ``label``). None when no condition can be checked."""
+        task = self.task
+        if isinstance(task, SignalSet):
+            near = inr_metrics(self.spec, wb, task, splits=("val",))
+            quality = np.nan_to_num(near["val_psnr"], nan=0.0)
+            fields = [k for k, name in enumerate(self.conditions) if name in task.fields]
+            if requested is None or not fields:
+                return quality, None
+            found = np.asarray(task.fields[self.conditions[fields[0]]])[np.maximum(near["val_signal"], 0)]
+            met = (found == requested[:, fields[0]].round().numpy()) & (near["val_signal"] >= 0)
+            return quality, float(met.mean())
+        quality = np.nan_to_num(evaluate_networks(self.spec, wb, task, splits=("val",))["val_acc"], nan=0.0)
         accuracy = [k for k, name in enumerate(self.conditions) if name.endswith("_acc")]
-        if requested is not None and accuracy:  # requested accuracy against achieved (validation examples)
-            corr = conditional_agreement(requested[:, accuracy[0]].numpy(), acc)["pearson"]
-            if np.isfinite(corr):
-                self.log("val/cond_corr", corr)
-        return acc
+        if requested is None or not accuracy:
+            return quality, None
+        return quality, conditional_agreement(requested[:, accuracy[0]].numpy(), quality)["pearson"]
 
-    def _sampled_inr_psnr(self, task: SignalSet, n: int, requested: Tensor | None) -> float:
-        """Mean PSNR of ``n`` sampled INRs to their nearest validation signal (non-finite: 0 dB); a
-        generator conditioned on a signal field (``label``) also logs ``val/cond_exact``, how often
-        that nearest signal has the requested value."""
-        n, requested = self._validation_requests(n, requested)
-        near = inr_metrics(self.spec, self.sample(n, requested, seed=0).to("cpu"), task, splits=("val",))
-        fields = [k for k, name in enumerate(self.conditions) if name in task.fields]
-        if requested is not None and fields:
-            k = fields[0]
-            found = np.asarray(task.fields[self.conditions[k]])[np.maximum(near["val_signal"], 0)]
-            met = (found == requested[:, k].round().numpy()) & (near["val_signal"] >= 0)
-            self.log("val/cond_exact", float(met.mean()))
-        return float(np.mean(np.nan_to_num(near["val_psnr"], nan=0.0)))
+    def validation_agreement(self, requested: Tensor, guidance: float = 1.0, seed: int = 0) -> float:
+        """How well networks sampled for ``requested`` conditions (``[n, K]``, the properties' own
+        units) at this ``guidance`` meet them on validation data (``_validation_scores``): what a
+        guidance scale is chosen by, never test data. NaN when no condition can be checked."""
+        requested = torch.as_tensor(requested, dtype=torch.float32)
+        wb = self.sample(len(requested), requested, guidance=guidance, seed=seed).to("cpu")
+        agreement = self._validation_scores(wb, requested)[1]
+        return float("nan") if agreement is None else float(agreement)
 
     @cached_property
     def task(self):
-        """The task the source zoo was trained on (None when it cannot be rebuilt here, e.g. INR zoos)."""
+        """The task the source zoo was trained on (an INR zoo's: its signals); None when it cannot be
+        rebuilt here (e.g. its IDX files are missing)."""
         config = self.source.get("config")
         if not config:
             return None
