@@ -168,7 +168,8 @@ def main() -> None:
             print(f"{name:<7} seed {seed}: {info['steps']} steps in {info['train_seconds']:.0f} s; {row['metric']} "
                   f"{row['gen_quality_mean']:.3f} (train nets {row['train_quality_mean']:.3f}, ratio "
                   f"{row['rel_quality']:.2f}); weight novelty {row['weight_novelty_median']:.2f} (train NN "
-                  f"{row['reference_nn_distance_median']:.2f}); behavioural novelty {row['behavioural_novelty_median']:.3f}"
+                  f"{row['reference_nn_distance_median']:.2f}); behavioural novelty "
+                  f"{row['behavioural_novelty_median']:.3f}"
                   f"; matched noise {row.get('matched_noise_quality_mean', float('nan')):.3f} -> beats noise: "
                   f"{row.get('beats_noise')}", flush=True)
 

@@ -27,8 +27,8 @@ decay 1e-4, and ``--augment`` (default: random hidden-neuron permutations; e.g. 
 Output: per zoo a markdown table (test accuracy mean ± std over seeds, training time), also written
 to ``<out>/benchmark_inr.md``; a plot of accuracy against training time, ``<out>/benchmark_inr.png``;
 the learning curves (validation accuracy after every epoch against training time, each seed) in
-``<out>/benchmark_inr_curves.png`` and ``.json``; and, as the last line, one JSON object with the headline figures. A predictor that fails is
-reported as failed (with its error); the others go on.
+``<out>/benchmark_inr_curves.png`` and ``.json``; and, as the last line, one JSON object with the
+headline figures. A predictor that fails is reported as failed (with its error); the others go on.
 """
 from __future__ import annotations
 

@@ -742,8 +742,9 @@ def plot_accuracy_vs_novelty(per_network: dict[str, dict[str, np.ndarray]], metr
                              behavioural: str | None = "max IoU of wrong sets") -> Path:
     """Per network (small points) and per method (its medians, large markers), the metric against
     weight novelty and behavioural novelty (``behavioural``: its axis label; None: no such panel):
-    the generator beside every baseline and the references' own nearest-neighbour distances. Weight novelty on a symmetric-log axis: copies sit at 0 and
-    memorization shows at small distances."""
+    the generator beside every baseline and the references' own nearest-neighbour distances.
+    Weight novelty on a symmetric-log axis: copies sit at 0 and memorization shows at small
+    distances."""
     import matplotlib
 
     matplotlib.use("Agg")

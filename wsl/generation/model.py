@@ -16,9 +16,10 @@ networks sampled and run on the task's validation examples (``val/gen_acc``; con
 generators also ``val/cond_corr``, requested against achieved accuracy, the validation runs'
 conditions as requests); for INR zoos ``val/gen_psnr``, the PSNR of sampled INRs to their nearest
 validation signal (conditioned on a signal field such as the label also ``val/cond_exact``, how
-often that signal has the requested value). ``val/score``, what the kept checkpoint is chosen by, is
-``val/gen_acc`` (``val/gen_psnr``) where the task can be run here, else minus ``val/loss``: a low denoising loss on held-out runs
-alone was seen to pick early checkpoints whose samples are poor networks. Test data is never
+often that signal has the requested value). ``val/score``, what the kept checkpoint is chosen by,
+is ``val/gen_acc`` (``val/gen_psnr``) where the task can be run here, else minus ``val/loss``: a
+low denoising loss on held-out runs alone was seen to pick early checkpoints whose samples are poor
+networks. Test data is never
 looked at here. How often validation runs is the Trainer's ``check_val_every_n_epoch``.
 """
 from __future__ import annotations

@@ -54,14 +54,6 @@ def _activation(spec: WeightSpaceSpec, wb: WeightBatch, activation):
     return activation
 
 
-def generated_metric_names(task: TaskData | SignalSet) -> list[str]:
-    """The metrics ``evaluate_networks`` computes: ``<split>_loss`` / ``<split>_acc`` of a task, or
-    ``<split>_mse`` / ``<split>_psnr`` to the nearest signal of each split of an INR task."""
-    if isinstance(task, SignalSet):
-        return [f"{split}_{m}" for split in SPLITS for m in INR_METRICS]
-    return metric_names(task)
-
-
 @torch.no_grad()
 def render(spec: WeightSpaceSpec, wb: WeightBatch, coords: torch.Tensor, activation=None) -> torch.Tensor:
     """[M, P, d_out]: INRs' outputs at ``coords``; NaN for networks with non-finite weights."""
@@ -125,8 +117,8 @@ def inr_metrics(spec: WeightSpaceSpec, wb: WeightBatch, task: SignalSet, activat
 def evaluate_networks(spec: WeightSpaceSpec, wb: WeightBatch, task: TaskData | SignalSet,
                       activation: str | list[str] | None = None, *, splits: tuple[str, ...] = SPLITS
                       ) -> dict[str, np.ndarray]:
-    """Every metric of ``generated_metric_names(task)`` for the networks ``wb``, float32 [M] each:
-    a task's ``<split>_loss`` / ``<split>_acc``, computed as the zoo trainer computes them; an INR
+    """Every metric of the networks ``wb`` on ``task``, float32 [M] each: a task's
+    ``<split>_loss`` / ``<split>_acc`` (``zoo.train.metric_names``), computed as the zoo trainer computes them; an INR
     task's ``<split>_mse`` / ``<split>_psnr`` to the nearest signal of the split (``inr_metrics``).
     ``activation``: one name, one per network, or None for the spec's (or ``wb.activation``).
     Networks with non-finite weights get NaN. ``splits`` limits the work to some splits."""
@@ -186,7 +178,8 @@ def generated_hash(generated: dict[str, Any]) -> str:
 
 
 def write_generated_zoo(path: str | Path, *, name: str, source_config: dict[str, Any], spec: WeightSpaceSpec,
-                        task: TaskData, wb: WeightBatch, hparams: dict[str, list], generated: dict[str, Any],
+                        task: TaskData | SignalSet, wb: WeightBatch, hparams: dict[str, list],
+                        generated: dict[str, Any],
                         checkpoint_epoch: int) -> Path:
     """Write generated networks as a zoo file with one checkpoint (epoch ``checkpoint_epoch``, the
     source checkpoint they imitate) and every metric computed by running them on ``task`` (INRs:
