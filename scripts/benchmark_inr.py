@@ -87,6 +87,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, default=50, help="training epochs per encoder (default 50)")
     ap.add_argument("--max-minutes", type=float, default=20.0, help="wall-time budget per training run (default 20)")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--max-models", type=int, default=None,
+                    help="use a seeded random subset of this many INRs (all splits shrink alike): accuracy "
+                         "against the number of training INRs")
     ap.add_argument("--augment", type=json.loads, default=AUGMENT,
                     help=f"the data module's augment, as JSON (default {json.dumps(AUGMENT)}; '{{}}' for none)")
     ap.add_argument("--tree-iters", type=int, default=None, help=f"boosting iterations (default {MAX_ITER}, --quick 50)")
@@ -196,8 +199,8 @@ def main(argv=None) -> dict:
             print(f"\n=== {path.stem}, seed {seed} ===", flush=True)
             try:
                 dm = PropertyDataModule([str(path)], target=args.target, task="classification", checkpoints="last",
-                                   split="recorded", split_seed=seed, batch_size=args.batch_size,
-                                        augment=args.augment)
+                                        split="recorded", split_seed=seed, batch_size=args.batch_size,
+                                        augment=args.augment, max_models=args.max_models)
                 dm.setup("fit")
             except Exception as e:  # noqa: BLE001
                 traceback.print_exc()
@@ -224,8 +227,10 @@ def main(argv=None) -> dict:
           f"- command: `{command}`", f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
           f"- device: {device}",
           f"- target `{args.target}`, the zoo's recorded split, last checkpoint; seeds {args.seeds}; encoders: up "
-          f"to {args.epochs} epochs or {args.max_minutes:g} min, augmentation `{json.dumps(args.augment)}`, checkpoint chosen on "
-          f"validation accuracy; trees: up to {args.tree_iters} iterations, chosen on validation accuracy."]
+          f"to {args.epochs} epochs or {args.max_minutes:g} min"
+          + (f", a seeded subset of {args.max_models} INRs" if args.max_models else "")
+          + f", augmentation `{json.dumps(args.augment)}`, checkpoint chosen on validation accuracy; trees: up to "
+          f"{args.tree_iters} iterations, chosen on validation accuracy."]
     for zoo, note in zoo_notes.items():
         md += ["", f"## {zoo}", "", note]
         if zoo in results:
