@@ -580,7 +580,8 @@ def evaluate_generated(generated_path: str | Path, reference_path: str | Path, o
 
     g = run(GENERATOR, G, description="the generated networks")
     # every reference network's quality; its agreement with the stored metric checks the rebuilt task
-    ref_metric = evaluate_networks(R.spec, R, task, activation, splits=("test",))[scorer.metric]
+    ref_metric = (inr_metrics(R.spec, R, task, activation, ("test",), scorer.reference_outputs)["test_psnr"]
+                  if scorer.inr else evaluate_networks(R.spec, R, task, activation, splits=("test",))[scorer.metric])
     none = np.full(m, np.nan)
     methods["reference (all)"] = summarize({"metric": ref_metric, "weight_novelty": none,
                                             "weight_novelty_unaligned": none, "behavioural_novelty": none},
