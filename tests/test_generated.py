@@ -109,7 +109,7 @@ def test_generated_zoo_round_trips(gen_zoo, setup):
     # what wsl predict and the data modules read: the done runs, their weights
     runs = ZooRuns(path)
     assert len(runs.done) == 9
-    params, *_ = runs.read_weights(runs.done, [[0]])
+    params = runs.read_weights(runs.items(runs.done, [[0]]))
     np.testing.assert_array_equal(params[0].numpy(), g.params()[0][:9].numpy())
 
 

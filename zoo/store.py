@@ -440,6 +440,21 @@ class Zoo:
                 raise self._unreadable(p.name, uniq) from None
         return out
 
+    def read_slice(self, start: int, stop: int, checkpoint: int = -1) -> dict[str, np.ndarray]:
+        """Weights of the consecutive rows ``[start, stop)`` at one checkpoint position, as stored:
+        name -> [stop - start, *shape]. One hyperslab per parameter, the read that streaming
+        DataModules make (rows aligned to ``MODELS_PER_CHUNK`` touch one HDF5 chunk each)."""
+        c = self.checkpoint_position(checkpoint)
+        if not 0 <= start <= stop <= len(self):
+            raise IndexError(f"{self.path}: rows [{start}, {stop}) out of range for {len(self)} models")
+        out = {}
+        for p in self.spec.params:
+            try:
+                out[p.name] = self.file["params"][p.name][start:stop, c]
+            except OSError:
+                raise self._unreadable(p.name, np.arange(start, stop)) from None
+        return out
+
     def read_metrics(self, rows) -> dict[str, np.ndarray]:
         """Metrics of models ``rows`` at every checkpoint: name -> [k, C], NaN where never written."""
         uniq, inverse = self._rows(rows)

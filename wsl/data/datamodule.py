@@ -9,9 +9,12 @@
 
 What both guarantee, and why:
 
-- Weights of the selected checkpoints are read once into per-parameter float32 tensors. A batch is
-  one gather per tensor with a LongTensor of indices (the sampler yields whole index batches), not
-  per-item stacking of thousands of small tensors.
+- Weights of the selected checkpoints are read once into per-parameter float32 tensors when they
+  fit ``cache_mb``; larger selections are streamed from the zoo files through a cache of that size
+  (``wsl.data.stream``). A batch is one gather per tensor with a LongTensor of indices (the sampler
+  yields whole index batches), not per-item stacking of thousands of small tensors.
+- Under DDP every rank serves its share of each split (``wsl.data.stream.ItemSampler``); evaluation
+  shares hold every item exactly once, so metrics synchronised over ranks are the single-process ones.
 - ``weight_normalizer`` is fitted on the training split only (exactly invertible, see
   ``wsl.data.normalize``). ``normalize=True`` serves normalized weights (generators map their
   samples back with ``weight_normalizer.inverse``); the property DataModule serves raw weights,
@@ -36,10 +39,11 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from wsl.data.normalize import TargetNormalizer, WeightNormalizer
 from wsl.data.runs import Split, ZooRuns, check_fractions
+from wsl.data.stream import InMemoryWeights, ItemSampler, StreamedWeights
 from wsl.weights import WeightBatch
 from zoo.store import SPLITS
 
@@ -54,39 +58,15 @@ AUGMENTS = {
 }
 
 
-class _BatchSampler(Sampler):
-    """Yields LongTensors of positions, one per batch; shuffled with a generator seeded by
-    (seed, epoch), so every epoch is reproducible whether or not Lightning calls ``set_epoch``."""
-
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0):
-        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return math.ceil(self.n / self.batch_size)
-
-    def __iter__(self):
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(self.n, generator=g)
-            self.epoch += 1
-        else:
-            order = torch.arange(self.n)
-        return iter(order.split(self.batch_size))
-
-
 class _Items(Dataset):
     """The items of one split, indexed by a LongTensor of positions: returns a whole batch
     ``(wb, *extras)`` (``extras``: per-item tensors such as targets or conditions), and with MixUp
     ``(wb, *extras, lam, partner)``."""
 
-    def __init__(self, spec, params: list[Tensor], extras: list[Tensor], items: Tensor,
+    def __init__(self, spec, store: InMemoryWeights | StreamedWeights, extras: list[Tensor], items: Tensor,
                  activations: list[str] | None = None, augmentations: list[Callable] = (),
                  mixup: Callable | None = None, normalizer: WeightNormalizer | None = None):
-        self.spec, self.params, self.extras, self.items = spec, params, extras, items
+        self.spec, self.store, self.extras, self.items = spec, store, extras, items
         self.activations = activations
         self.augmentations, self.mixup, self.normalizer = list(augmentations), mixup, normalizer
 
@@ -97,7 +77,7 @@ class _Items(Dataset):
         idx = self.items[pos]
         # per-network activations only when they vary per model; else the spec's is used
         acts = None if self.activations is None else [self.activations[i] for i in idx.tolist()]
-        wb = WeightBatch.from_params(self.spec, [p[idx] for p in self.params])
+        wb = WeightBatch.from_params(self.spec, self.store.gather(idx))
         kw = {} if acts is None else {"activation": acts}
         for f in self.augmentations:
             wb = f(wb, **kw)
@@ -125,6 +105,19 @@ def _reseed_worker(worker_id: int) -> None:
         g = getattr(f, "generator", None)
         if isinstance(g, torch.Generator):
             g.manual_seed((info.seed + 7919 * k) % 2**63)
+
+
+class _AlignTo:
+    """Per-parameter tensors -> the same networks permuted onto ``ref`` (weight matching); a class,
+    not a closure, so that loader workers started by spawning can receive it."""
+
+    def __init__(self, ref: WeightBatch):
+        self.ref = ref
+
+    def __call__(self, params: list[Tensor]) -> list[Tensor]:
+        from wsl.weights.align import align
+
+        return align(WeightBatch.from_params(self.ref.spec, params), self.ref).params()
 
 
 class WeightDataModule(pl.LightningDataModule):
@@ -157,13 +150,17 @@ class WeightDataModule(pl.LightningDataModule):
             (``wsl.weights.align``): the same functions, with most of the arbitrary neuron order
             removed. Models without symmetry (a flat MLP, a latent autoencoder) see one mode per
             function instead of one per ordering; equivariant models do not need it.
+        cache_mb: the memory the selected weights may take. A selection that fits is read once into
+            memory; a larger one is streamed from the zoo files in blocks through a cache of this
+            size, split over the ``num_workers`` loader processes (``wsl.data.stream``: training
+            then shuffles by block and window). ``null``: always in memory.
     """
 
     def __init__(self, zoos: list[str], checkpoints: str | list[int] = "last",
                  split: str | list[float] = [0.7, 0.1, 0.2], split_seed: int = 0, batch_size: int = 64,
                  include_init: bool = False, max_models: int | None = None, num_workers: int = 0,
                  augment: dict | None = None, conditions: list[str] | None = None, normalize: bool | str = True,
-                 select: dict | None = None, align: bool = False):
+                 select: dict | None = None, align: bool = False, cache_mb: float | None = 4096):
         super().__init__()
         self.zoos = [str(zoos)] if isinstance(zoos, (str, Path)) else [str(z) for z in zoos]
         self.checkpoints = checkpoints
@@ -179,6 +176,7 @@ class WeightDataModule(pl.LightningDataModule):
         self.per_parameter = normalize == "parameter"
         self.select = dict(select or {})
         self.align = bool(align)
+        self.cache_mb = None if cache_mb is None else float(cache_mb)
         self.save_hyperparameters()
         self._check_args()
         self.runs = ZooRuns(self.zoos, self.select)
@@ -216,6 +214,8 @@ class WeightDataModule(pl.LightningDataModule):
                              f"found {self.checkpoints!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, found {self.batch_size}")
+        if self.cache_mb is not None and not self.cache_mb > 0:
+            raise ValueError(f"cache_mb must be > 0 (or null: always in memory), found {self.cache_mb}")
         if self.max_models is not None and self.max_models < 1:
             raise ValueError(f"max_models must be >= 1 or None, found {self.max_models}")
         if self.align and self.augment.get("permutation"):
@@ -259,14 +259,20 @@ class WeightDataModule(pl.LightningDataModule):
 
     # --- data -----------------------------------------------------------------------------------
     def _load(self, runs: list[tuple[int, int]]) -> None:
-        """Read the selected checkpoints of ``runs`` into memory: weights, run and epoch per item."""
-        self._params, item_run, item_epoch, item_pos = self.runs.read_weights(runs, self._positions)
-        self._item_run = torch.as_tensor(item_run, dtype=torch.long)
-        self._item_epoch = torch.as_tensor(item_epoch, dtype=torch.long)
-        self._item_pos = item_pos
+        """The selected checkpoints of ``runs``: their weights (read into memory if they fit
+        ``cache_mb``, else a streamed store), and run, epoch and checkpoint position per item."""
+        items = self.runs.items(runs, self._positions)
+        self._item_run = torch.as_tensor(items["run"], dtype=torch.long)
+        self._item_epoch = torch.as_tensor(items["epoch"], dtype=torch.long)
+        self._item_pos = items["pos"]
+        if self.cache_mb is None or len(items["run"]) * self.runs.item_bytes() <= self.cache_mb * 2 ** 20:
+            self._store = InMemoryWeights(self.runs.read_weights(items))
+        else:  # each loader worker (or the main process) holds a slab of this size
+            per_reader = self.cache_mb * 2 ** 20 / max(1, self.num_workers)
+            self._store = StreamedWeights(self.spec, self.runs.paths, items, per_reader, min_blocks=self.batch_size)
         self._runs = runs
         self._activations = None if self.spec.activation is not None else \
-            np.asarray(self.runs.activations(runs), dtype=object)[item_run].tolist()
+            np.asarray(self.runs.activations(runs), dtype=object)[items["run"]].tolist()
         self._loaded_runs = list(runs)
         self._on_load()
 
@@ -292,19 +298,28 @@ class WeightDataModule(pl.LightningDataModule):
         train = self._split_items["train"]
         if self.align:
             self._align_to(int(train[0]))
-        self.weight_normalizer = WeightNormalizer(self.spec, self.per_parameter).fit(  # in chunks: no copy
-            WeightBatch.from_params(self.spec, [p[idx] for p in self._params]) for idx in train.split(4096))
+        self.weight_normalizer = WeightNormalizer(self.spec, self.per_parameter).fit(  # in pieces: no copy
+            WeightBatch.from_params(self.spec, self._store.gather(idx)) for idx in self._pieces(train))
         self._fit_normalizers(train)
+        if self._store.streamed:
+            self._store.close()  # the loaders' workers read with their own handles and slabs
+
+    def _pieces(self, idx: Tensor) -> list[Tensor]:
+        """``idx`` in pieces that one gather can serve: a streamed store holds a bounded number of
+        blocks (an item spans one block)."""
+        return list(idx.split(min(4096, self._store.capacity) if self._store.streamed else 4096))
 
     def _align_to(self, item: int) -> None:
-        """Align every loaded network to the one of ``item`` (a training network: no held-out run
-        decides anything), in place."""
-        from wsl.weights.align import align
-
-        ref = WeightBatch.from_params(self.spec, [p[item:item + 1] for p in self._params])
-        parts = [align(WeightBatch.from_params(self.spec, [p[idx] for p in self._params]), ref).params()
-                 for idx in torch.arange(len(self._params[0])).split(4096)]
-        self._params = [torch.cat(ts) for ts in zip(*parts)]
+        """Align every network to the one of ``item`` (a training network: no held-out run decides
+        anything): in place in memory, or as blocks are read when streamed."""
+        ref = WeightBatch.from_params(self.spec, self._store.gather(torch.tensor([item])))
+        aligned = _AlignTo(ref)
+        if self._store.streamed:
+            self._store.close()  # blocks read so far are not aligned
+            self._store.transform = aligned
+            return
+        parts = [aligned(self._store.gather(idx)) for idx in torch.arange(len(self._store)).split(4096)]
+        self._store.replace([torch.cat(ts) for ts in zip(*parts)])
 
     def _fit_normalizers(self, train: Tensor) -> None:
         """Normalizers beyond the weights': the conditions' (subclasses: the target's too)."""
@@ -330,7 +345,9 @@ class WeightDataModule(pl.LightningDataModule):
         if self.split_runs is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() first")
         idx = self._split_items[split]
-        wb = WeightBatch.from_params(self.spec, [p[idx] for p in self._params])
+        parts = [self._store.gather(piece) for piece in self._pieces(idx)]
+        wb = WeightBatch.from_params(self.spec, [torch.cat(ts) for ts in zip(*parts)] if parts else
+                                     [torch.zeros(0, *p.shape) for p in self.spec.params])
         if self._activations is not None:
             wb.activation = [self._activations[i] for i in idx.tolist()]
         return wb
@@ -379,12 +396,31 @@ class WeightDataModule(pl.LightningDataModule):
             if self.augmentations is None:
                 self.augmentations, self.mixup = self._build_augmentations()
             augs, mixup = self.augmentations, self.mixup
-        ds = _Items(self.spec, self._params, self._extras(), self._split_items[split], self._activations, augs,
+        items = self._split_items[split]
+        ds = _Items(self.spec, self._store, self._extras(), items, self._activations, augs,
                     mixup, self.weight_normalizer if self.normalize else None)
-        sampler = _BatchSampler(len(ds), self.batch_size, shuffle, self.split_seed)
+        rank, world = self._rank_and_world()
+        streamed = self._store.streamed
+        sampler = ItemSampler(len(ds), self.batch_size, shuffle, self.split_seed, rank, world,
+                              blocks=self._store.block[items.numpy()] if streamed else None,
+                              window=self._store.capacity if streamed else 1, workers=self.num_workers)
         return DataLoader(ds, batch_size=None, sampler=sampler, collate_fn=_as_is, num_workers=self.num_workers,
                           worker_init_fn=_reseed_worker if train else None,
                           persistent_workers=self.num_workers > 0)
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        """This process's rank and the number of ranks of the Trainer (DDP), or (0, 1)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
+
+    @property
+    def streamed(self) -> bool:
+        """True when the weights are streamed from the zoo files (the selection exceeds ``cache_mb``)."""
+        if self.split_runs is None:
+            raise RuntimeError(f"{type(self).__name__}: call setup() first")
+        return self._store.streamed
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True, train=True)
@@ -446,11 +482,11 @@ class PropertyDataModule(WeightDataModule):
                  checkpoints: str | list[int] = "last", split: str | list[float] = [0.7, 0.1, 0.2],
                  split_seed: int = 0, batch_size: int = 64, include_init: bool = False,
                  max_models: int | None = None, num_workers: int = 0, augment: dict | None = None,
-                 select: dict | None = None):
+                 select: dict | None = None, cache_mb: float | None = 4096):
         if task not in ("auto", "regression", "classification"):
             raise ValueError(f"task must be 'auto', 'regression' or 'classification', found {task!r}")
         super().__init__(zoos, checkpoints, split, split_seed, batch_size, include_init, max_models, num_workers,
-                         augment, conditions=None, normalize=False, select=select)
+                         augment, conditions=None, normalize=False, select=select, cache_mb=cache_mb)
         self.target = target
         kinds, class_values = set(), []
         for fi, path in enumerate(self.zoos):

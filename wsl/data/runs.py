@@ -319,34 +319,45 @@ class ZooRuns:
             raise KeyError(f"{self.paths[fi]}: no checkpoint at epoch {missing[0]}; stored epochs: {stored}")
         return [stored.index(e) for e in epochs]
 
-    def read_weights(self, runs: Sequence[Run], positions: Sequence[Sequence[int]]
-                     ) -> tuple[list[torch.Tensor], np.ndarray, np.ndarray, np.ndarray]:
-        """The checkpoints ``positions[fi]`` of ``runs``, each file read once, checkpoint by checkpoint.
-
-        Returns per-parameter float32 tensors ``[N, *shape]`` (``spec.params`` order) and, per item,
-        its position in ``runs``, its epoch and its checkpoint position.
-        """
-        params: list[list[torch.Tensor]] = [[] for _ in self.spec.params]
-        item_run, item_epoch, item_pos = [], [], []
+    def items(self, runs: Sequence[Run], positions: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+        """Where the checkpoints ``positions[fi]`` of ``runs`` lie, file by file and checkpoint by
+        checkpoint (rows ascending within one): per item its file position ``file``, file ``row``,
+        checkpoint position ``pos``, ``epoch`` and position in ``runs`` (``run``). The order in which
+        ``read_weights`` returns weights and a streamed DataModule reads them."""
         run_pos = {r: k for k, r in enumerate(runs)}
-        for fi, path in enumerate(self.paths):
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in ("file", "row", "pos", "epoch", "run")}
+        for fi in range(len(self.paths)):
             wanted = sorted(i for f, i in runs if f == fi)
             if not wanted:
                 continue
             rows = self.rows(fi, wanted)
-            with Zoo(path) as z:
-                for c in positions[fi]:
-                    weights = z.load(c)
-                    for k, p in enumerate(self.spec.params):
-                        params[k].append(torch.from_numpy(np.ascontiguousarray(weights[p.name][rows])).float())
-                    z.clear_cache()  # the rows we need are copied; free the whole-checkpoint arrays
-                    item_run.append([run_pos[(fi, i)] for i in wanted])
-                    item_epoch.append(np.full(len(rows), self.checkpoint_epochs[fi][c]))
-                    item_pos.append(np.full(len(rows), c))
-        if not item_run:
+            for c in positions[fi]:
+                parts["file"].append(np.full(len(rows), fi))
+                parts["row"].append(rows)
+                parts["pos"].append(np.full(len(rows), c))
+                parts["epoch"].append(np.full(len(rows), self.checkpoint_epochs[fi][c]))
+                parts["run"].append(np.asarray([run_pos[(fi, i)] for i in wanted], dtype=np.int64))
+        if not parts["run"]:
             raise ValueError(f"no checkpoints selected from {self.paths}")
-        return ([torch.cat(p) for p in params], np.concatenate(item_run), np.concatenate(item_epoch),
-                np.concatenate(item_pos))
+        return {k: np.concatenate(v).astype(np.int64) for k, v in parts.items()}
+
+    def item_bytes(self) -> int:
+        """Bytes of one checkpoint's weights in memory (float32)."""
+        return 4 * self.spec.num_params
+
+    def read_weights(self, items: dict[str, np.ndarray]) -> list[torch.Tensor]:
+        """The weights of ``items`` (``ZooRuns.items``) as per-parameter float32 tensors ``[N, *shape]``
+        (``spec.params`` order): each file and checkpoint read whole once, then the rows copied."""
+        params: list[list[torch.Tensor]] = [[] for _ in self.spec.params]
+        key = items["file"] * (1 + int(items["pos"].max())) + items["pos"]
+        cuts = np.flatnonzero(np.diff(key) != 0) + 1
+        for part in np.split(np.arange(len(key)), cuts):
+            fi, c = int(items["file"][part[0]]), int(items["pos"][part[0]])
+            with Zoo(self.paths[fi]) as z:
+                weights = z.load(c)
+                for k, p in enumerate(self.spec.params):
+                    params[k].append(torch.from_numpy(np.ascontiguousarray(weights[p.name][items["row"][part]])).float())
+        return [torch.cat(p) for p in params]
 
 
 def check_fractions(fractions: Sequence[float]) -> None:

@@ -514,8 +514,9 @@ def load_reference(path: str | Path, generated: dict[str, Any], *, max_reference
         how += f", a seeded subset of {max_reference}"
     epoch = generated.get("checkpoint_epoch")
     pos = runs.epoch_positions(0, [int(epoch)])[0] if epoch is not None else runs.checkpoint_position(0, -1)
-    params, item_run, _, _ = runs.read_weights(chosen, [[pos]])
-    order = np.argsort(item_run)
+    items = runs.items(chosen, [[pos]])
+    params = runs.read_weights(items)
+    order = np.argsort(items["run"])
     wb = WeightBatch.from_params(runs.spec, [p[torch.as_tensor(order)] for p in params])
     rows = runs.rows(0, [i for _, i in chosen])
     stored = {name: runs.column(0, name)[rows, pos] for name in runs.metric_names[0]}

@@ -179,7 +179,7 @@ def predict_zoo(model: PropertyPredictor, path: Path, split: str | None = None, 
         _warn(f"{path}: --activation {activation} is not used: the zoo records its networks' activation "
               f"({', '.join(sorted(set(acts)))})")
     _check_activations(model, acts, str(path))
-    params, _, _, _ = runs.read_weights(selected, [[position]])
+    params = runs.read_weights(runs.items(selected, [[position]]))
     preds: list[Prediction] = []
     for s in range(0, len(selected), batch_size):
         # the predictor's weight space: equal to the zoo's in every parameter, perhaps not in activation
