@@ -1,11 +1,17 @@
 """Trainer setup, written once: ``wsl fit`` (LightningCLI), the demo, the benchmarks and the tests
-fit every model family through these defaults, so a figure from one is a figure from the others."""
+fit every model family through these defaults, so a figure from one is a figure from the others.
+
+Distributed runs (``trainer.strategy: ddp``) need nothing else from a model family but this: what a
+model collects over a validation epoch in Python lists is joined over the ranks with
+``gather_lists`` before it is scored, so every rank scores the whole validation split.
+Torchmetrics metrics synchronise themselves."""
 from __future__ import annotations
 
 import datetime
 from typing import Sequence
 
 import lightning.pytorch as pl
+import torch.distributed as dist
 
 # What every Trainer of the library starts from (LightningCLI's trainer_defaults too).
 TRAINER_DEFAULTS = {"accelerator": "auto", "devices": 1, "log_every_n_steps": 10}
@@ -21,3 +27,13 @@ def make_trainer(max_epochs: int, callbacks: Sequence[pl.Callback] = (), max_min
         kwargs.update(logger=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
     kwargs.update(overrides)
     return pl.Trainer(**kwargs)
+
+
+def gather_lists(values: list) -> list:
+    """A per-rank list joined over all ranks in rank order (DDP); the list itself in one process.
+    With the DataModules' evaluation shares (contiguous, every item once), rank order is item order."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, values)
+    return [v for part in parts for v in part]

@@ -43,6 +43,7 @@ from wsl.generation.diffusion import Diffusion
 from wsl.generation.evaluate import conditional_agreement
 from wsl.data.task import source_task
 from wsl.generation.networks import evaluate_networks, inr_metrics
+from wsl.training import gather_lists
 from zoo.signals import SignalSet
 from wsl.nn import BACKBONES
 from wsl.weights import WeightBatch
@@ -159,8 +160,9 @@ class WeightGenerator(pl.LightningModule):
             self._val_conditions.append(batch[1].detach().cpu())
 
     def on_validation_epoch_end(self) -> None:
-        requested = torch.cat(self._val_conditions) if self._val_conditions else None
-        losses, self._val_losses, self._val_conditions = self._val_losses, [], []
+        losses, conditions = gather_lists(self._val_losses), gather_lists(self._val_conditions)
+        self._val_losses, self._val_conditions = [], []
+        requested = torch.cat(conditions) if conditions else None
         if self.trainer.sanity_checking:
             return
         score = -sum(l for l, _ in losses) / max(1, sum(k for _, k in losses)) if losses else float("-inf")

@@ -31,6 +31,7 @@ from wsl.data.task import TASK, source_task
 from wsl.hyper.conditioning import FUNCTIONAL_HPARAMS, HparamEncoder, LabelEncoder, hparam_range
 from wsl.hyper.emitter import WeightEmitter
 from wsl.hyper.objectives import ExampleDraws, functional_loss, output_distillation_loss
+from wsl.training import gather_lists
 from wsl.weights import WeightBatch
 from zoo.train import evaluate
 from zoo.weight_space import WeightSpaceSpec
@@ -255,9 +256,10 @@ class HyperNetwork(pl.LightningModule):
         return out
 
     def on_validation_epoch_end(self) -> None:
-        if self._val:
-            self.log("val/distill_loss", sum(a for a, _ in self._val) / sum(n for _, n in self._val))
-            self._val.clear()
+        val = gather_lists(self._val)
+        self._val.clear()
+        if val:
+            self.log("val/distill_loss", sum(a for a, _ in val) / sum(n for _, n in val))
         res = self.evaluate_at(self.eval_lambdas().to(self.device))
         loss = float(np.nanmean(res["loss"]))
         self.log("val/loss", loss, prog_bar=True)

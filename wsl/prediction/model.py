@@ -116,7 +116,7 @@ class PropertyPredictor(pl.LightningModule):
     def _eval_step(self, batch, split: str) -> None:
         wb, y = batch[0], batch[1]
         out = self(wb)
-        self.log(f"{split}/loss", self._loss(out, y).mean(), batch_size=len(wb))
+        self.log(f"{split}/loss", self._loss(out, y).mean(), batch_size=len(wb), sync_dist=True)
         if self.regression:
             pred = self._in_range(self.target_normalizer.inverse(out.squeeze(-1)))
             for name in ("tau", "r2", "mae"):
