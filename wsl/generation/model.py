@@ -95,6 +95,8 @@ class WeightGenerator(pl.LightningModule):
     def _make_ema(self) -> None:
         decay = float(self.hparams.ema_decay)
         self.ema = AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(decay)) if decay > 0 else None
+        if self.ema is not None:  # averaged, not trained: DDP must not wait for its gradients
+            self.ema.requires_grad_(False)
 
     @property
     def averaged_net(self) -> nn.Module:
@@ -154,7 +156,7 @@ class WeightGenerator(pl.LightningModule):
         t = torch.rand(len(x), generator=g).to(x.device)
         noise = torch.randn(len(x), self.code_dim, generator=g).to(x.device)
         loss = self.diffusion_loss(x, cond, denoiser=self.averaged_net, t=t, noise=noise)
-        self.log("val/loss", loss, prog_bar=True, batch_size=len(x))
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(x), sync_dist=True)
         self._val_losses.append((float(loss) * len(x), len(x)))
         if cond is not None:
             self._val_conditions.append(batch[1].detach().cpu())
