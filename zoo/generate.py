@@ -21,6 +21,7 @@ import torch
 from .architectures import build_spec
 from .config import STRUCTURAL, ConfigError, ZooConfig, model_seed, sample_hparams
 from .inr import INR_METRICS, fit_compiles, fit_population
+from .lock import hold
 from .signals import SIGNAL_TASKS, SignalSet, load_signals
 from .store import (RANDOM_STREAMS, STATUS_DIVERGED, STATUS_PENDING, ZooFileError, create_zoo, write_models,
                     zoo_identity)
@@ -144,9 +145,17 @@ def generate(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[i
     """Generate (or resume) the zoo of ``config`` into ``out``; return the file's path.
 
     ``max_chunks`` stops after that many chunks (the file is then resumable, as after a crash).
+    The run holds ``out``'s lock (``zoo.lock``) throughout, so a second run on the same file stops
+    with a ZooFileError naming this one instead of training the same models again.
     """
-    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     out = Path(out) if out is not None else default_output(config, shard)
+    with hold(out):
+        return _generate(config, out, shard=shard, device=device, progress=progress, log=log, max_chunks=max_chunks)
+
+
+def _generate(config: ZooConfig, out: Path, *, shard: tuple[int, int], device: str, progress: bool,
+              log: Callable[[str], None], max_chunks: int | None) -> Path:
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     indices = shard_indices(config.num_models, shard)
     if len(indices) == 0:
         raise ValueError(f"--shard: shard {shard[0]}/{shard[1]} of a zoo of {config.num_models} models holds no "

@@ -11,10 +11,12 @@ from pathlib import Path
 
 def _zoo_generate(args) -> int:
     from zoo.config import load_config
-    from zoo.generate import generate, parse_shard
+    from zoo.distributed import run
+    from zoo.generate import parse_shard
 
     config = load_config(resolve_config(args.config))
-    generate(config, args.out, shard=parse_shard(args.shard), device=args.device, progress=not args.quiet)
+    run(config, args.out, shard=parse_shard(args.shard), devices=args.devices, num_nodes=args.num_nodes,
+        accelerator=args.accelerator, device=args.device, progress=not args.quiet)
     return 0
 
 
@@ -153,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", help="zoo file (default: zoos/<name>[.shard-i-of-n].h5)")
     g.add_argument("--shard", help="i/n: generate only the i-th of n parts (merge them with 'wsl zoo merge')")
     g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+    g.add_argument("--devices", type=int, default=1, metavar="N",
+                   help="processes per machine, each training its part of the zoo (Lightning Fabric, DDP; default 1)")
+    g.add_argument("--num-nodes", type=int, default=1, metavar="M", help="machines (SLURM, torchrun; default 1)")
+    g.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda"],
+                   help="what each of the --devices processes runs on (default auto: GPUs if any)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=_zoo_generate)
 
