@@ -258,6 +258,7 @@ class Zoo:
         self.seed = self.file["models/seed"][()]
         self._cache: dict[int, dict[str, np.ndarray]] = {}
         self._uncacheable: set[int] = set()  # checkpoints with an unreadable chunk: read row by row
+        self._param_datasets: dict[str, h5py.Dataset] | None = None
 
     def close(self) -> None:
         self.file.close()
@@ -447,10 +448,12 @@ class Zoo:
         c = self.checkpoint_position(checkpoint)
         if not 0 <= start <= stop <= len(self):
             raise IndexError(f"{self.path}: rows [{start}, {stop}) out of range for {len(self)} models")
+        if self._param_datasets is None:  # looking a dataset up by name costs as much as a small read
+            self._param_datasets = {p.name: self.file["params"][p.name] for p in self.spec.params}
         out = {}
         for p in self.spec.params:
             try:
-                out[p.name] = self.file["params"][p.name][start:stop, c]
+                out[p.name] = self._param_datasets[p.name][start:stop, c]
             except OSError:
                 raise self._unreadable(p.name, np.arange(start, stop)) from None
         return out

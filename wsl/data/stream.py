@@ -145,8 +145,8 @@ class StreamedWeights:
         if len(uniq) > self.capacity:
             raise ValueError(f"a batch spans {len(uniq)} blocks of {BLOCK_ROWS} rows, more than the cache holds "
                              f"({self.capacity}); raise cache_mb or lower batch_size")
-        slot_of = {int(b): self._slot(int(b), int(idx[f])) for b, f in zip(uniq, first)}
-        slots = torch.as_tensor([slot_of[int(b)] for b in blocks], dtype=torch.long)
+        slot_of = np.asarray([self._slot(int(b), int(idx[f])) for b, f in zip(uniq, first)])
+        slots = torch.from_numpy(slot_of[np.searchsorted(uniq, blocks)])
         offsets = torch.as_tensor(self.row[idx.numpy()] % BLOCK_ROWS, dtype=torch.long)
         return [s[slots, offsets] for s in self._slab]
 
