@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 # Generation: digits MLPs (the demo zoo's task and architecture), fewer models and epochs.
 GEN_CONFIG = {
-    "name": "scale_gen", "seed": 0, "num_models": 1024, "epochs": 5, "checkpoints": [0, 5],
+    "name": "scale_gen", "seed": 0, "num_models": 2048, "epochs": 20, "checkpoints": [0, 5, 20],
     "task": {"name": "digits"}, "architecture": {"name": "mlp", "hidden": [32, 32]},
     "hparams": {"lr": {"log_uniform": [0.001, 0.1]}, "optimizer": {"choice": ["sgd", "adam"]},
                 "momentum": 0.9, "init_scale": {"uniform": [0.5, 2.0]}, "batch_size": 32},

@@ -132,15 +132,64 @@ def headline(report: dict) -> dict:
     return out
 
 
+def conditional_run(args, seed: int, inr: bool, out: Path) -> dict:
+    """The conditional generator of one seed: guidance chosen on validation data, then judged on test
+    data (INR zoos: each digit asked for in turn; classifiers: accuracies over 0.2..0.95, and G.pt's
+    prompt, the best training network's accuracy)."""
+    work = out / f"{args.conditional}_conditional" if seed == 0 else out / f"{args.conditional}_conditional_seed{seed}"
+    if inr:
+        best, info = fit(args.conditional, seed, args.zoo, args.minutes, work, conditions=["label"], inr=True)
+        guidance, tried = choose_guidance(best, np.resize(np.arange(10.0), args.num))
+        classes = ",".join(str(c) for c in range(10))
+        per_class = run_sample(best, args.num, work / "classes.h5", [f"label={classes}"], guidance=guidance, seed=seed)
+        rep = evaluate_generated(per_class, args.zoo, work / "classes_report", seed=seed)
+        agree, head = rep["conditional"]["label"], headline(rep)
+        result = {"seed": seed, **info, "condition": "label", "guidance": guidance,
+                  "validation_agreement_by_guidance": tried, "exact": agree["exact"],
+                  "gen_quality_mean": head["gen_quality_mean"], "train_quality_mean": head["train_quality_mean"],
+                  "weight_novelty_median": head["weight_novelty_median"],
+                  "matched_noise_quality_mean": head.get("matched_noise_quality_mean", float("nan"))}
+        print(f"conditional ({args.conditional}) seed {seed}: guidance {guidance} chosen on validation images "
+              f"({', '.join(f'{g:g}: {v:.3f}' for g, v in tried.items())}); "
+              f"asked for each digit in turn: the nearest test image shows the "
+              f"requested digit for {agree['exact']:.3f} of them (chance 0.1); PSNR {head['gen_quality_mean']:.2f} dB "
+              f"(train nets {head['train_quality_mean']:.2f})", flush=True)
+        return result
+    best, info = fit(args.conditional, seed, args.zoo, args.minutes, work, conditions=["test_acc"], checkpoints="all")
+    guidance, tried = choose_guidance(best, np.linspace(0.2, 0.95, args.num))
+    print(f"seed {seed}: guidance {guidance} chosen on validation examples (Pearson of requested test accuracy and "
+          f"achieved validation accuracy: {', '.join(f'{g:g}: {v:.3f}' for g, v in tried.items())})", flush=True)
+    sweep = run_sample(best, args.num, work / "sweep.h5", ["test_acc=0.2:0.95"], guidance=guidance, seed=2 * seed)
+    rep = evaluate_generated(sweep, args.zoo, work / "sweep_report", seed=seed)
+    agree = rep["conditional"]["test_acc"]
+    # G.pt's prompt: the best test accuracy among the training networks (the stored property the
+    # generator was conditioned on), asked of every network
+    high = float(np.round(rep["methods"]["reference (all)"]["quality"]["max"], 3))
+    hi_path = run_sample(best, args.num, work / "high.h5", [f"test_acc={high}"], guidance=guidance, seed=2 * seed + 1)
+    hi = headline(evaluate_generated(hi_path, args.zoo, work / "high_report", seed=seed))
+    result = {"seed": seed, **info, "guidance": guidance, "validation_pearson_by_guidance": tried,
+              "pearson": agree["pearson"], "spearman": agree["spearman"], "mae": agree["mae"], "requested_high": high,
+              "high_acc_median": hi["gen_quality_median"], "train_acc_median": hi["train_quality_median"],
+              "high_weight_novelty_median": hi["weight_novelty_median"]}
+    print(f"conditional ({args.conditional}) seed {seed}: requested vs achieved test acc over 0.2..0.95: Pearson "
+          f"{agree['pearson']:.3f}, Spearman {agree['spearman']:.3f}, MAE {agree['mae']:.3f}; requested "
+          f"{high}: median achieved {hi['gen_quality_median']:.3f} (train median {hi['train_quality_median']:.3f})",
+          flush=True)
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--zoo", default=str(ROOT / "zoos" / "digits_mlp.h5"))
-    ap.add_argument("--generators", nargs="+", default=list(GENERATORS), choices=list(GENERATORS))
+    ap.add_argument("--generators", nargs="*", default=list(GENERATORS), choices=list(GENERATORS),
+                    help="unconditional generators (none: only the conditional one)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--minutes", type=float, default=4.0, help="training budget per generator and seed")
     ap.add_argument("--num", type=int, default=100, help="networks sampled per generator and seed")
     ap.add_argument("--conditional", default="flat",
                     help="generator conditioned on test accuracy (INR zoos: on the label; '' = none)")
+    ap.add_argument("--conditional-seeds", nargs="*", type=int,
+                    help="seeds of the conditional generator (default: --seeds)")
     ap.add_argument("--out-dir", default=str(ROOT / "bench_generate"))
     args = ap.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -174,45 +223,17 @@ def main() -> None:
                   f"{row.get('beats_noise')}", flush=True)
 
     conditional = None
-    if args.conditional and inr:
-        work = out / f"{args.conditional}_conditional"
-        best, info = fit(args.conditional, 0, args.zoo, args.minutes, work, conditions=["label"], inr=True)
-        guidance, tried = choose_guidance(best, np.resize(np.arange(10.0), args.num))
-        classes = ",".join(str(c) for c in range(10))
-        per_class = run_sample(best, args.num, work / "classes.h5", [f"label={classes}"], guidance=guidance, seed=0)
-        rep = evaluate_generated(per_class, args.zoo, work / "classes_report", seed=0)
-        agree, head = rep["conditional"]["label"], headline(rep)
-        conditional = {"generator": args.conditional, **info, "condition": "label", "guidance": guidance,
-                       "validation_agreement_by_guidance": tried, "exact": agree["exact"],
-                       "gen_quality_mean": head["gen_quality_mean"], "train_quality_mean": head["train_quality_mean"],
-                       "weight_novelty_median": head["weight_novelty_median"]}
-        print(f"conditional ({args.conditional}): guidance {guidance} chosen on validation images "
-              f"({', '.join(f'{g:g}: {v:.3f}' for g, v in tried.items())}); "
-              f"asked for each digit in turn: the nearest test image shows the "
-              f"requested digit for {agree['exact']:.3f} of them (chance 0.1); PSNR {head['gen_quality_mean']:.2f} dB "
-              f"(train nets {head['train_quality_mean']:.2f})")
-    elif args.conditional:
-        work = out / f"{args.conditional}_conditional"
-        best, info = fit(args.conditional, 0, args.zoo, args.minutes, work, conditions=["test_acc"], checkpoints="all")
-        guidance, tried = choose_guidance(best, np.linspace(0.2, 0.95, args.num))
-        print(f"guidance {guidance} chosen on validation examples (Pearson of requested test accuracy and achieved "
-              f"validation accuracy: {', '.join(f'{g:g}: {v:.3f}' for g, v in tried.items())})", flush=True)
-        sweep = run_sample(best, args.num, work / "sweep.h5", ["test_acc=0.2:0.95"], guidance=guidance, seed=0)
-        rep = evaluate_generated(sweep, args.zoo, work / "sweep_report", seed=0)
-        agree = rep["conditional"]["test_acc"]
-        # G.pt's prompt: the best test accuracy among the training networks (the stored property the
-        # generator was conditioned on), asked of every network
-        high = float(np.round(rep["methods"]["reference (all)"]["quality"]["max"], 3))
-        hi_path = run_sample(best, args.num, work / "high.h5", [f"test_acc={high}"], guidance=guidance, seed=1)
-        hi = headline(evaluate_generated(hi_path, args.zoo, work / "high_report", seed=0))
-        conditional = {"generator": args.conditional, **info, "guidance": guidance,
-                       "validation_pearson_by_guidance": tried, "pearson": agree["pearson"],
-                       "spearman": agree["spearman"], "mae": agree["mae"], "requested_high": high,
-                       "high_acc_median": hi["gen_quality_median"], "train_acc_median": hi["train_quality_median"],
-                       "high_weight_novelty_median": hi["weight_novelty_median"]}
-        print(f"conditional ({args.conditional}): requested vs achieved test acc over 0.2..0.95: Pearson "
-              f"{agree['pearson']:.3f}, Spearman {agree['spearman']:.3f}, MAE {agree['mae']:.3f}; requested "
-              f"{high}: median achieved {hi['gen_quality_median']:.3f} (train median {hi['train_quality_median']:.3f})")
+    if args.conditional:
+        seeds = args.seeds if args.conditional_seeds is None else args.conditional_seeds
+        runs = [conditional_run(args, seed, inr, out) for seed in seeds]
+        keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                and k not in ("seed", "guidance")]
+        conditional = {"generator": args.conditional, "seeds": seeds, "runs": runs,
+                       "mean": {k: float(np.mean([r[k] for r in runs])) for k in keys},
+                       "std": {k: float(np.std([r[k] for r in runs])) for k in keys}}
+        shown = ("exact", "gen_quality_mean") if inr else ("pearson", "mae", "high_acc_median")
+        print(f"conditional ({args.conditional}), {len(seeds)} seed(s): " + ", ".join(
+            f"{k} {conditional['mean'][k]:.3f} ± {conditional['std'][k]:.3f}" for k in shown), flush=True)
 
     summary = {}
     for name, rows in results.items():

@@ -76,13 +76,15 @@ class WeightNormalizer(nn.Module):
         RMS ignored: an all-zero tensor, e.g. zero-initialised biases, must not give scale 0); per
         parameter also each parameter's mean and std over the networks with finite weights (a
         parameter that barely varies gets a std floor of 1e-3 of its tensor's scale). One pass."""
-        rms: list[list[Tensor]] = [[] for _ in self.spec.params]
+        # Python floats, not small tensors: kept between the batches' large temporaries, tensors would
+        # pin the allocator's heap (glibc) and hold hundreds of MB of freed memory on a large zoo
+        rms: list[list[float]] = [[] for _ in self.spec.params]
         total = torch.zeros(self.spec.num_params, dtype=torch.float64)
         square, count = torch.zeros_like(total), 0
         for wb in _weight_batches(data):
             self._check(wb)
             for k, t in enumerate(wb.params()):
-                rms[k].append(t.detach().flatten(1).double().pow(2).mean(1).sqrt().cpu())
+                rms[k].extend(t.detach().flatten(1).double().pow(2).mean(1).sqrt().tolist())
             if self.per_parameter:
                 flat = wb.flatten().detach().double().cpu()
                 flat = flat[torch.isfinite(flat).all(1)]
@@ -90,8 +92,8 @@ class WeightNormalizer(nn.Module):
         if not rms[0]:
             raise ValueError("WeightNormalizer.fit: no weights given")
         scale = torch.ones(len(self.spec.params), dtype=torch.float64)
-        for k, parts in enumerate(rms):
-            r = torch.cat(parts)
+        for k, values in enumerate(rms):
+            r = torch.tensor(values, dtype=torch.float64)
             r = r[torch.isfinite(r) & (r > 0)]
             if len(r):
                 scale[k] = r.median()
