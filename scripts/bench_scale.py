@@ -13,6 +13,10 @@ with 1 and 2 DDP processes, and training read from memory against streamed throu
    and peak memory, the proportional set size (PSS: shared pages counted once) of the process and
    its loader workers, sampled every 0.2 s from /proc.
 
+Each part runs its variants in turn, ``--repeats`` rounds, and keeps each variant's best round:
+this machine's speed drifts by 10-40% between minutes, which a single pair of runs mistakes for
+a difference between the variants.
+
 On a 2-core machine two processes cannot beat one process with two threads: these figures show
 correctness and overhead; on a cluster the same commands spread over machines (README). The last
 line printed is one JSON object.
@@ -25,6 +29,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -90,20 +95,29 @@ def compare_zoos(a: Path, b: Path) -> dict:
                 "max_metric_diff": max(float(np.nanmax(np.abs(mx[k] - my[k]))) for k in mx)}
 
 
-def bench_generation(work: Path, config: dict) -> dict:
+def best_of(rounds: list[dict], key: str) -> dict:
+    """The round with the highest ``key``, with every round's value beside it."""
+    best = dict(max(rounds, key=lambda r: r[key]))
+    best[f"{key}_rounds"] = [r[key] for r in rounds]
+    return best
+
+
+def bench_generation(work: Path, config: dict, repeats: int) -> dict:
     cfg = work / "scale_gen.yaml"
     cfg.write_text(yaml.safe_dump(config))
-    out = {}
-    for procs in (1, 2):
-        path = work / f"gen_{procs}.h5"
-        path.unlink(missing_ok=True)
-        args = ["zoo", "generate", str(cfg), "--out", str(path), "--quiet", "--accelerator", "cpu"]
-        if procs > 1:
-            args += ["--devices", str(procs)]
-        seconds = run(wsl(*args), max(1, CORES // procs), work)
-        out[procs] = {"seconds": seconds, "models_per_s": config["num_models"] / seconds}
-        print(f"generation, {procs} process(es): {config['num_models']} models in {seconds:.1f} s "
-              f"({out[procs]['models_per_s']:.1f} models/s, start-up included)", flush=True)
+    rounds: dict[int, list[dict]] = {1: [], 2: []}
+    for _ in range(repeats):
+        for procs in (1, 2):
+            path = work / f"gen_{procs}.h5"
+            path.unlink(missing_ok=True)
+            args = ["zoo", "generate", str(cfg), "--out", str(path), "--quiet", "--accelerator", "cpu"]
+            if procs > 1:
+                args += ["--devices", str(procs)]
+            seconds = run(wsl(*args), max(1, CORES // procs), work)
+            rounds[procs].append({"seconds": seconds, "models_per_s": config["num_models"] / seconds})
+            print(f"generation, {procs} process(es): {config['num_models']} models in {seconds:.1f} s "
+                  f"({config['num_models'] / seconds:.1f} models/s, start-up included)", flush=True)
+    out = {procs: best_of(r, "models_per_s") for procs, r in rounds.items()}
     diff = compare_zoos(work / "gen_1.h5", work / "gen_2.h5")
     print(f"  2 processes against 1: same models, seeds, hyperparameters and status: {diff['same_models']}; "
           f"largest weight difference {diff['max_weight_diff']:.3g}, largest metric difference "
@@ -138,14 +152,15 @@ def train_items(zoo: Path) -> int:
     return len(dm._split_items["train"])
 
 
-def bench_ddp(work: Path, zoo: Path, epochs: int) -> dict:
+def bench_ddp(work: Path, zoo: Path, epochs: int, repeats: int) -> dict:
     """networks/s of wsl fit with 1 and 2 processes: (1 + epochs)-epoch fit minus 1-epoch fit."""
     n_train = train_items(zoo)
-    out = {}
-    for procs in (1, 2):
+    rounds: dict[int, list[dict]] = {1: [], 2: []}
+    for procs in [1, 2] * repeats:
         seconds, tau = {}, None
         for e in (1, 1 + epochs):
             root = work / f"fit_{procs}_{e}"
+            shutil.rmtree(root, ignore_errors=True)  # a fresh log (and checkpoint) folder each round
             config = {"seed_everything": 0,
                       "trainer": {"max_epochs": e, "accelerator": "cpu", "devices": procs, "default_root_dir": str(root),
                                   "enable_progress_bar": False, "enable_model_summary": False,
@@ -160,11 +175,12 @@ def bench_ddp(work: Path, zoo: Path, epochs: int) -> dict:
             rows = list(csv.DictReader(open(next(root.rglob("metrics.csv")))))
             tau = [float(r["val/tau"]) for r in rows if r.get("val/tau")][-1]
         extra = seconds[1 + epochs] - seconds[1]
-        out[procs] = {"networks_per_s": epochs * n_train / extra, "seconds_1_epoch": seconds[1],
-                      f"seconds_{1 + epochs}_epochs": seconds[1 + epochs], "val_tau": tau}
-        print(f"training, {procs} process(es): {out[procs]['networks_per_s']:.0f} networks/s "
+        rounds[procs].append({"networks_per_s": epochs * n_train / extra, "seconds_1_epoch": seconds[1],
+                              f"seconds_{1 + epochs}_epochs": seconds[1 + epochs], "val_tau": tau})
+        print(f"training, {procs} process(es): {epochs * n_train / extra:.0f} networks/s "
               f"({epochs} extra epochs of {n_train} training checkpoints in {extra:.1f} s); "
               f"val tau after {1 + epochs} epochs {tau:.3f}", flush=True)
+    out = {procs: best_of(r, "networks_per_s") for procs, r in rounds.items()}
     return {"processes_1": out[1], "processes_2": out[2],
             "ratio_2_over_1": out[2]["networks_per_s"] / out[1]["networks_per_s"]}
 
@@ -234,7 +250,7 @@ def read_worker(zoo: str, mode: str, cache_mb: float | None, epochs: int, worker
             "networks_per_s": epochs * n / seconds, "peak_pss_mb": memory.peak}
 
 
-def bench_reading(work: Path, zoo: Path, epochs: int, fraction: float, workers: int) -> dict:
+def bench_reading(work: Path, zoo: Path, epochs: int, fraction: float, workers: int, repeats: int) -> dict:
     from wsl.data import PropertyDataModule
 
     dm = PropertyDataModule([str(zoo)], **DATA, cache_mb=None)
@@ -242,7 +258,9 @@ def bench_reading(work: Path, zoo: Path, epochs: int, fraction: float, workers: 
     data_mb = len(dm._item_run) * dm.runs.item_bytes() / 2 ** 20
     cache_mb = fraction * data_mb
     out = {"data_mb": data_mb}
-    for mode, cache, w in (("memory", None, 0), ("streamed", cache_mb, 0), (f"streamed_{workers}_workers", cache_mb, workers)):
+    rounds: dict[str, list[dict]] = {}
+    variants = (("memory", None, 0), ("streamed", cache_mb, 0), (f"streamed_{workers}_workers", cache_mb, workers))
+    for mode, cache, w in variants * repeats:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--read-worker", mode, "--zoo", str(zoo),
                "--epochs", str(epochs), "--workers", str(w)] + (["--cache-mb", str(cache)] if cache else [])
         env = dict(os.environ, OMP_NUM_THREADS=str(CORES), PYTHONWARNINGS="ignore")
@@ -250,10 +268,11 @@ def bench_reading(work: Path, zoo: Path, epochs: int, fraction: float, workers: 
         if done.returncode != 0:
             raise RuntimeError(done.stderr[-4000:])
         res = json.loads(done.stdout.strip().splitlines()[-1])
-        out[mode] = res
+        rounds.setdefault(mode, []).append(res)
         print(f"reading, {mode}{f' (cache {cache:.1f} MB of {data_mb:.1f} MB, {w} loader worker(s))' if cache else ''}: "
               f"{res['networks_per_s']:.0f} networks/s, peak memory (PSS) {res['peak_pss_mb']:.0f} MB, "
               f"setup {res['setup_s']:.1f} s", flush=True)
+    out.update({mode: best_of(r, "networks_per_s") for mode, r in rounds.items()})
     out["ratio_streamed_over_memory"] = out["streamed"]["networks_per_s"] / out["memory"]["networks_per_s"]
     out["ratio_streamed_workers_over_memory"] = (out[f"streamed_{workers}_workers"]["networks_per_s"]
                                                  / out["memory"]["networks_per_s"])
@@ -267,6 +286,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3, help="timed training epochs (after a first one)")
     ap.add_argument("--cache-fraction", type=float, default=0.125, help="cache size / selected weights' size")
     ap.add_argument("--workers", type=int, default=1, help="loader workers when streaming")
+    ap.add_argument("--repeats", type=int, default=2, help="rounds of each part's variants; the best is kept")
     ap.add_argument("--quick", action="store_true", help="small zoos (a smoke run, not figures)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["generation", "training", "reading"])
     ap.add_argument("--read-worker", help=argparse.SUPPRESS)
@@ -285,15 +305,15 @@ def main() -> None:
         read["name"] = "scale_read_quick"
     result = {"cores": CORES}
     if "generation" not in args.skip:
-        result["generation"] = bench_generation(work, gen)
+        result["generation"] = bench_generation(work, gen, args.repeats)
     if "training" in args.skip and "reading" in args.skip:
         print(json.dumps(result))
         return
     zoo = read_zoo(work, read)
     if "training" not in args.skip:
-        result["training"] = bench_ddp(work, zoo, args.epochs)
+        result["training"] = bench_ddp(work, zoo, args.epochs, args.repeats)
     if "reading" not in args.skip:
-        result["reading"] = bench_reading(work, zoo, args.epochs, args.cache_fraction, args.workers)
+        result["reading"] = bench_reading(work, zoo, args.epochs, args.cache_fraction, args.workers, args.repeats)
     print(json.dumps(result))
 
 
