@@ -348,7 +348,8 @@ class ZooRuns:
 
     def read_weights(self, items: dict[str, np.ndarray]) -> list[torch.Tensor]:
         """The weights of ``items`` (``ZooRuns.items``) as per-parameter float32 tensors ``[N, *shape]``
-        (``spec.params`` order): each file and checkpoint read whole once, then the rows copied."""
+        (``spec.params`` order), filled in place from contiguous reads of at most ``READ_ROWS`` file
+        rows at one checkpoint (a whole checkpoint at once would double the peak memory)."""
         n = len(items["row"])
         params = [torch.empty((n, *p.shape)) for p in self.spec.params]  # filled in place: no second copy
         key = items["file"] * (1 + int(items["pos"].max())) + items["pos"]
