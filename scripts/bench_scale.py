@@ -144,17 +144,20 @@ def read_zoo(work: Path, config: dict) -> Path:
     return path
 
 
-def train_items(zoo: Path) -> int:
-    from wsl.data import PropertyDataModule
+def selection(zoo: Path) -> tuple[int, float]:
+    """The fits' training items and the MB of weights they select, from the runs module (which
+    decides the DataModule's split) without reading any weights."""
+    from wsl.data.runs import ZooRuns
 
-    dm = PropertyDataModule([str(zoo)], **DATA, cache_mb=None)
-    dm.setup("fit")
-    return len(dm._split_items["train"])
+    runs = ZooRuns(str(zoo))
+    split = runs.split(DATA["split"], DATA["split_seed"])
+    per_run = len(runs.epoch_positions(0, DATA["checkpoints"]))
+    return len(split.runs["train"]) * per_run, len(split.all_runs) * per_run * runs.item_bytes() / 2 ** 20
 
 
 def bench_ddp(work: Path, zoo: Path, epochs: int, repeats: int) -> dict:
     """networks/s of wsl fit with 1 and 2 processes: (1 + epochs)-epoch fit minus 1-epoch fit."""
-    n_train = train_items(zoo)
+    n_train, _ = selection(zoo)
     rounds: dict[int, list[dict]] = {1: [], 2: []}
     for procs in [1, 2] * repeats:
         seconds, tau = {}, None
@@ -251,11 +254,7 @@ def read_worker(zoo: str, mode: str, cache_mb: float | None, epochs: int, worker
 
 
 def bench_reading(work: Path, zoo: Path, epochs: int, fraction: float, workers: int, repeats: int) -> dict:
-    from wsl.data import PropertyDataModule
-
-    dm = PropertyDataModule([str(zoo)], **DATA, cache_mb=None)
-    dm.setup("fit")
-    data_mb = len(dm._item_run) * dm.runs.item_bytes() / 2 ** 20
+    _, data_mb = selection(zoo)
     cache_mb = fraction * data_mb
     out = {"data_mb": data_mb}
     rounds: dict[str, list[dict]] = {}

@@ -136,7 +136,7 @@ def conditional_run(args, seed: int, inr: bool, out: Path) -> dict:
     """The conditional generator of one seed: guidance chosen on validation data, then judged on test
     data (INR zoos: each digit asked for in turn; classifiers: accuracies over 0.2..0.95, and G.pt's
     prompt, the best training network's accuracy)."""
-    work = out / f"{args.conditional}_conditional" if seed == 0 else out / f"{args.conditional}_conditional_seed{seed}"
+    work = out / f"{args.conditional}_conditional_seed{seed}"
     if inr:
         best, info = fit(args.conditional, seed, args.zoo, args.minutes, work, conditions=["label"], inr=True)
         guidance, tried = choose_guidance(best, np.resize(np.arange(10.0), args.num))

@@ -2,11 +2,16 @@
 serves its share of the (streamed) zoo, and the validation metrics are gathered over the whole
 validation split: Kendall tau equals the single-process tau of the same model."""
 import csv
+import json
 import os
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import yaml
 
 from conftest import generate_zoo
@@ -29,8 +34,24 @@ def zoo(tmp_path_factory):
     return generate_zoo(RAW, tmp_path_factory.mktemp("ddp") / "zoo.h5")
 
 
-def test_gather_lists_is_the_list_itself_in_one_process():
-    assert gather_lists([1, 2]) == [1, 2]
+def _gather_in_rank(rank: int, world: int, port: int, out_dir: str) -> None:
+    """One rank of a gloo world: gather lists of different lengths per rank, write what it got."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        got = gather_lists([f"rank{rank}-item{k}" for k in range(rank + 1)])
+        Path(out_dir, f"{rank}.json").write_text(json.dumps(got))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gather_lists_joins_every_ranks_list_in_rank_order(tmp_path):
+    with socket.socket() as s:  # a free port for the process group
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_gather_in_rank, args=(2, port, str(tmp_path)), nprocs=2, start_method="spawn")
+    expected = ["rank0-item0", "rank1-item0", "rank1-item1"]
+    assert [json.loads((tmp_path / f"{r}.json").read_text()) for r in range(2)] == [expected, expected]
+    assert gather_lists([1, 2]) == [1, 2]  # without a process group: the list itself
 
 
 def test_two_process_fit_gathers_validation_tau_over_ranks(zoo, tmp_path):

@@ -65,8 +65,8 @@ def test_streamed_batches_equal_the_in_memory_ones(zoo):
 def test_an_epoch_reads_each_block_once_within_the_cache(zoo):
     _, st = pair(zoo)
     store = st._store
-    assert store.capacity * BLOCK_ROWS * 4 * st.spec.num_params <= max(SMALL_CACHE_MB * 2 ** 20,
-                                                                       st.batch_size * BLOCK_ROWS * 4 * st.spec.num_params)
+    block_bytes = BLOCK_ROWS * 4 * st.spec.num_params  # the slab: the cache's blocks, at least one batch's
+    assert store.capacity == max(st.batch_size, int(SMALL_CACHE_MB * 2 ** 20 // block_bytes))
     blocks = len(blocks_of(st, "train"))
     assert blocks > store.capacity  # the split does not fit: blocks are evicted and must not be read twice
     before = store.reads

@@ -15,9 +15,9 @@ normalizer fit and the augmentations do not care where the weights are:
 Random access to single rows of an HDF5 file costs a chunk read per row, so streamed training
 does not shuffle items freely: ``ItemSampler`` shuffles the order of blocks, takes a *window* of
 blocks that fits the cache, shuffles the items inside the window and cuts it into batches. Every
-block is read once per epoch; batches mix items of a whole window (every window of a zoo larger
-than the cache holds thousands of runs). This is the block-shuffle that streaming loaders use, and the
-price of reading at disk speed.
+block is read once per epoch; batches mix the items of a whole window (a cache's worth of
+checkpoints: about 1,700 with the 26 MB cache of scripts/bench_scale.py). This is the
+block-shuffle that streaming loaders use, and the price of reading at disk speed.
 
 ``ItemSampler`` is also the distributed sampler: under DDP each rank gets its share (training:
 ``ceil(n / world)`` items per rank, so every rank takes the same number of steps; evaluation: a
