@@ -10,7 +10,7 @@ import torch
 
 from conftest import SPECS, generate_zoo, hidden_perms, max_diff, random_weights
 from wsl.generation.autoencoder import NeuronTokens, WeightAutoencoder
-from wsl.generation.denoisers import EquivariantDenoiser, MLPDenoiser
+from wsl.generation.denoisers import CanonicalDenoiser, EquivariantDenoiser, MLPDenoiser
 from wsl.generation.diffusion import Diffusion
 from wsl.weights import WeightBatch
 from wsl.weights.symmetry import permute
@@ -61,13 +61,24 @@ def test_guidance_mixes_conditional_and_unconditional_predictions():
     assert calls[-1].tolist() == [False, False, True, True]
 
 
-@pytest.mark.parametrize("backbone", ["hnp", "np", "dwsnet", "ngnn"])
+def _equivariant_denoiser(spec, kind: str, num_conditions: int = 0):
+    """A small equivariant denoiser in float64 with every parameter drawn (FiLM and the MLP's output
+    layer start at zero: give them weight so the tests cover them)."""
+    torch.manual_seed(0)
+    if kind == "canonical":
+        den = CanonicalDenoiser(spec, num_conditions=num_conditions, hidden=32, layers=2, emb_dim=16).double()
+        den.set_reference(random_weights(spec, seed=9, n=1).flatten())
+    else:
+        den = EquivariantDenoiser(spec, kind, channels=8, layers=2, emb_dim=16, num_conditions=num_conditions).double()
+    for p in den.parameters():
+        p.data.normal_(0, 0.3)
+    return den
+
+
+@pytest.mark.parametrize("backbone", ["hnp", "np", "dwsnet", "ngnn", "canonical"])
 def test_equivariant_denoiser_commutes_with_hidden_permutations(backbone):
     spec = SPECS["mlp"]
-    torch.manual_seed(0)
-    den = EquivariantDenoiser(spec, backbone, channels=8, layers=2, emb_dim=16, num_conditions=1).double()
-    for p in den.parameters():  # FiLM starts at zero: give it weight so the test covers it
-        p.data.normal_(0, 0.3)
+    den = _equivariant_denoiser(spec, backbone, num_conditions=1)
     wb = random_weights(spec, n=3)
     perms = hidden_perms(spec, n=3)
     ls, cond = torch.tensor([2.0, -1.0, 0.5], dtype=torch.float64), torch.randn(3, 1, dtype=torch.float64)
@@ -165,7 +176,7 @@ def _fit(model, dm, tmp_path, epochs=2):
     return ckpt.best_model_path
 
 
-@pytest.mark.parametrize("kind", ["hnp", "latent"])
+@pytest.mark.parametrize("kind", ["hnp", "canonical", "latent"])
 def test_generator_trains_saves_and_samples_a_zoo(gen_zoo, tmp_path, kind, one_thread):
     from wsl.data import WeightDataModule
     from wsl.generation.evaluate import conditional_agreement
@@ -180,6 +191,8 @@ def test_generator_trains_saves_and_samples_a_zoo(gen_zoo, tmp_path, kind, one_t
                   eval_samples=4, sample_steps=3)
     if kind == "hnp":
         model = WeightDiffusion(denoiser="hnp", denoiser_kwargs={"channels": 4, "layers": 2}, **common)
+    elif kind == "canonical":
+        model = WeightDiffusion(denoiser="canonical", denoiser_kwargs={"hidden": 16, "layers": 1}, **common)
     else:
         model = LatentDiffusion(autoencoder_kwargs={"latent_dim": 2, "d_model": 8, "layers": 1, "heads": 2},
                                 autoencoder_epochs=1, denoiser_kwargs={"hidden": 16, "layers": 1}, **common)
@@ -188,6 +201,11 @@ def test_generator_trains_saves_and_samples_a_zoo(gen_zoo, tmp_path, kind, one_t
     assert best.endswith("best.ckpt")
     loaded = load_generator(best)
     assert type(loaded) is type(model) and loaded.conditions == ["test_acc"]
+    if kind == "canonical":  # the reference network, set when fitting began, is saved with the denoiser
+        reference = loaded.weight_normalizer(dm.reference_network()).flatten()
+        for net in (loaded.net, loaded.averaged_net):
+            assert bool(net.has_reference)
+            torch.testing.assert_close(net.reference, reference)
     torch.testing.assert_close(loaded.condition_normalizer.mean, dm.condition_normalizer.mean)
     a = loaded.sample(3, torch.tensor([0.5]), guidance=2.0, seed=1)
     b = loaded.sample(3, torch.tensor([0.5]), guidance=2.0, seed=1)
@@ -305,14 +323,12 @@ def test_shipped_generator_configs_fit_through_the_cli(config, gen_zoo, inr_zoo,
                  f"--trainer.default_root_dir={tmp_path}"]) == 0
 
 
-def test_equivariant_generation_permutes_with_its_starting_noise():
+@pytest.mark.parametrize("kind", ["hnp", "canonical"])
+def test_equivariant_generation_permutes_with_its_starting_noise(kind):
     """Deterministic DDIM with an equivariant denoiser: permuting the hidden neurons of the starting
     noise permutes the generated network the same way, so no ordering of neurons is preferred."""
     spec = SPECS["mlp"]
-    torch.manual_seed(0)
-    den = EquivariantDenoiser(spec, "hnp", channels=6, layers=2, emb_dim=8).double()
-    for p in den.parameters():
-        p.data.normal_(0, 0.3)
+    den = _equivariant_denoiser(spec, kind)
     d = Diffusion("x0")
     noise = random_weights(spec, n=3)
     perms = hidden_perms(spec, n=3)
@@ -321,3 +337,23 @@ def test_equivariant_generation_permutes_with_its_starting_noise():
                                                  start=permute(noise, perms).flatten()))
     assert max_diff(permute(out, perms), out_p) < 1e-9
     assert max_diff(out, out_p) > 1e-3  # and the permutation did change the network's weights
+
+
+def test_canonical_denoiser_needs_its_reference_and_a_per_tensor_normalizer(gen_zoo):
+    from wsl.data import WeightDataModule
+    from wsl.generation.model import WeightDiffusion
+
+    spec = SPECS["mlp"]
+    den = CanonicalDenoiser(spec, hidden=8, layers=1, emb_dim=8)
+    with pytest.raises(RuntimeError, match="no reference network"):
+        den(torch.randn(2, spec.num_params), torch.zeros(2))
+    with pytest.raises(ValueError, match=f"expected {spec.num_params} weights, found 3"):
+        den.set_reference(torch.zeros(3))
+    dm = WeightDataModule([gen_zoo], select={"activation": "relu"}, normalize="parameter", split=[0.6, 0.2, 0.2])
+    dm.setup("fit")
+    for denoiser in ("canonical", "hnp"):
+        model = WeightDiffusion(spec_json=dm.spec_json, source_json=dm.source_json, denoiser=denoiser,
+                                denoiser_kwargs={"hidden": 8, "layers": 1} if denoiser == "canonical" else
+                                {"channels": 4, "layers": 1})
+        with pytest.raises(ValueError, match="per-parameter normalization"):
+            model.set_normalizers(**dm.normalizers())

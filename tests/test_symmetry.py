@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from wsl.weights.align import align, match_permutations, matching_objective
+from wsl.weights.align import align, canonical_permutations, match_permutations, matching_objective
 from wsl.weights.symmetry import (invert_permutations, permute, random_permutations, random_scales, scale,
                           scaling_symmetry)
 from wsl.weights import WeightBatch
@@ -193,7 +193,26 @@ def test_align_unrelated_networks(case):
         assert torch.equal(p, torch.arange(spec.groups[g]).expand(4, -1))
 
 
+@pytest.mark.parametrize("case", list(ALIGN_CASES))
+def test_canonical_order_is_a_function_of_the_network_alone(case):
+    """Permuting a network's hidden neurons first gives the same canonical network (what weight
+    matching's coordinate descent, which depends on where it starts, does not promise)."""
+    spec, ref = make(*ALIGN_CASES[case], n=1, seed=100)
+    _, wb = make(*ALIGN_CASES[case], n=4, seed=0)
+    shuffled = permute(wb, random_permutations(spec, 4, generator=torch.Generator().manual_seed(3)))
+    assert differs(shuffled, wb)
+    canon = permute(wb, canonical_permutations(ref, wb))
+    assert_same_weights(permute(shuffled, canonical_permutations(ref, shuffled)), canon)
+    x = inputs(spec)  # the same functions
+    torch.testing.assert_close(outputs(canon, x), outputs(wb, x), rtol=1e-10, atol=1e-10)
+    # a permuted copy of the reference is put back in the reference's order
+    copies = permute(WeightBatch.cat([ref] * 2), random_permutations(spec, 2, generator=torch.Generator().manual_seed(5)))
+    assert_same_weights(permute(copies, canonical_permutations(ref, copies)), WeightBatch.cat([ref] * 2))
+
+
 def test_align_rejects_a_batch_as_reference():
     _, wb = make(*ALIGN_CASES["mlp"], n=2)
     with pytest.raises(ValueError, match="one network"):
         match_permutations(wb, wb)
+    with pytest.raises(ValueError, match="one network"):
+        canonical_permutations(wb, wb)

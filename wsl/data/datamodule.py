@@ -296,7 +296,7 @@ class WeightDataModule(pl.LightningDataModule):
         self.split_runs = split.state(self.zoos)["split_runs"]
         train = self._split_items["train"]
         if self.align:
-            self._align_to(int(train[0]))
+            self._align_to(int(train[0]))  # reference_network()
         self.weight_normalizer = WeightNormalizer(self.spec, self.per_parameter).fit(  # in pieces: no copy
             WeightBatch.from_params(self.spec, self._store.gather(idx)) for idx in self._pieces(train))
         self._fit_normalizers(train)
@@ -350,6 +350,14 @@ class WeightDataModule(pl.LightningDataModule):
         if self._activations is not None:
             wb.activation = [self._activations[i] for i in idx.tolist()]
         return wb
+
+    def reference_network(self) -> WeightBatch:
+        """The first training network's raw weights (one network): what ``align`` aligns to, and
+        what a canonical order is defined by (``wsl.generation.denoisers.CanonicalDenoiser``). The
+        same on every process: the split is seeded."""
+        if self.split_runs is None:
+            raise RuntimeError(f"{type(self).__name__}: call setup() first")
+        return WeightBatch.from_params(self.spec, self._store.gather(self._split_items["train"][:1]))
 
     # --- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

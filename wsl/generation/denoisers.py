@@ -6,6 +6,11 @@
   layers a per-channel scale and shift after each layer), so permuting the hidden neurons of
   ``x_t`` permutes the prediction the same way: the generator cannot prefer one of the equivalent
   orderings of a network, it must model the network itself.
+- ``CanonicalDenoiser``: the flat MLP made equivariant by canonicalization (Kaba et al. 2023):
+  each noisy network is put in a canonical neuron order (``wsl.weights.align.canonical_permutations``,
+  a function of the network alone), denoised there by an ``MLPDenoiser``, and the prediction put back
+  in the network's own order. Equivariant exactly, as the backbones are, at the cost and capacity of
+  the flat MLP.
 - ``MLPDenoiser``: a residual MLP on flat vectors, for latent codes (p-diff) or flat weights
   (HyperDiffusion); no symmetry.
 
@@ -25,6 +30,8 @@ from zoo.weight_space import WeightSpaceSpec
 from wsl.nn import build_backbone
 from wsl.nn.base import Elementwise
 from wsl.weights import WeightBatch, WeightFeatures
+from wsl.weights.align import canonical_permutations
+from wsl.weights.symmetry import invert_permutations, permute
 
 
 class NoiseEmbedding(nn.Module):
@@ -133,3 +140,45 @@ class MLPDenoiser(nn.Module):
             scale, shift = blk["film"](emb).chunk(2, 1)
             h = h + blk["mlp"](blk["norm"](h) * (1 + scale) + shift)
         return self.out(h)
+
+
+class CanonicalDenoiser(nn.Module):
+    """``MLPDenoiser`` in a canonical neuron order, so that permuting the hidden neurons of ``x_t``
+    permutes the prediction the same way.
+
+    The order is the assignment of every hidden neuron to one of the ``reference`` network's
+    (``canonical_permutations``: one pass from input to output, each layer matched by the weights
+    already fixed). The reference is a training network, normalized, given with ``set_reference``
+    before the first step and saved with the denoiser; only its values matter, not its order.
+    """
+
+    def __init__(self, spec: WeightSpaceSpec, num_conditions: int = 0, **mlp_kwargs):
+        super().__init__()
+        self.spec = spec
+        self.mlp = MLPDenoiser(spec.num_params, num_conditions=num_conditions, **mlp_kwargs)
+        self.register_buffer("reference", torch.zeros(1, spec.num_params))
+        self.register_buffer("has_reference", torch.tensor(False))
+
+    def set_reference(self, flat: Tensor) -> None:
+        """The network (normalized flat weights ``[1, D]`` or ``[D]``) whose neurons define the order."""
+        flat = flat.detach().reshape(1, -1)
+        if flat.shape[1] != self.spec.num_params:
+            raise ValueError(f"reference: expected {self.spec.num_params} weights, found {flat.shape[1]}")
+        self.reference.copy_(flat)
+        self.has_reference.fill_(True)
+
+    def canonical_order(self, x: Tensor) -> dict[str, Tensor]:
+        """Per network of ``x [B, D]``: the permutations that put it in canonical order."""
+        if not bool(self.has_reference):
+            raise RuntimeError("CanonicalDenoiser has no reference network: call set_reference first (WeightDiffusion "
+                               "takes the data module's first training network when fitting starts)")
+        with torch.no_grad():
+            return canonical_permutations(WeightBatch.from_flat(self.spec, self.reference),
+                                          WeightBatch.from_flat(self.spec, x.detach()))
+
+    def forward(self, x: Tensor, logsnr: Tensor, conditions: Tensor | None = None,
+                drop: Tensor | None = None) -> Tensor:
+        perms = self.canonical_order(x)
+        z = permute(WeightBatch.from_flat(self.spec, x), perms).flatten()
+        out = self.mlp(z, logsnr, conditions, drop)
+        return permute(WeightBatch.from_flat(self.spec, out), invert_permutations(perms)).flatten()

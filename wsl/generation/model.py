@@ -1,9 +1,9 @@
 """Diffusion weight generators as LightningModules, trained on ``WeightDataModule`` batches.
 
 - ``WeightDiffusion``: diffusion directly on normalized weights. Its denoiser is an equivariant
-  backbone of the core (``denoiser: hnp``, ``np``, ``dwsnet``, ``ngnn``, ``ngt``), so the generator
-  respects hidden-neuron permutations by construction, or ``mlp`` on the flat vector
-  (HyperDiffusion's choice, no symmetry).
+  backbone of the core (``denoiser: hnp``, ``np``, ``dwsnet``, ``ngnn``, ``ngt``) or the flat MLP
+  in a canonical neuron order (``canonical``), so the generator respects hidden-neuron
+  permutations by construction, or ``mlp`` on the flat vector (HyperDiffusion's choice, no symmetry).
 - ``LatentDiffusion``: p-diff / SANE: a neuron-token autoencoder (``wsl.generation.autoencoder``),
   trained for ``autoencoder_epochs``, then frozen, and a diffusion model over its codes.
 
@@ -38,7 +38,7 @@ from zoo.weight_space import WeightSpaceSpec
 
 from wsl.data.normalize import TargetNormalizer, WeightNormalizer
 from wsl.generation.autoencoder import WeightAutoencoder
-from wsl.generation.denoisers import EquivariantDenoiser, MLPDenoiser
+from wsl.generation.denoisers import CanonicalDenoiser, EquivariantDenoiser, MLPDenoiser
 from wsl.generation.diffusion import Diffusion
 from wsl.generation.evaluate import conditional_agreement
 from wsl.data.task import source_task
@@ -270,8 +270,11 @@ class WeightDiffusion(WeightGenerator):
     """Diffusion on normalized weights with an equivariant (or MLP) denoiser.
 
     Args (beyond ``WeightGenerator``'s): ``denoiser``: a backbone name (``hnp``, ``np``, ``dwsnet``,
-    ``ngnn``, ``ngt``) or ``mlp``; ``denoiser_kwargs``: its options (``channels``, ``layers``,
-    ``emb_dim``, ...; for ``mlp``: ``hidden``, ``layers``, ``emb_dim``)."""
+    ``ngnn``, ``ngt``), ``canonical`` or ``mlp``; ``denoiser_kwargs``: its options (``channels``,
+    ``layers``, ``emb_dim``, ...; for ``mlp`` and ``canonical``: ``hidden``, ``layers``, ``emb_dim``).
+    The equivariant denoisers need weights normalized per tensor (which commutes with neuron
+    permutations); ``canonical`` takes its reference network from the data module when fitting
+    starts (``WeightDataModule.reference_network``)."""
 
     def __init__(self, spec_json: str = "", source_json: str = "{}", conditions: list[str] | None = None,
                  denoiser: str = "hnp", denoiser_kwargs: dict | None = None, prediction: str = "v",
@@ -284,12 +287,36 @@ class WeightDiffusion(WeightGenerator):
         k = len(self.conditions)
         if denoiser == "mlp":
             self.net = MLPDenoiser(self.spec.num_params, num_conditions=k, **kw)
+        elif denoiser == "canonical":
+            self.net = CanonicalDenoiser(self.spec, num_conditions=k, **kw)
         elif denoiser in BACKBONES:
             self.net = EquivariantDenoiser(self.spec, denoiser, num_conditions=k, **kw)
         else:
-            raise ValueError(f"unknown denoiser {denoiser!r}; expected 'mlp' or a backbone {sorted(BACKBONES)}")
+            raise ValueError(f"unknown denoiser {denoiser!r}; expected 'mlp', 'canonical' or a backbone "
+                             f"{sorted(BACKBONES)}")
         self.code_dim = self.spec.num_params
         self._make_ema()
+
+    def set_normalizers(self, weight_normalizer: WeightNormalizer,
+                        condition_normalizer: TargetNormalizer | None = None, **_) -> None:
+        if weight_normalizer.per_parameter and self.hparams.denoiser != "mlp":
+            raise ValueError(f"denoiser {self.hparams.denoiser!r} is equivariant to hidden-neuron permutations, which "
+                             "per-parameter normalization (data.normalize: parameter) breaks: use normalize: tensor")
+        super().set_normalizers(weight_normalizer, condition_normalizer)
+
+    def set_reference(self, wb: WeightBatch) -> None:
+        """The canonical denoiser's reference network (raw weights of one training network)."""
+        flat = self.weight_normalizer(wb.to(self.device)).flatten()
+        for net in (self.net, self.averaged_net):  # the moving average holds its own copy of the buffers
+            net.set_reference(flat)
+
+    def on_fit_start(self) -> None:
+        if isinstance(self.net, CanonicalDenoiser) and not bool(self.net.has_reference):
+            reference = getattr(getattr(self.trainer, "datamodule", None), "reference_network", None)
+            if reference is None:
+                raise RuntimeError("the canonical denoiser takes its reference network from a WeightDataModule: "
+                                   "fit with one (trainer.fit(model, datamodule))")
+            self.set_reference(reference())
 
     def diffusion_space(self, x: Tensor) -> Tensor:
         return x

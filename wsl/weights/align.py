@@ -31,18 +31,26 @@ def matching_objective(reference: WeightBatch, wb: WeightBatch) -> Tensor:
     return (wb.flatten() * ref).sum(1)
 
 
-def _assignment_costs(reference: WeightBatch, wb: WeightBatch, group: str) -> Tensor:
+def _assignment_costs(reference: WeightBatch, wb: WeightBatch, group: str,
+                      settled: set[str] | None = None) -> Tensor:
     """``[B, n, n]``: entry ``[b, j, k]`` is the gain of placing network b's neuron ``k`` at the
-    reference's position ``j`` of ``group``, with every other axis as ``wb`` has it now."""
+    reference's position ``j`` of ``group``, with every other axis as ``wb`` has it now.
+    ``settled``: count only the weights whose other axis is fixed (not permutable, or a group in
+    ``settled``); None: all of them."""
     n = wb.spec.groups[group]
+
+    def counted(other: str) -> bool:
+        return settled is None or other not in wb.spec.permutable or other in settled
+
     cost = wb.weights[0].new_zeros(len(wb), n, n)
     for i, layer in enumerate(wb.spec.layers):
         w, r = wb.weights[i], reference.weights[i][0]
         if layer.out_group == group:  # the neuron's incoming weights and bias
-            cost += torch.einsum("jx,bkx->bjk", r.reshape(n, -1), w.reshape(len(wb), n, -1))
+            if counted(layer.in_group):
+                cost += torch.einsum("jx,bkx->bjk", r.reshape(n, -1), w.reshape(len(wb), n, -1))
             if layer.bias:
                 cost += reference.biases[i][0][:, None] * wb.biases[i][:, None, :]
-        if layer.in_group == group:  # its outgoing weights
+        if layer.in_group == group and counted(layer.out_group):  # its outgoing weights
             cost += torch.einsum("jx,bkx->bjk", r.transpose(0, 1).reshape(n, -1),
                                  w.transpose(1, 2).reshape(len(wb), n, -1))
     return cost
@@ -91,3 +99,31 @@ def match_permutations(reference: WeightBatch, wb: WeightBatch, max_iter: int = 
 def align(wb: WeightBatch, reference: WeightBatch, max_iter: int = 50, seed: int = 0) -> WeightBatch:
     """``wb`` with each network's hidden neurons permuted to match ``reference`` (same functions)."""
     return permute(wb, match_permutations(reference, wb, max_iter=max_iter, seed=seed))
+
+
+def canonical_permutations(reference: WeightBatch, wb: WeightBatch) -> dict[str, Tensor]:
+    """Per network, the hidden permutations (as ``match_permutations`` returns them) that put it in
+    a canonical order: one pass from the input to the output, each group assigned to the
+    reference's neurons by the weights whose other axis is already fixed (the previous groups, the
+    inputs, the outputs).
+
+    Unlike weight matching's coordinate descent, whose result depends on the order it starts from,
+    this is a function of the network alone: permuting ``wb``'s hidden neurons first gives the same
+    canonical network (up to exact ties in an assignment, which continuous weights do not have).
+    That is what makes ``f(canon(x))`` permutation invariant and ``canon^-1(f(canon(x)))``
+    equivariant for any ``f`` (canonicalization, Kaba et al. 2023).
+    """
+    if len(reference) != 1:
+        raise ValueError(f"the reference must be one network, found a batch of {len(reference)}")
+    if reference.spec.to_dict() != wb.spec.to_dict():
+        raise ValueError("the reference and the networks to put in order have different weight spaces")
+    spec = wb.spec
+    device = wb.weights[0].device
+    wb64 = wb.to(device="cpu", dtype=torch.float64)
+    ref64 = reference.to(device="cpu", dtype=torch.float64)
+    order = [layer.out_group for layer in spec.layers if layer.out_group in spec.permutable]
+    perms: dict[str, Tensor] = {}
+    for g in dict.fromkeys(order):  # groups in the order their first layer computes them
+        cost = _assignment_costs(ref64, permute(wb64, perms), g, settled=set(perms)).numpy()
+        perms[g] = torch.from_numpy(np.stack([linear_sum_assignment(c, maximize=True)[1] for c in cost]))
+    return {g: p.to(device) for g, p in perms.items()}
