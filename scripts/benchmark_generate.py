@@ -65,8 +65,9 @@ GENERATORS = {
     "flat": (WeightDiffusion, {"denoiser": "mlp", "denoiser_kwargs": {"hidden": 512, "layers": 4},
                                "prediction": "x0"}, {"align": True},
              "weight-space diffusion, MLP denoiser on aligned flat weights (HyperDiffusion style)"),
-    "latent": (LatentDiffusion, {"autoencoder_kwargs": {"latent_dim": 4, "d_model": 64, "layers": 2, "heads": 4},
-                                 "autoencoder_epochs": 40, "denoiser_kwargs": {"hidden": 512, "layers": 4}},
+    "latent": (LatentDiffusion, {"autoencoder_kwargs": {"latent_dim": 32, "d_model": 128, "layers": 2, "heads": 4},
+                                 "autoencoder_epochs": 60, "denoiser_kwargs": {"hidden": 512, "layers": 4},
+                                 "prediction": "x0"},
                {"align": True}, "latent diffusion over a neuron-token autoencoder of aligned weights (p-diff / SANE)"),
 }
 
