@@ -2,7 +2,8 @@
 
 For each generator and seed: train it with Lightning on the training runs of the demo zoo's ReLU
 networks (the checkpoint kept: the best validation accuracy of sampled networks on the task's
-validation examples, ``val/score``; validation every 5 epochs), sample networks with
+validation examples, ``val/score``; validation every 5 epochs), choose the sampler (DDIM steps and
+eta, ``SAMPLERS``) by the quality of sampled networks on the validation examples, sample networks with
 ``wsl sample``'s code path into a generated zoo file, and score them with the memorization suite
 (``wsl evaluate-generated``: quality on the task's test examples, weight-space novelty after
 alignment, behavioural novelty, beside the noise-added, averaged and Gaussian baselines). Then a
@@ -22,6 +23,7 @@ each generator reaches in the same budget on this machine; the steps reached are
 
     python scripts/benchmark_generate.py                      # all generators, seeds 0 1 2
     python scripts/benchmark_generate.py --generators flat --seeds 0 --minutes 2
+    python scripts/benchmark_generate.py --generators flat --seeds 0 --reuse   # its checkpoints, sampled again
 
 The last line is one JSON object.
 """
@@ -72,9 +74,13 @@ GENERATORS = {
 }
 
 
-# on INR zoos (configs/generate/digits_inr_flat_diffusion.yaml): each parameter standardised over
-# the training INRs, whose spread is a fraction of the weights' size; a wider MLP for 1,185 weights
 GUIDANCE = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0)  # classifier-free guidance scales tried, chosen on validation data
+# sampler settings tried, (DDIM steps, eta), chosen by the sampled networks' quality on validation data
+SAMPLERS = ((50, 0.0), (200, 0.0), (50, 1.0), (200, 1.0))
+
+
+def _best(scores: dict):
+    return max(scores, key=lambda k: -np.inf if not np.isfinite(scores[k]) else scores[k])
 
 
 def choose_guidance(best: str, requested: np.ndarray) -> tuple[float, dict[float, float]]:
@@ -83,14 +89,32 @@ def choose_guidance(best: str, requested: np.ndarray) -> tuple[float, dict[float
     gen = load_generator(best)
     req = torch.as_tensor(requested, dtype=torch.float32).view(len(requested), -1)
     scores = {g: gen.validation_agreement(req, guidance=g, seed=0) for g in GUIDANCE}
-    return max(scores, key=lambda g: -np.inf if not np.isfinite(scores[g]) else scores[g]), scores
+    return _best(scores), scores
 
 
+def choose_sampler(best: str, num: int, requested: np.ndarray | None = None,
+                   guidance: float = 1.0) -> tuple[tuple[int, float], dict[str, float]]:
+    """The (steps, eta) whose ``num`` sampled networks (for ``requested`` conditions, at
+    ``guidance``) are best on the task's validation data (``WeightGenerator.validation_quality``),
+    and every setting's quality."""
+    gen = load_generator(best)
+    req = None if requested is None else torch.as_tensor(requested, dtype=torch.float32).view(len(requested), -1)
+    scores = {s: gen.validation_quality(num, req, guidance=guidance, seed=0, steps=s[0], eta=s[1]) for s in SAMPLERS}
+    return _best(scores), {f"steps {s[0]} eta {s[1]:g}": v for s, v in scores.items()}
+
+
+# on INR zoos (configs/generate/digits_inr_flat_diffusion.yaml): each parameter standardised over
+# the training INRs, whose spread is a fraction of the weights' size; a wider MLP for 1,185 weights
 INR_OVERRIDES = {"flat": ({"denoiser_kwargs": {"hidden": 1024, "layers": 4}}, {"normalize": "parameter"})}
 
 
 def fit(name: str, seed: int, zoo: str, minutes: float, work: Path, conditions: list[str] | None = None,
-        checkpoints: str = "last", inr: bool = False) -> tuple[str, dict]:
+        checkpoints: str = "last", inr: bool = False, reuse: bool = False) -> tuple[str, dict]:
+    """Train one generator; its kept checkpoint and what training reached (``work/fit.json``).
+    ``reuse``: take ``work/best.ckpt`` of an earlier run of the same command instead, if there."""
+    if reuse and (work / "best.ckpt").exists():
+        info = json.loads((work / "fit.json").read_text()) if (work / "fit.json").exists() else {}
+        return str(work / "best.ckpt"), {**info, "reused": True}
     cls, model_kw, data_kw, _ = GENERATORS[name]
     if inr and name in INR_OVERRIDES:
         model_kw, data_kw = model_kw | INR_OVERRIDES[name][0], data_kw | INR_OVERRIDES[name][1]
@@ -108,6 +132,7 @@ def fit(name: str, seed: int, zoo: str, minutes: float, work: Path, conditions: 
     info = {"train_seconds": round(time.perf_counter() - t, 1), "steps": int(trainer.global_step),
             "epochs": int(trainer.current_epoch), "train_runs": len(dm.split_runs["train"]),
             "best_val_score": float(ckpt.best_model_score)}
+    (work / "fit.json").write_text(json.dumps(info))
     return ckpt.best_model_path, info
 
 
@@ -142,36 +167,48 @@ def conditional_run(args, seed: int, inr: bool, out: Path) -> dict:
     prompt, the best training network's accuracy)."""
     work = out / f"{args.conditional}_conditional_seed{seed}"
     if inr:
-        best, info = fit(args.conditional, seed, args.zoo, args.minutes, work, conditions=["label"], inr=True)
-        guidance, tried = choose_guidance(best, np.resize(np.arange(10.0), args.num))
+        best, info = fit(args.conditional, seed, args.zoo, args.minutes, work, conditions=["label"], inr=True,
+                         reuse=args.reuse)
+        requests = np.resize(np.arange(10.0), args.num)
+        guidance, tried = choose_guidance(best, requests)
+        (steps, eta), samplers = choose_sampler(best, args.num, requests, guidance)
         classes = ",".join(str(c) for c in range(10))
-        per_class = run_sample(best, args.num, work / "classes.h5", [f"label={classes}"], guidance=guidance, seed=seed)
+        per_class = run_sample(best, args.num, work / "classes.h5", [f"label={classes}"], guidance=guidance, seed=seed,
+                               steps=steps, eta=eta)
         rep = evaluate_generated(per_class, args.zoo, work / "classes_report", seed=seed)
         agree, head = rep["conditional"]["label"], headline(rep)
         result = {"seed": seed, **info, "condition": "label", "guidance": guidance,
-                  "validation_agreement_by_guidance": tried, "exact": agree["exact"],
+                  "validation_agreement_by_guidance": tried, "sample_steps": steps, "eta": eta,
+                  "validation_quality_by_sampler": samplers, "exact": agree["exact"],
                   "gen_quality_mean": head["gen_quality_mean"], "train_quality_mean": head["train_quality_mean"],
                   "weight_novelty_median": head["weight_novelty_median"],
                   "matched_noise_quality_mean": head.get("matched_noise_quality_mean", float("nan"))}
         print(f"conditional ({args.conditional}) seed {seed}: guidance {guidance} chosen on validation images "
-              f"({', '.join(f'{g:g}: {v:.3f}' for g, v in tried.items())}); "
-              f"asked for each digit in turn: the nearest test image shows the "
+              f"({', '.join(f'{g:g}: {v:.3f}' for g, v in tried.items())}); {steps} steps, eta {eta:g} chosen "
+              f"({', '.join(f'{k}: {v:.2f}' for k, v in samplers.items())}); asked for each digit in turn: the nearest test image shows the "
               f"requested digit for {agree['exact']:.3f} of them (chance 0.1); PSNR {head['gen_quality_mean']:.2f} dB "
               f"(train nets {head['train_quality_mean']:.2f})", flush=True)
         return result
-    best, info = fit(args.conditional, seed, args.zoo, args.minutes, work, conditions=["test_acc"], checkpoints="all")
-    guidance, tried = choose_guidance(best, np.linspace(0.2, 0.95, args.num))
+    best, info = fit(args.conditional, seed, args.zoo, args.minutes, work, conditions=["test_acc"], checkpoints="all",
+                     reuse=args.reuse)
+    requests = np.linspace(0.2, 0.95, args.num)
+    guidance, tried = choose_guidance(best, requests)
+    (steps, eta), samplers = choose_sampler(best, args.num, requests, guidance)
     print(f"seed {seed}: guidance {guidance} chosen on validation examples (Pearson of requested test accuracy and "
-          f"achieved validation accuracy: {', '.join(f'{g:g}: {v:.3f}' for g, v in tried.items())})", flush=True)
-    sweep = run_sample(best, args.num, work / "sweep.h5", ["test_acc=0.2:0.95"], guidance=guidance, seed=2 * seed)
+          f"achieved validation accuracy: {', '.join(f'{g:g}: {v:.3f}' for g, v in tried.items())}); {steps} steps, "
+          f"eta {eta:g} ({', '.join(f'{k}: {v:.3f}' for k, v in samplers.items())})", flush=True)
+    sweep = run_sample(best, args.num, work / "sweep.h5", ["test_acc=0.2:0.95"], guidance=guidance, seed=2 * seed,
+                       steps=steps, eta=eta)
     rep = evaluate_generated(sweep, args.zoo, work / "sweep_report", seed=seed)
     agree = rep["conditional"]["test_acc"]
     # G.pt's prompt: the best test accuracy among the training networks (the stored property the
     # generator was conditioned on), asked of every network
     high = float(np.round(rep["methods"]["reference (all)"]["quality"]["max"], 3))
-    hi_path = run_sample(best, args.num, work / "high.h5", [f"test_acc={high}"], guidance=guidance, seed=2 * seed + 1)
+    hi_path = run_sample(best, args.num, work / "high.h5", [f"test_acc={high}"], guidance=guidance, seed=2 * seed + 1,
+                         steps=steps, eta=eta)
     hi = headline(evaluate_generated(hi_path, args.zoo, work / "high_report", seed=seed))
     result = {"seed": seed, **info, "guidance": guidance, "validation_pearson_by_guidance": tried,
+              "sample_steps": steps, "eta": eta, "validation_quality_by_sampler": samplers,
               "pearson": agree["pearson"], "spearman": agree["spearman"], "mae": agree["mae"], "requested_high": high,
               "high_acc_median": hi["gen_quality_median"], "train_acc_median": hi["train_quality_median"],
               "high_weight_novelty_median": hi["weight_novelty_median"]}
@@ -195,6 +232,8 @@ def main() -> None:
     ap.add_argument("--conditional-seeds", nargs="*", type=int,
                     help="seeds of the conditional generator (default: --seeds)")
     ap.add_argument("--out-dir", default=str(ROOT / "bench_generate"))
+    ap.add_argument("--reuse", action="store_true",
+                    help="sample and evaluate the checkpoints an earlier run left in --out-dir instead of training")
     args = ap.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -207,18 +246,22 @@ def main() -> None:
     with Zoo(args.zoo) as z:
         inr = z.is_inr
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; zoo {args.zoo}{' (INRs)' if inr else ''}; "
-          f"{args.minutes} min per fit")
+          + ("checkpoints of an earlier run where there are" if args.reuse else f"{args.minutes} min per fit"))
 
     results: dict[str, list[dict]] = {}
     for name in args.generators:
         for seed in args.seeds:
             work = out / f"{name}_seed{seed}"
-            best, info = fit(name, seed, args.zoo, args.minutes, work, inr=inr)
-            gen_path = run_sample(best, args.num, work / "generated.h5", seed=seed)
+            best, info = fit(name, seed, args.zoo, args.minutes, work, inr=inr, reuse=args.reuse)
+            (steps, eta), samplers = choose_sampler(best, args.num)
+            gen_path = run_sample(best, args.num, work / "generated.h5", seed=seed, steps=steps, eta=eta)
             report = evaluate_generated(gen_path, args.zoo, work / "report", seed=seed)
-            row = {"seed": seed, **info, **headline(report)}
+            row = {"seed": seed, **info, "sample_steps": steps, "eta": eta, "validation_quality_by_sampler": samplers,
+                   **headline(report)}
             results.setdefault(name, []).append(row)
-            print(f"{name:<7} seed {seed}: {info['steps']} steps in {info['train_seconds']:.0f} s; {row['metric']} "
+            print(f"{name:<7} seed {seed}: {info.get('steps', '?')} steps in {info.get('train_seconds', float('nan')):.0f}"
+                  f" s; sampled with {steps} steps, eta {eta:g} (validation: "
+                  f"{', '.join(f'{k}: {v:.3f}' for k, v in samplers.items())}); {row['metric']} "
                   f"{row['gen_quality_mean']:.3f} (train nets {row['train_quality_mean']:.3f}, ratio "
                   f"{row['rel_quality']:.2f}); weight novelty {row['weight_novelty_median']:.2f} (train NN "
                   f"{row['reference_nn_distance_median']:.2f}); behavioural novelty "
@@ -233,15 +276,15 @@ def main() -> None:
         keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)
                 and k not in ("seed", "guidance")]
         conditional = {"generator": args.conditional, "seeds": seeds, "runs": runs,
-                       "mean": {k: float(np.mean([r[k] for r in runs])) for k in keys},
-                       "std": {k: float(np.std([r[k] for r in runs])) for k in keys}}
+                       "mean": {k: float(np.mean([r.get(k, np.nan) for r in runs])) for k in keys},
+                       "std": {k: float(np.std([r.get(k, np.nan) for r in runs])) for k in keys}}
         shown = ("exact", "gen_quality_mean") if inr else ("pearson", "mae", "high_acc_median")
         print(f"conditional ({args.conditional}), {len(seeds)} seed(s): " + ", ".join(
             f"{k} {conditional['mean'][k]:.3f} ± {conditional['std'][k]:.3f}" for k in shown), flush=True)
 
     summary = {}
     for name, rows in results.items():
-        summary[name] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]
+        summary[name] = {k: float(np.mean([r.get(k, np.nan) for r in rows])) for k in rows[0]
                          if isinstance(rows[0][k], (int, float)) and not isinstance(rows[0][k], bool) and k != "seed"}
         summary[name]["std_rel_quality"] = float(np.std([r["rel_quality"] for r in rows]))
         summary[name]["beats_noise_seeds"] = int(sum(bool(r.get("beats_noise")) for r in rows))
@@ -256,8 +299,9 @@ def main() -> None:
               f"{s['behavioural_novelty_median']:.3f} ({s['reference_behavioural_median']:.3f}) | "
               f"{s.get('matched_noise_quality_mean', float('nan')):.3f} vs {s['gen_quality_mean']:.3f} | "
               f"{s['beats_noise_seeds']}/{len(results[name])} |")
-    print(json.dumps({"benchmark": "generate", "zoo": args.zoo, "minutes_per_fit": args.minutes, "num": args.num,
-                      "generators": summary, "runs": results, "conditional": conditional}, default=float))
+    print(json.dumps({"benchmark": "generate", "zoo": args.zoo, "minutes_per_fit": None if args.reuse else args.minutes,
+                      "num": args.num, "generators": summary, "runs": results, "conditional": conditional},
+                     default=float))
 
 
 if __name__ == "__main__":

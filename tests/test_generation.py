@@ -215,6 +215,10 @@ def test_generator_trains_saves_and_samples_a_zoo(gen_zoo, tmp_path, kind, one_t
                                 splits=("val",))["val_acc"]
     expected = conditional_agreement(requested[:, 0].numpy(), np.nan_to_num(val_acc, nan=0.0))["pearson"]
     assert loaded.validation_agreement(requested, guidance=3.0, seed=2) == pytest.approx(expected, nan_ok=True)
+    stochastic = evaluate_networks(dm.spec, loaded.sample(4, requested, guidance=3.0, seed=2, steps=2, eta=1.0),
+                                   loaded.task, splits=("val",))["val_acc"]
+    assert loaded.validation_quality(4, requested, guidance=3.0, seed=2, steps=2, eta=1.0) == \
+        pytest.approx(float(np.nan_to_num(stochastic, nan=0.0).mean()))
     out = run_sample(best, 5, tmp_path / "sampled.h5", ["test_acc=0.2:0.6"], guidance=1.5, seed=0)
     with Zoo(out) as z:
         assert z.generated["generator_class"] == type(model).__name__

@@ -296,7 +296,7 @@ class WeightDataModule(pl.LightningDataModule):
         self.split_runs = split.state(self.zoos)["split_runs"]
         train = self._split_items["train"]
         if self.align:
-            self._align_to(int(train[0]))  # reference_network()
+            self._align_to(int(train[0]))  # the reference_network()
         self.weight_normalizer = WeightNormalizer(self.spec, self.per_parameter).fit(  # in pieces: no copy
             WeightBatch.from_params(self.spec, self._store.gather(idx)) for idx in self._pieces(train))
         self._fit_normalizers(train)

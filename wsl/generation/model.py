@@ -205,14 +205,27 @@ class WeightGenerator(pl.LightningModule):
             return quality, None
         return quality, conditional_agreement(requested[:, accuracy[0]].numpy(), quality)["pearson"]
 
-    def validation_agreement(self, requested: Tensor, guidance: float = 1.0, seed: int = 0) -> float:
+    def validation_agreement(self, requested: Tensor, guidance: float = 1.0, seed: int = 0, steps: int | None = None,
+                             eta: float = 0.0) -> float:
         """How well networks sampled for ``requested`` conditions (``[n, K]``, the properties' own
         units) at this ``guidance`` meet them on validation data (``_validation_scores``): what a
         guidance scale is chosen by, never test data. NaN when no condition can be checked."""
         requested = torch.as_tensor(requested, dtype=torch.float32)
-        wb = self.sample(len(requested), requested, guidance=guidance, seed=seed).to("cpu")
-        agreement = self._validation_scores(wb, requested)[1]
+        agreement = self._sampled_scores(len(requested), requested, guidance, seed, steps, eta)[1]
         return float("nan") if agreement is None else float(agreement)
+
+    def validation_quality(self, num: int, requested: Tensor | None = None, guidance: float = 1.0, seed: int = 0,
+                           steps: int | None = None, eta: float = 0.0) -> float:
+        """The mean quality on validation data (accuracy on the task's validation examples; for INRs
+        the PSNR to the nearest validation signal) of ``num`` networks sampled with these settings
+        (``requested``: ``[num, K]`` conditions, or None): what sampler settings are chosen by."""
+        return float(np.mean(self._sampled_scores(num, requested, guidance, seed, steps, eta)[0]))
+
+    def _sampled_scores(self, num: int, requested: Tensor | None, guidance: float, seed: int, steps: int | None,
+                        eta: float) -> tuple[np.ndarray, float | None]:
+        requested = None if requested is None else torch.as_tensor(requested, dtype=torch.float32)
+        wb = self.sample(num, requested, guidance=guidance, seed=seed, steps=steps, eta=eta).to("cpu")
+        return self._validation_scores(wb, requested)
 
     @cached_property
     def task(self):
@@ -306,6 +319,8 @@ class WeightDiffusion(WeightGenerator):
 
     def set_reference(self, wb: WeightBatch) -> None:
         """The canonical denoiser's reference network (raw weights of one training network)."""
+        if not isinstance(self.net, CanonicalDenoiser):
+            raise ValueError(f"only the canonical denoiser takes a reference network, not {self.hparams.denoiser!r}")
         flat = self.weight_normalizer(wb.to(self.device)).flatten()
         for net in (self.net, self.averaged_net):  # the moving average holds its own copy of the buffers
             net.set_reference(flat)

@@ -56,6 +56,13 @@ def _assignment_costs(reference: WeightBatch, wb: WeightBatch, group: str,
     return cost
 
 
+def _check_reference(reference: WeightBatch, wb: WeightBatch) -> None:
+    if len(reference) != 1:
+        raise ValueError(f"the reference must be one network, found a batch of {len(reference)}")
+    if reference.spec.to_dict() != wb.spec.to_dict():
+        raise ValueError("the reference and the networks to permute have different weight spaces")
+
+
 def match_permutations(reference: WeightBatch, wb: WeightBatch, max_iter: int = 50,
                        seed: int = 0) -> dict[str, Tensor]:
     """Per network, the hidden permutations (group -> ``[B, n]``, as ``wsl.weights.symmetry.permute`` takes
@@ -64,10 +71,7 @@ def match_permutations(reference: WeightBatch, wb: WeightBatch, max_iter: int = 
     ``max_iter`` bounds the passes over all groups; ``seed`` fixes the random group order. A network
     stops as soon as one full pass leaves all its permutations unchanged.
     """
-    if len(reference) != 1:
-        raise ValueError(f"the reference must be one network, found a batch of {len(reference)}")
-    if reference.spec.to_dict() != wb.spec.to_dict():
-        raise ValueError("the reference and the networks to align have different weight spaces")
+    _check_reference(reference, wb)
     spec, B = wb.spec, len(wb)
     device = wb.weights[0].device
     # float64 on CPU: the assignment is solved by scipy, and exact ties between distinct neurons
@@ -113,10 +117,7 @@ def canonical_permutations(reference: WeightBatch, wb: WeightBatch) -> dict[str,
     That is what makes ``f(canon(x))`` permutation invariant and ``canon^-1(f(canon(x)))``
     equivariant for any ``f`` (canonicalization, Kaba et al. 2023).
     """
-    if len(reference) != 1:
-        raise ValueError(f"the reference must be one network, found a batch of {len(reference)}")
-    if reference.spec.to_dict() != wb.spec.to_dict():
-        raise ValueError("the reference and the networks to put in order have different weight spaces")
+    _check_reference(reference, wb)
     spec = wb.spec
     device = wb.weights[0].device
     wb64 = wb.to(device="cpu", dtype=torch.float64)
