@@ -3,7 +3,8 @@
 For each generator and seed: train it with Lightning on the training runs of the demo zoo's ReLU
 networks (the checkpoint kept: the best validation accuracy of sampled networks on the task's
 validation examples, ``val/score``; validation every 5 epochs), choose the sampler (DDIM steps and
-eta, ``SAMPLERS``) by the quality of sampled networks on the validation examples, sample networks with
+eta, ``SAMPLERS``) by the quality of sampled networks on the validation examples (a conditional
+generator: by how well they meet requests there, as its guidance scale), sample networks with
 ``wsl sample``'s code path into a generated zoo file, and score them with the memorization suite
 (``wsl evaluate-generated``: quality on the task's test examples, weight-space novelty after
 alignment, behavioural novelty, beside the noise-added, averaged and Gaussian baselines). Then a
@@ -94,12 +95,16 @@ def choose_guidance(best: str, requested: np.ndarray) -> tuple[float, dict[float
 
 def choose_sampler(best: str, num: int, requested: np.ndarray | None = None,
                    guidance: float = 1.0) -> tuple[tuple[int, float], dict[str, float]]:
-    """The (steps, eta) whose ``num`` sampled networks (for ``requested`` conditions, at
-    ``guidance``) are best on the task's validation data (``WeightGenerator.validation_quality``),
-    and every setting's quality."""
+    """The (steps, eta) best on the task's validation data, and every setting's score: for an
+    unconditional generator the quality of ``num`` sampled networks
+    (``WeightGenerator.validation_quality``); for ``requested`` conditions how well they are met at
+    ``guidance``, what the guidance scale is chosen by too (``validation_agreement``)."""
     gen = load_generator(best)
-    req = None if requested is None else torch.as_tensor(requested, dtype=torch.float32).view(len(requested), -1)
-    scores = {s: gen.validation_quality(num, req, guidance=guidance, seed=0, steps=s[0], eta=s[1]) for s in SAMPLERS}
+    if requested is None:
+        scores = {s: gen.validation_quality(num, guidance=guidance, seed=0, steps=s[0], eta=s[1]) for s in SAMPLERS}
+    else:
+        req = torch.as_tensor(requested, dtype=torch.float32).view(len(requested), -1)
+        scores = {s: gen.validation_agreement(req, guidance=guidance, seed=0, steps=s[0], eta=s[1]) for s in SAMPLERS}
     return _best(scores), {f"steps {s[0]} eta {s[1]:g}": v for s, v in scores.items()}
 
 
@@ -179,15 +184,16 @@ def conditional_run(args, seed: int, inr: bool, out: Path) -> dict:
         agree, head = rep["conditional"]["label"], headline(rep)
         result = {"seed": seed, **info, "condition": "label", "guidance": guidance,
                   "validation_agreement_by_guidance": tried, "sample_steps": steps, "eta": eta,
-                  "validation_quality_by_sampler": samplers, "exact": agree["exact"],
+                  "validation_agreement_by_sampler": samplers, "exact": agree["exact"],
                   "gen_quality_mean": head["gen_quality_mean"], "train_quality_mean": head["train_quality_mean"],
                   "weight_novelty_median": head["weight_novelty_median"],
                   "matched_noise_quality_mean": head.get("matched_noise_quality_mean", float("nan"))}
-        print(f"conditional ({args.conditional}) seed {seed}: guidance {guidance} chosen on validation images "
-              f"({', '.join(f'{g:g}: {v:.3f}' for g, v in tried.items())}); {steps} steps, eta {eta:g} chosen "
-              f"({', '.join(f'{k}: {v:.2f}' for k, v in samplers.items())}); asked for each digit in turn: the nearest test image shows the "
-              f"requested digit for {agree['exact']:.3f} of them (chance 0.1); PSNR {head['gen_quality_mean']:.2f} dB "
-              f"(train nets {head['train_quality_mean']:.2f})", flush=True)
+        print(f"conditional ({args.conditional}) seed {seed}: guidance {guidance}, then {steps} steps, eta {eta:g} "
+              f"chosen on validation images (requested digit met: "
+              f"{', '.join(f'{g:g}: {v:.3f}' for g, v in tried.items())}; "
+              f"{', '.join(f'{k}: {v:.2f}' for k, v in samplers.items())}); asked for each digit in turn: the nearest "
+              f"test image shows the requested digit for {agree['exact']:.3f} of them (chance 0.1); PSNR "
+              f"{head['gen_quality_mean']:.2f} dB (train nets {head['train_quality_mean']:.2f})", flush=True)
         return result
     best, info = fit(args.conditional, seed, args.zoo, args.minutes, work, conditions=["test_acc"], checkpoints="all",
                      reuse=args.reuse)
@@ -208,7 +214,7 @@ def conditional_run(args, seed: int, inr: bool, out: Path) -> dict:
                          steps=steps, eta=eta)
     hi = headline(evaluate_generated(hi_path, args.zoo, work / "high_report", seed=seed))
     result = {"seed": seed, **info, "guidance": guidance, "validation_pearson_by_guidance": tried,
-              "sample_steps": steps, "eta": eta, "validation_quality_by_sampler": samplers,
+              "sample_steps": steps, "eta": eta, "validation_pearson_by_sampler": samplers,
               "pearson": agree["pearson"], "spearman": agree["spearman"], "mae": agree["mae"], "requested_high": high,
               "high_acc_median": hi["gen_quality_median"], "train_acc_median": hi["train_quality_median"],
               "high_weight_novelty_median": hi["weight_novelty_median"]}
