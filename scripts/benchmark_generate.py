@@ -2,9 +2,9 @@
 
 For each generator and seed: train it with Lightning on the training runs of the demo zoo's ReLU
 networks (the checkpoint kept: the best validation accuracy of sampled networks on the task's
-validation examples, ``val/score``; validation every 5 epochs), choose the sampler (DDIM steps and
-eta, ``SAMPLERS``) by the quality of sampled networks on the validation examples (a conditional
-generator: by how well they meet requests there, as its guidance scale), sample networks with
+validation examples, ``val/score``; validation every 5 epochs), sample networks (DDIM, 50 steps,
+eta 0; with ``--samplers``, the setting chosen by the sampled networks' quality on the validation
+examples, for a conditional generator by how well they meet requests there) with
 ``wsl sample``'s code path into a generated zoo file, and score them with the memorization suite
 (``wsl evaluate-generated``: quality on the task's test examples, weight-space novelty after
 alignment, behavioural novelty, beside the noise-added, averaged and Gaussian baselines). Then a
@@ -24,7 +24,7 @@ each generator reaches in the same budget on this machine; the steps reached are
 
     python scripts/benchmark_generate.py                      # all generators, seeds 0 1 2
     python scripts/benchmark_generate.py --generators flat --seeds 0 --minutes 2
-    python scripts/benchmark_generate.py --generators flat --seeds 0 --reuse   # its checkpoints, sampled again
+    python scripts/benchmark_generate.py --generators flat --seeds 0 --reuse --samplers 50:0 200:1
 
 The last line is one JSON object.
 """
@@ -76,12 +76,25 @@ GENERATORS = {
 
 
 GUIDANCE = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0)  # classifier-free guidance scales tried, chosen on validation data
-# sampler settings tried, (DDIM steps, eta), chosen by the sampled networks' quality on validation data
-SAMPLERS = ((50, 0.0), (200, 0.0), (50, 1.0), (200, 1.0))
+SAMPLER = (50, 0.0)  # (DDIM steps, eta) unless --samplers asks for a choice on validation data
 
 
 def _best(scores: dict):
     return max(scores, key=lambda k: -np.inf if not np.isfinite(scores[k]) else scores[k])
+
+
+def _sampler(text: str) -> tuple[int, float]:
+    """``STEPS:ETA`` -> (steps, eta)."""
+    try:
+        steps, eta = text.split(":")
+        return int(steps), float(eta)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a sampler is STEPS:ETA, e.g. 200:1; found {text!r}") from None
+
+
+def _scores(samplers: dict[str, float]) -> str:
+    """The samplers' validation scores for a printed line ('' when none was chosen)."""
+    return f" (validation: {', '.join(f'{k}: {v:.3f}' for k, v in samplers.items())})" if samplers else ""
 
 
 def choose_guidance(best: str, requested: np.ndarray) -> tuple[float, dict[float, float]]:
@@ -93,18 +106,21 @@ def choose_guidance(best: str, requested: np.ndarray) -> tuple[float, dict[float
     return _best(scores), scores
 
 
-def choose_sampler(best: str, num: int, requested: np.ndarray | None = None,
+def choose_sampler(best: str, samplers: list[tuple[int, float]], num: int, requested: np.ndarray | None = None,
                    guidance: float = 1.0) -> tuple[tuple[int, float], dict[str, float]]:
-    """The (steps, eta) best on the task's validation data, and every setting's score: for an
-    unconditional generator the quality of ``num`` sampled networks
+    """Of ``samplers`` ((steps, eta) each), the one best on the task's validation data, and every
+    one's score: for an unconditional generator the quality of ``num`` sampled networks
     (``WeightGenerator.validation_quality``); for ``requested`` conditions how well they are met at
-    ``guidance``, what the guidance scale is chosen by too (``validation_agreement``)."""
+    ``guidance``, what the guidance scale is chosen by too (``validation_agreement``). One sampler:
+    itself, unscored."""
+    if len(samplers) == 1:
+        return samplers[0], {}
     gen = load_generator(best)
     if requested is None:
-        scores = {s: gen.validation_quality(num, guidance=guidance, seed=0, steps=s[0], eta=s[1]) for s in SAMPLERS}
+        scores = {s: gen.validation_quality(num, guidance=guidance, seed=0, steps=s[0], eta=s[1]) for s in samplers}
     else:
         req = torch.as_tensor(requested, dtype=torch.float32).view(len(requested), -1)
-        scores = {s: gen.validation_agreement(req, guidance=guidance, seed=0, steps=s[0], eta=s[1]) for s in SAMPLERS}
+        scores = {s: gen.validation_agreement(req, guidance=guidance, seed=0, steps=s[0], eta=s[1]) for s in samplers}
     return _best(scores), {f"steps {s[0]} eta {s[1]:g}": v for s, v in scores.items()}
 
 
@@ -176,7 +192,7 @@ def conditional_run(args, seed: int, inr: bool, out: Path) -> dict:
                          reuse=args.reuse)
         requests = np.resize(np.arange(10.0), args.num)
         guidance, tried = choose_guidance(best, requests)
-        (steps, eta), samplers = choose_sampler(best, args.num, requests, guidance)
+        (steps, eta), samplers = choose_sampler(best, args.samplers, args.num, requests, guidance)
         classes = ",".join(str(c) for c in range(10))
         per_class = run_sample(best, args.num, work / "classes.h5", [f"label={classes}"], guidance=guidance, seed=seed,
                                steps=steps, eta=eta)
@@ -188,10 +204,9 @@ def conditional_run(args, seed: int, inr: bool, out: Path) -> dict:
                   "gen_quality_mean": head["gen_quality_mean"], "train_quality_mean": head["train_quality_mean"],
                   "weight_novelty_median": head["weight_novelty_median"],
                   "matched_noise_quality_mean": head.get("matched_noise_quality_mean", float("nan"))}
-        print(f"conditional ({args.conditional}) seed {seed}: guidance {guidance}, then {steps} steps, eta {eta:g} "
-              f"chosen on validation images (requested digit met: "
-              f"{', '.join(f'{g:g}: {v:.3f}' for g, v in tried.items())}; "
-              f"{', '.join(f'{k}: {v:.2f}' for k, v in samplers.items())}); asked for each digit in turn: the nearest "
+        print(f"conditional ({args.conditional}) seed {seed}: guidance {guidance} chosen on validation images "
+              f"(requested digit met: {', '.join(f'{g:g}: {v:.3f}' for g, v in tried.items())}); "
+              f"{steps} steps, eta {eta:g}{_scores(samplers)}; asked for each digit in turn: the nearest "
               f"test image shows the requested digit for {agree['exact']:.3f} of them (chance 0.1); PSNR "
               f"{head['gen_quality_mean']:.2f} dB (train nets {head['train_quality_mean']:.2f})", flush=True)
         return result
@@ -199,10 +214,10 @@ def conditional_run(args, seed: int, inr: bool, out: Path) -> dict:
                      reuse=args.reuse)
     requests = np.linspace(0.2, 0.95, args.num)
     guidance, tried = choose_guidance(best, requests)
-    (steps, eta), samplers = choose_sampler(best, args.num, requests, guidance)
+    (steps, eta), samplers = choose_sampler(best, args.samplers, args.num, requests, guidance)
     print(f"seed {seed}: guidance {guidance} chosen on validation examples (Pearson of requested test accuracy and "
           f"achieved validation accuracy: {', '.join(f'{g:g}: {v:.3f}' for g, v in tried.items())}); {steps} steps, "
-          f"eta {eta:g} ({', '.join(f'{k}: {v:.3f}' for k, v in samplers.items())})", flush=True)
+          f"eta {eta:g}{_scores(samplers)}", flush=True)
     sweep = run_sample(best, args.num, work / "sweep.h5", ["test_acc=0.2:0.95"], guidance=guidance, seed=2 * seed,
                        steps=steps, eta=eta)
     rep = evaluate_generated(sweep, args.zoo, work / "sweep_report", seed=seed)
@@ -238,6 +253,9 @@ def main() -> None:
     ap.add_argument("--conditional-seeds", nargs="*", type=int,
                     help="seeds of the conditional generator (default: --seeds)")
     ap.add_argument("--out-dir", default=str(ROOT / "bench_generate"))
+    ap.add_argument("--samplers", nargs="+", type=_sampler, default=[SAMPLER], metavar="STEPS:ETA",
+                    help="DDIM settings to choose from on validation data, e.g. 50:0 200:0 50:1 200:1 "
+                         "(default: 50:0 alone)")
     ap.add_argument("--reuse", action="store_true",
                     help="sample and evaluate the checkpoints an earlier run left in --out-dir instead of training")
     args = ap.parse_args()
@@ -259,15 +277,14 @@ def main() -> None:
         for seed in args.seeds:
             work = out / f"{name}_seed{seed}"
             best, info = fit(name, seed, args.zoo, args.minutes, work, inr=inr, reuse=args.reuse)
-            (steps, eta), samplers = choose_sampler(best, args.num)
+            (steps, eta), samplers = choose_sampler(best, args.samplers, args.num)
             gen_path = run_sample(best, args.num, work / "generated.h5", seed=seed, steps=steps, eta=eta)
             report = evaluate_generated(gen_path, args.zoo, work / "report", seed=seed)
             row = {"seed": seed, **info, "sample_steps": steps, "eta": eta, "validation_quality_by_sampler": samplers,
                    **headline(report)}
             results.setdefault(name, []).append(row)
             print(f"{name:<7} seed {seed}: {info.get('steps', '?')} steps in {info.get('train_seconds', float('nan')):.0f}"
-                  f" s; sampled with {steps} steps, eta {eta:g} (validation: "
-                  f"{', '.join(f'{k}: {v:.3f}' for k, v in samplers.items())}); {row['metric']} "
+                  f" s; sampled with {steps} steps, eta {eta:g}{_scores(samplers)}; {row['metric']} "
                   f"{row['gen_quality_mean']:.3f} (train nets {row['train_quality_mean']:.3f}, ratio "
                   f"{row['rel_quality']:.2f}); weight novelty {row['weight_novelty_median']:.2f} (train NN "
                   f"{row['reference_nn_distance_median']:.2f}); behavioural novelty "
