@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from wsl.data import WeightDataModule  # noqa: E402
 from wsl.generation.evaluate import GENERATOR, evaluate_generated  # noqa: E402
-from wsl.generation.model import LatentDiffusion, WeightDiffusion  # noqa: E402
+from wsl.generation.model import LatentDiffusion, WeightDiffusion, WeightGenerator  # noqa: E402
 from wsl.generation.sample import load_generator, run_sample  # noqa: E402
 from wsl.training import make_trainer  # noqa: E402
 from zoo.config import load_config  # noqa: E402
@@ -97,17 +97,16 @@ def _scores(samplers: dict[str, float]) -> str:
     return f" (validation: {', '.join(f'{k}: {v:.3f}' for k, v in samplers.items())})" if samplers else ""
 
 
-def choose_guidance(best: str, requested: np.ndarray) -> tuple[float, dict[float, float]]:
+def choose_guidance(gen: WeightGenerator, requested: np.ndarray) -> tuple[float, dict[float, float]]:
     """The guidance scale whose networks best meet ``requested`` conditions on the task's
     validation data (``WeightGenerator.validation_agreement``), and every scale's agreement."""
-    gen = load_generator(best)
     req = torch.as_tensor(requested, dtype=torch.float32).view(len(requested), -1)
     scores = {g: gen.validation_agreement(req, guidance=g, seed=0) for g in GUIDANCE}
     return _best(scores), scores
 
 
-def choose_sampler(best: str, samplers: list[tuple[int, float]], num: int, requested: np.ndarray | None = None,
-                   guidance: float = 1.0) -> tuple[tuple[int, float], dict[str, float]]:
+def choose_sampler(gen: WeightGenerator, samplers: list[tuple[int, float]], num: int,
+                   requested: np.ndarray | None = None, guidance: float = 1.0) -> tuple[tuple[int, float], dict[str, float]]:
     """Of ``samplers`` ((steps, eta) each), the one best on the task's validation data, and every
     one's score: for an unconditional generator the quality of ``num`` sampled networks
     (``WeightGenerator.validation_quality``); for ``requested`` conditions how well they are met at
@@ -115,7 +114,6 @@ def choose_sampler(best: str, samplers: list[tuple[int, float]], num: int, reque
     itself, unscored."""
     if len(samplers) == 1:
         return samplers[0], {}
-    gen = load_generator(best)
     if requested is None:
         scores = {s: gen.validation_quality(num, guidance=guidance, seed=0, steps=s[0], eta=s[1]) for s in samplers}
     else:
@@ -191,8 +189,9 @@ def conditional_run(args, seed: int, inr: bool, out: Path) -> dict:
         best, info = fit(args.conditional, seed, args.zoo, args.minutes, work, conditions=["label"], inr=True,
                          reuse=args.reuse)
         requests = np.resize(np.arange(10.0), args.num)
-        guidance, tried = choose_guidance(best, requests)
-        (steps, eta), samplers = choose_sampler(best, args.samplers, args.num, requests, guidance)
+        gen = load_generator(best)
+        guidance, tried = choose_guidance(gen, requests)
+        (steps, eta), samplers = choose_sampler(gen, args.samplers, args.num, requests, guidance)
         classes = ",".join(str(c) for c in range(10))
         per_class = run_sample(best, args.num, work / "classes.h5", [f"label={classes}"], guidance=guidance, seed=seed,
                                steps=steps, eta=eta)
@@ -213,8 +212,9 @@ def conditional_run(args, seed: int, inr: bool, out: Path) -> dict:
     best, info = fit(args.conditional, seed, args.zoo, args.minutes, work, conditions=["test_acc"], checkpoints="all",
                      reuse=args.reuse)
     requests = np.linspace(0.2, 0.95, args.num)
-    guidance, tried = choose_guidance(best, requests)
-    (steps, eta), samplers = choose_sampler(best, args.samplers, args.num, requests, guidance)
+    gen = load_generator(best)
+    guidance, tried = choose_guidance(gen, requests)
+    (steps, eta), samplers = choose_sampler(gen, args.samplers, args.num, requests, guidance)
     print(f"seed {seed}: guidance {guidance} chosen on validation examples (Pearson of requested test accuracy and "
           f"achieved validation accuracy: {', '.join(f'{g:g}: {v:.3f}' for g, v in tried.items())}); {steps} steps, "
           f"eta {eta:g}{_scores(samplers)}", flush=True)
@@ -277,7 +277,8 @@ def main() -> None:
         for seed in args.seeds:
             work = out / f"{name}_seed{seed}"
             best, info = fit(name, seed, args.zoo, args.minutes, work, inr=inr, reuse=args.reuse)
-            (steps, eta), samplers = choose_sampler(best, args.samplers, args.num)
+            (steps, eta), samplers = (choose_sampler(load_generator(best), args.samplers, args.num)
+                                      if len(args.samplers) > 1 else (args.samplers[0], {}))
             gen_path = run_sample(best, args.num, work / "generated.h5", seed=seed, steps=steps, eta=eta)
             report = evaluate_generated(gen_path, args.zoo, work / "report", seed=seed)
             row = {"seed": seed, **info, "sample_steps": steps, "eta": eta, "validation_quality_by_sampler": samplers,

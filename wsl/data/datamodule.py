@@ -296,7 +296,7 @@ class WeightDataModule(pl.LightningDataModule):
         self.split_runs = split.state(self.zoos)["split_runs"]
         train = self._split_items["train"]
         if self.align:
-            self._align_to(int(train[0]))  # the reference_network()
+            self._align_to(self.reference_network())
         self.weight_normalizer = WeightNormalizer(self.spec, self.per_parameter).fit(  # in pieces: no copy
             WeightBatch.from_params(self.spec, self._store.gather(idx)) for idx in self._pieces(train))
         self._fit_normalizers(train)
@@ -308,10 +308,9 @@ class WeightDataModule(pl.LightningDataModule):
         blocks (an item spans one block)."""
         return list(idx.split(min(4096, self._store.capacity) if self._store.streamed else 4096))
 
-    def _align_to(self, item: int) -> None:
-        """Align every network to the one of ``item`` (a training network: no held-out run decides
-        anything): in place in memory, or as blocks are read when streamed."""
-        ref = WeightBatch.from_params(self.spec, self._store.gather(torch.tensor([item])))
+    def _align_to(self, ref: WeightBatch) -> None:
+        """Align every network to ``ref`` (a training network: no held-out run decides anything):
+        in place in memory, or as blocks are read when streamed."""
         aligned = _AlignTo(ref)
         if self._store.streamed:
             self._store.close()  # blocks read so far are not aligned

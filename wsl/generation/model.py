@@ -210,7 +210,6 @@ class WeightGenerator(pl.LightningModule):
         """How well networks sampled for ``requested`` conditions (``[n, K]``, the properties' own
         units) at this ``guidance`` meet them on validation data (``_validation_scores``): what a
         guidance scale is chosen by, never test data. NaN when no condition can be checked."""
-        requested = torch.as_tensor(requested, dtype=torch.float32)
         agreement = self._sampled_scores(len(requested), requested, guidance, seed, steps, eta)[1]
         return float("nan") if agreement is None else float(agreement)
 
