@@ -51,7 +51,7 @@ import lightning.pytorch as pl  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 
 from wsl.data import PropertyDataModule  # noqa: E402
-from wsl.data.signals import SignalDataModule  # noqa: E402
+from wsl.data.signal_datamodule import SignalDataModule  # noqa: E402
 from wsl.hyper.inr import INRHyperNetwork, load_inr_hypernetwork  # noqa: E402
 from wsl.nn.probe import ProbeEncoder  # noqa: E402
 from wsl.prediction.fit import fit_predictor  # noqa: E402

@@ -6,7 +6,7 @@ held-out networks are, as accuracy on the task's validation examples beside the 
 
 - the span of the training networks: projection onto their top-k principal components (k up to
   all of them), the best any linear code learned from them can do;
-- the neuron-token autoencoder of ``LatentDiffusion`` (``wsl.generation.autoencoder``) at several
+- the neuron-token autoencoder of ``LatentDiffusion`` (``wsl.diffusion.autoencoder``) at several
   code widths per neuron, each trained for a fixed wall-clock budget on the training runs.
 
 The data are those of the latent generator: the zoo's ReLU networks, final checkpoints, aligned to
@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from wsl.data import WeightDataModule  # noqa: E402
 from wsl.data.task import source_task  # noqa: E402
-from wsl.generation.autoencoder import WeightAutoencoder  # noqa: E402
-from wsl.generation.networks import evaluate_networks  # noqa: E402
+from wsl.diffusion.autoencoder import WeightAutoencoder  # noqa: E402
+from wsl.diffusion.networks import evaluate_networks  # noqa: E402
 from wsl.weights import WeightBatch  # noqa: E402
 
 

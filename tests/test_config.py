@@ -4,8 +4,8 @@ import re
 import numpy as np
 import pytest
 
-from wsl.cli import resolve_config
-from wsl.cli.main import shipped_configs
+from zoo.config import resolve_config
+from zoo.config import shipped_configs
 from zoo.config import HPARAMS, ConfigError, load_config, parse_config, sample_hparams, varying_hparams
 from zoo.generate import build_task_and_spec
 from zoo.optim import OPTIMIZERS

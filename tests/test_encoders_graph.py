@@ -7,7 +7,7 @@ import torch
 from conftest import SPECS, hidden_perms, max_diff, random_features, random_weights
 from wsl.nn import build_backbone, build_encoder
 from wsl.nn.neural_graph import NGBackbone, NGEncoder
-from wsl.nn.ngnn import DenseNGGNN
+from wsl.nn.dense_ngnn import DenseNGGNN
 from wsl.weights import WeightBatch, WeightFeatures
 from wsl.weights.symmetry import permute
 

@@ -11,8 +11,8 @@ import torch
 from conftest import generate_zoo, hidden_perms, random_weights
 from wsl.cli import main
 from wsl.data.runs import ZooRuns, check_same_space
-from wsl.generation import evaluate_networks, source_task, write_generated_zoo, wrong_sets
-from wsl.generation.evaluate import (average_baseline, behavioural_novelty, calibrate_noise,
+from wsl.diffusion import evaluate_networks, source_task, write_generated_zoo, wrong_sets
+from wsl.diffusion.evaluate import (average_baseline, behavioural_novelty, calibrate_noise,
                                      conditional_agreement, evaluate_generated, gaussian_baseline, noise_baseline,
                                      weight_novelty)
 from wsl.weights import WeightBatch
@@ -347,7 +347,7 @@ def inr_setup(tmp_path_factory):
 
 
 def test_generated_inr_zoo_stores_the_nearest_test_image_as_its_signal(inr_setup):
-    from wsl.generation.networks import render
+    from wsl.diffusion.networks import render
     from zoo.inr import psnr
 
     task, g = inr_setup["task"], inr_setup["g"]
@@ -386,7 +386,7 @@ def test_suite_on_inrs_finds_the_copy_and_scores_against_held_out_images(inr_set
 
 
 def test_nearest_signal_skips_the_excluded_one():
-    from wsl.generation.networks import nearest_signal
+    from wsl.diffusion.networks import nearest_signal
 
     signals = torch.arange(4.0).view(4, 1, 1).expand(4, 3, 1)
     index, mse = nearest_signal(signals.clone(), signals, exclude=np.asarray([0, -1, 2, 3]))

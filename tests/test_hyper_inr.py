@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from conftest import generate_zoo
 from wsl.data.normalize import WeightNormalizer
-from wsl.data.signals import SignalDataModule
+from wsl.data.signal_datamodule import SignalDataModule
 from wsl.hyper.inr import ImageEncoder, INRHyperNetwork, load_inr_hypernetwork
 from wsl.prediction.checkpoint import PREDICTOR_GLOBALS, load_torch_file
 from wsl.training import make_trainer
@@ -222,7 +222,7 @@ def test_validation_scores_psnr_of_validation_signals_and_checkpoint_reads_back(
 def test_the_shipped_config_builds_its_classes(digits_inr):
     raw = yaml.safe_load(CONFIG.read_text())
     assert raw["model"]["class_path"] == "wsl.hyper.inr.INRHyperNetwork"
-    assert raw["data"]["class_path"] == "wsl.data.signals.SignalDataModule"
+    assert raw["data"]["class_path"] == "wsl.data.signal_datamodule.SignalDataModule"
     data_args = dict(raw["data"]["init_args"], zoo=digits_inr)
     d = SignalDataModule(**data_args)
     m = INRHyperNetwork(spec_json=d.spec_json, source_json=d.source_json, conditions=d.conditions,

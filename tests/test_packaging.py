@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from wsl.cli.main import resolve_config, shipped_configs
+from zoo.config import resolve_config, shipped_configs
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = {kind: sorted(p.name for p in (ROOT / "configs" / kind).glob("*.yaml")) for kind in ("zoo", "predict", "generate", "hyper")}
+CONFIGS = {kind: sorted(p.name for p in (ROOT / "configs" / kind).glob("*.yaml")) for kind in ("zoo", "predict", "diffusion", "hyper")}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_wheel_holds_every_config_and_module(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for kind, files in CONFIGS.items():
         assert files, kind
-        missing = [f for f in files if f"wsl/configs/{kind}/{f}" not in names]
+        missing = [f for f in files if f"zoo/configs/{kind}/{f}" not in names]
         assert not missing, f"configs/{kind}/ files missing from the wheel: {missing}"
     modules = sorted(p.relative_to(ROOT).as_posix() for d in ("wsl", "zoo") for p in (ROOT / d).rglob("*.py")
                      if "__pycache__" not in p.parts)
@@ -55,7 +55,7 @@ def test_shipped_configs_resolve_from_any_folder(tmp_path, monkeypatch):
         p = resolve_config(name)
         assert p.is_absolute() and p.is_file() and p.name == "digits_mlp.yaml"
     assert sorted(p.name for p in shipped_configs("predict").glob("*.yaml")) == CONFIGS["predict"]
-    for kind in ("generate", "hyper"):
+    for kind in ("diffusion", "hyper"):
         assert sorted(p.name for p in shipped_configs(kind).glob("*.yaml")) == CONFIGS[kind]
     with pytest.raises(FileNotFoundError, match=r"shipped configs \[.*'digits_mlp'"):
         resolve_config("nope")
@@ -69,7 +69,7 @@ def test_installed_wheel_reads_its_own_configs(wheel, tmp_path):
     the source tree off sys.path: they must come from the installed package."""
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    code = ("import wsl, zoo, inspect; from wsl.cli.main import resolve_config, shipped_configs; "
+    code = ("import wsl, zoo, inspect; from zoo.config import resolve_config, shipped_configs; "
             "from zoo.config import load_config; "
             "print(wsl.__file__); print(zoo.__file__); print(resolve_config('digits_mlp')); "
             "print(load_config(resolve_config('digits_mlp')).name); "
@@ -80,5 +80,5 @@ def test_installed_wheel_reads_its_own_configs(wheel, tmp_path):
     wsl_file, zoo_file, config, name, predict = run.stdout.splitlines()
     for f in (wsl_file, zoo_file, config):
         assert Path(f).resolve().is_relative_to(site.resolve()), f
-    assert Path(config) == site / "wsl" / "configs" / "zoo" / "digits_mlp.yaml" and name == "digits_mlp"
+    assert Path(config) == site / "zoo" / "configs" / "zoo" / "digits_mlp.yaml" and name == "digits_mlp"
     assert predict == str(CONFIGS["predict"])

@@ -6,7 +6,7 @@ import torch
 from zoo.architectures import TorchNet, build_spec
 from zoo.functional import dropout_mask, population_forward
 from zoo.store import STATUS_DIVERGED, STATUS_DONE
-from zoo.streams import stream_keys
+from zoo.rng import stream_keys
 from zoo.tasks import load_task
 from zoo.train import epoch_order, initial_params, noisy_labels, step_key_of, train_population, training_subset
 

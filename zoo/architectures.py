@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .functional import activation_fn
-from .streams import stream_keys, uniform
+from .rng import stream_keys, uniform
 from .weight_space import ACTIVATIONS, LayerSpec, WeightSpaceSpec
 
 
@@ -133,7 +133,7 @@ def init_bounds(spec: WeightSpaceSpec, scheme: str = "standard") -> list[float]:
 def population_init(spec: WeightSpaceSpec, seeds: Sequence[int], init_scales: Sequence[float],
                     scheme: str = "standard") -> list[Tensor]:
     """The initial parameters [M, *shape] of M networks: U(-b, b) (``init_bounds``) times each
-    one's init scale, drawn from the "init" stream of its seed (``zoo.streams``), parameter k from
+    one's init scale, drawn from the "init" stream of its seed (``zoo.rng``), parameter k from
     stream k. Equal seeds give equal initialisations (a zoo with ``init.seeds: shared``)."""
     keys = stream_keys(seeds, "init")
     scales = torch.tensor([float(c) for c in init_scales], dtype=torch.float32).view(-1, 1)

@@ -36,6 +36,7 @@ import hashlib
 import itertools
 import json
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -329,3 +330,37 @@ def varying_hparams(config: ZooConfig) -> list[str]:
     """Names of the hyperparameters that differ between models."""
     return [n for n, s in config.hparams.items()
             if isinstance(s, dict) and (len(next(iter(s.values()))) > 1 or "choice" not in s and "grid" not in s)]
+
+
+# Kinds of shipped config, one folder each under configs/: zoos, then the Lightning runs of each family.
+CONFIG_KINDS = ("zoo", "predict", "diffusion", "hyper")
+
+
+def shipped_configs(kind: str = "zoo") -> Path:
+    """The folder of the configs shipped with the library, one of ``CONFIG_KINDS``.
+
+    An installed wheel holds them as package data, ``zoo/configs/<kind>/`` (pyproject.toml maps the
+    top-level ``configs/`` folder there); a source checkout, the editable install of
+    scripts/setup.sh included, reads the repository's ``configs/<kind>/``."""
+    if kind not in CONFIG_KINDS:
+        raise ValueError(f"unknown kind of config {kind!r}; expected one of {list(CONFIG_KINDS)}")
+    installed = resources.files(__package__) / "configs" / kind
+    if installed.is_dir():
+        return Path(str(installed))
+    return Path(__file__).resolve().parents[1] / "configs" / kind
+
+
+def resolve_config(name: str | Path, kinds: tuple[str, ...] = ("zoo",)) -> Path:
+    """A config path, or the name of a config shipped in one of ``kinds`` (``digits_mlp``,
+    ``digits_hnp``); a name found in none of them is a FileNotFoundError listing those that are."""
+    p = Path(name)
+    if p.exists():
+        return p
+    name = str(name)
+    file = name if name.endswith(".yaml") else f"{name}.yaml"
+    for kind in kinds:
+        shipped = shipped_configs(kind) / file
+        if shipped.exists():
+            return shipped
+    available = sorted(q.stem for kind in kinds for q in shipped_configs(kind).glob("*.yaml"))
+    raise FileNotFoundError(f"config {name!r} not found (not a file, nor one of the shipped configs {available})")

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .streams import int32, mix
+from .rng import int32, mix
 from .weight_space import ACTIVATIONS, WeightSpaceSpec
 
 

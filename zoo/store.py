@@ -15,7 +15,7 @@ Layout (format ``wsl-zoo``, version 1)::
         chunk_size         models trained at once (fixed when the file is made, so resumption
                            reproduces the same chunks)
         random_streams     how the trainer drew each model's random numbers: "hash32-v2" (keys
-                           hashed from the model's seed: zoo.streams); older files have no such
+                           hashed from the model's seed: zoo.rng); older files have no such
                            attribute (torch generators per model, and dropout masks as recorded in
                            their "dropout_masks" attribute) and are not resumed by this version
         generated          only in zoos of generated networks (``wsl sample``): their provenance (JSON:
@@ -64,7 +64,7 @@ import h5py
 import numpy as np
 import torch
 
-from .streams import STREAMS_VERSION
+from .rng import STREAMS_VERSION
 from .weight_space import WeightSpaceSpec
 
 FORMAT = "wsl-zoo"

@@ -1,7 +1,7 @@
 """Vectorized population training: all models of a chunk take their SGD/Adam steps at once.
 
 Each model has its own initialisation, training subset, label noise, data order and dropout masks,
-all drawn from keys hashed from the model's seed (``zoo.streams``; for the masks
+all drawn from keys hashed from the model's seed (``zoo.rng``; for the masks
 ``zoo.functional.dropout_mask``), for the whole population at once. They do not depend on the
 rest of the population, so model i of a population equals model i trained alone by a plain
 ``torch.nn`` module with ``torch.optim`` (tests/test_train.py shows it). An epoch of a model is one
@@ -33,7 +33,7 @@ from .functional import population_forward
 from .fused import MIN_COMPILED_NUMEL, FusedStep
 from .mlp_step import hand_written_activation, mlp_population_step
 from .optim import PopulationOptimizer
-from .streams import permutations, stream_keys, uniform
+from .rng import permutations, stream_keys, uniform
 from .config import STRUCTURAL
 from .store import SPLITS
 from .tasks import TaskData
@@ -312,7 +312,7 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
     task = task.to(device)
     classification = task.kind == "classification"
 
-    # Per-model initialisation, subset, labels: each model's streams (zoo.streams), all at once.
+    # Per-model initialisation, subset, labels: each model's streams (zoo.rng), all at once.
     init = population_init(spec, seeds if init_seeds is None else init_seeds, hparams["init_scale"])
     params = [p.to(device).requires_grad_(True) for p in init]
     examples_cpu, sizes = training_subsets(seeds, n_train, hparams["data_fraction"])

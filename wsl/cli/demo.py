@@ -25,7 +25,7 @@ from zoo.config import load_config
 from zoo.generate import generate
 from zoo.store import Zoo
 
-from wsl.cli.main import shipped_configs
+from zoo.config import shipped_configs
 from wsl.data import PropertyDataModule
 from wsl.cli.plots import prediction_scatter
 from wsl.prediction.predict import run_predict

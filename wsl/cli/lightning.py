@@ -5,8 +5,8 @@
   from the DataModule to the model, so a config names only the zoo, the target and the encoder.
   The checkpoint kept is the best on validation runs (``val/score``: Kendall tau for regression,
   accuracy for classification).
-- Generation (configs/generate/): a config whose ``model`` names a ``class_path`` (a
-  ``wsl.generation`` generator) on a ``WeightDataModule``; the weight space, the source zoo and
+- Generation (configs/diffusion/): a config whose ``model`` names a ``class_path`` (a
+  ``wsl.diffusion`` generator) on a ``WeightDataModule``; the weight space, the source zoo and
   the conditions are linked from the data. The checkpoint kept is the best ``val/score``: the
   validation accuracy of sampled networks (the task's validation examples), or minus the denoising
   loss on validation runs where the task cannot be run.
@@ -29,7 +29,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from wsl.data import PropertyDataModule, WeightDataModule
-from wsl.generation.model import WeightGenerator
+from wsl.diffusion.model import WeightGenerator
 from wsl.prediction.model import PropertyPredictor
 from wsl.training import TRAINER_DEFAULTS
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib import resources
 from pathlib import Path
+
+from zoo.config import resolve_config
 
 
 def _zoo_generate(args) -> int:
@@ -88,7 +89,7 @@ def _predict(args) -> int:
 
 
 def _sample(args) -> int:
-    from wsl.generation.sample import run_sample
+    from wsl.diffusion.sample import run_sample
     from zoo.store import Zoo
 
     path = run_sample(args.model, args.num, args.out, args.condition, guidance=args.guidance, seed=args.seed,
@@ -100,7 +101,7 @@ def _sample(args) -> int:
 
 
 def _evaluate_generated(args) -> int:
-    from wsl.generation.evaluate import evaluate_generated, markdown_table
+    from wsl.diffusion.evaluate import evaluate_generated, markdown_table
 
     out_dir = args.out_dir or str(Path(args.generated).with_suffix("")) + ".memorization"
     report = evaluate_generated(args.generated, args.reference, out_dir, seed=args.seed, candidates=args.candidates,
@@ -116,31 +117,6 @@ def _demo(args) -> int:
 
     run_demo(out_dir=args.out_dir, config=resolve_config(args.config), device=args.device)
     return 0
-
-
-def shipped_configs(kind: str = "zoo") -> Path:
-    """The folder of the configs shipped with wsl: ``kind`` is ``zoo``, ``predict``, ``generate`` or ``hyper``.
-
-    An installed wheel holds them as package data, ``wsl/configs/<kind>/`` (pyproject.toml maps the
-    top-level ``configs/`` folder there); a source checkout, the editable install of
-    scripts/setup.sh included, reads the repository's ``configs/<kind>/``."""
-    installed = resources.files("wsl") / "configs" / kind
-    if installed.is_dir():
-        return Path(str(installed))
-    return Path(__file__).resolve().parents[2] / "configs" / kind
-
-
-def resolve_config(name: str | Path) -> Path:
-    """A config path, or the name of a config shipped in configs/zoo/ (``digits_mlp``)."""
-    p = Path(name)
-    if p.exists():
-        return p
-    name = str(name)
-    shipped = shipped_configs("zoo") / (name if name.endswith(".yaml") else f"{name}.yaml")
-    if shipped.exists():
-        return shipped
-    available = sorted(q.stem for q in shipped_configs("zoo").glob("*.yaml"))
-    raise FileNotFoundError(f"config {name!r} not found (not a file, nor one of the shipped configs {available})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_predict)
 
     sm = sub.add_parser("sample", help="sample networks from a trained generator into a zoo file (with their metrics)")
-    sm.add_argument("--model", required=True, help="generator checkpoint (.ckpt) written by wsl fit (configs/generate/)")
+    sm.add_argument("--model", required=True, help="generator checkpoint (.ckpt) written by wsl fit (configs/diffusion/)")
     sm.add_argument("--num", type=int, required=True, help="networks to sample")
     sm.add_argument("--out", required=True, help="zoo file to write (.h5)")
     sm.add_argument("--condition", action="append", default=[], metavar="NAME=VALUE",

@@ -352,7 +352,7 @@ class WeightDataModule(pl.LightningDataModule):
 
     def reference_network(self) -> WeightBatch:
         """The first training network's raw weights (one network): what ``align`` aligns to, and
-        what a canonical order is defined by (``wsl.generation.denoisers.CanonicalDenoiser``). The
+        what a canonical order is defined by (``wsl.diffusion.denoisers.CanonicalDenoiser``). The
         same on every process: the split is seeded."""
         if self.split_runs is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() first")

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from wsl.data.runs import check_same_space
-from zoo.config import ZooConfig, load_config, parse_config, varying_hparams
+from zoo.config import ZooConfig, load_config, parse_config, resolve_config, varying_hparams
 from zoo.generate import build_task_and_spec
 from zoo.signals import SIGNAL_TASKS, SignalSet
 from zoo.store import SPLITS, Zoo
@@ -49,7 +49,6 @@ def source_task(config: dict[str, Any], data_dir: str | Path | None = None) -> T
 def read_zoo_config(path: str | Path) -> tuple[ZooConfig, str | None]:
     """A zoo config from a YAML file (or the name of a shipped one, ``digits_mlp``) or from a zoo
     file's stored config; and the zoo file, if one."""
-    from wsl.cli.main import resolve_config
 
     path = Path(path)
     if path.suffix not in (".h5", ".hdf5"):

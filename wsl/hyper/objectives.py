@@ -11,7 +11,7 @@ training examples through the population forward (``zoo.functional``), each unde
 - ``label_noise`` ρ: examples whose fixed draw ``v_i`` is below ρ carry a fixed wrong label (another
   class, uniformly; for regression the target of another example): nested noisy sets likewise.
 
-The draws are hashes of the example's index and a seed (``zoo.streams``), so every network sees
+The draws are hashes of the example's index and a seed (``zoo.rng``), so every network sees
 the same subset and the same wrong labels for its λ at every step, as a network trained directly
 at that λ sees one fixed subset and one fixed set of noisy labels.
 
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zoo.functional import population_forward
-from zoo.streams import stream_keys, uniform
+from zoo.rng import stream_keys, uniform
 from zoo.tasks import TaskData
 from zoo.train import per_example_loss
 from zoo.weight_space import WeightSpaceSpec

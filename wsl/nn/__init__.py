@@ -9,7 +9,7 @@ features), by name.
 | ``np`` / ``hnp`` | ``nfn.NFNEncoder`` | NFN NP / HNP backbone, invariant pool, MLP head (Zhou et al. 2023) |
 | ``dwsnet`` | ``dwsnet.DWSNetEncoder`` | DWSNet backbone, MLP weight spaces (Navon et al. 2023) |
 | ``ngnn`` | ``neural_graph.NGEncoder`` | NG-GNN: message passing on the neural graph (PyG), edge features and updates (Kofinas et al. 2024) |
-| ``ngnn-dense`` | ``ngnn.DenseNGGNN`` | the same NG-GNN (same parameters and function) on dense edge tensors: less memory, faster on one CPU thread |
+| ``ngnn-dense`` | ``dense_ngnn.DenseNGGNN`` | the same NG-GNN (same parameters and function) on dense edge tensors: less memory, faster on one CPU thread |
 | ``ngt`` | ``neural_graph.NGEncoder`` | NG-T: a transformer on the neural graph (PyG), edges in keys and values (Kofinas et al. 2024) |
 | ``probe`` | ``probe.ProbeEncoder`` | the network's outputs on learned probe inputs into an MLP (raw weights) |
 
@@ -33,7 +33,7 @@ ENCODERS: dict[str, tuple[str, str, dict]] = {
     "hnp": ("wsl.nn.nfn", "NFNEncoder", {"mode": "hnp"}),
     "dwsnet": ("wsl.nn.dwsnet", "DWSNetEncoder", {}),
     "ngnn": ("wsl.nn.neural_graph", "NGEncoder", {"conv": "gnn"}),
-    "ngnn-dense": ("wsl.nn.ngnn", "DenseNGGNN", {}),
+    "ngnn-dense": ("wsl.nn.dense_ngnn", "DenseNGGNN", {}),
     "ngt": ("wsl.nn.neural_graph", "NGEncoder", {"conv": "transformer"}),
     "probe": ("wsl.nn.probe", "ProbeEncoder", {}),
 }

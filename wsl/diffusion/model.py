@@ -4,7 +4,7 @@
   backbone of the core (``denoiser: hnp``, ``np``, ``dwsnet``, ``ngnn``, ``ngt``) or the flat MLP
   in a canonical neuron order (``canonical``), so the generator respects hidden-neuron
   permutations by construction, or ``mlp`` on the flat vector (HyperDiffusion's choice, no symmetry).
-- ``LatentDiffusion``: p-diff / SANE: a neuron-token autoencoder (``wsl.generation.autoencoder``),
+- ``LatentDiffusion``: p-diff / SANE: a neuron-token autoencoder (``wsl.diffusion.autoencoder``),
   trained for ``autoencoder_epochs``, then frozen, and a diffusion model over its codes.
 
 Both share ``WeightGenerator``: conditioning on stored properties (``conditions``, standardized
@@ -37,12 +37,12 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from zoo.weight_space import WeightSpaceSpec
 
 from wsl.data.normalize import TargetNormalizer, WeightNormalizer
-from wsl.generation.autoencoder import WeightAutoencoder
-from wsl.generation.denoisers import CanonicalDenoiser, EquivariantDenoiser, MLPDenoiser
-from wsl.generation.diffusion import Diffusion
-from wsl.generation.evaluate import conditional_agreement
+from wsl.diffusion.autoencoder import WeightAutoencoder
+from wsl.diffusion.denoisers import CanonicalDenoiser, EquivariantDenoiser, MLPDenoiser
+from wsl.diffusion.diffusion import Diffusion
+from wsl.diffusion.evaluate import conditional_agreement
 from wsl.data.task import source_task
-from wsl.generation.networks import evaluate_networks, inr_metrics
+from wsl.diffusion.networks import evaluate_networks, inr_metrics
 from wsl.training import gather_lists
 from zoo.signals import SignalSet
 from wsl.nn import BACKBONES
@@ -57,7 +57,7 @@ class WeightGenerator(pl.LightningModule):
             selection); with ``wsl fit`` both are linked from the DataModule.
         conditions: names of the stored properties the generator is conditioned on (linked from
             the DataModule's ``conditions``); empty: unconditional.
-        prediction: ``v``, ``eps`` or ``x0`` (``wsl.generation.diffusion``).
+        prediction: ``v``, ``eps`` or ``x0`` (``wsl.diffusion.diffusion``).
         condition_dropout: fraction of training examples whose condition is dropped, so that one
             network is both the conditional and the unconditional model (classifier-free guidance).
         ema_decay: decay of the moving average of the denoiser's parameters (0: none).

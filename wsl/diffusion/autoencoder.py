@@ -6,7 +6,7 @@ zero-padded to the widest neuron of the weight space. A learned embedding per to
 neuron of a layer) tells the transformer which neuron it reads; the encoder maps every token to a
 small code, the decoder maps the codes back to the tokens. Position embeddings make the model
 order-aware, as in SANE: it is not permutation equivariant, which is what the equivariant weight
-diffusion (``wsl.generation.model.WeightDiffusion``) is measured against.
+diffusion (``wsl.diffusion.model.WeightDiffusion``) is measured against.
 
 Training adds noise to the input weights and to the codes (p-diff: 0.001 and 0.1), so that the
 decoder maps a neighbourhood of every code to good weights, which latent samples need.

@@ -1,13 +1,13 @@
 """Generating networks: diffusion weight generators, the generated-zoo file, the memorization suite.
 
-- ``wsl.generation.networks``: run generated networks on their zoo's task (``wsl.data.task``), write them as a
+- ``wsl.diffusion.networks``: run generated networks on their zoo's task (``wsl.data.task``), write them as a
   zoo file marked as generated (``wsl sample``'s output).
-- ``wsl.generation.evaluate``: does a generator generate or memorize? (Zeng et al. 2025;
+- ``wsl.diffusion.evaluate``: does a generator generate or memorize? (Zeng et al. 2025;
   ``wsl evaluate-generated``).
 """
 from wsl.data.task import source_task
-from wsl.generation.networks import evaluate_networks, write_generated_zoo, wrong_sets
-from wsl.generation.evaluate import evaluate_generated
+from wsl.diffusion.networks import evaluate_networks, write_generated_zoo, wrong_sets
+from wsl.diffusion.evaluate import evaluate_generated
 
 __all__ = [
     "evaluate_networks",

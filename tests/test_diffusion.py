@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import SPECS, generate_zoo, hidden_perms, max_diff, random_weights
-from wsl.generation.autoencoder import NeuronTokens, WeightAutoencoder
-from wsl.generation.denoisers import CanonicalDenoiser, EquivariantDenoiser, MLPDenoiser
-from wsl.generation.diffusion import Diffusion
+from wsl.diffusion.autoencoder import NeuronTokens, WeightAutoencoder
+from wsl.diffusion.denoisers import CanonicalDenoiser, EquivariantDenoiser, MLPDenoiser
+from wsl.diffusion.diffusion import Diffusion
 from wsl.weights import WeightBatch
 from wsl.weights.symmetry import permute
 
@@ -179,10 +179,10 @@ def _fit(model, dm, tmp_path, epochs=2):
 @pytest.mark.parametrize("kind", ["hnp", "canonical", "latent"])
 def test_generator_trains_saves_and_samples_a_zoo(gen_zoo, tmp_path, kind, one_thread):
     from wsl.data import WeightDataModule
-    from wsl.generation.evaluate import conditional_agreement
-    from wsl.generation.model import LatentDiffusion, WeightDiffusion
-    from wsl.generation.networks import evaluate_networks
-    from wsl.generation.sample import load_generator, run_sample
+    from wsl.diffusion.evaluate import conditional_agreement
+    from wsl.diffusion.model import LatentDiffusion, WeightDiffusion
+    from wsl.diffusion.networks import evaluate_networks
+    from wsl.diffusion.sample import load_generator, run_sample
     from zoo.store import Zoo
 
     dm = WeightDataModule([gen_zoo], select={"activation": "relu"}, conditions=["test_acc"], batch_size=8,
@@ -234,8 +234,8 @@ def test_inr_generator_validates_on_validation_images_and_samples_an_inr_zoo(inr
     (``val/gen_psnr`` is the kept checkpoint's score), and `wsl sample` cycles through the
     requested classes into an INR zoo."""
     from wsl.data import WeightDataModule
-    from wsl.generation.model import WeightDiffusion
-    from wsl.generation.sample import run_sample
+    from wsl.diffusion.model import WeightDiffusion
+    from wsl.diffusion.sample import run_sample
     from zoo.store import Zoo
 
     dm = WeightDataModule([inr_zoo], conditions=["label"], split="recorded", batch_size=8)
@@ -258,8 +258,8 @@ def test_inr_generator_is_scored_on_validation_images_only(inr_zoo, one_thread):
     """Quality and class agreement of sampled INRs come from the validation images (the nearest
     one, its label), never the test images: what checkpoints and guidance scales are chosen by."""
     from wsl.data import WeightDataModule
-    from wsl.generation.model import WeightDiffusion
-    from wsl.generation.networks import inr_metrics
+    from wsl.diffusion.model import WeightDiffusion
+    from wsl.diffusion.networks import inr_metrics
 
     dm = WeightDataModule([inr_zoo], split="recorded", batch_size=8, conditions=["label"])
     model = WeightDiffusion(spec_json=dm.spec_json, source_json=dm.source_json, conditions=dm.conditions,
@@ -280,7 +280,7 @@ def test_inr_generator_is_scored_on_validation_images_only(inr_zoo, one_thread):
 def test_sample_refuses_bad_requests_and_foreign_files(gen_zoo, tmp_path, one_thread, capsys):
     from wsl.cli.main import main
     from wsl.data import WeightDataModule
-    from wsl.generation.model import WeightDiffusion
+    from wsl.diffusion.model import WeightDiffusion
 
     dm = WeightDataModule([gen_zoo], select={"activation": "relu"}, batch_size=8, split=[0.6, 0.2, 0.2])
     model = WeightDiffusion(spec_json=dm.spec_json, source_json=dm.source_json, denoiser="mlp",
@@ -306,18 +306,18 @@ def test_cli_fit_dispatches_generator_configs(tmp_path):
     from wsl.cli.lightning import model_class_path
 
     gen = tmp_path / "g.yaml"
-    gen.write_text("model:\n  class_path: wsl.generation.model.WeightDiffusion\n")
+    gen.write_text("model:\n  class_path: wsl.diffusion.model.WeightDiffusion\n")
     pred = tmp_path / "p.yaml"
     pred.write_text("model:\n  encoder: hnp\n")
     assert model_class_path(["--config", str(gen)]) == model_class_path([f"--config={gen}"]) \
-        == "wsl.generation.model.WeightDiffusion"
+        == "wsl.diffusion.model.WeightDiffusion"
     assert model_class_path(["--config", str(pred)]) is None and model_class_path([]) is None
 
 
 @pytest.mark.parametrize("config", sorted((Path(__file__).resolve().parents[1] / "configs" / "generate").glob("*.yaml")),
                          ids=lambda p: p.stem)
 def test_shipped_generator_configs_fit_through_the_cli(config, gen_zoo, inr_zoo, tmp_path, one_thread):
-    """Every configs/generate/ file parses, links the data to the model and trains (one batch each
+    """Every configs/diffusion/ file parses, links the data to the model and trains (one batch each
     of fit and validation: fast_dev_run) with `wsl fit`, on a small zoo of the same kind."""
     from wsl.cli.main import main
 
@@ -345,7 +345,7 @@ def test_equivariant_generation_permutes_with_its_starting_noise(kind):
 
 def test_canonical_denoiser_needs_its_reference_and_a_per_tensor_normalizer(gen_zoo):
     from wsl.data import WeightDataModule
-    from wsl.generation.model import WeightDiffusion
+    from wsl.diffusion.model import WeightDiffusion
 
     spec = SPECS["mlp"]
     den = CanonicalDenoiser(spec, hidden=8, layers=1, emb_dim=8)

@@ -1,11 +1,11 @@
-"""Per-model random streams (zoo.streams) and the population draws built on them (zoo.train):
+"""Per-model random streams (zoo.rng) and the population draws built on them (zoo.train):
 correct distributions, and a model's draws never depend on the rest of its population."""
 import numpy as np
 import pytest
 import torch
 
 from zoo.architectures import build_spec, init_bounds, population_init
-from zoo.streams import permutations, stream_keys, uniform
+from zoo.rng import permutations, stream_keys, uniform
 from zoo.train import (epoch_order, epoch_orders, initial_params, noisy_labels, population_labels,
                        training_subset, training_subsets)
 

@@ -22,9 +22,9 @@ class in turn, and the report says how often the nearest test image shows the re
 Training is bounded by wall-clock minutes per generator (``--minutes``), so the figures say what
 each generator reaches in the same budget on this machine; the steps reached are printed.
 
-    python scripts/benchmark_generate.py                      # all generators, seeds 0 1 2
-    python scripts/benchmark_generate.py --generators flat --seeds 0 --minutes 2
-    python scripts/benchmark_generate.py --generators flat --seeds 0 --reuse --samplers 50:0 200:1
+    python scripts/benchmark_diffusion.py                      # all generators, seeds 0 1 2
+    python scripts/benchmark_diffusion.py --generators flat --seeds 0 --minutes 2
+    python scripts/benchmark_diffusion.py --generators flat --seeds 0 --reuse --samplers 50:0 200:1
 
 The last line is one JSON object.
 """
@@ -47,9 +47,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from wsl.data import WeightDataModule  # noqa: E402
-from wsl.generation.evaluate import GENERATOR, evaluate_generated  # noqa: E402
-from wsl.generation.model import LatentDiffusion, WeightDiffusion, WeightGenerator  # noqa: E402
-from wsl.generation.sample import load_generator, run_sample  # noqa: E402
+from wsl.diffusion.evaluate import GENERATOR, evaluate_generated  # noqa: E402
+from wsl.diffusion.model import LatentDiffusion, WeightDiffusion, WeightGenerator  # noqa: E402
+from wsl.diffusion.sample import load_generator, run_sample  # noqa: E402
 from wsl.training import make_trainer  # noqa: E402
 from zoo.config import load_config  # noqa: E402
 from zoo.generate import generate  # noqa: E402
@@ -122,7 +122,7 @@ def choose_sampler(gen: WeightGenerator, samplers: list[tuple[int, float]], num:
     return _best(scores), {f"steps {s[0]} eta {s[1]:g}": v for s, v in scores.items()}
 
 
-# on INR zoos (configs/generate/digits_inr_flat_diffusion.yaml): each parameter standardised over
+# on INR zoos (configs/diffusion/digits_inr_flat_diffusion.yaml): each parameter standardised over
 # the training INRs, whose spread is a fraction of the weights' size; a wider MLP for 1,185 weights
 INR_OVERRIDES = {"flat": ({"denoiser_kwargs": {"hidden": 1024, "layers": 4}}, {"normalize": "parameter"})}
 
@@ -252,7 +252,7 @@ def main() -> None:
                     help="generator conditioned on test accuracy (INR zoos: on the label; '' = none)")
     ap.add_argument("--conditional-seeds", nargs="*", type=int,
                     help="seeds of the conditional generator (default: --seeds)")
-    ap.add_argument("--out-dir", default=str(ROOT / "bench_generate"))
+    ap.add_argument("--out-dir", default=str(ROOT / "bench_diffusion"))
     ap.add_argument("--samplers", nargs="+", type=_sampler, default=[SAMPLER], metavar="STEPS:ETA",
                     help="DDIM settings to choose from on validation data, e.g. 50:0 200:0 50:1 200:1 "
                          "(default: 50:0 alone)")
@@ -323,7 +323,7 @@ def main() -> None:
               f"{s['behavioural_novelty_median']:.3f} ({s['reference_behavioural_median']:.3f}) | "
               f"{s.get('matched_noise_quality_mean', float('nan')):.3f} vs {s['gen_quality_mean']:.3f} | "
               f"{s['beats_noise_seeds']}/{len(results[name])} |")
-    print(json.dumps({"benchmark": "generate", "zoo": args.zoo, "minutes_per_fit": None if args.reuse else args.minutes,
+    print(json.dumps({"benchmark": "diffusion", "zoo": args.zoo, "minutes_per_fit": None if args.reuse else args.minutes,
                       "num": args.num, "generators": summary, "runs": results, "conditional": conditional},
                      default=float))
 

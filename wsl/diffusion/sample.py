@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wsl.generation import model as generators
+from wsl.diffusion import model as generators
 from wsl.data.task import source_task
-from wsl.generation.networks import write_generated_zoo
+from wsl.diffusion.networks import write_generated_zoo
 from wsl.prediction.checkpoint import NOT_OURS, PREDICTOR_GLOBALS, load_torch_file, model_from_checkpoint
 
-GENERATOR_FILE = "a generator checkpoint (.ckpt) written by wsl fit with a configs/generate/ config"
+GENERATOR_FILE = "a generator checkpoint (.ckpt) written by wsl fit with a configs/diffusion/ config"
 GENERATOR_CLASSES = {c.__name__: c for c in (generators.WeightDiffusion, generators.LatentDiffusion)}
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -43,7 +44,7 @@ from torch import Tensor
 
 from wsl.data.runs import ZooRuns, check_same_space, run_key
 from wsl.data.task import source_task
-from wsl.generation.networks import evaluate_networks, finite_networks, inr_metrics, nearest_signal, render, wrong_sets
+from wsl.diffusion.networks import evaluate_networks, finite_networks, inr_metrics, nearest_signal, render, wrong_sets
 from wsl.weights import WeightBatch
 from wsl.weights.align import align, match_permutations
 from wsl.weights.symmetry import permute
@@ -61,17 +62,17 @@ DEFAULT_SELF_SUBSET = 100
 GENERATOR, REFERENCE = "generator", "reference (nearest other reference)"
 
 
-class one_thread:
+@contextmanager
+def one_thread():
     """Run a block on one torch thread: weight matching is thousands of operations on 32 x 32
     matrices, which threads only slow down (10x measured with two threads on a shared two-core
     machine). The previous thread count is restored on exit."""
-
-    def __enter__(self):
-        self.threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.threads)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""The model core: what the three model families (prediction, diffusion, hypernetworks) share."""
