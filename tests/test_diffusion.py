@@ -11,7 +11,7 @@ import torch
 from conftest import SPECS, generate_zoo, hidden_perms, max_diff, random_weights
 from wsl.diffusion.autoencoder import NeuronTokens, WeightAutoencoder
 from wsl.diffusion.denoisers import CanonicalDenoiser, EquivariantDenoiser, MLPDenoiser
-from wsl.diffusion.diffusion import Diffusion
+from wsl.diffusion.process import Diffusion
 from wsl.weights import WeightBatch
 from wsl.weights.symmetry import permute
 

@@ -15,18 +15,19 @@ from torch import Tensor, nn
 from .functional import activation_fn
 from .rng import stream_keys, uniform
 from .weight_space import ACTIVATIONS, LayerSpec, WeightSpaceSpec
+from .errors import InputError
 
 
 def _check_activation(activation: str | None) -> None:
     if activation is not None and activation not in ACTIVATIONS:
-        raise ValueError(f"architecture.activation: unknown activation {activation!r}; "
+        raise InputError(f"architecture.activation: unknown activation {activation!r}; "
                          f"expected one of {list(ACTIVATIONS)}")
 
 
 def _check_sizes(field: str, sizes) -> list[int]:
     sizes = list(sizes)
     if not all(isinstance(s, int) and s > 0 for s in sizes):
-        raise ValueError(f"architecture.{field}: expected a list of positive integers, found {sizes!r}")
+        raise InputError(f"architecture.{field}: expected a list of positive integers, found {sizes!r}")
     return sizes
 
 
@@ -55,7 +56,7 @@ def cnn(input_shape: tuple[int, ...], output_dim: int, channels: list[int] = (8,
     _check_activation(activation)
     channels = _check_sizes("channels", channels)
     if len(input_shape) not in (2, 3):
-        raise ValueError(f"architecture cnn needs channel-first inputs (C, L) or (C, H, W), found "
+        raise InputError(f"architecture cnn needs channel-first inputs (C, L) or (C, H, W), found "
                          f"{list(input_shape)}: set the task's layout to 'image'")
     kind = "conv1d" if len(input_shape) == 2 else "conv2d"
     ksz = (kernel,) * (len(input_shape) - 1)
@@ -88,11 +89,11 @@ ARCHITECTURES = {"mlp": mlp, "cnn": cnn, "siren": siren}
 def build_spec(name: str, input_shape: tuple[int, ...], output_dim: int, **options) -> WeightSpaceSpec:
     """The weight space of architecture ``name`` for a task's input shape and output size."""
     if name not in ARCHITECTURES:
-        raise ValueError(f"architecture.name: unknown architecture {name!r}; expected one of {sorted(ARCHITECTURES)}")
+        raise InputError(f"architecture.name: unknown architecture {name!r}; expected one of {sorted(ARCHITECTURES)}")
     try:
         return ARCHITECTURES[name](tuple(input_shape), output_dim, **options)
     except TypeError as e:
-        raise ValueError(f"architecture {name!r}: {e}") from None
+        raise InputError(f"architecture {name!r}: {e}") from None
 
 
 INIT_SCHEMES = ("standard", "dwsnets")
@@ -109,10 +110,10 @@ def init_bounds(spec: WeightSpaceSpec, scheme: str = "standard") -> list[float]:
     biases. The linear output layer keeps the standard SIREN init (weights sqrt(6/n)/omega_0, bias
     PyTorch's default), where DWSNets' output is a PyTorch-default ``nn.Linear``."""
     if scheme not in INIT_SCHEMES:
-        raise ValueError(f"init.scheme: expected one of {list(INIT_SCHEMES)}, found {scheme!r}")
+        raise InputError(f"init.scheme: expected one of {list(INIT_SCHEMES)}, found {scheme!r}")
     siren = spec.architecture == "siren"
     if scheme == "dwsnets" and not siren:
-        raise ValueError(f"init.scheme 'dwsnets' is a SIREN initialisation; the architecture is {spec.architecture!r}")
+        raise InputError(f"init.scheme 'dwsnets' is a SIREN initialisation; the architecture is {spec.architecture!r}")
     w0 = float(spec.options.get("omega_0", 30.0))
     out = []
     for i, layer in enumerate(spec.layers):

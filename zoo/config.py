@@ -47,6 +47,7 @@ from .architectures import INIT_SCHEMES
 from .optim import OPTIMIZERS
 from .signals import SIGNAL_TASKS
 from .weight_space import ACTIVATIONS
+from .errors import InputError, MissingFileError
 
 # name -> (default, kind, validity check, description of the valid values)
 HPARAMS: dict[str, tuple[Any, str, Any, str]] = {
@@ -71,7 +72,7 @@ STRUCTURAL = ("activation", "batch_size")  # models in one chunk share these
 INR_HPARAMS = ("lr", "optimizer", "momentum", "weight_decay", "init_scale", "activation")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A zoo config is malformed; the message names the field, the expected and the found value."""
 
 
@@ -343,7 +344,7 @@ def shipped_configs(kind: str = "zoo") -> Path:
     top-level ``configs/`` folder there); a source checkout, the editable install of
     scripts/setup.sh included, reads the repository's ``configs/<kind>/``."""
     if kind not in CONFIG_KINDS:
-        raise ValueError(f"unknown kind of config {kind!r}; expected one of {list(CONFIG_KINDS)}")
+        raise InputError(f"unknown kind of config {kind!r}; expected one of {list(CONFIG_KINDS)}")
     installed = resources.files(__package__) / "configs" / kind
     if installed.is_dir():
         return Path(str(installed))
@@ -363,4 +364,4 @@ def resolve_config(name: str | Path, kinds: tuple[str, ...] = ("zoo",)) -> Path:
         if shipped.exists():
             return shipped
     available = sorted(q.stem for kind in kinds for q in shipped_configs(kind).glob("*.yaml"))
-    raise FileNotFoundError(f"config {name!r} not found (not a file, nor one of the shipped configs {available})")
+    raise MissingFileError(f"config {name!r} not found (not a file, nor one of the shipped configs {available})")

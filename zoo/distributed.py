@@ -36,6 +36,7 @@ from .generate import default_output, generate, shard_indices
 from .lock import hold
 from .merge import merge
 from .store import STATUS_PENDING, ZooFileError, zoo_identity
+from .errors import InputError
 
 # How long a rank may wait for the others in a collective (the slowest rank's whole part, at the
 # end); torch's default of 30 minutes would kill any long run.
@@ -76,7 +77,7 @@ def check_world(config: ZooConfig, shard: tuple[int, int], world: int) -> None:
     size = len(shard_indices(config.num_models, shard))
     if size == 0 or any(len(shard_indices(config.num_models, rank_shard(shard, r, world))) == 0 for r in range(world)):
         most = config.num_models // shard[1]
-        raise ValueError(f"--devices: {world} processes would split shard {shard[0]}/{shard[1]} ({size} models of "
+        raise InputError(f"--devices: {world} processes would split shard {shard[0]}/{shard[1]} ({size} models of "
                          f"{config.num_models}) into parts of which some hold no models; use at most {most} "
                          f"processes (--devices x --num-nodes)")
 
@@ -196,7 +197,7 @@ def launch(devices: int, num_nodes: int, accelerator: str, quiet: bool = False):
         fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes,
                         strategy=DDPStrategy(timeout=RANK_TIMEOUT))
     except (MisconfigurationException, ValueError, RuntimeError) as e:
-        raise ValueError(f"--devices {devices} --num-nodes {num_nodes} --accelerator {accelerator}: {e}") from None
+        raise InputError(f"--devices {devices} --num-nodes {num_nodes} --accelerator {accelerator}: {e}") from None
     fabric.launch()
     # Fabric's own launcher started this rank (torchrun and SLURM workers have their own environment)
     if isinstance(fabric.strategy.cluster_environment, LightningEnvironment) and fabric.local_rank > 0:
@@ -211,7 +212,7 @@ def run(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[int, i
     ``num_nodes`` processes; one process is a plain ``generate`` (``device`` picks its device)."""
     for flag, value in (("--devices", devices), ("--num-nodes", num_nodes)):
         if not (isinstance(value, int) and value >= 1):
-            raise ValueError(f"{flag}: expected a whole number >= 1, found {value!r}")
+            raise InputError(f"{flag}: expected a whole number >= 1, found {value!r}")
     out = Path(out) if out is not None else default_output(config, shard)
     world = devices * num_nodes
     if world == 1:
@@ -221,7 +222,7 @@ def run(config: ZooConfig, out: str | Path | None = None, *, shard: tuple[int, i
             device = "cpu" if accelerator == "cpu" else "cuda"
         return generate(config, out, shard=shard, device=device, progress=progress, log=log)
     if device != "auto":
-        raise ValueError(f"--device {device}: names one device, but {world} processes each take their own; choose "
+        raise InputError(f"--device {device}: names one device, but {world} processes each take their own; choose "
                          f"their kind with --accelerator")
     check_world(config, shard, world)
     fabric = launch(devices, num_nodes, accelerator, quiet=not progress)

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from .rng import int32, mix
 from .weight_space import ACTIVATIONS, WeightSpaceSpec
+from .errors import InputError
 
 
 def activation_fn(name: str, options: dict | None = None):
@@ -38,7 +39,7 @@ def activation_fn(name: str, options: dict | None = None):
     if name == "sine":
         w0 = float(options.get("omega_0", 1.0))
         return (lambda h: torch.sin(w0 * h)) if w0 != 1.0 else torch.sin
-    raise ValueError(f"unknown activation {name!r}; expected one of {list(ACTIVATIONS)}")
+    raise InputError(f"unknown activation {name!r}; expected one of {list(ACTIVATIONS)}")
 
 
 def dropout_mask(shape: tuple[int, ...], model_axis: int, keep: Tensor, keys: Tensor, step: Tensor,
@@ -84,13 +85,13 @@ def population_forward(spec: WeightSpaceSpec, params: list[Tensor], x: Tensor, *
         return _forward_per_activation(spec, params, x, list(activation), dropout, dropout_keys, dropout_step)
     act_name = activation or spec.activation
     if act_name is None:
-        raise ValueError("this weight space has a per-model activation: pass activation=")
+        raise InputError("this weight space has a per-model activation: pass activation=")
     act = activation_fn(act_name, spec.options)
     M = params[0].shape[0]
     ndim_in = len(spec.input_shape)
     shared = x.dim() == ndim_in + 1
     if not shared and (x.dim() != ndim_in + 2 or x.shape[0] != M):
-        raise ValueError(f"input of shape {list(x.shape)} fits neither shared [B, {list(spec.input_shape)}] "
+        raise InputError(f"input of shape {list(x.shape)} fits neither shared [B, {list(spec.input_shape)}] "
                          f"nor per-model [{M}, B, {list(spec.input_shape)}] inputs")
     if dropout is not None and not torch.is_tensor(dropout):
         dropout = torch.full((M,), float(dropout), device=x.device)
@@ -153,7 +154,7 @@ def _forward_per_activation(spec: WeightSpaceSpec, params: list[Tensor], x: Tens
                             dropout: Tensor | float | None, keys: Tensor | None, step: int | Tensor) -> Tensor:
     M = params[0].shape[0]
     if len(names) != M:
-        raise ValueError(f"activation: {len(names)} names for {M} networks")
+        raise InputError(f"activation: {len(names)} names for {M} networks")
     out = None
     for act in sorted(set(names)):
         rows = torch.tensor([i for i, a in enumerate(names) if a == act], device=params[0].device)

@@ -29,6 +29,7 @@ from .tasks import TaskData, load_task
 from .fused import run_worth_compiling
 from .train import activation_elems, compiled_parts, metric_names, train_population, training_work
 from .weight_space import WeightSpaceSpec
+from .errors import InputError
 
 # Architecture options that the task decides, not the config.
 _TASK_LAYOUT = {"mlp": "flat", "siren": "flat", "cnn": "image"}
@@ -41,9 +42,9 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     try:
         i, n = (int(t) for t in str(text).split("/"))
     except ValueError:
-        raise ValueError(f"--shard: expected i/n such as 0/4, found {text!r}") from None
+        raise InputError(f"--shard: expected i/n such as 0/4, found {text!r}") from None
     if not (n >= 1 and 0 <= i < n):
-        raise ValueError(f"--shard: expected 0 <= i < n, found {text!r}")
+        raise InputError(f"--shard: expected 0 <= i < n, found {text!r}")
     return (i, n)
 
 
@@ -158,7 +159,7 @@ def _generate(config: ZooConfig, out: Path, *, shard: tuple[int, int], device: s
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     indices = shard_indices(config.num_models, shard)
     if len(indices) == 0:
-        raise ValueError(f"--shard: shard {shard[0]}/{shard[1]} of a zoo of {config.num_models} models holds no "
+        raise InputError(f"--shard: shard {shard[0]}/{shard[1]} of a zoo of {config.num_models} models holds no "
                          f"models; use at most {config.num_models} shards")
     task, spec = build_task_and_spec(config)
     inr = isinstance(task, SignalSet)

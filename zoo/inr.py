@@ -27,6 +27,7 @@ from .mlp_step import mlp_population_step
 from .optim import PopulationOptimizer
 from .train import keep_freed_memory
 from .weight_space import WeightSpaceSpec
+from .errors import InputError
 
 INR_METRICS = ["mse", "psnr"]
 
@@ -68,12 +69,12 @@ def fit_population(spec: WeightSpaceSpec, coords: Tensor, targets: Tensor, hpara
         keep_freed_memory()
     acts = set(hparams.get("activation", [spec.activation]))
     if len(acts) != 1:
-        raise ValueError(f"models of one population must share the activation, found {sorted(acts)}")
+        raise InputError(f"models of one population must share the activation, found {sorted(acts)}")
     net, step_fn = mlp_population_step(spec, acts.pop())
     x = coords.to(device, torch.float32)
     t = targets.to(device, torch.float32)
     if t.shape[:2] != (M, x.shape[0]):
-        raise ValueError(f"targets of shape {list(t.shape)}, expected [{M}, {x.shape[0]}, out]")
+        raise InputError(f"targets of shape {list(t.shape)}, expected [{M}, {x.shape[0]}, out]")
     init = population_init(spec, seeds if init_seeds is None else init_seeds, hparams["init_scale"], init_scheme)
     params = [p.to(device) for p in init]
     opt = PopulationOptimizer(params, list(hparams["optimizer"]), torch.tensor(hparams["lr"]),

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .store import STATUS_PENDING, Zoo, ZooFileError, create_zoo, write_models
+from .errors import InputError
 
 
 def _signals(zoos: list[Zoo]) -> dict:
@@ -54,7 +55,7 @@ def merge(parts: list[str | Path], out: str | Path, block: int = 1024) -> Path:
     if out.exists():
         raise ZooFileError(f"{out}: exists already; merge writes a new file")
     if not parts:
-        raise ValueError("merge needs at least one part")
+        raise InputError("merge needs at least one part")
     zoos = [Zoo(p) for p in parts]
     tmp = out.with_name(out.name + ".merging")
     try:

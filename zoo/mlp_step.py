@@ -21,6 +21,7 @@ from torch import Tensor
 from .functional import dropout_mask
 from .fused import FusedStep
 from .weight_space import WeightSpaceSpec
+from .errors import InputError
 
 
 def _sine(u: Tensor) -> tuple[Tensor, Tensor]:
@@ -59,7 +60,7 @@ class MLPPopulation:
 
     def __init__(self, n_layers: int, activation: str, omega: float = 1.0):
         if activation not in ACTIVATIONS:
-            raise ValueError(f"the hand-written MLP step supports the activations {sorted(ACTIVATIONS)}; "
+            raise InputError(f"the hand-written MLP step supports the activations {sorted(ACTIVATIONS)}; "
                              f"found {activation!r}")
         self.f = ACTIVATIONS[activation]
         self.scales = [omega if i < n_layers - 1 else 1.0 for i in range(n_layers)]  # the last layer is linear
@@ -189,7 +190,7 @@ def mlp_population_step(spec: WeightSpaceSpec, activation: str | None = None, lo
     """``population_step`` for an MLP weight space with biases and a hand-written activation."""
     name = hand_written_activation(spec, activation)
     if name is None:
-        raise ValueError(f"the hand-written MLP step needs an MLP weight space with biases and one of the "
+        raise InputError(f"the hand-written MLP step needs an MLP weight space with biases and one of the "
                          f"activations {sorted(ACTIVATIONS)}; found layers {[(l.name, l.kind) for l in spec.layers]} "
                          f"and activation {activation or spec.activation!r}")
     omega = float(spec.options.get("omega_0", 1.0)) if name == "sine" else 1.0

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from .fused import FusedStep
+from .errors import InputError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
@@ -30,7 +31,7 @@ class PopulationOptimizer:
                  momentum: Tensor, beta2: float = 0.999, eps: float = 1e-8):
         bad = sorted({k for k in kinds if k not in OPTIMIZERS})
         if bad:
-            raise ValueError(f"hparams.optimizer: unknown optimizer {bad[0]!r}; expected one of {list(OPTIMIZERS)}")
+            raise InputError(f"hparams.optimizer: unknown optimizer {bad[0]!r}; expected one of {list(OPTIMIZERS)}")
         self.groups: list[_KindGroup] = []
         start = 0
         while start < len(kinds):
@@ -38,7 +39,7 @@ class PopulationOptimizer:
             while end < len(kinds) and kinds[end] == kinds[start]:
                 end += 1
             if any(g.kind == kinds[start] for g in self.groups):
-                raise ValueError("models of one optimizer kind must be contiguous rows of the population")
+                raise InputError("models of one optimizer kind must be contiguous rows of the population")
             sl = slice(start, end)
             self.groups.append(_KindGroup(kinds[start], sl, [p.detach()[sl] for p in params], lr[sl], weight_decay[sl],
                                           momentum[sl], beta2, eps))
@@ -79,7 +80,7 @@ class _KindGroup:
         """Update the group's first ``len(active)`` models (all of them, or a prefix)."""
         k = len(active)
         if k > self.params[0].shape[0]:
-            raise ValueError(f"{k} models' gradients for an optimizer group of {self.params[0].shape[0]}")
+            raise InputError(f"{k} models' gradients for an optimizer group of {self.params[0].shape[0]}")
         params, lr, wd, mom = [p[:k] for p in self.params], self.lr[:k], self.weight_decay[:k], self.momentum[:k]
         if self.kind == "sgd":
             _SGD(params, grads, [b[:k] for b in self.buf], lr, wd, mom, active, compile=compile)

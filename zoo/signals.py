@@ -24,6 +24,7 @@ import torch
 
 from .store import SPLITS
 from .tasks import _check_int, load_idx_images
+from .errors import InputError
 
 
 @dataclass(eq=False, repr=False)
@@ -41,16 +42,16 @@ class SignalSet:
     def __post_init__(self) -> None:
         P, d_in = self.coords.shape
         if self.values.dim() != 3 or self.values.shape[1] != P:
-            raise ValueError(f"signal task {self.name!r}: values have shape {list(self.values.shape)}, "
+            raise InputError(f"signal task {self.name!r}: values have shape {list(self.values.shape)}, "
                              f"expected [N, {P}, d_out]")
         if int(np.prod(self.signal_shape)) != P:
-            raise ValueError(f"signal task {self.name!r}: signal_shape {self.signal_shape} does not hold {P} points")
+            raise InputError(f"signal task {self.name!r}: signal_shape {self.signal_shape} does not hold {P} points")
         for k, v in self.fields.items():
             if len(v) != len(self):
-                raise ValueError(f"signal task {self.name!r}: field {k!r} has {len(v)} entries, expected {len(self)}")
+                raise InputError(f"signal task {self.name!r}: field {k!r} has {len(v)} entries, expected {len(self)}")
         bad = sorted(set(self.fields["split"].tolist()) - set(SPLITS))
         if bad:
-            raise ValueError(f"signal task {self.name!r}: field 'split' holds {bad}; expected {list(SPLITS)}")
+            raise InputError(f"signal task {self.name!r}: field 'split' holds {bad}; expected {list(SPLITS)}")
 
     def __len__(self) -> int:
         return self.values.shape[0]
@@ -94,7 +95,7 @@ def _check_range(task: str, target_range: Any) -> tuple[float, float]:
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in target_range):
         r = tuple(float(v) for v in target_range)
     if r is None or not (np.isfinite(r).all() and r[0] < r[1]):
-        raise ValueError(f"task {task!r}: option 'target_range' must be [low, high] with low < high, "
+        raise InputError(f"task {task!r}: option 'target_range' must be [low, high] with low < high, "
                          f"e.g. [-1, 1] or [0, 1], found {target_range!r}")
     return r
 
@@ -102,7 +103,7 @@ def _check_range(task: str, target_range: Any) -> tuple[float, float]:
 def _split_labels(task: str, n_total: int, n_train: int, n_val: int, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Which source items are used (a seeded permutation) and the split of each."""
     if n_train + n_val + n_test > n_total:
-        raise ValueError(f"task {task!r}: n_train + n_val + n_test = {n_train + n_val + n_test} exceeds the "
+        raise InputError(f"task {task!r}: n_train + n_val + n_test = {n_train + n_val + n_test} exceeds the "
                          f"{n_total} available signals")
     chosen = np.random.default_rng(np.random.SeedSequence([seed, 77])).permutation(n_total)[:n_train + n_val + n_test]
     return chosen, _split_field(n_train, n_val, n_test)
@@ -141,7 +142,7 @@ def _load_idx_inr(dataset: str, task: str, data_dir, source: str, downsample: in
                   n_train: int, n_val: int, n_test: int, target_range) -> SignalSet:
     parts = load_idx_images(dataset, data_dir)
     if source not in parts:
-        raise ValueError(f"task {task!r}: option 'source'={source!r} is not available; found {sorted(parts)} "
+        raise InputError(f"task {task!r}: option 'source'={source!r} is not available; found {sorted(parts)} "
                          f"(the training IDX files are optional)")
     images, labels = parts[source]
     _check_int(task, "downsample", downsample, 1)
@@ -179,7 +180,7 @@ def load_sine_inr(*, split_seed: int = 0, n_train: int = 800, n_val: int = 100, 
     ranges = {}
     for opt, v in (("frequency", frequency), ("phase", phase)):
         if not (isinstance(v, (list, tuple)) and len(v) == 2 and float(v[0]) <= float(v[1])):
-            raise ValueError(f"task {task!r}: option {opt!r} must be a range [low, high], found {v!r}")
+            raise InputError(f"task {task!r}: option {opt!r} must be a range [low, high], found {v!r}")
         ranges[opt] = (float(v[0]), float(v[1]))
     n = n_train + n_val + n_test
     rng = np.random.default_rng(np.random.SeedSequence([split_seed, 78]))
@@ -208,12 +209,12 @@ SIGNAL_TASKS: dict[str, Callable[..., SignalSet]] = {
 def load_signals(name: str, **options: Any) -> SignalSet:
     """Load INR task ``name``; unknown names or options raise an error naming the valid ones."""
     if name not in SIGNAL_TASKS:
-        raise ValueError(f"task.name: unknown INR task {name!r}; expected one of {sorted(SIGNAL_TASKS)}")
+        raise InputError(f"task.name: unknown INR task {name!r}; expected one of {sorted(SIGNAL_TASKS)}")
     fn = SIGNAL_TASKS[name]
     valid = list(inspect.signature(fn).parameters)
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise ValueError(f"task {name!r}: unknown option(s) {unknown}; valid options: {valid}")
+        raise InputError(f"task {name!r}: unknown option(s) {unknown}; valid options: {valid}")
     sig = fn(**options)
     sig.info = sig.info | {"name": name, "signal_shape": list(sig.signal_shape), "num_signals": len(sig)}
     return sig

@@ -66,6 +66,7 @@ import torch
 
 from .rng import STREAMS_VERSION
 from .weight_space import WeightSpaceSpec
+from .errors import InputError, OutOfRangeError, UnknownNameError
 
 FORMAT = "wsl-zoo"
 RANDOM_STREAMS = STREAMS_VERSION
@@ -79,7 +80,7 @@ STATUS_NAMES = {STATUS_PENDING: "pending", STATUS_DONE: "done", STATUS_DIVERGED:
 SPLITS = ("train", "val", "test")
 
 
-class ZooFileError(ValueError):
+class ZooFileError(InputError):
     """A zoo file is missing, not a zoo, of another config, truncated or corrupt."""
 
 
@@ -148,7 +149,7 @@ def create_zoo(path: str | Path, *, name: str, config_json: str, config_hash: st
             coords = np.asarray(signals["coords"], dtype=np.float32)
             values = np.asarray(signals["values"], dtype=np.float32)
             if values.shape[:2] != (M, coords.shape[0]):
-                raise ValueError(f"signals: values of shape {values.shape}, expected [{M}, {coords.shape[0]}, d_out]")
+                raise InputError(f"signals: values of shape {values.shape}, expected [{M}, {coords.shape[0]}, d_out]")
             _small_dataset(g, "coords", coords)
             g.create_dataset("values", data=values, chunks=(min(M, 256), *values.shape[1:]), compression="gzip",
                              compression_opts=1, shuffle=True, fletcher32=True)
@@ -299,25 +300,25 @@ class Zoo:
         """Normalise a checkpoint position (``-1`` = last); ``epoch_position`` maps epochs to positions."""
         C = len(self.checkpoint_epochs)
         if not -C <= checkpoint < C:
-            raise IndexError(f"{self.path}: checkpoint position {checkpoint} out of range for {C} checkpoints "
+            raise OutOfRangeError(f"{self.path}: checkpoint position {checkpoint} out of range for {C} checkpoints "
                              f"(epochs {self.checkpoint_epochs})")
         return checkpoint % C
 
     def epoch_position(self, epoch: int) -> int:
         if epoch not in self.checkpoint_epochs:
-            raise KeyError(f"{self.path}: no checkpoint at epoch {epoch}; stored epochs: {self.checkpoint_epochs}")
+            raise UnknownNameError(f"{self.path}: no checkpoint at epoch {epoch}; stored epochs: {self.checkpoint_epochs}")
         return self.checkpoint_epochs.index(epoch)
 
     def metric(self, name: str) -> np.ndarray:
         """[M, C] values of a metric."""
         if name not in self.metric_names:
-            raise KeyError(f"{self.path}: no metric {name!r}; stored metrics: {self.metric_names}")
+            raise UnknownNameError(f"{self.path}: no metric {name!r}; stored metrics: {self.metric_names}")
         return self.file["metrics"][name][()]
 
     def hparam(self, name: str) -> np.ndarray:
         """[M] values of a hyperparameter (strings for categorical ones)."""
         if name not in self.hparam_names:
-            raise KeyError(f"{self.path}: no hyperparameter {name!r}; stored: {self.hparam_names}")
+            raise UnknownNameError(f"{self.path}: no hyperparameter {name!r}; stored: {self.hparam_names}")
         return _read_column(self.file["hparams"][name])
 
     @property
@@ -328,20 +329,20 @@ class Zoo:
     def signal(self, name: str) -> np.ndarray:
         """[M] values of a signal field of an INR zoo (``label``, ``split``, ``frequency``, ...)."""
         if name not in self.signal_names:
-            raise KeyError(f"{self.path}: no signal field {name!r}; stored: {self.signal_names}"
+            raise UnknownNameError(f"{self.path}: no signal field {name!r}; stored: {self.signal_names}"
                            + ("" if self.is_inr else " (not an INR zoo)"))
         return _read_column(self.file["signals/fields"][name])
 
     def signal_coords(self) -> torch.Tensor:
         """[P, d_in] coordinates of an INR zoo's signals."""
         if not self.is_inr:
-            raise KeyError(f"{self.path}: not an INR zoo (no /signals)")
+            raise UnknownNameError(f"{self.path}: not an INR zoo (no /signals)")
         return torch.from_numpy(self.file["signals/coords"][()])
 
     def signal_values(self, rows=None) -> torch.Tensor:
         """[k, P, d_out] the signals that models ``rows`` fit (default: every model's, [M, P, d_out])."""
         if not self.is_inr:
-            raise KeyError(f"{self.path}: not an INR zoo (no /signals)")
+            raise UnknownNameError(f"{self.path}: not an INR zoo (no /signals)")
         if rows is None:  # one contiguous read; a list of every row would be a slow point selection
             return torch.from_numpy(self.file["signals/values"][()])
         uniq, inverse = self._rows(rows)
@@ -355,7 +356,7 @@ class Zoo:
             return self.hparam(name)
         if name in self.signal_names:
             return self.signal(name)
-        raise KeyError(f"{self.path}: {name!r} is neither a metric {self.metric_names}, a hyperparameter "
+        raise UnknownNameError(f"{self.path}: {name!r} is neither a metric {self.metric_names}, a hyperparameter "
                        f"{self.hparam_names}" + (f" nor a signal field {self.signal_names}" if self.signal_names else ""))
 
     def select(self, *, status: str | None = "done", checkpoint: int = -1, **conditions) -> np.ndarray:
@@ -366,7 +367,7 @@ class Zoo:
         if status is not None:
             codes = {v: k for k, v in STATUS_NAMES.items()}
             if status not in codes:
-                raise ValueError(f"status must be one of {list(codes)} or None, found {status!r}")
+                raise InputError(f"status must be one of {list(codes)} or None, found {status!r}")
             keep &= self.status == codes[status]
         for name, cond in conditions.items():
             vals = self.column(name, checkpoint)
@@ -385,7 +386,7 @@ class Zoo:
     def _rows(self, rows) -> tuple[np.ndarray, np.ndarray]:
         rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
         if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
-            raise IndexError(f"{self.path}: model rows must lie in [0, {len(self)}), found {rows.min()}..{rows.max()}")
+            raise OutOfRangeError(f"{self.path}: model rows must lie in [0, {len(self)}), found {rows.min()}..{rows.max()}")
         uniq, inverse = np.unique(rows, return_inverse=True)
         return uniq, inverse
 
@@ -447,7 +448,7 @@ class Zoo:
         DataModules make (rows aligned to ``MODELS_PER_CHUNK`` touch one HDF5 chunk each)."""
         c = self.checkpoint_position(checkpoint)
         if not 0 <= start <= stop <= len(self):
-            raise IndexError(f"{self.path}: rows [{start}, {stop}) out of range for {len(self)} models")
+            raise OutOfRangeError(f"{self.path}: rows [{start}, {stop}) out of range for {len(self)} models")
         if self._param_datasets is None:  # looking a dataset up by name costs as much as a small read
             self._param_datasets = {p.name: self.file["params"][p.name] for p in self.spec.params}
         out = {}

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .store import SPLITS
+from .errors import InputError, MissingFileError
 
 LAYOUTS = ("flat", "image")
 
@@ -49,19 +50,19 @@ class TaskData:
     def __post_init__(self) -> None:
         # Catch a malformed task where it is built, not deep inside a training loop.
         if self.kind not in ("classification", "regression"):
-            raise ValueError(f"task {self.name!r}: kind must be 'classification' or 'regression', got {self.kind!r}")
+            raise InputError(f"task {self.name!r}: kind must be 'classification' or 'regression', got {self.kind!r}")
         self.input_shape = tuple(int(d) for d in self.input_shape)
         for split in SPLITS:
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if tuple(x.shape[1:]) != self.input_shape:
-                raise ValueError(f"task {self.name!r}: x_{split} has shape {tuple(x.shape)}, "
+                raise InputError(f"task {self.name!r}: x_{split} has shape {tuple(x.shape)}, "
                                  f"expected [N, {', '.join(map(str, self.input_shape))}]")
             if y.shape[0] != x.shape[0]:
-                raise ValueError(f"task {self.name!r}: x_{split} has {x.shape[0]} examples but y_{split} has {y.shape[0]}")
+                raise InputError(f"task {self.name!r}: x_{split} has {x.shape[0]} examples but y_{split} has {y.shape[0]}")
             if self.kind == "classification" and (y.dtype != torch.int64 or y.dim() != 1):
-                raise ValueError(f"task {self.name!r}: y_{split} must be int64 [N] for classification")
+                raise InputError(f"task {self.name!r}: y_{split} must be int64 [N] for classification")
             if self.kind == "regression" and (y.dtype != torch.float32 or tuple(y.shape[1:]) != (self.output_dim,)):
-                raise ValueError(f"task {self.name!r}: y_{split} must be float32 [N, {self.output_dim}] for regression")
+                raise InputError(f"task {self.name!r}: y_{split} must be float32 [N, {self.output_dim}] for regression")
 
     @property
     def num_classes(self) -> int | None:
@@ -84,19 +85,19 @@ class TaskData:
 
 def _check_int(task: str, option: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"task {task!r}: option {option!r} must be an integer >= {minimum}, got {value!r}")
+        raise InputError(f"task {task!r}: option {option!r} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
 def _check_layout(task: str, layout: Any) -> None:
     if layout not in LAYOUTS:
-        raise ValueError(f"task {task!r}: option 'layout' must be one of {LAYOUTS}, got {layout!r}")
+        raise InputError(f"task {task!r}: option 'layout' must be one of {LAYOUTS}, got {layout!r}")
 
 
 def _split_indices(task: str, n_total: int, n_train: int, n_val: int, n_test: int, seed: int) -> dict[str, np.ndarray]:
     """Disjoint index sets drawn from one seeded permutation of ``range(n_total)``."""
     if n_train + n_val + n_test > n_total:
-        raise ValueError(f"task {task!r}: n_train={n_train} + n_val={n_val} + n_test={n_test} "
+        raise InputError(f"task {task!r}: n_train={n_train} + n_val={n_val} + n_test={n_test} "
                          f"exceeds the {n_total} available examples")
     seed = _check_int(task, "split_seed", seed, 0)
     perm = np.random.default_rng(seed).permutation(n_total)
@@ -147,7 +148,7 @@ def load_digits_task(*, layout: str = "flat", split_seed: int = 0, n_train: int 
     labels = bunch.target.astype(np.int64)
     n_test = len(labels) - n_train - n_val
     if n_test < 1:
-        raise ValueError(f"task 'digits': n_train={n_train} + n_val={n_val} leaves no test examples "
+        raise InputError(f"task 'digits': n_train={n_train} + n_val={n_val} leaves no test examples "
                          f"out of {len(labels)}")
     idx = _split_indices("digits", len(labels), n_train, n_val, n_test, split_seed)
     info = {"task": "digits", "source": "sklearn.datasets.load_digits", "pixel_scale": 1 / 16,
@@ -190,11 +191,11 @@ def load_mnist1d_task(*, layout: str = "flat", split_seed: int = 0, num_samples:
     pool_x, pool_y = np.asarray(data["x"]), np.asarray(data["y"])
     n_left = len(pool_y) - n_val
     if n_left < 1:
-        raise ValueError(f"task 'mnist1d': n_val={n_val} leaves no training examples out of the "
+        raise InputError(f"task 'mnist1d': n_val={n_val} leaves no training examples out of the "
                          f"{len(pool_y)} in the generated train part (num_samples={num_samples})")
     n_train = n_left if n_train is None else _check_int("mnist1d", "n_train", n_train, 1)
     if n_train > n_left:
-        raise ValueError(f"task 'mnist1d': n_train={n_train} is more than the {n_left} examples the generated "
+        raise InputError(f"task 'mnist1d': n_train={n_train} is more than the {n_left} examples the generated "
                          f"train part (num_samples={num_samples}) has left after n_val={n_val}")
     idx = _split_indices("mnist1d", len(pool_y), n_train, n_val, 0, split_seed)
     xs = {"train": pool_x[idx["train"]], "val": pool_x[idx["val"]], "test": np.asarray(data["x_test"])}
@@ -250,7 +251,7 @@ def _read_maybe_gzip(path: Path) -> tuple[bytes, bool]:
         try:
             out.append(d.decompress(data))
         except zlib.error as e:
-            raise ValueError(f"{path}: corrupt gzip data ({e})") from e
+            raise InputError(f"{path}: corrupt gzip data ({e})") from e
         if not d.eof:
             return b"".join(out), True
         data = d.unused_data.lstrip(b"\x00")  # next gzip member, ignoring zero padding
@@ -265,33 +266,33 @@ def read_idx(path: str | os.PathLike, expected_magic: int | None = None, expecte
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"IDX file not found: {path}")
+        raise MissingFileError(f"IDX file not found: {path}")
     data, truncated_gzip = _read_maybe_gzip(path)
     if len(data) < 4:
         what = "truncated gzip stream" if truncated_gzip else "file too short"
-        raise ValueError(f"{path}: not an IDX file ({what}: {len(data)} bytes, expected at least a 4-byte magic number)")
+        raise InputError(f"{path}: not an IDX file ({what}: {len(data)} bytes, expected at least a 4-byte magic number)")
     magic = int.from_bytes(data[:4], "big")
     code, ndim = data[2], data[3]
     if expected_magic is not None and magic != expected_magic:
-        raise ValueError(f"{path}: not the expected IDX file: magic number 0x{magic:08X}, expected 0x{expected_magic:08X}")
+        raise InputError(f"{path}: not the expected IDX file: magic number 0x{magic:08X}, expected 0x{expected_magic:08X}")
     if data[0] != 0 or data[1] != 0 or code not in _IDX_DTYPES or ndim == 0:
-        raise ValueError(f"{path}: not an IDX file: magic number 0x{magic:08X}, expected 0x0000TTNN with "
+        raise InputError(f"{path}: not an IDX file: magic number 0x{magic:08X}, expected 0x0000TTNN with "
                          f"type TT in {{{', '.join(f'{c:02X}' for c in _IDX_DTYPES)}}} and NN >= 1 dimensions")
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise ValueError(f"{path}: truncated IDX file: header needs {header} bytes, found {len(data)}")
+        raise InputError(f"{path}: truncated IDX file: header needs {header} bytes, found {len(data)}")
     dims = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[code])
     expected_bytes = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
     if len(data) < expected_bytes or truncated_gzip:
-        raise ValueError(f"{path}: truncated IDX file{' (gzip stream cut short)' if truncated_gzip else ''}: "
+        raise InputError(f"{path}: truncated IDX file{' (gzip stream cut short)' if truncated_gzip else ''}: "
                          f"dims {dims} need {expected_bytes} bytes, found {len(data)}")
     if len(data) > expected_bytes:
-        raise ValueError(f"{path}: IDX file has trailing data: dims {dims} need {expected_bytes} bytes, found {len(data)}")
+        raise InputError(f"{path}: IDX file has trailing data: dims {dims} need {expected_bytes} bytes, found {len(data)}")
     if expected_md5 is not None:
         found = hashlib.md5(data).hexdigest()
         if found != expected_md5:
-            raise ValueError(f"{path}: md5 mismatch of the uncompressed data: expected {expected_md5}, found {found}")
+            raise InputError(f"{path}: md5 mismatch of the uncompressed data: expected {expected_md5}, found {found}")
     array = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
     return array.astype(dtype.newbyteorder("="))
 
@@ -320,13 +321,13 @@ def resolve_idx_dir(name: str, data_dir: str | os.PathLike | None = None) -> Pat
     """The directory holding ``name``'s t10k IDX files: ``data_dir``, else ``$WSL_DATA/<name>``,
     else ``../shared/data/<name>`` relative to the working directory, then to the repo root."""
     if name not in IDX_DATASETS:
-        raise ValueError(f"unknown IDX dataset {name!r}; valid: {', '.join(IDX_DATASETS)}")
+        raise InputError(f"unknown IDX dataset {name!r}; valid: {', '.join(IDX_DATASETS)}")
     searched = _candidate_dirs(name, data_dir)
     stem = _IDX_STEMS["images"].format("t10k")
     for directory in searched:
         if _find_idx_file(directory, stem) is not None:
             return directory.resolve()
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"{name}: could not find {stem} (or {stem}.gz); searched: {', '.join(str(d) for d in searched)}. "
         f"Pass data_dir=... or set WSL_DATA to a directory containing '{name}/'.")
 
@@ -345,11 +346,11 @@ def load_idx_images(name: str, data_dir: str | os.PathLike | None = None,
             continue  # only the test set is available
         for k, f in files.items():
             if f is None:
-                raise FileNotFoundError(f"{name}: expected {stems[k]} (or {stems[k]}.gz) in {directory}")
+                raise MissingFileError(f"{name}: expected {stems[k]} (or {stems[k]}.gz) in {directory}")
         images = read_idx(files["images"], IMAGES_MAGIC, known.get(stems["images"]))
         labels = read_idx(files["labels"], LABELS_MAGIC, known.get(stems["labels"]))
         if len(images) != len(labels):
-            raise ValueError(f"{name}: {files['images']} has {len(images)} images but "
+            raise InputError(f"{name}: {files['images']} has {len(images)} images but "
                              f"{files['labels']} has {len(labels)} labels")
         out["test" if part == "t10k" else "train"] = (images, labels.astype(np.int64))
     return out
@@ -359,7 +360,7 @@ def _downsample(images: np.ndarray, factor: int, task: str) -> np.ndarray:
     """Average-pool [N, H, W] images by an integer factor that divides H and W."""
     n, h, w = images.shape
     if h % factor or w % factor:
-        raise ValueError(f"task {task!r}: option 'downsample'={factor} must divide the image size {h}x{w}")
+        raise InputError(f"task {task!r}: option 'downsample'={factor} must divide the image size {h}x{w}")
     return images.reshape(n, h // factor, factor, w // factor, factor).mean(axis=(2, 4))
 
 
@@ -391,7 +392,7 @@ def _load_idx_task(name: str, layout: str, split_seed: int, data_dir: str | os.P
         n_train = n // 2 if n_train is None else _check_int(name, "n_train", n_train, 1)
         n_val = n // 10 if n_val is None else _check_int(name, "n_val", n_val, 0)
         if n - n_train - n_val < 1:
-            raise ValueError(f"task {name!r}: n_train={n_train} + n_val={n_val} leaves no test images out of {n}")
+            raise InputError(f"task {name!r}: n_train={n_train} + n_val={n_val} leaves no test images out of {n}")
         idx = _split_indices(name, n, n_train, n_val, n - n_train - n_val, split_seed)
         xs = {s: test_x[i] for s, i in idx.items()}
         ys = {s: test_y[i] for s, i in idx.items()}
@@ -445,9 +446,9 @@ def load_sine_task(*, layout: str = "flat", split_seed: int = 0, n_points: int =
     n_test = _check_int("sine", "n_test", n_test, 1)
     data_seed = _check_int("sine", "data_seed", data_seed, 0)
     if not 0 < freq_min < freq_max:
-        raise ValueError(f"task 'sine': options need 0 < freq_min < freq_max, got freq_min={freq_min}, freq_max={freq_max}")
+        raise InputError(f"task 'sine': options need 0 < freq_min < freq_max, got freq_min={freq_min}, freq_max={freq_max}")
     if noise < 0:
-        raise ValueError(f"task 'sine': option 'noise' must be >= 0, got {noise}")
+        raise InputError(f"task 'sine': option 'noise' must be >= 0, got {noise}")
     n = n_train + n_val + n_test
     rng = np.random.default_rng(data_seed)
     amplitude = rng.uniform(0.5, 1.5, size=(n, 1))
@@ -490,11 +491,11 @@ def task_options(name: str) -> list[str]:
 def load_task(name: str, **options: Any) -> TaskData:
     """Load a registered task by name; unknown names and options fail before any work is done."""
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASKS))}")
+        raise InputError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASKS))}")
     accepted = task_options(name)
     takes_any = any(p.kind == p.VAR_KEYWORD for p in inspect.signature(TASKS[name]).parameters.values())
     unknown = sorted(set(options) - set(accepted))
     if unknown and not takes_any:
-        raise ValueError(f"task {name!r} got unknown option(s) {', '.join(map(repr, unknown))}; "
+        raise InputError(f"task {name!r} got unknown option(s) {', '.join(map(repr, unknown))}; "
                          f"accepted options: {', '.join(accepted)}")
     return TASKS[name](**options)

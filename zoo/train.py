@@ -38,6 +38,7 @@ from .config import STRUCTURAL
 from .store import SPLITS
 from .tasks import TaskData
 from .weight_space import WeightSpaceSpec
+from .errors import InputError
 
 
 def _subset_size(n_train: int, fraction: float) -> int:
@@ -306,7 +307,7 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
         keep_freed_memory()
     for name in STRUCTURAL:
         if len(set(hparams[name])) != 1:
-            raise ValueError(f"models of one population must share {name}, found {sorted(set(hparams[name]))}")
+            raise InputError(f"models of one population must share {name}, found {sorted(set(hparams[name]))}")
     activation = hparams["activation"][0]
     bs = int(hparams["batch_size"][0])
     task = task.to(device)

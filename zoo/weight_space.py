@@ -16,6 +16,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
+from .errors import InputError, UnknownNameError
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "sine", "identity", "leaky_relu")
 
@@ -120,7 +121,7 @@ class WeightSpaceSpec:
         for p in self.params:
             if p.name == name:
                 return p
-        raise KeyError(f"weight space {self.architecture!r} has no parameter {name!r}; "
+        raise UnknownNameError(f"weight space {self.architecture!r} has no parameter {name!r}; "
                        f"expected one of {self.param_names}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,11 +168,11 @@ class WeightSpaceSpec:
         the shape that NFN and DWSNet layers assume (``user`` names the encoder in the error)."""
         for prev, layer in zip(self.layers, self.layers[1:]):
             if layer.in_group != prev.out_group:
-                raise ValueError(f"{user} needs a chain of layers: {layer.name!r} reads group {layer.in_group!r} "
+                raise InputError(f"{user} needs a chain of layers: {layer.name!r} reads group {layer.in_group!r} "
                                  f"but {prev.name!r} writes {prev.out_group!r}")
         groups = [self.layers[0].in_group] + [l.out_group for l in self.layers]
         if len(set(groups)) != len(groups):
-            raise ValueError(f"{user} needs distinct neuron groups along the chain, found {groups}")
+            raise InputError(f"{user} needs distinct neuron groups along the chain, found {groups}")
 
     def check_state_dict(self, state_dict: dict[str, Any], source: str = "state_dict") -> None:
         """Raise a ValueError naming every missing, unexpected or mis-shaped parameter."""
@@ -188,5 +189,5 @@ class WeightSpaceSpec:
                 problems.append(f"unexpected {name} {list(found[name])}")
         if problems:
             exp = ", ".join(f"{k} {list(v)}" for k, v in expected.items())
-            raise ValueError(f"{source} does not match weight space {self.architecture!r}: "
+            raise InputError(f"{source} does not match weight space {self.architecture!r}: "
                              + "; ".join(problems) + f". Expected: {exp}")

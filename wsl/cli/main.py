@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from zoo.config import resolve_config
+from zoo.errors import InputError
 
 
 def _zoo_generate(args) -> int:
@@ -246,10 +247,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, KeyError, IndexError) as e:
-        # Bad input: one clear line, no traceback.
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"wsl: error: {msg}", file=sys.stderr)
+    except InputError as e:  # bad input: one line; anything else is a bug and keeps its traceback
+        print(f"wsl: error: {e}", file=sys.stderr)
         return 2
-
-

@@ -17,6 +17,7 @@ import torch
 from zoo.functional import population_forward
 from zoo.inr import psnr
 from zoo.store import Zoo
+from zoo.errors import InputError
 
 
 def decode(zoo: Zoo, rows, checkpoint: int = -1, coords: torch.Tensor | None = None) -> torch.Tensor:
@@ -34,14 +35,14 @@ def decode(zoo: Zoo, rows, checkpoint: int = -1, coords: torch.Tensor | None = N
 def choose_rows(zoo: Zoo, n: int, split: str, seed: int) -> np.ndarray:
     """Up to ``n`` finished models of ``split`` ("all" for any), a seeded random sample in file order."""
     if not zoo.is_inr:
-        raise ValueError(f"{zoo.path}: not an INR zoo (no /signals): render decodes INR weights into their "
+        raise InputError(f"{zoo.path}: not an INR zoo (no /signals): render decodes INR weights into their "
                          f"signals; for other zoos see 'wsl zoo info --plot'")
     if n < 1:
-        raise ValueError(f"--n: expected at least 1 model, found {n}")
+        raise InputError(f"--n: expected at least 1 model, found {n}")
     rows = zoo.select() if split == "all" else zoo.select(split=split)
     if not len(rows):
         splits = sorted(set(zoo.signal("split").tolist()))
-        raise ValueError(f"{zoo.path}: no finished models in split {split!r} (splits: {splits}, or 'all')")
+        raise InputError(f"{zoo.path}: no finished models in split {split!r} (splits: {splits}, or 'all')")
     if len(rows) > n:
         rows = np.sort(np.random.default_rng(seed).choice(rows, n, replace=False))
     return rows

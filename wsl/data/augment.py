@@ -24,6 +24,7 @@ from torch import Tensor
 from wsl.weights.align import match_permutations
 from wsl.weights.symmetry import permute, random_permutations, random_scales, scale
 from wsl.weights import WeightBatch
+from zoo.errors import InputError
 
 
 class _Augmentation:
@@ -96,7 +97,7 @@ class InputWarp(_Augmentation):
     def __init__(self, rotate: float = 45.0, scale: float = 0.2, translate: float = 0.25, seed: int = 0):
         super().__init__(seed)
         if rotate < 0 or not 0 <= scale < 1 or translate < 0:
-            raise ValueError(f"InputWarp: expected rotate >= 0 (degrees), 0 <= scale < 1 and translate >= 0, "
+            raise InputError(f"InputWarp: expected rotate >= 0 (degrees), 0 <= scale < 1 and translate >= 0, "
                              f"found rotate={rotate}, scale={scale}, translate={translate}")
         self.rotate, self.scale, self.translate = float(rotate), float(scale), float(translate)
 
@@ -118,7 +119,7 @@ class InputWarp(_Augmentation):
         """Network i becomes ``x -> f_i(A[i] x + t[i])``."""
         first = wb.spec.layers[0]
         if first.kind != "linear" or first.in_features > 2 or wb.biases[0] is None:
-            raise ValueError(f"InputWarp warps the coordinates of INRs (a first linear layer with a bias on 1-D "
+            raise InputError(f"InputWarp warps the coordinates of INRs (a first linear layer with a bias on 1-D "
                              f"or 2-D inputs); found a {first.kind} layer on {first.in_features} inputs")
         w1, b1 = wb.weights[0], wb.biases[0]
         A, t = A.to(w1.device, w1.dtype), t.to(w1.device, w1.dtype)
@@ -140,7 +141,7 @@ class WeightDropout(_Augmentation):
     def __init__(self, p: float = 0.05, seed: int = 0):
         super().__init__(seed)
         if not 0.0 <= p < 1.0:
-            raise ValueError(f"WeightDropout: p must be in [0, 1), found {p}")
+            raise InputError(f"WeightDropout: p must be in [0, 1), found {p}")
         self.p = p
 
     def __call__(self, wb: WeightBatch, activation=None) -> WeightBatch:
@@ -161,7 +162,7 @@ class AlignedMixUp(_Augmentation):
     def __init__(self, alpha: float = 0.2, max_iter: int = 50, seed: int = 0):
         super().__init__(seed)
         if alpha <= 0:
-            raise ValueError(f"AlignedMixUp: alpha must be positive, found {alpha}")
+            raise InputError(f"AlignedMixUp: alpha must be positive, found {alpha}")
         self.alpha = alpha
         self.max_iter = max_iter
 
@@ -197,7 +198,7 @@ class Compose:
     def __init__(self, transforms: list):
         for t in transforms:
             if isinstance(t, AlignedMixUp):
-                raise ValueError("Compose: AlignedMixUp returns (weights, lam, partner); apply it separately")
+                raise InputError("Compose: AlignedMixUp returns (weights, lam, partner); apply it separately")
         self.transforms = list(transforms)
 
     def __call__(self, wb: WeightBatch, activation: str | list[str] | None = None) -> WeightBatch:

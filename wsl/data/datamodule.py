@@ -45,6 +45,7 @@ from wsl.data.runs import Split, ZooRuns, check_fractions
 from wsl.data.stream import InMemoryWeights, ItemSampler, StreamedWeights
 from wsl.weights import WeightBatch
 from zoo.store import SPLITS
+from zoo.errors import InputError
 
 # augment key -> (wsl.data.augment class, its keyword for the value, type of the value)
 AUGMENTS = {
@@ -170,7 +171,7 @@ class WeightDataModule(pl.LightningDataModule):
         self.augment = dict(augment or {})
         self.conditions = list(conditions or [])
         if normalize not in (True, False, "tensor", "parameter"):
-            raise ValueError(f"normalize must be true, false, 'tensor' or 'parameter', found {normalize!r}")
+            raise InputError(f"normalize must be true, false, 'tensor' or 'parameter', found {normalize!r}")
         self.normalize = normalize is not False
         self.per_parameter = normalize == "parameter"
         self.select = dict(select or {})
@@ -204,25 +205,25 @@ class WeightDataModule(pl.LightningDataModule):
     def _check_args(self) -> None:
         if isinstance(self.split, str):
             if self.split != "recorded":
-                raise ValueError(f"split must be 'recorded' or three fractions (train, val, test), found {self.split!r}")
+                raise InputError(f"split must be 'recorded' or three fractions (train, val, test), found {self.split!r}")
         else:
             check_fractions(self.split)
         if not (self.checkpoints in ("last", "all") or (isinstance(self.checkpoints, (list, tuple))
                                                          and self.checkpoints)):
-            raise ValueError(f"checkpoints must be 'last', 'all' or a non-empty list of epochs, "
+            raise InputError(f"checkpoints must be 'last', 'all' or a non-empty list of epochs, "
                              f"found {self.checkpoints!r}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, found {self.batch_size}")
+            raise InputError(f"batch_size must be >= 1, found {self.batch_size}")
         if self.cache_mb is not None and not self.cache_mb > 0:
-            raise ValueError(f"cache_mb must be > 0 (or null: always in memory), found {self.cache_mb}")
+            raise InputError(f"cache_mb must be > 0 (or null: always in memory), found {self.cache_mb}")
         if self.max_models is not None and self.max_models < 1:
-            raise ValueError(f"max_models must be >= 1 or None, found {self.max_models}")
+            raise InputError(f"max_models must be >= 1 or None, found {self.max_models}")
         if self.align and self.augment.get("permutation"):
-            raise ValueError("align and augment.permutation undo each other: aligned networks would be permuted "
+            raise InputError("align and augment.permutation undo each other: aligned networks would be permuted "
                              "again; use one of them")
         unknown = sorted(set(self.augment) - set(AUGMENTS))
         if unknown:
-            raise ValueError(f"augment: unknown key(s) {unknown}; valid keys: {list(AUGMENTS)}")
+            raise InputError(f"augment: unknown key(s) {unknown}; valid keys: {list(AUGMENTS)}")
 
     # --- per-item values ----------------------------------------------------------------------------
     def item_values(self, name: str) -> np.ndarray:
@@ -249,7 +250,7 @@ class WeightDataModule(pl.LightningDataModule):
             try:
                 cols.append(np.asarray(v, dtype=np.float64))
             except (TypeError, ValueError):
-                raise ValueError(f"condition {name!r} is not numeric (found values such as {v[:3].tolist()})") from None
+                raise InputError(f"condition {name!r} is not numeric (found values such as {v[:3].tolist()})") from None
         return torch.as_tensor(np.stack(cols, 1), dtype=torch.float32)
 
     def _extras(self) -> list[Tensor]:
@@ -490,7 +491,7 @@ class PropertyDataModule(WeightDataModule):
                  max_models: int | None = None, num_workers: int = 0, augment: dict | None = None,
                  select: dict | None = None, cache_mb: float | None = 4096):
         if task not in ("auto", "regression", "classification"):
-            raise ValueError(f"task must be 'auto', 'regression' or 'classification', found {task!r}")
+            raise InputError(f"task must be 'auto', 'regression' or 'classification', found {task!r}")
         super().__init__(zoos, checkpoints, split, split_seed, batch_size, include_init, max_models, num_workers,
                          augment, conditions=None, normalize=False, select=select, cache_mb=cache_mb)
         self.target = target
@@ -509,14 +510,14 @@ class PropertyDataModule(WeightDataModule):
                 kinds.add(f"numeric {kind}")
             class_values.append(v)
         if len(kinds) > 1:
-            raise ValueError(f"target {target!r} is of different kinds in the zoo files: {sorted(kinds)}")
+            raise InputError(f"target {target!r} is of different kinds in the zoo files: {sorted(kinds)}")
         kind = kinds.pop()
         if task == "auto":
             task = "classification" if kind in ("string", "integer signal field") else "regression"
         if task == "regression" and kind == "string":
-            raise ValueError(f"target {target!r} has string values; it needs task 'classification' or 'auto'")
+            raise InputError(f"target {target!r} has string values; it needs task 'classification' or 'auto'")
         if task == "classification" and kind == "metric":
-            raise ValueError(f"target {target!r} is a metric (a number per checkpoint); use task 'regression'")
+            raise InputError(f"target {target!r} is a metric (a number per checkpoint); use task 'regression'")
         self.task_type: str = task
         self._class_values = np.unique(np.concatenate(class_values)) if task == "classification" else None
         self.class_names: list[str] | None = (None if self._class_values is None
@@ -533,7 +534,7 @@ class PropertyDataModule(WeightDataModule):
         else:
             y = np.asarray(values, dtype=np.float64)
             if not np.isfinite(y).all():
-                raise ValueError(f"target {self.target!r} is not finite for {int((~np.isfinite(y)).sum())} "
+                raise InputError(f"target {self.target!r} is not finite for {int((~np.isfinite(y)).sum())} "
                                  f"checkpoints of done models")
             self._targets = torch.as_tensor(y, dtype=torch.float32)
 

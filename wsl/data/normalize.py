@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from zoo.weight_space import WeightSpaceSpec
 
 from wsl.weights import WeightBatch
+from zoo.errors import InputError
 
 
 def _weight_batches(data) -> Iterable[WeightBatch]:
@@ -90,7 +91,7 @@ class WeightNormalizer(nn.Module):
                 flat = flat[torch.isfinite(flat).all(1)]
                 total, square, count = total + flat.sum(0), square + flat.pow(2).sum(0), count + len(flat)
         if not rms[0]:
-            raise ValueError("WeightNormalizer.fit: no weights given")
+            raise InputError("WeightNormalizer.fit: no weights given")
         scale = torch.ones(len(self.spec.params), dtype=torch.float64)
         for k, values in enumerate(rms):
             r = torch.tensor(values, dtype=torch.float64)
@@ -100,7 +101,7 @@ class WeightNormalizer(nn.Module):
         self.scale.copy_(scale.to(self.scale.dtype))
         if self.per_parameter:
             if count == 0:
-                raise ValueError("WeightNormalizer.fit: no network with finite weights for the per-parameter "
+                raise InputError("WeightNormalizer.fit: no network with finite weights for the per-parameter "
                                  "statistics")
             mean = total / count
             floor = torch.cat([torch.full((p.numel,), float(s) * 1e-3, dtype=torch.float64)
@@ -112,7 +113,7 @@ class WeightNormalizer(nn.Module):
 
     def _check(self, wb: WeightBatch) -> None:
         if len(wb.spec.params) != len(self.scale):
-            raise ValueError(f"WeightNormalizer has {len(self.scale)} parameter tensors "
+            raise InputError(f"WeightNormalizer has {len(self.scale)} parameter tensors "
                              f"({self.spec.param_names}), the batch {len(wb.spec.params)}")
 
     def forward(self, wb: WeightBatch) -> WeightBatch:
@@ -156,7 +157,7 @@ class TargetNormalizer(nn.Module):
         for k, col in enumerate(y.reshape(len(y), -1).T):
             col = col[torch.isfinite(col)]
             if not len(col):
-                raise ValueError("TargetNormalizer.fit: no finite target values"
+                raise InputError("TargetNormalizer.fit: no finite target values"
                                  + (f" in column {k}" if self.mean.dim() else ""))
             m, sd = col.mean(), col.std(unbiased=False)
             mean.view(-1)[k] = m

@@ -26,6 +26,7 @@ import torch
 
 from zoo.store import SPLITS, STATUS_DONE, STATUS_NAMES, Zoo
 from zoo.weight_space import WeightSpaceSpec
+from zoo.errors import InputError, OutOfRangeError, UnknownNameError
 
 Run = tuple[int, int]  # (file position, model index)
 READ_ROWS = 256  # file rows per read of ``read_weights`` (16 HDF5 chunks)
@@ -48,7 +49,7 @@ class Split:
     def __post_init__(self) -> None:
         seen = [r for s in SPLITS for r in self.runs[s]]
         if len(set(seen)) != len(seen):
-            raise ValueError("a run is in two splits")
+            raise InputError("a run is in two splits")
 
     @property
     def all_runs(self) -> list[Run]:
@@ -65,7 +66,7 @@ class Split:
     @classmethod
     def from_state(cls, state: dict[str, Any], paths: Sequence[str]) -> "Split":
         if len(state.get("zoos", paths)) != len(paths):
-            raise ValueError(f"the saved split is over {len(state['zoos'])} zoo files ({state['zoos']}), "
+            raise InputError(f"the saved split is over {len(state['zoos'])} zoo files ({state['zoos']}), "
                              f"the data has {len(paths)} ({list(paths)})")
         return cls({s: sorted(run_key(r) for r in state["split_runs"][s]) for s in SPLITS})
 
@@ -84,7 +85,7 @@ def check_same_space(spec: WeightSpaceSpec, other: WeightSpaceSpec, name: str = 
         return d
 
     if key(spec) != key(other):
-        raise ValueError(f"different weight spaces: {name} has {describe_spec(spec)}, "
+        raise InputError(f"different weight spaces: {name} has {describe_spec(spec)}, "
                          f"{other_name} has {describe_spec(other)}")
 
 
@@ -107,7 +108,7 @@ class ZooRuns:
     def __init__(self, paths: str | Path | Sequence[str | Path], select: dict[str, Any] | None = None):
         self.paths = [str(paths)] if isinstance(paths, (str, Path)) else [str(p) for p in paths]
         if not self.paths:
-            raise ValueError("no zoo files given; give one or more zoo files")
+            raise InputError("no zoo files given; give one or more zoo files")
         self.specs, self.configs, self.checkpoint_epochs, self.is_inr = [], [], [], []
         self.metric_names, self.hparam_names, self.signal_names = [], [], []
         self._row: list[dict[int, int]] = []
@@ -142,7 +143,7 @@ class ZooRuns:
         for name, cond in self.select.items():
             for fi in range(len(self.paths)):
                 if self.kind(fi, name) == "metric":
-                    raise ValueError(f"select: {name!r} is a metric (a value per checkpoint); select runs by a "
+                    raise InputError(f"select: {name!r} is a metric (a value per checkpoint); select runs by a "
                                      f"hyperparameter or signal field")
             is_range = isinstance(cond, (list, tuple)) and len(cond) == 2 and all(
                 c is None or isinstance(c, (int, float)) and not isinstance(c, bool) for c in cond)
@@ -157,7 +158,7 @@ class ZooRuns:
         self.done = [r for r, k in zip(self.done, keep) if k]
         self.excluded["not selected"] = before - len(self.done)
         if not self.done:
-            raise ValueError(f"select {self.select}: no done model of {self.paths} meets it")
+            raise InputError(f"select {self.select}: no done model of {self.paths} meets it")
         act = self.select.get("activation")
         if self.spec.activation is None and isinstance(act, str):
             d = self.spec.to_dict()
@@ -171,7 +172,7 @@ class ZooRuns:
         try:
             return np.asarray([row[int(i)] for i in indices], dtype=np.int64)
         except KeyError as e:
-            raise KeyError(f"{self.paths[fi]}: no model with index {e.args[0]}") from None
+            raise UnknownNameError(f"{self.paths[fi]}: no model with index {e.args[0]}") from None
 
     def row(self, run: Run) -> int:
         return int(self.rows(run[0], [run[1]])[0])
@@ -184,7 +185,7 @@ class ZooRuns:
             return "hyperparameter"
         if name in self.signal_names[fi]:
             return "signal field"
-        raise KeyError(f"{self.paths[fi]}: {name!r} is neither a stored metric {self.metric_names[fi]}, a "
+        raise UnknownNameError(f"{self.paths[fi]}: {name!r} is neither a stored metric {self.metric_names[fi]}, a "
                        f"hyperparameter {self.hparam_names[fi]} nor a signal field "
                        f"{self.signal_names[fi] or '(none: not an INR zoo)'}")
 
@@ -220,7 +221,7 @@ class ZooRuns:
         missing = [k for k, a in enumerate(acts) if a is None]
         for fi in sorted({runs[k][0] for k in missing}):
             if "activation" not in self.hparam_names[fi]:
-                raise ValueError(f"{self.paths[fi]}: the weight space's activation varies per model, but the "
+                raise InputError(f"{self.paths[fi]}: the weight space's activation varies per model, but the "
                                  f"zoo stores no 'activation' hyperparameter (stored: {self.hparam_names[fi]})")
         if missing:
             found = self.values("activation", [runs[k] for k in missing])
@@ -261,7 +262,7 @@ class ZooRuns:
         """Every file must store a per-model ``split`` field for the ``recorded`` policy."""
         for fi, names in enumerate(self.signal_names):
             if "split" not in names:
-                raise ValueError(f"{self.paths[fi]}: split 'recorded' needs a per-model 'split' field (INR zoos "
+                raise InputError(f"{self.paths[fi]}: split 'recorded' needs a per-model 'split' field (INR zoos "
                                  f"record one), but this zoo has none (signal fields: {names}); give split "
                                  f"fractions such as [0.7, 0.1, 0.2] instead")
 
@@ -275,10 +276,10 @@ class ZooRuns:
         split_of = self.values("split", runs)
         bad = sorted(set(split_of.tolist()) - set(SPLITS))
         if bad:
-            raise ValueError(f"split 'recorded': the zoos' 'split' field holds {bad}; expected {list(SPLITS)}")
+            raise InputError(f"split 'recorded': the zoos' 'split' field holds {bad}; expected {list(SPLITS)}")
         by_split = {s: sorted(r for r, v in zip(runs, split_of) if v == s) for s in SPLITS}
         if not by_split["train"]:
-            raise ValueError(f"split 'recorded': no done model of {self.paths} is recorded as 'train'")
+            raise InputError(f"split 'recorded': no done model of {self.paths} is recorded as 'train'")
         return Split(by_split)
 
     def split(self, split: str | Sequence[float], seed: int = 0, max_models: int | None = None) -> Split:
@@ -291,7 +292,7 @@ class ZooRuns:
         split = Split.from_state(state, self.paths)
         missing = sorted(set(split.all_runs) - set(self.done))
         if missing:
-            raise ValueError(f"the saved split names runs (file position, index) {missing[:10]} that are not done "
+            raise InputError(f"the saved split names runs (file position, index) {missing[:10]} that are not done "
                              f"models of {self.paths}: is this the zoo the split was made on?")
         return split
 
@@ -300,7 +301,7 @@ class ZooRuns:
         """A checkpoint position of file ``fi`` (``-1`` = last), checked against the stored ones."""
         C = len(self.checkpoint_epochs[fi])
         if not -C <= checkpoint < C:
-            raise IndexError(f"{self.paths[fi]}: checkpoint position {checkpoint} out of range for {C} checkpoints "
+            raise OutOfRangeError(f"{self.paths[fi]}: checkpoint position {checkpoint} out of range for {C} checkpoints "
                              f"(epochs {self.checkpoint_epochs[fi]})")
         return checkpoint % C
 
@@ -317,7 +318,7 @@ class ZooRuns:
             epochs = [0] + epochs
         missing = [e for e in epochs if e not in stored]
         if missing:
-            raise KeyError(f"{self.paths[fi]}: no checkpoint at epoch {missing[0]}; stored epochs: {stored}")
+            raise UnknownNameError(f"{self.paths[fi]}: no checkpoint at epoch {missing[0]}; stored epochs: {stored}")
         return [stored.index(e) for e in epochs]
 
     def items(self, runs: Sequence[Run], positions: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
@@ -339,7 +340,7 @@ class ZooRuns:
                 parts["epoch"].append(np.full(len(rows), self.checkpoint_epochs[fi][c]))
                 parts["run"].append(np.asarray([run_pos[(fi, i)] for i in wanted], dtype=np.int64))
         if not parts["run"]:
-            raise ValueError(f"no checkpoints selected from {self.paths}")
+            raise InputError(f"no checkpoints selected from {self.paths}")
         return {k: np.concatenate(v).astype(np.int64) for k, v in parts.items()}
 
     def item_bytes(self) -> int:
@@ -368,5 +369,5 @@ class ZooRuns:
 
 def check_fractions(fractions: Sequence[float]) -> None:
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6 or fractions[0] == 0:
-        raise ValueError(f"split must be three fractions (train, val, test) >= 0 summing to 1 with train > 0, "
+        raise InputError(f"split must be three fractions (train, val, test) >= 0 summing to 1 with train > 0, "
                          f"or 'recorded', found {list(fractions)}")

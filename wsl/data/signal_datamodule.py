@@ -27,6 +27,7 @@ from torch import Tensor
 from wsl.data.datamodule import WeightDataModule
 from zoo.signals import grid_coords
 from zoo.store import Zoo
+from zoo.errors import InputError, MissingFileError
 
 SIGNAL_CONDITIONS = ("image", "class")
 
@@ -37,19 +38,19 @@ def read_signal_info(path: str | Path) -> dict[str, Any]:
     INR zoo or whose coordinates are not the regular grid of its signal shape."""
     with Zoo(path) as z:
         if not z.is_inr:
-            raise ValueError(f"{path}: expected an INR zoo (one network fitted per signal, with /signals), found "
+            raise InputError(f"{path}: expected an INR zoo (one network fitted per signal, with /signals), found "
                              f"a {z.spec.architecture} zoo on task {z.task.get('name')!r} without signals; "
                              f"generate one with e.g. `wsl zoo generate configs/zoo/digits_inr.yaml`")
         task = z.task
         missing = [k for k in ("signal_shape", "target_range", "output_dim") if k not in task]
         if missing:
-            raise ValueError(f"{path}: the stored task lacks {missing} (found keys {sorted(task)}); "
+            raise InputError(f"{path}: the stored task lacks {missing} (found keys {sorted(task)}); "
                              f"was it written by another version of wsl?")
         shape = [int(s) for s in task["signal_shape"]]
         coords = z.signal_coords()
         expected = grid_coords(tuple(shape))
         if tuple(coords.shape) != tuple(expected.shape) or not torch.allclose(coords, expected, atol=1e-6):
-            raise ValueError(f"{path}: /signals/coords [{', '.join(map(str, coords.shape))}] are not the regular "
+            raise InputError(f"{path}: /signals/coords [{', '.join(map(str, coords.shape))}] are not the regular "
                              f"grid of signal_shape {shape} ([{', '.join(map(str, expected.shape))}]); "
                              f"SignalDataModule serves signals on that grid")
         num_classes = None
@@ -83,16 +84,16 @@ class SignalDataModule(WeightDataModule):
         zoo = str(zoo)
         conditions = ["image"] if conditions is None else list(conditions)
         if len(conditions) != 1 or conditions[0] not in SIGNAL_CONDITIONS:
-            raise ValueError(f"conditions must be one of {[[c] for c in SIGNAL_CONDITIONS]}, found {conditions!r}")
+            raise InputError(f"conditions must be one of {[[c] for c in SIGNAL_CONDITIONS]}, found {conditions!r}")
         if not (checkpoint == "last" or (isinstance(checkpoint, int) and not isinstance(checkpoint, bool))):
-            raise ValueError(f"checkpoint must be 'last' or a stored epoch (an integer), found {checkpoint!r}")
+            raise InputError(f"checkpoint must be 'last' or a stored epoch (an integer), found {checkpoint!r}")
         if not Path(zoo).exists():
-            raise FileNotFoundError(f"{zoo}: not found (expected an INR zoo file, e.g. zoos/digits_inr.h5)")
+            raise MissingFileError(f"{zoo}: not found (expected an INR zoo file, e.g. zoos/digits_inr.h5)")
         info = read_signal_info(zoo)
         if conditions == ["class"] and info["num_classes"] is None:
             with Zoo(zoo) as z:
                 fields = z.signal_names
-            raise ValueError(f"{zoo}: condition 'class' needs the signal field 'label'; this zoo's signals have "
+            raise InputError(f"{zoo}: condition 'class' needs the signal field 'label'; this zoo's signals have "
                              f"fields {fields} (task {info['task']!r}); condition on ['image'] instead")
         super().__init__([zoo], checkpoints="last" if checkpoint == "last" else [int(checkpoint)], split=split,
                          split_seed=split_seed, batch_size=batch_size, max_models=max_models,
@@ -123,7 +124,7 @@ class SignalDataModule(WeightDataModule):
         self._values = values[self._item_run]
         self._labels = labels[self._item_run]
         if not torch.isfinite(self._values).all():
-            raise ValueError(f"{self.zoos[0]}: /signals/values holds non-finite values for loaded runs")
+            raise InputError(f"{self.zoos[0]}: /signals/values holds non-finite values for loaded runs")
 
     def _extras(self) -> list[Tensor]:
         return [self._values, self._labels]

@@ -37,6 +37,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from zoo.store import MODELS_PER_CHUNK, Zoo
 from zoo.weight_space import WeightSpaceSpec
+from zoo.errors import InputError
 
 #: Rows per streamed block: the zoo file's models per HDF5 chunk, so a block is one chunk read.
 BLOCK_ROWS = MODELS_PER_CHUNK
@@ -143,7 +144,7 @@ class StreamedWeights:
         blocks = self.block[idx.numpy()]
         uniq, first = np.unique(blocks, return_index=True)
         if len(uniq) > self.capacity:
-            raise ValueError(f"a batch spans {len(uniq)} blocks of {BLOCK_ROWS} rows, more than the cache holds "
+            raise InputError(f"a batch spans {len(uniq)} blocks of {BLOCK_ROWS} rows, more than the cache holds "
                              f"({self.capacity}); raise cache_mb or lower batch_size")
         slot_of = np.asarray([self._slot(int(b), int(idx[f])) for b, f in zip(uniq, first)])
         slots = torch.from_numpy(slot_of[np.searchsorted(uniq, blocks)])
@@ -174,7 +175,7 @@ class ItemSampler(DistributedSampler):
     def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1,
                  blocks: np.ndarray | None = None, window: int = 1, workers: int = 0):
         if not 0 <= rank < world:
-            raise ValueError(f"rank {rank} of a world of {world}")
+            raise InputError(f"rank {rank} of a world of {world}")
         # no super().__init__: it would ask torch.distributed for what is given here
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
         self.rank, self.world = rank, world

@@ -23,6 +23,7 @@ from zoo.signals import SIGNAL_TASKS, SignalSet
 from zoo.store import SPLITS, Zoo
 from zoo.tasks import TaskData, task_options
 from zoo.weight_space import WeightSpaceSpec
+from zoo.errors import InputError, MissingFileError
 
 TASK = "task"  # the condition that names a task: its index into a TaskDataModule's tasks
 
@@ -54,7 +55,7 @@ def read_zoo_config(path: str | Path) -> tuple[ZooConfig, str | None]:
     if path.suffix not in (".h5", ".hdf5"):
         return load_config(resolve_config(path)), None
     if not path.exists():
-        raise FileNotFoundError(f"{path}: not found (expected a zoo .h5 file, a zoo config .yaml or a shipped "
+        raise MissingFileError(f"{path}: not found (expected a zoo .h5 file, a zoo config .yaml or a shipped "
                                 f"config's name)")
     with Zoo(path) as zoo:
         return parse_config(zoo.config, f"{path} (stored config)"), str(path)
@@ -85,25 +86,25 @@ class TaskDataModule(pl.LightningDataModule):
         self.config_path = str(config)
         zoo_config, zoo_file = read_zoo_config(config)
         if zoo_config.task["name"] in SIGNAL_TASKS:
-            raise ValueError(f"{config}: task {zoo_config.task['name']!r} is an INR task; TaskDataModule serves "
+            raise InputError(f"{config}: task {zoo_config.task['name']!r} is an INR task; TaskDataModule serves "
                              f"tasks with shared examples (digits, mnist1d, mnist, ...)")
         self.conditions = list(conditions or [])
         self.extra_tasks = [str(t) for t in (tasks or [])]
         if (TASK in self.conditions) != bool(self.extra_tasks):
-            raise ValueError(f"{config}: the condition {TASK!r} and tasks go together: conditions {self.conditions}, "
+            raise InputError(f"{config}: the condition {TASK!r} and tasks go together: conditions {self.conditions}, "
                              f"tasks {self.extra_tasks}")
         varying = varying_hparams(zoo_config)
         for name in self.conditions:
             if name == TASK:
                 continue
             if name not in zoo_config.hparams:
-                raise ValueError(f"{config}: condition {name!r} is not a hyperparameter of this config; "
+                raise InputError(f"{config}: condition {name!r} is not a hyperparameter of this config; "
                                  f"expected some of {sorted(zoo_config.hparams)}")
             if name not in varying:
-                raise ValueError(f"{config}: condition {name!r} is fixed to {zoo_config.hparams[name]!r} in this "
+                raise InputError(f"{config}: condition {name!r} is fixed to {zoo_config.hparams[name]!r} in this "
                                  f"config; a condition needs a range (uniform, log_uniform or grid)")
         if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError(f"batch sizes must be >= 1, found {batch_size} and {eval_batch_size}")
+            raise InputError(f"batch sizes must be >= 1, found {batch_size} and {eval_batch_size}")
         self.batch_size, self.eval_batch_size, self.seed = int(batch_size), int(eval_batch_size), int(seed)
         raw, self.task, spec = rebuild_task(zoo_config.raw, data_dir)
         extra = []
@@ -111,7 +112,7 @@ class TaskDataModule(pl.LightningDataModule):
             other_raw, other_task, other_spec = rebuild_task(read_zoo_config(path)[0].raw, data_dir)
             check_same_space(other_spec, spec, f"task {path}", self.config_path)
             if other_spec.activation != spec.activation:
-                raise ValueError(f"task {path}: activation {other_spec.activation!r}, but {self.config_path} has "
+                raise InputError(f"task {path}: activation {other_spec.activation!r}, but {self.config_path} has "
                                  f"{spec.activation!r}; the networks of all tasks share one")
             extra.append((other_raw, other_task))
         self.tasks = [self.task] + [t for _, t in extra]

@@ -32,6 +32,7 @@ from wsl.nn.base import Elementwise
 from wsl.weights import WeightBatch, WeightFeatures
 from wsl.weights.align import canonical_permutations
 from wsl.weights.symmetry import invert_permutations, permute
+from zoo.errors import InputError
 
 
 class NoiseEmbedding(nn.Module):
@@ -56,7 +57,7 @@ class NoiseEmbedding(nn.Module):
         if conditions is None:  # unconditional: every example gets the null condition
             return emb + self.null
         if conditions.shape[1] != self.num_conditions:
-            raise ValueError(f"expected {self.num_conditions} conditions per network, found {conditions.shape[1]}")
+            raise InputError(f"expected {self.num_conditions} conditions per network, found {conditions.shape[1]}")
         c = self.condition(conditions)
         if drop is not None:
             c = torch.where(drop.unsqueeze(1), self.null.expand_as(c), c)
@@ -163,7 +164,7 @@ class CanonicalDenoiser(nn.Module):
         """The network (normalized flat weights ``[1, D]`` or ``[D]``) whose neurons define the order."""
         flat = flat.detach().reshape(1, -1)
         if flat.shape[1] != self.spec.num_params:
-            raise ValueError(f"reference: expected {self.spec.num_params} weights, found {flat.shape[1]}")
+            raise InputError(f"reference: expected {self.spec.num_params} weights, found {flat.shape[1]}")
         self.reference.copy_(flat)
         self.has_reference.fill_(True)
 

@@ -52,6 +52,7 @@ from zoo.inr import psnr
 from zoo.signals import SignalSet
 from zoo.store import Zoo
 from zoo.train import metric_names
+from zoo.errors import InputError
 
 DEFAULT_CANDIDATES = 16
 DEFAULT_ANCHORS = 3
@@ -169,7 +170,7 @@ class ReferenceIndex:
 
     def __init__(self, reference: WeightBatch, anchors: int = DEFAULT_ANCHORS, seed: int = 0, max_iter: int = 50):
         if not finite_networks(reference).all():
-            raise ValueError("the reference networks must have finite weights")
+            raise InputError("the reference networks must have finite weights")
         self.reference = reference.to(torch.float64)
         self.max_iter, self.seed = max_iter, seed
         picks = np.random.default_rng(seed).choice(len(reference), min(anchors, len(reference)), replace=False)
@@ -206,7 +207,7 @@ def weight_novelty(wb: WeightBatch, reference: WeightBatch, *, candidates: int =
     n, m = len(wb), len(reference)
     index = index if index is not None else ReferenceIndex(reference, anchors, seed, max_iter)
     if len(index) != m:
-        raise ValueError(f"the reference index was made for {len(index)} reference networks, not these {m}")
+        raise InputError(f"the reference index was made for {len(index)} reference networks, not these {m}")
     out = {"distance": np.full(n, np.nan), "nearest": np.full(n, -1, dtype=np.int64),
            "distance_pruning": np.full(n, np.nan), "distance_unaligned": np.full(n, np.nan)}
     ok = np.flatnonzero(finite_networks(wb))
@@ -302,7 +303,7 @@ def average_baseline(reference: WeightBatch, n: int, k: int, aligned: bool, seed
     neurons)."""
     m = len(reference)
     if not 1 <= k <= m:
-        raise ValueError(f"average of k={k} networks needs 1 <= k <= {m} (the reference networks)")
+        raise InputError(f"average of k={k} networks needs 1 <= k <= {m} (the reference networks)")
     rng = np.random.default_rng(seed)
     ref = reference.to(torch.float64)
     out = []
@@ -499,11 +500,11 @@ def load_reference(path: str | Path, generated: dict[str, Any], *, max_reference
     if generated.get("train_runs") is not None:
         wanted = [run_key(r) for r in generated["train_runs"]]
         if any(fi != 0 for fi, _ in wanted):
-            raise ValueError(f"the generated zoo's train_runs span several zoo files; {path} is one zoo: evaluate "
+            raise InputError(f"the generated zoo's train_runs span several zoo files; {path} is one zoo: evaluate "
                              f"against a merged zoo or give runs of one file")
         missing = sorted(set(wanted) - set(runs.done))
         if missing:
-            raise ValueError(f"{path}: the generated zoo's train_runs name models {[i for _, i in missing[:10]]} that "
+            raise InputError(f"{path}: the generated zoo's train_runs name models {[i for _, i in missing[:10]]} that "
                              f"are not done models of this zoo" + (f" meeting select {select}" if select else "")
                              + ": is this the zoo the generator was trained on?")
         chosen, how = wanted, "the generator's train_runs"
@@ -550,12 +551,12 @@ def evaluate_generated(generated_path: str | Path, reference_path: str | Path, o
     if activation is None and len(set(acts)) == 1:
         activation = str(acts[0])
     if activation is None:
-        raise ValueError(f"{generated_path}: its weight space has a per-model activation and its provenance selects "
+        raise InputError(f"{generated_path}: its weight space has a per-model activation and its provenance selects "
                          f"none; the reference networks mix {sorted(set(acts))}")
     if (acts != activation).any():  # baselines built from them must be run with the generator's activation
         keep = np.flatnonzero(acts == activation)
         if not len(keep):
-            raise ValueError(f"{reference_path}: no reference network has the generated networks' activation "
+            raise InputError(f"{reference_path}: no reference network has the generated networks' activation "
                              f"{activation!r} (they have {sorted(set(acts))})")
         ref["wb"], ref["indices"] = ref["wb"][torch.as_tensor(keep)], ref["indices"][keep]
         ref["stored_metrics"] = {k: v[keep] for k, v in ref["stored_metrics"].items()}

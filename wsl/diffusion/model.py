@@ -39,7 +39,7 @@ from zoo.weight_space import WeightSpaceSpec
 from wsl.data.normalize import TargetNormalizer, WeightNormalizer
 from wsl.diffusion.autoencoder import WeightAutoencoder
 from wsl.diffusion.denoisers import CanonicalDenoiser, EquivariantDenoiser, MLPDenoiser
-from wsl.diffusion.diffusion import Diffusion
+from wsl.diffusion.process import Diffusion
 from wsl.diffusion.evaluate import conditional_agreement
 from wsl.data.task import source_task
 from wsl.diffusion.networks import evaluate_networks, inr_metrics
@@ -47,6 +47,7 @@ from wsl.training import gather_lists
 from zoo.signals import SignalSet
 from wsl.nn import BACKBONES
 from wsl.weights import WeightBatch
+from zoo.errors import InputError
 
 
 class WeightGenerator(pl.LightningModule):
@@ -57,7 +58,7 @@ class WeightGenerator(pl.LightningModule):
             selection); with ``wsl fit`` both are linked from the DataModule.
         conditions: names of the stored properties the generator is conditioned on (linked from
             the DataModule's ``conditions``); empty: unconditional.
-        prediction: ``v``, ``eps`` or ``x0`` (``wsl.diffusion.diffusion``).
+        prediction: ``v``, ``eps`` or ``x0`` (``wsl.diffusion.process``).
         condition_dropout: fraction of training examples whose condition is dropped, so that one
             network is both the conditional and the unconditional model (classifier-free guidance).
         ema_decay: decay of the moving average of the denoiser's parameters (0: none).
@@ -70,10 +71,10 @@ class WeightGenerator(pl.LightningModule):
                  ema_decay: float = 0.999, sample_steps: int = 50, eval_samples: int = 64):
         super().__init__()
         if not spec_json:
-            raise ValueError(f"{type(self).__name__} needs the weight space (spec_json); with `wsl fit` it comes from "
+            raise InputError(f"{type(self).__name__} needs the weight space (spec_json); with `wsl fit` it comes from "
                              "the data module's zoo file")
         if not 0 <= condition_dropout < 1:
-            raise ValueError(f"condition_dropout must be in [0, 1), found {condition_dropout}")
+            raise InputError(f"condition_dropout must be in [0, 1), found {condition_dropout}")
         self.spec = WeightSpaceSpec.from_json(spec_json)
         self.source = json.loads(source_json)
         self.conditions = list(conditions or [])
@@ -110,19 +111,19 @@ class WeightGenerator(pl.LightningModule):
         self.weight_normalizer.load_state_dict(weight_normalizer.state_dict())
         if self.conditions:
             if condition_normalizer is None:
-                raise ValueError(f"the generator is conditioned on {self.conditions}, but the data serves no conditions")
+                raise InputError(f"the generator is conditioned on {self.conditions}, but the data serves no conditions")
             self.condition_normalizer.load_state_dict(condition_normalizer.state_dict())
 
     # --- training ---------------------------------------------------------------------------------
     def _batch(self, batch) -> tuple[Tensor, Tensor | None]:
         wb = batch[0]
         if wb.spec != self.spec:
-            raise ValueError(f"the data's weight space [{', '.join(wb.spec.param_names)}] is not the generator's "
+            raise InputError(f"the data's weight space [{', '.join(wb.spec.param_names)}] is not the generator's "
                              f"[{', '.join(self.spec.param_names)}]")
         cond = None
         if self.conditions:
             if len(batch) < 2:
-                raise ValueError(f"the generator is conditioned on {self.conditions}: the data module must serve "
+                raise InputError(f"the generator is conditioned on {self.conditions}: the data module must serve "
                                  f"them (data.conditions)")
             cond = self.condition_normalizer(batch[1].float())
         return wb.flatten(), cond
@@ -248,11 +249,11 @@ class WeightGenerator(pl.LightningModule):
         cond = None
         if conditions is not None:
             if not self.conditions:
-                raise ValueError("this generator is unconditional; it takes no conditions")
+                raise InputError("this generator is unconditional; it takes no conditions")
             c = torch.as_tensor(conditions, dtype=torch.float32)
             c = c.expand(num, -1) if c.dim() == 1 else c
             if tuple(c.shape) != (num, len(self.conditions)):
-                raise ValueError(f"conditions: expected [{num}, {len(self.conditions)}] values of "
+                raise InputError(f"conditions: expected [{num}, {len(self.conditions)}] values of "
                                  f"{self.conditions}, found {list(c.shape)}")
             cond = self.condition_normalizer(c.to(self.device))
         den = self.averaged_net
@@ -304,7 +305,7 @@ class WeightDiffusion(WeightGenerator):
         elif denoiser in BACKBONES:
             self.net = EquivariantDenoiser(self.spec, denoiser, num_conditions=k, **kw)
         else:
-            raise ValueError(f"unknown denoiser {denoiser!r}; expected 'mlp', 'canonical' or a backbone "
+            raise InputError(f"unknown denoiser {denoiser!r}; expected 'mlp', 'canonical' or a backbone "
                              f"{sorted(BACKBONES)}")
         self.code_dim = self.spec.num_params
         self._make_ema()
@@ -312,14 +313,14 @@ class WeightDiffusion(WeightGenerator):
     def set_normalizers(self, weight_normalizer: WeightNormalizer,
                         condition_normalizer: TargetNormalizer | None = None, **_) -> None:
         if weight_normalizer.per_parameter and self.hparams.denoiser != "mlp":
-            raise ValueError(f"denoiser {self.hparams.denoiser!r} is equivariant to hidden-neuron permutations, which "
+            raise InputError(f"denoiser {self.hparams.denoiser!r} is equivariant to hidden-neuron permutations, which "
                              "per-parameter normalization (data.normalize: parameter) breaks: use normalize: tensor")
         super().set_normalizers(weight_normalizer, condition_normalizer)
 
     def set_reference(self, wb: WeightBatch) -> None:
         """The canonical denoiser's reference network (raw weights of one training network)."""
         if not isinstance(self.net, CanonicalDenoiser):
-            raise ValueError(f"only the canonical denoiser takes a reference network, not {self.hparams.denoiser!r}")
+            raise InputError(f"only the canonical denoiser takes a reference network, not {self.hparams.denoiser!r}")
         flat = self.weight_normalizer(wb.to(self.device)).flatten()
         for net in (self.net, self.averaged_net):  # the moving average holds its own copy of the buffers
             net.set_reference(flat)

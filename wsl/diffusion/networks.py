@@ -30,6 +30,7 @@ from zoo.store import SPLITS, STATUS_DIVERGED, STATUS_DONE, ZooFileError, create
 from zoo.tasks import TaskData
 from zoo.train import evaluate, metric_names
 from zoo.weight_space import WeightSpaceSpec
+from zoo.errors import InputError
 
 #: Networks run at once by ``evaluate_networks`` and ``wrong_sets``: bounds the activations held.
 NETWORKS_PER_PASS = 256
@@ -50,7 +51,7 @@ def _activation_rows(activation, rows: np.ndarray):
 def _activation(spec: WeightSpaceSpec, wb: WeightBatch, activation):
     activation = activation if activation is not None else (wb.activation or spec.activation)
     if activation is None:
-        raise ValueError(f"weight space {spec.architecture!r} has a per-model activation: pass activation=")
+        raise InputError(f"weight space {spec.architecture!r} has a per-model activation: pass activation=")
     return activation
 
 
@@ -106,7 +107,7 @@ def inr_metrics(spec: WeightSpaceSpec, wb: WeightBatch, task: SignalSet, activat
     for split in splits:
         members = signals_of(task, split)
         if not len(members):
-            raise ValueError(f"signal task {task.name!r} has no {split!r} signals to compare generated INRs with")
+            raise InputError(f"signal task {task.name!r} has no {split!r} signals to compare generated INRs with")
         k, mse = nearest_signal(outputs, task.values[torch.as_tensor(members)])
         out[f"{split}_mse"] = mse.astype(np.float32)
         out[f"{split}_psnr"] = psnr(torch.as_tensor(mse), task.peak).numpy().astype(np.float32)
@@ -147,7 +148,7 @@ def wrong_sets(spec: WeightSpaceSpec, wb: WeightBatch, task: TaskData, split: st
     """bool [M, N]: which examples of ``split`` each network classifies wrongly. Networks with
     non-finite weights get every example wrong (they predict nothing)."""
     if task.kind != "classification":
-        raise ValueError(f"task {task.name!r} is a {task.kind} task: sets of wrongly classified examples need "
+        raise InputError(f"task {task.name!r} is a {task.kind} task: sets of wrongly classified examples need "
                          f"a classification task")
     activation = _activation(spec, wb, activation)
     x, y = getattr(task, f"x_{split}"), getattr(task, f"y_{split}")
@@ -202,12 +203,12 @@ def write_generated_zoo(path: str | Path, *, name: str, source_config: dict[str,
     generated = _plain_json(generated)
     M = len(wb)
     if M == 0:
-        raise ValueError("no networks to write")
+        raise InputError("no networks to write")
     if wb.spec != spec:
-        raise ValueError(f"the networks' weight space ({wb.spec.architecture}) is not the given spec")
+        raise InputError(f"the networks' weight space ({wb.spec.architecture}) is not the given spec")
     for k, v in hparams.items():
         if len(v) != M:
-            raise ValueError(f"hparams[{k!r}]: {len(v)} values for {M} networks")
+            raise InputError(f"hparams[{k!r}]: {len(v)} values for {M} networks")
     signals = None
     if isinstance(task, SignalSet):  # each INR beside its nearest held-out signal, with that signal's fields
         near = inr_metrics(spec, wb, task, wb.activation, splits=("test",))

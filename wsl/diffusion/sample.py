@@ -21,6 +21,7 @@ from wsl.diffusion import model as generators
 from wsl.data.task import source_task
 from wsl.diffusion.networks import write_generated_zoo
 from wsl.prediction.checkpoint import NOT_OURS, PREDICTOR_GLOBALS, load_torch_file, model_from_checkpoint
+from zoo.errors import InputError
 
 GENERATOR_FILE = "a generator checkpoint (.ckpt) written by wsl fit with a configs/diffusion/ config"
 GENERATOR_CLASSES = {c.__name__: c for c in (generators.WeightDiffusion, generators.LatentDiffusion)}
@@ -37,7 +38,7 @@ def read_generator_checkpoint(path: str | Path) -> dict:
             found = "a predictor checkpoint"
         else:
             found = f"a dict with keys {sorted(map(str, ckpt))[:8]}"
-        raise ValueError(f"{path}: expected {GENERATOR_FILE} (one of {sorted(GENERATOR_CLASSES)}), found {found}")
+        raise InputError(f"{path}: expected {GENERATOR_FILE} (one of {sorted(GENERATOR_CLASSES)}), found {found}")
     return ckpt
 
 
@@ -70,25 +71,25 @@ def parse_conditions(items: list[str], names: list[str], num: int) -> dict[str, 
     for item in items:
         name, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"--condition {item!r}: expected NAME=VALUE, NAME=LOW:HIGH or NAME=A,B,..., "
+            raise InputError(f"--condition {item!r}: expected NAME=VALUE, NAME=LOW:HIGH or NAME=A,B,..., "
                              f"e.g. test_acc=0.9")
         if name not in names:
-            raise ValueError(f"--condition {name!r}: the generator is conditioned on {names or 'nothing'}")
+            raise InputError(f"--condition {name!r}: the generator is conditioned on {names or 'nothing'}")
         listed = "," in value
         try:
             bounds = [float(v) for v in value.split("," if listed else ":")]
         except ValueError:
-            raise ValueError(f"--condition {item!r}: {value!r} is not a number, a LOW:HIGH range or a list "
+            raise InputError(f"--condition {item!r}: {value!r} is not a number, a LOW:HIGH range or a list "
                              f"A,B,...") from None
         if listed:
             out[name] = np.resize(np.asarray(bounds), num)
             continue
         if len(bounds) > 2:
-            raise ValueError(f"--condition {item!r}: expected one value or LOW:HIGH")
+            raise InputError(f"--condition {item!r}: expected one value or LOW:HIGH")
         out[name] = np.linspace(bounds[0], bounds[-1], num)
     missing = [n for n in names if n not in out]
     if out and missing:
-        raise ValueError(f"--condition: give every condition of the generator; missing {missing}")
+        raise InputError(f"--condition: give every condition of the generator; missing {missing}")
     return out
 
 
@@ -96,7 +97,7 @@ def run_sample(model_path: str | Path, num: int, out: str | Path, conditions: li
                seed: int = 0, steps: int | None = None, eta: float = 0.0, data_dir: str | None = None,
                device: str = "cpu") -> Path:
     if num < 1:
-        raise ValueError(f"--num must be >= 1, found {num}")
+        raise InputError(f"--num must be >= 1, found {num}")
     ckpt = read_generator_checkpoint(model_path)
     gen = generator_from_checkpoint(ckpt, model_path).to(device)
     requested = parse_conditions(list(conditions), gen.conditions, num)
@@ -105,7 +106,7 @@ def run_sample(model_path: str | Path, num: int, out: str | Path, conditions: li
         print(f"no --condition given: sampling unconditionally (the generator is conditioned on {gen.conditions})")
     source = gen.source
     if not source.get("config"):
-        raise ValueError(f"{model_path}: the generator does not record its source zoo's config; cannot rebuild its task")
+        raise InputError(f"{model_path}: the generator does not record its source zoo's config; cannot rebuild its task")
     task = source_task(source["config"], data_dir)
     wb = gen.sample(num, cond, guidance=guidance, seed=seed, steps=steps, eta=eta).to("cpu")
     sha = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.config import HPARAMS
+from zoo.errors import InputError
 
 # Hyperparameters whose effect the functional loss can reproduce (the learning rate has no meaning
 # without an optimizer training the emitted network; structural ones are not numbers).
@@ -51,14 +52,14 @@ def hparam_range(config_hparams: dict[str, Any], name: str, source: str = "confi
     uniform or log-uniform range as given; a grid or choice of numbers from its least to its
     largest value, on a log scale when all are positive and span a factor of 10 or more."""
     if name not in config_hparams:
-        raise ValueError(f"{source}: {name!r} is not a hyperparameter of the config; expected some of "
+        raise InputError(f"{source}: {name!r} is not a hyperparameter of the config; expected some of "
                          f"{sorted(config_hparams)}")
     space = config_hparams[name]
     if not isinstance(space, dict):
-        raise ValueError(f"{source}: hyperparameter {name!r} is fixed to {space!r}; conditioning on it needs a range")
+        raise InputError(f"{source}: hyperparameter {name!r} is fixed to {space!r}; conditioning on it needs a range")
     sampler, args = next(iter(space.items()))
     if HPARAMS[name][1] not in ("float", "int") or not all(isinstance(a, (int, float)) for a in args):
-        raise ValueError(f"{source}: hyperparameter {name!r} ({sampler} {args}) is not numeric")
+        raise InputError(f"{source}: hyperparameter {name!r} ({sampler} {args}) is not numeric")
     if sampler in ("uniform", "int_uniform"):
         return HparamRange(name, float(args[0]), float(args[1]), False)
     if sampler == "log_uniform":
@@ -107,7 +108,7 @@ class HparamEncoder(nn.Module):
 
     def _check(self, values: Tensor) -> None:
         if values.dim() != 2 or values.shape[1] != len(self.ranges):
-            raise ValueError(f"hyperparameters: expected [B, {len(self.ranges)}] values of {self.names}, "
+            raise InputError(f"hyperparameters: expected [B, {len(self.ranges)}] values of {self.names}, "
                              f"found {list(values.shape)}")
 
 
@@ -118,13 +119,13 @@ class LabelEncoder(nn.Module):
     def __init__(self, num_labels: int, dim: int = 32, mip: bool = False):
         super().__init__()
         if num_labels < 1:
-            raise ValueError(f"num_labels must be >= 1, found {num_labels}")
+            raise InputError(f"num_labels must be >= 1, found {num_labels}")
         self.num_labels, self.mip, self.out_dim = int(num_labels), bool(mip), int(dim)
         self.table = nn.Embedding(num_labels, dim)
 
     def forward(self, labels: Tensor) -> Tensor:
         labels = labels.long().reshape(-1)
         if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_labels):
-            raise ValueError(f"labels must lie in [0, {self.num_labels}), found {int(labels.min())}..{int(labels.max())}")
+            raise InputError(f"labels must lie in [0, {self.num_labels}), found {int(labels.min())}..{int(labels.max())}")
         e = self.table(labels)
         return nn.functional.normalize(e, dim=1) if self.mip else e

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from zoo.architectures import init_bounds, population_init
 from zoo.weight_space import WeightSpaceSpec
+from zoo.errors import InputError
 
 HEADS = ("layer", "chunk")
 
@@ -56,9 +57,9 @@ class WeightEmitter(nn.Module):
                  base_seed: int = 0):
         super().__init__()
         if heads not in HEADS:
-            raise ValueError(f"heads must be one of {list(HEADS)}, found {heads!r}")
+            raise InputError(f"heads must be one of {list(HEADS)}, found {heads!r}")
         if cond_dim < 1 or hidden < 1 or depth < 1 or chunk_size < 1 or chunk_dim < 1:
-            raise ValueError(f"cond_dim, hidden, depth, chunk_size and chunk_dim must be >= 1, found "
+            raise InputError(f"cond_dim, hidden, depth, chunk_size and chunk_dim must be >= 1, found "
                              f"{cond_dim}, {hidden}, {depth}, {chunk_size}, {chunk_dim}")
         self.spec, self.heads_kind, self.mip = spec, heads, bool(mip)
         self.num_params = spec.num_params

@@ -38,6 +38,7 @@ from zoo.functional import population_forward
 from zoo.inr import psnr
 from zoo.signals import grid_coords
 from zoo.weight_space import WeightSpaceSpec
+from zoo.errors import InputError
 
 SIGNALS = ("functional", "weights")
 CONDITIONS = ("image", "class")
@@ -60,7 +61,7 @@ class ImageEncoder(nn.Module):
         for s in self.signal_shape:
             self.points *= s
         if dim < 1 or width < 1 or self.channels < 1:
-            raise ValueError(f"ImageEncoder: dim, width and channels must be >= 1, found {dim}, {width}, {channels}")
+            raise InputError(f"ImageEncoder: dim, width and channels must be >= 1, found {dim}, {width}, {channels}")
         self.out_dim = int(dim)
         if len(self.signal_shape) == 2:
             h, w = self.signal_shape
@@ -76,7 +77,7 @@ class ImageEncoder(nn.Module):
 
     def forward(self, values: Tensor) -> Tensor:
         if values.dim() != 3 or tuple(values.shape[1:]) != (self.points, self.channels):
-            raise ValueError(f"ImageEncoder: expected signals [B, {self.points}, {self.channels}] on the "
+            raise InputError(f"ImageEncoder: expected signals [B, {self.points}, {self.channels}] on the "
                              f"{list(self.signal_shape)} grid, found {list(values.shape)}")
         if len(self.signal_shape) == 2:  # grid points are row-major: [B, H*W, C] -> [B, C, H, W]
             values = values.transpose(1, 2).reshape(len(values), self.channels, *self.signal_shape)
@@ -105,25 +106,25 @@ class INRHyperNetwork(pl.LightningModule):
                  seed: int = 0):
         super().__init__()
         if not spec_json:
-            raise ValueError("INRHyperNetwork needs the weight space (spec_json); with `wsl fit` it comes from the "
+            raise InputError("INRHyperNetwork needs the weight space (spec_json); with `wsl fit` it comes from the "
                              "data module")
         if signal not in SIGNALS:
-            raise ValueError(f"signal must be one of {list(SIGNALS)}, found {signal!r}")
+            raise InputError(f"signal must be one of {list(SIGNALS)}, found {signal!r}")
         if parametrization not in PARAMETRIZATIONS:
-            raise ValueError(f"parametrization must be one of {list(PARAMETRIZATIONS)}, found {parametrization!r}")
+            raise InputError(f"parametrization must be one of {list(PARAMETRIZATIONS)}, found {parametrization!r}")
         conditions = list(conditions or [])
         if len(conditions) != 1 or conditions[0] not in CONDITIONS:
-            raise ValueError(f"conditions must be one of {[[c] for c in CONDITIONS]} (data.conditions), "
+            raise InputError(f"conditions must be one of {[[c] for c in CONDITIONS]} (data.conditions), "
                              f"found {conditions!r}")
         self.save_hyperparameters()
         self.spec = WeightSpaceSpec.from_json(spec_json)
         if self.spec.activation is None:
-            raise ValueError("the weight space's activation varies per network; an INR hypernetwork emits networks "
+            raise InputError("the weight space's activation varies per network; an INR hypernetwork emits networks "
                              "of one activation")
         self.source = json.loads(source_json)
         sig = self.source.get("signals")
         if not isinstance(sig, dict):
-            raise ValueError(f"source_json: expected a 'signals' entry (grid shape, value range, classes) as "
+            raise InputError(f"source_json: expected a 'signals' entry (grid shape, value range, classes) as "
                              f"SignalDataModule writes it, found keys {sorted(self.source)}")
         self.condition = conditions[0]
         self.signal_shape = tuple(int(s) for s in sig["shape"])
@@ -132,7 +133,7 @@ class INRHyperNetwork(pl.LightningModule):
         self.num_classes = sig.get("num_classes")
         coords = grid_coords(self.signal_shape)
         if coords.shape[1] != self.spec.layers[0].in_features or self.spec.layers[-1].out_features != self.out_channels:
-            raise ValueError(f"the weight space maps {self.spec.layers[0].in_features} -> "
+            raise InputError(f"the weight space maps {self.spec.layers[0].in_features} -> "
                              f"{self.spec.layers[-1].out_features}, the signals {coords.shape[1]} -> {self.out_channels}")
         self.register_buffer("coords", coords, persistent=False)  # rebuilt from the hyperparameters
         mip = parametrization == "mip"
@@ -140,7 +141,7 @@ class INRHyperNetwork(pl.LightningModule):
             self.cond_encoder = ImageEncoder(self.signal_shape, self.out_channels, embed_dim, encoder_width)
         else:
             if not self.num_classes:
-                raise ValueError(f"condition 'class': the zoo's signals have no classes (source_json signals: {sig})")
+                raise InputError(f"condition 'class': the zoo's signals have no classes (source_json signals: {sig})")
             self.cond_encoder = LabelEncoder(int(self.num_classes), embed_dim, mip=mip)
         self.emitter = WeightEmitter(self.spec, embed_dim, hidden=hidden, depth=depth, heads=heads,
                                      chunk_size=chunk_size, chunk_dim=chunk_dim, mip=mip, base_seed=seed)
@@ -163,7 +164,7 @@ class INRHyperNetwork(pl.LightningModule):
         elif tuple(images.shape[1:]) == (*shape, C):
             out = images.reshape(B, P, C)
         else:
-            raise ValueError(f"images: expected [B, {P}, {C}] values on the signal grid, or [B, "
+            raise InputError(f"images: expected [B, {P}, {C}] values on the signal grid, or [B, "
                              f"{', '.join(map(str, shape))}{'' if C == 1 else f', {C}'}] images, "
                              f"found {list(images.shape)}")
         if not out.is_floating_point():
@@ -175,12 +176,12 @@ class INRHyperNetwork(pl.LightningModule):
         if self.condition == "class":
             labels = torch.as_tensor(cond)
             if labels.is_floating_point() or labels.dim() != 1:
-                raise ValueError(f"class labels: expected integers [B] in [0, {self.num_classes}), found "
+                raise InputError(f"class labels: expected integers [B] in [0, {self.num_classes}), found "
                                  f"{labels.dtype} of shape {list(labels.shape)}")
             try:
                 return self.cond_encoder(labels.to(self.device))
             except ValueError as e:
-                raise ValueError(f"class labels: {e}") from None
+                raise InputError(f"class labels: {e}") from None
         h = self.cond_encoder(self.as_signals(cond))
         return F.normalize(h, dim=1) if self.hparams.parametrization == "mip" else h
 
@@ -215,12 +216,12 @@ class INRHyperNetwork(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         if self.hparams.signal == "weights" and not self._normalizer_set:
-            raise ValueError("signal 'weights' matches weights in the data's normalized space: call "
+            raise InputError("signal 'weights' matches weights in the data's normalized space: call "
                              "model.set_normalizers(**datamodule.normalizers()) before fitting (wsl fit does)")
 
     def _unpack(self, batch) -> tuple[WeightBatch, Tensor, Tensor]:
         if not (isinstance(batch, (list, tuple)) and len(batch) >= 3 and isinstance(batch[0], WeightBatch)):
-            raise ValueError("INRHyperNetwork trains on a SignalDataModule: batches (WeightBatch, values, labels)")
+            raise InputError("INRHyperNetwork trains on a SignalDataModule: batches (WeightBatch, values, labels)")
         return batch[0], batch[1].float(), batch[2]
 
     def _condition_of(self, values: Tensor, labels: Tensor) -> Tensor:
@@ -289,7 +290,7 @@ def inr_hypernetwork_from_checkpoint(ckpt: dict[str, Any], source: str = "checkp
     if tag != CHECKPOINT_TAG or not isinstance(ckpt.get("hyper_parameters"), dict) \
             or not isinstance(ckpt.get("state_dict"), dict):
         found = f"a dict with keys {sorted(map(str, ckpt))[:8]}" if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}"
-        raise ValueError(f"{source}: expected {CHECKPOINT_FILE} (wsl_hypernetwork = {CHECKPOINT_TAG!r}, "
+        raise InputError(f"{source}: expected {CHECKPOINT_FILE} (wsl_hypernetwork = {CHECKPOINT_TAG!r}, "
                          f"hyper_parameters, state_dict), found {found} (wsl_hypernetwork = {tag!r})")
     model = model_from_checkpoint(INRHyperNetwork, ckpt, source)
     model._normalizer_set = True  # the checkpoint's buffer is the data's fitted normalizer

@@ -35,6 +35,7 @@ from wsl.training import gather_lists
 from wsl.weights import WeightBatch
 from zoo.train import evaluate
 from zoo.weight_space import WeightSpaceSpec
+from zoo.errors import InputError
 
 SIGNALS = ("functional", "weights", "outputs")
 PARAMETRIZATIONS = ("plain", "mip")
@@ -65,31 +66,31 @@ class HyperNetwork(pl.LightningModule):
                  task_dim: int = 16):
         super().__init__()
         if not spec_json:
-            raise ValueError("HyperNetwork needs the weight space (spec_json); with `wsl fit` it comes from the "
+            raise InputError("HyperNetwork needs the weight space (spec_json); with `wsl fit` it comes from the "
                              "data module")
         if signal not in SIGNALS:
-            raise ValueError(f"signal must be one of {list(SIGNALS)}, found {signal!r}")
+            raise InputError(f"signal must be one of {list(SIGNALS)}, found {signal!r}")
         if parametrization not in PARAMETRIZATIONS:
-            raise ValueError(f"parametrization must be one of {list(PARAMETRIZATIONS)}, found {parametrization!r}")
+            raise InputError(f"parametrization must be one of {list(PARAMETRIZATIONS)}, found {parametrization!r}")
         self.save_hyperparameters()
         self.spec = WeightSpaceSpec.from_json(spec_json)
         self.source = json.loads(source_json)
         config = self.source.get("config") or {}
         conditions = list(conditions or [])
         if not conditions:
-            raise ValueError("a HyperNetwork needs conditions: the hyperparameters it emits networks from "
+            raise InputError("a HyperNetwork needs conditions: the hyperparameters it emits networks from "
                              "(data.conditions)")
         self.hparam_names = [c for c in conditions if c != TASK]
         self.num_tasks = 1 + len(self.source.get("tasks") or [])
         self.multitask = TASK in conditions
         self.conditions = self.hparam_names + ([TASK] if self.multitask else [])
         if self.multitask and signal != "functional":
-            raise ValueError("the condition 'task' is for the functional signal (distillation reads one zoo)")
+            raise InputError("the condition 'task' is for the functional signal (distillation reads one zoo)")
         if self.multitask and self.num_tasks < 2:
-            raise ValueError("the condition 'task' needs several tasks: give the data module's tasks")
+            raise InputError("the condition 'task' needs several tasks: give the data module's tasks")
         bad = [n for n in self.hparam_names if n not in FUNCTIONAL_HPARAMS]
         if signal == "functional" and bad:
-            raise ValueError(f"conditions {bad} have no meaning for the functional loss (no optimizer trains the "
+            raise InputError(f"conditions {bad} have no meaning for the functional loss (no optimizer trains the "
                              f"emitted networks); functional conditions are {list(FUNCTIONAL_HPARAMS)}; condition on "
                              f"{bad} with signal: weights or outputs (distillation from a zoo)")
         hp = config.get("hparams", {})
@@ -103,7 +104,7 @@ class HyperNetwork(pl.LightningModule):
                                      base_seed=seed)
         self.activation = self.spec.activation
         if self.activation is None:
-            raise ValueError("the weight space's activation varies per network; a hypernetwork emits networks of one "
+            raise InputError("the weight space's activation varies per network; a hypernetwork emits networks of one "
                              "activation: select one in the data (e.g. select: {activation: relu})")
         self.fixed = self._fixed_hparams(hp, dict(fixed or {})) if signal == "functional" else {}
         self.weight_normalizer = WeightNormalizer(self.spec)
@@ -118,12 +119,12 @@ class HyperNetwork(pl.LightningModule):
             if name in fixed:
                 out[name] = float(fixed.pop(name))
             elif isinstance(hp.get(name), dict):
-                raise ValueError(f"hyperparameter {name!r} varies in the zoo config ({hp[name]}) but is neither a "
+                raise InputError(f"hyperparameter {name!r} varies in the zoo config ({hp[name]}) but is neither a "
                                  f"condition nor given in fixed: the hypernetwork must know it")
             elif name in hp:
                 out[name] = float(hp[name])
         if fixed:
-            raise ValueError(f"fixed: {sorted(fixed)} are conditions or not functional hyperparameters; "
+            raise InputError(f"fixed: {sorted(fixed)} are conditions or not functional hyperparameters; "
                              f"fixed takes {[n for n in FUNCTIONAL_HPARAMS if n not in self.hparam_names]}")
         return out
 
@@ -186,16 +187,16 @@ class HyperNetwork(pl.LightningModule):
         if weight_normalizer is not None:
             self.weight_normalizer.load_state_dict(weight_normalizer.state_dict())
         elif self.hparams.signal != "functional":
-            raise ValueError(f"signal {self.hparams.signal!r} distils from a zoo: the data must be a WeightDataModule")
+            raise InputError(f"signal {self.hparams.signal!r} distils from a zoo: the data must be a WeightDataModule")
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         signal = self.hparams.signal
         if signal == "functional":
             if isinstance(batch[0], WeightBatch):
-                raise ValueError("signal 'functional' trains on task examples: the data must be a TaskDataModule")
+                raise InputError("signal 'functional' trains on task examples: the data must be a TaskDataModule")
             batches = list(batch) if isinstance(batch[0], (list, tuple)) else [batch]  # one batch per task
             if len(batches) != self.num_tasks:
-                raise ValueError(f"the hypernetwork trains on {self.num_tasks} task(s), the data serves {len(batches)}")
+                raise InputError(f"the hypernetwork trains on {self.num_tasks} task(s), the data serves {len(batches)}")
             values = self.sample_values(int(self.hparams.networks_per_step))
             params, task_of = self.emit(values).params(), self.task_of(values)
             losses = []
@@ -212,7 +213,7 @@ class HyperNetwork(pl.LightningModule):
 
     def _distillation_loss(self, batch) -> Tensor:
         if not isinstance(batch[0], WeightBatch) or len(batch) < 2:
-            raise ValueError(f"signal {self.hparams.signal!r} distils zoo networks at their λ: the data must be a "
+            raise InputError(f"signal {self.hparams.signal!r} distils zoo networks at their λ: the data must be a "
                              f"WeightDataModule with conditions {self.conditions}")
         teacher, lam = batch[0], batch[1].float()
         student = self.emit(lam)

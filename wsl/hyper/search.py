@@ -30,6 +30,7 @@ from zoo.functional import population_forward
 from zoo.generate import build_task_and_spec
 from zoo.store import Zoo
 from zoo.train import per_example_loss, train_population
+from zoo.errors import InputError
 
 HYPERNETWORK_FILE = "a hypernetwork checkpoint (.ckpt) written by wsl fit with a configs/hyper/ config"
 
@@ -41,7 +42,7 @@ def load_hypernetwork(path: str | Path) -> HyperNetwork:
     if kind != HyperNetwork.__name__:
         found = f"a {kind} checkpoint" if kind else "another kind of file" if not isinstance(ckpt, dict) else \
             f"a dict with keys {sorted(map(str, ckpt))[:8]}"
-        raise ValueError(f"{path}: expected {HYPERNETWORK_FILE} (a HyperNetwork conditioned on hyperparameters), "
+        raise InputError(f"{path}: expected {HYPERNETWORK_FILE} (a HyperNetwork conditioned on hyperparameters), "
                          f"found {found}")
     return model_from_checkpoint(HyperNetwork, ckpt, path)
 
@@ -52,9 +53,9 @@ def gradient_search(model: HyperNetwork, steps: int = 300, lr: float = 0.05, sta
     ``starts`` Sobol starts at once; the start that ends lowest wins. Returns λ, its validation
     loss and accuracy, and the loss curve of the winning start."""
     if not model.hparam_names:
-        raise ValueError("the hypernetwork is conditioned on no hyperparameter: there is nothing to search")
+        raise InputError("the hypernetwork is conditioned on no hyperparameter: there is nothing to search")
     if not 0 <= task < model.num_tasks:
-        raise ValueError(f"task must be in [0, {model.num_tasks}), found {task}")
+        raise InputError(f"task must be in [0, {model.num_tasks}), found {task}")
     task_data = model.tasks[task]
     task_index = torch.full((starts,), task, dtype=torch.long, device=model.device)
     sobol = torch.quasirandom.SobolEngine(len(model.hparam_names), scramble=True, seed=seed)
@@ -111,7 +112,7 @@ def train_directly(model: HyperNetwork, values: dict[str, float], seeds: int = 5
         elif name in model.fixed:
             v = model.fixed[name]
         elif isinstance(space, dict):
-            raise ValueError(f"hyperparameter {name!r} varies in the source config ({space}) and the search did not "
+            raise InputError(f"hyperparameter {name!r} varies in the source config ({space}) and the search did not "
                              f"set it: training at the λ found needs one value")
         else:
             v = space
@@ -130,7 +131,7 @@ def best_grid_point(zoo_path: str | Path, names: list[str], where: dict[str, flo
         for name, value in (where or {}).items():
             keep &= np.isclose(z.hparam(name).astype(np.float64), float(value))
         if not keep.any():
-            raise ValueError(f"{zoo_path}: no done run has {where}")
+            raise InputError(f"{zoo_path}: no done run has {where}")
         cols = np.stack([z.hparam(n).astype(np.float64) for n in names], 1)[keep]
         val, test = z.metric("val_acc")[keep, -1], z.metric("test_acc")[keep, -1]
     points, inverse = np.unique(cols, axis=0, return_inverse=True)

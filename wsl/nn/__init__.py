@@ -24,6 +24,7 @@ import importlib
 from torch import nn
 
 from zoo.weight_space import WeightSpaceSpec
+from zoo.errors import InputError
 
 ENCODERS: dict[str, tuple[str, str, dict]] = {
     "flat": ("wsl.nn.flat", "FlatMLP", {}),
@@ -49,7 +50,7 @@ BACKBONES: dict[str, tuple[str, str, dict]] = {
 
 def _build(table: dict, what: str, name: str, *args, **kwargs) -> nn.Module:
     if name not in table:
-        raise ValueError(f"unknown {what} {name!r}; expected one of {sorted(table)}")
+        raise InputError(f"unknown {what} {name!r}; expected one of {sorted(table)}")
     module, cls, fixed = table[name]
     return getattr(importlib.import_module(module), cls)(*args, **fixed, **kwargs)
 

@@ -21,12 +21,13 @@ from torch import Tensor, nn
 from zoo.weight_space import WeightSpaceSpec
 
 from wsl.weights import WeightBatch, WeightFeatures
+from zoo.errors import InputError
 
 
 def mlp(d_in: int, hidden: int, d_out: int, layers: int, dropout: float = 0.0) -> nn.Sequential:
     """``layers`` linear maps with ReLU (and dropout) between them."""
     if layers < 1:
-        raise ValueError(f"an MLP needs at least one layer, found layers={layers}")
+        raise InputError(f"an MLP needs at least one layer, found layers={layers}")
     dims = [d_in] + [hidden] * (layers - 1) + [d_out]
     mods: list[nn.Module] = []
     for k in range(layers):
@@ -47,7 +48,7 @@ class Encoder(nn.Module):
 
     def check_spec(self, wb) -> None:
         if wb.spec != self.spec:
-            raise ValueError(f"{type(self).__name__} was built for the weight space {self.spec.architecture!r} "
+            raise InputError(f"{type(self).__name__} was built for the weight space {self.spec.architecture!r} "
                              f"[{', '.join(self.spec.param_names)}], the batch is of {wb.spec.architecture!r} "
                              f"[{', '.join(wb.spec.param_names)}]")
 
@@ -73,7 +74,7 @@ class FourierFeatures(nn.Module):
     def __init__(self, features: int, scale: float = 1.0, seed: int = 0):
         super().__init__()
         if features < 1 or scale <= 0:
-            raise ValueError(f"FourierFeatures: expected features >= 1 and scale > 0, found {features}, {scale}")
+            raise InputError(f"FourierFeatures: expected features >= 1 and scale > 0, found {features}, {scale}")
         gen = torch.Generator().manual_seed(seed)
         self.register_buffer("freqs", 2 * math.pi * scale * torch.randn(features, generator=gen))
 
@@ -105,7 +106,7 @@ class Backbone(nn.Sequential):
     def __init__(self, make_layer: Callable[..., nn.Module], in_channels: int, channels: int, layers: int,
                  out_channels: int | None = None, fused_relu: bool = False):
         if layers < 1:
-            raise ValueError(f"a backbone needs at least one layer, found layers={layers}")
+            raise InputError(f"a backbone needs at least one layer, found layers={layers}")
         mods: list[nn.Module] = []
         for k in range(layers):
             linear_out = k == layers - 1 and out_channels is not None

@@ -36,6 +36,7 @@ from zoo.weight_space import WeightSpaceSpec
 from wsl.nn.base import Backbone, PooledEncoder, mlp, weight_encoding
 from wsl.nn.pool import InvariantPool
 from wsl.weights import WeightFeatures
+from zoo.errors import InputError
 
 _LETTERS = "defghijklmnpqrstuvwxyz"  # einsum letters; b (batch), c (in channel), o (out channel) are taken
 
@@ -44,7 +45,7 @@ def check_mlp_spec(spec: WeightSpaceSpec) -> None:
     """DWSNet's blocks are derived for a chain of linear layers; refuse anything else clearly."""
     for layer in spec.layers:
         if layer.kind != "linear":
-            raise ValueError(f"DWSNet supports MLP weight spaces only (linear layers); layer {layer.name!r} of "
+            raise InputError(f"DWSNet supports MLP weight spaces only (linear layers); layer {layer.name!r} of "
                              f"{spec.architecture!r} is a {layer.kind!r} layer. Use the NG-GNN encoder ('ngnn') "
                              f"for convolutional weight spaces.")
     spec.check_chain("DWSNet")
@@ -126,14 +127,14 @@ class DWSLayer(nn.Module):
 
     def forward(self, feats: WeightFeatures) -> WeightFeatures:
         if feats.channels != self.c_in:
-            raise ValueError(f"DWSLayer takes {self.c_in} channels, found {feats.channels}")
+            raise InputError(f"DWSLayer takes {self.c_in} channels, found {feats.channels}")
         xs = [t for pair in zip(feats.weights, feats.biases) for t in pair]
         ys = self.forward_tensors(xs)
         return WeightFeatures(self.spec, ys[0::2], ys[1::2])
 
     def forward_tensors(self, xs: list[Tensor]) -> list[Tensor]:
         if len(xs) != len(self.tensors):
-            raise ValueError(f"DWSLayer expects {len(self.tensors)} tensors, found {len(xs)}")
+            raise InputError(f"DWSLayer expects {len(self.tensors)} tensors, found {len(xs)}")
         means: dict[tuple[int, tuple[int, ...]], Tensor] = {}  # shared reductions, computed once per call
         outs, p = [], 0
         for u, terms in enumerate(self.terms):

@@ -44,11 +44,12 @@ from zoo.weight_space import WeightSpaceSpec
 from wsl.nn.base import Encoder, mlp, weight_encoding
 from wsl.weights import WeightBatch, WeightFeatures
 from wsl.weights.graph import graph_layout, to_graph
+from zoo.errors import InputError
 
 
 def _check_heads(hidden: int, heads: int) -> None:
     if hidden % heads:
-        raise ValueError(f"neural graph: hidden size {hidden} must be divisible by heads {heads}")
+        raise InputError(f"neural graph: hidden size {hidden} must be divisible by heads {heads}")
 
 
 class NGGNNConv(MessagePassing):
@@ -130,7 +131,7 @@ class NGBackbone(nn.Module):
                  layers: int = 4, heads: int = 1, dropout: float = 0.0, out_channels: int | None = None):
         super().__init__()
         if conv not in CONVS:
-            raise ValueError(f"neural graph layer must be one of {sorted(CONVS)}, found {conv!r}")
+            raise InputError(f"neural graph layer must be one of {sorted(CONVS)}, found {conv!r}")
         self.spec, self.conv, self.in_channels = spec, conv, in_channels
         lay = graph_layout(spec)
         self.register_buffer("node_layer", lay.node_layer.clone(), persistent=False)
@@ -152,10 +153,10 @@ class NGBackbone(nn.Module):
     def graph(self, feats: WeightFeatures) -> tuple[Tensor, Tensor]:
         """Node and edge features after the NG layers: ``[B, N, channels]``, ``[B, E, channels]``."""
         if feats.spec != self.spec:
-            raise ValueError(f"neural graph backbone built for weight space {self.spec.architecture!r}, "
+            raise InputError(f"neural graph backbone built for weight space {self.spec.architecture!r}, "
                              f"found features of {feats.spec.architecture!r} with other layers")
         if feats.channels != self.in_channels:
-            raise ValueError(f"neural graph backbone takes {self.in_channels} channels, found {feats.channels}")
+            raise InputError(f"neural graph backbone takes {self.in_channels} channels, found {feats.channels}")
         g = to_graph(feats)
         B = len(feats)
         node_emb = torch.where(self.fixed.unsqueeze(-1), self.fixed_emb(self.fixed_index),

@@ -42,6 +42,7 @@ from zoo.weight_space import WeightSpaceSpec
 from wsl.nn.base import Backbone, PooledEncoder, mlp, weight_encoding
 from wsl.nn.pool import InvariantPool
 from wsl.weights import WeightFeatures
+from zoo.errors import InputError
 
 
 def check_chain(spec: WeightSpaceSpec) -> None:
@@ -195,7 +196,7 @@ class _NFLinear(nn.Module):
 
     def forward(self, feats: WeightFeatures) -> WeightFeatures:
         if feats.channels != self.c_in:
-            raise ValueError(f"{type(self).__name__} takes {self.c_in} channels, found {feats.channels}")
+            raise InputError(f"{type(self).__name__} takes {self.c_in} channels, found {feats.channels}")
         out_w, out_b = self._forward_channels_last(*feats.channels_last())
         return WeightFeatures.from_channels_last(self.spec, out_w, out_b)
 
@@ -264,7 +265,7 @@ class NFNBackbone(Backbone):
     def __init__(self, spec: WeightSpaceSpec, mode: str = "hnp", in_channels: int = 1, channels: int = 32,
                  layers: int = 3, out_channels: int | None = None):
         if mode not in ("hnp", "np"):
-            raise ValueError(f"NFN mode must be 'hnp' or 'np', found {mode!r}")
+            raise InputError(f"NFN mode must be 'hnp' or 'np', found {mode!r}")
         layer_cls = HNPLinear if mode == "hnp" else NPLinear
         super().__init__(lambda c_in, c_out, relu: layer_cls(spec, c_in, c_out, relu), in_channels, channels, layers,
                          out_channels, fused_relu=True)

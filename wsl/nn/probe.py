@@ -30,6 +30,7 @@ from zoo.weight_space import WeightSpaceSpec
 from wsl.weights.statistics import STATISTICS, weight_statistics
 from wsl.nn.base import Encoder, mlp
 from wsl.weights import WeightBatch
+from zoo.errors import InputError
 
 
 def _grid(k: int, d: int) -> Tensor | None:
@@ -51,11 +52,11 @@ class ProbeEncoder(Encoder):
                  dropout: float = 0.0, squash: bool = True, weight_stats: bool = False, softmax: bool = False):
         super().__init__(spec, out_dim)
         if init not in ("auto", "grid", "normal"):
-            raise ValueError(f"probe init must be 'auto', 'grid' or 'normal', found {init!r}")
+            raise InputError(f"probe init must be 'auto', 'grid' or 'normal', found {init!r}")
         d = math.prod(spec.input_shape)
         grid = _grid(probes, d) if init in ("auto", "grid") else None
         if init == "grid" and grid is None:
-            raise ValueError(f"probe init 'grid' needs an input of at most 3 dimensions, found {d}")
+            raise InputError(f"probe init 'grid' needs an input of at most 3 dimensions, found {d}")
         start = grid if grid is not None else torch.randn(probes, d, generator=torch.Generator().manual_seed(0))
         self.num_probes = start.shape[0]
         self.latent = nn.Parameter(start.clone(), requires_grad=learn_probes)
@@ -67,7 +68,7 @@ class ProbeEncoder(Encoder):
                 nn.init.zeros_(lin.bias)
                 lin.requires_grad_(learn_probes)
         if softmax and spec.layers[-1].out_features < 2:
-            raise ValueError(f"probe softmax: class probabilities need networks with several outputs (classifiers); "
+            raise InputError(f"probe softmax: class probabilities need networks with several outputs (classifiers); "
                              f"these have {spec.layers[-1].out_features}")
         self.squash, self.weight_stats, self.softmax = squash, weight_stats, softmax
         n_features = self.num_probes * spec.layers[-1].out_features * (2 if softmax else 1)
@@ -84,7 +85,7 @@ class ProbeEncoder(Encoder):
         params = [p.to(self.latent.dtype) for p in wb.params()]
         x = self.probe_inputs()
         if self.spec.activation is None and wb.activation is None:
-            raise ValueError("the probe encoder runs the networks, and this weight space's activation varies per "
+            raise InputError("the probe encoder runs the networks, and this weight space's activation varies per "
                              "network: the batch must say which (WeightBatch.activation; the zoo's "
                              "hparams.activation, or `wsl predict --activation` for checkpoint files)")
         act = None if self.spec.activation is not None else wb.activation

@@ -35,6 +35,7 @@ from sklearn.preprocessing import StandardScaler
 from wsl.data.runs import run_key
 from wsl.weights.statistics import weight_statistics
 from zoo.store import SPLITS
+from zoo.errors import InputError
 
 # Inverse regularisation strengths of the linear reference (C; ridge alpha = 1 / C), chosen on validation.
 LINEAR_C = (0.001, 0.01, 0.1, 1.0)
@@ -118,7 +119,7 @@ def statistic_features(dm, split: str) -> np.ndarray:
     holds (in loader order)."""
     wb = dm.weights(split)
     if not len(wb):
-        raise ValueError(f"split {split!r} has no checkpoints")
+        raise InputError(f"split {split!r} has no checkpoints")
     return np.concatenate([weight_statistics(dm.spec, wb[s:s + 4096].to_dict()).numpy().astype(np.float64)
                            for s in range(0, len(wb), 4096)])
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from wsl.prediction.model import PropertyPredictor
+from zoo.errors import InputError, MissingFileError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 SAVE_TENSORS = ("save the state_dict instead: torch.save(model.state_dict(), PATH) or "
@@ -38,13 +39,13 @@ def load_torch_file(path: str | Path, expected: str, allowed: list = (), hint: s
     file should have been (``expected``) and what to do (``hint``)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: not found (expected {expected})")
+        raise MissingFileError(f"{path}: not found (expected {expected})")
     if path.is_dir():
-        raise ValueError(f"{path}: is a folder, expected {expected}")
+        raise InputError(f"{path}: is a folder, expected {expected}")
     with open(path, "rb") as fh:
         head = fh.read(len(HDF5_SIGNATURE))
     if head == HDF5_SIGNATURE:
-        raise ValueError(f"{path}: is an HDF5 file (a zoo?), expected {expected}")
+        raise InputError(f"{path}: is an HDF5 file (a zoo?), expected {expected}")
     unreadable = f"{path}: cannot be read as a torch file (not one torch.save wrote, or damaged), expected {expected}"
     try:
         with torch.serialization.safe_globals(list(allowed)), warnings.catch_warnings():
@@ -53,15 +54,15 @@ def load_torch_file(path: str | Path, expected: str, allowed: list = (), hint: s
     except pickle.UnpicklingError as e:
         found = _pickled_globals(path, str(e), list(allowed))
         if not found:
-            raise ValueError(unreadable) from None
+            raise InputError(unreadable) from None
         if any(name.startswith("torch.nn.modules.") for name in found):
             what = "a whole pickled module (torch.save(model))"
         else:
             what = "pickled Python objects"
-        raise ValueError(f"{path}: refused: not a tensors-only file, it holds {what} ({', '.join(found)}), "
+        raise InputError(f"{path}: refused: not a tensors-only file, it holds {what} ({', '.join(found)}), "
                          f"which cannot be read without running its pickle; expected {expected}; {hint}") from None
     except Exception:  # noqa: BLE001 - a truncated zip, a foreign format: the unpickler's words say nothing
-        raise ValueError(unreadable) from None
+        raise InputError(unreadable) from None
 
 
 def _pickled_globals(path: Path, message: str, allowed: list) -> list[str]:
@@ -84,7 +85,7 @@ def model_from_checkpoint(cls: type, ckpt: dict, source: str | Path = "checkpoin
         model.load_state_dict(ckpt["state_dict"])
     except (TypeError, RuntimeError) as e:
         detail = " ".join(str(e).split())[:300]
-        raise ValueError(f"{source}: does not build the {cls.__name__} its hyperparameters describe ({detail})") from None
+        raise InputError(f"{source}: does not build the {cls.__name__} its hyperparameters describe ({detail})") from None
     return model.eval()
 
 
@@ -97,9 +98,9 @@ def read_predictor_checkpoint(path: str | Path) -> dict:
                  else f"a {type(ckpt).__name__}")
         if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
             found = f"a state_dict of {len(ckpt)} tensors (a network to predict? give it as an input)"
-        raise ValueError(f"{path}: expected {PREDICTOR_FILE} (with hyper_parameters and state_dict), found {found}")
+        raise InputError(f"{path}: expected {PREDICTOR_FILE} (with hyper_parameters and state_dict), found {found}")
     if "spec_json" not in ckpt["hyper_parameters"]:
-        raise ValueError(f"{path}: expected {PREDICTOR_FILE}, found a Lightning checkpoint of another model "
+        raise InputError(f"{path}: expected {PREDICTOR_FILE}, found a Lightning checkpoint of another model "
                          f"(hyperparameters {sorted(ckpt['hyper_parameters'])})")
     return ckpt
 
@@ -110,17 +111,17 @@ def predictor_from_checkpoint(ckpt: dict, source: str | Path = "checkpoint") -> 
     hparams = dict(ckpt["hyper_parameters"])
     unknown = sorted(k for k in hparams if k not in accepted and not k.startswith("_"))  # "_": Lightning's
     if unknown:
-        raise ValueError(f"{source}: hyperparameters {unknown} are not PropertyPredictor's ({sorted(accepted)}); "
+        raise InputError(f"{source}: hyperparameters {unknown} are not PropertyPredictor's ({sorted(accepted)}); "
                          "was it written by another version of wsl?")
     try:
         model = PropertyPredictor(**{k: v for k, v in hparams.items() if k in accepted})
     except TypeError as e:
-        raise ValueError(f"{source}: its hyperparameters do not build a PropertyPredictor ({e})") from None
+        raise InputError(f"{source}: its hyperparameters do not build a PropertyPredictor ({e})") from None
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
         detail = " ".join(line.strip() for line in str(e).splitlines()[1:])[:300]
-        raise ValueError(f"{source}: its state_dict does not fit the predictor its hyperparameters describe "
+        raise InputError(f"{source}: its state_dict does not fit the predictor its hyperparameters describe "
                          f"({detail})") from None
     return model.eval()
 

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from zoo.weight_space import WeightSpaceSpec
+from zoo.errors import InputError
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")  # where training scripts keep the state_dict
 DATA_PARALLEL_PREFIX = "module."  # nn.DataParallel / DistributedDataParallel prefix every name with it
@@ -48,7 +49,7 @@ def unwrap_state_dict(obj: object, source: str) -> dict[str, Tensor]:
             found = "an empty mapping" if not obj else f"a mapping with non-tensor entries {', '.join(others)}"
         else:
             found = f"a {type(obj).__name__}"
-        raise ValueError(f"{source}: expected a state_dict (a mapping of names to tensors, possibly under "
+        raise InputError(f"{source}: expected a state_dict (a mapping of names to tensors, possibly under "
                          f"{' / '.join(repr(k) for k in WRAPPER_KEYS)}), found {found}")
     sd = {str(k): v for k, v in obj.items()}
     if all(k.startswith(DATA_PARALLEL_PREFIX) for k in sd):
@@ -91,7 +92,7 @@ def _refusal(spec: WeightSpaceSpec, sd: Mapping[str, Tensor], source: str, order
     def refuse(problem: str) -> None:
         exp = ", ".join(f"{p.name} {list(p.shape)}" for p in spec.params)
         found = ", ".join(f"{k} {list(v.shape)}" for k, v in sd.items())
-        raise ValueError(f"{source} does not match weight space {spec.architecture!r} by name or by structure: "
+        raise InputError(f"{source} does not match weight space {spec.architecture!r} by name or by structure: "
                          f"{problem}. Expected, in order: {exp}. Found, in file order{'' if ordered else ' (by name)'}: "
                          f"{found}")
     return refuse

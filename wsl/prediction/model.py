@@ -27,6 +27,7 @@ from zoo.weight_space import WeightSpaceSpec
 from wsl.nn import build_encoder
 from wsl.data.normalize import TargetNormalizer, WeightNormalizer
 from wsl.weights import WeightBatch
+from zoo.errors import InputError
 
 # Target-name suffix -> the range its values live in: accuracies (train_acc, val_acc, test_acc) are
 # fractions of examples classified right.
@@ -48,10 +49,10 @@ class PropertyPredictor(pl.LightningModule):
                  target: str = ""):
         super().__init__()
         if not spec_json:
-            raise ValueError("PropertyPredictor needs the weight space (spec_json); with `wsl fit` it comes "
+            raise InputError("PropertyPredictor needs the weight space (spec_json); with `wsl fit` it comes "
                              "from the data module's zoo file")
         if task_type not in ("regression", "classification"):
-            raise ValueError(f"task_type must be 'regression' or 'classification', found {task_type!r}")
+            raise InputError(f"task_type must be 'regression' or 'classification', found {task_type!r}")
         self.save_hyperparameters()
         self.spec = WeightSpaceSpec.from_json(spec_json)
         self.encoder = build_encoder(encoder, self.spec, num_outputs, **(encoder_kwargs or {}))

@@ -32,6 +32,7 @@ from wsl.prediction.matching import describe_mapping, match_state_dict, unwrap_s
 from wsl.prediction.model import PropertyPredictor
 from wsl.weights import WeightBatch
 from zoo.weight_space import ACTIVATIONS
+from zoo.errors import InputError, MissingFileError
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
 STATE_DICT_FILE = "a state_dict (.pt/.pth saved with torch.save(model.state_dict()), or .safetensors)"
@@ -55,7 +56,7 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
         try:
             obj = load_file(str(path))
         except Exception as e:  # noqa: BLE001 - safetensors' own error type: one clear message
-            raise ValueError(f"{path}: cannot be read as a safetensors file ({e}), expected {STATE_DICT_FILE}") from None
+            raise InputError(f"{path}: cannot be read as a safetensors file ({e}), expected {STATE_DICT_FILE}") from None
     else:
         obj = load_torch_file(path, STATE_DICT_FILE)
     return unwrap_state_dict(obj, str(path))
@@ -68,12 +69,12 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
         if p.is_dir():
             found = sorted(q for q in p.rglob("*") if q.suffix in CHECKPOINT_SUFFIXES + (".h5",))
             if not found:
-                raise FileNotFoundError(f"{p}: folder holds no {', '.join(CHECKPOINT_SUFFIXES + ('.h5',))} files")
+                raise MissingFileError(f"{p}: folder holds no {', '.join(CHECKPOINT_SUFFIXES + ('.h5',))} files")
             files += found
         elif p.exists():
             files.append(p)
         else:
-            raise FileNotFoundError(f"{p}: input not found")
+            raise MissingFileError(f"{p}: input not found")
     return files
 
 
@@ -104,10 +105,10 @@ def _file_activation(model: PropertyPredictor, activation: str | None) -> str | 
     the predictor's; an error where the predictor runs the networks and neither says which."""
     if activation is not None:
         if activation not in ACTIVATIONS:
-            raise ValueError(f"--activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}")
+            raise InputError(f"--activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}")
         return activation
     if model.spec.activation is None and model.encoder.raw_weights:
-        raise ValueError(f"the predictor runs the networks (encoder {model.hparams.encoder!r}) and its weight space's "
+        raise InputError(f"the predictor runs the networks (encoder {model.hparams.encoder!r}) and its weight space's "
                          "activation varies per network; a state_dict does not record it: pass --activation "
                          f"(one of {', '.join(ACTIVATIONS)})")
     return model.spec.activation
@@ -158,13 +159,13 @@ def predict_zoo(model: PropertyPredictor, path: Path, split: str | None = None, 
     if runs.spec.to_dict()["params"] != model.spec.to_dict()["params"]:  # all but the activation
         exp = ", ".join(f"{p.name} {list(p.shape)}" for p in model.spec.params)
         found = ", ".join(f"{p.name} {list(p.shape)}" for p in runs.spec.params)
-        raise ValueError(f"{path}: weight space does not match the predictor's. Expected: {exp}. Found: {found}")
+        raise InputError(f"{path}: weight space does not match the predictor's. Expected: {exp}. Found: {found}")
     selected = runs.done
     if split not in (None, "all") and recorded_split:
         selected = runs.recorded_split().runs[split]
     elif split not in (None, "all"):
         if not split_state or split not in split_state:
-            raise ValueError(f"--split {split}: the predictor checkpoint records no '{split}' runs for this zoo")
+            raise InputError(f"--split {split}: the predictor checkpoint records no '{split}' runs for this zoo")
         selected = runs.restore({"split_runs": split_state}).runs[split]
     position = runs.checkpoint_position(0, checkpoint)
     epoch = runs.checkpoint_epochs[0][position]

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from wsl.weights.symmetry import permute
 from wsl.weights import WeightBatch
+from zoo.errors import InputError
 
 
 def matching_objective(reference: WeightBatch, wb: WeightBatch) -> Tensor:
@@ -58,9 +59,9 @@ def _assignment_costs(reference: WeightBatch, wb: WeightBatch, group: str,
 
 def _check_reference(reference: WeightBatch, wb: WeightBatch) -> None:
     if len(reference) != 1:
-        raise ValueError(f"the reference must be one network, found a batch of {len(reference)}")
+        raise InputError(f"the reference must be one network, found a batch of {len(reference)}")
     if reference.spec.to_dict() != wb.spec.to_dict():
-        raise ValueError("the reference and the networks to permute have different weight spaces")
+        raise InputError("the reference and the networks to permute have different weight spaces")
 
 
 def match_permutations(reference: WeightBatch, wb: WeightBatch, max_iter: int = 50,

@@ -23,6 +23,7 @@ from torch import Tensor
 from zoo.weight_space import WeightSpaceSpec
 
 from .features import WeightFeatures
+from zoo.errors import InputError
 
 
 @dataclass
@@ -36,19 +37,19 @@ class WeightBatch:
 
     def __post_init__(self) -> None:
         if len(self.weights) != len(self.spec.layers) or len(self.biases) != len(self.spec.layers):
-            raise ValueError(f"expected {len(self.spec.layers)} layers, found {len(self.weights)} weights "
+            raise InputError(f"expected {len(self.spec.layers)} layers, found {len(self.weights)} weights "
                              f"and {len(self.biases)} biases")
         B = self.weights[0].shape[0]
         if self.activation is not None and len(self.activation) != B:
-            raise ValueError(f"activation: {len(self.activation)} names for {B} networks")
+            raise InputError(f"activation: {len(self.activation)} names for {B} networks")
         for layer, w, b in zip(self.spec.layers, self.weights, self.biases):
             if tuple(w.shape[1:]) != layer.weight.shape or w.shape[0] != B:
-                raise ValueError(f"{layer.name}.weight: expected [{B}, {', '.join(map(str, layer.weight.shape))}], "
+                raise InputError(f"{layer.name}.weight: expected [{B}, {', '.join(map(str, layer.weight.shape))}], "
                                  f"found {list(w.shape)}")
             if (b is None) != (not layer.bias):
-                raise ValueError(f"{layer.name}.bias: expected {'a tensor' if layer.bias else 'None'}")
+                raise InputError(f"{layer.name}.bias: expected {'a tensor' if layer.bias else 'None'}")
             if b is not None and tuple(b.shape) != (B, layer.out_features):
-                raise ValueError(f"{layer.name}.bias: expected [{B}, {layer.out_features}], found {list(b.shape)}")
+                raise InputError(f"{layer.name}.bias: expected [{B}, {layer.out_features}], found {list(b.shape)}")
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
@@ -76,7 +77,7 @@ class WeightBatch:
     @classmethod
     def from_flat(cls, spec: WeightSpaceSpec, flat: Tensor) -> "WeightBatch":
         if flat.dim() != 2 or flat.shape[1] != spec.num_params:
-            raise ValueError(f"flat weights must be [B, {spec.num_params}], found {list(flat.shape)}")
+            raise InputError(f"flat weights must be [B, {spec.num_params}], found {list(flat.shape)}")
         parts, s = [], 0
         for p in spec.params:
             parts.append(flat[:, s:s + p.numel].reshape(-1, *p.shape))

@@ -23,6 +23,7 @@ from typing import Callable
 from torch import Tensor
 
 from zoo.weight_space import WeightSpaceSpec
+from zoo.errors import InputError
 
 
 @dataclass
@@ -34,15 +35,15 @@ class WeightFeatures:
     def __post_init__(self) -> None:
         L = len(self.spec.layers)
         if len(self.weights) != L or len(self.biases) != L:
-            raise ValueError(f"weight features: expected {L} layers, found {len(self.weights)} weight and "
+            raise InputError(f"weight features: expected {L} layers, found {len(self.weights)} weight and "
                              f"{len(self.biases)} neuron tensors")
         B, C = self.weights[0].shape[:2]
         for layer, w, b in zip(self.spec.layers, self.weights, self.biases):
             if tuple(w.shape) != (B, C, *layer.weight.shape):
-                raise ValueError(f"{layer.name}: weight features must be [{B}, {C}, "
+                raise InputError(f"{layer.name}: weight features must be [{B}, {C}, "
                                  f"{', '.join(map(str, layer.weight.shape))}], found {list(w.shape)}")
             if b is None or tuple(b.shape) != (B, C, layer.out_features):
-                raise ValueError(f"{layer.name}: neuron features must be [{B}, {C}, {layer.out_features}], "
+                raise InputError(f"{layer.name}: neuron features must be [{B}, {C}, {layer.out_features}], "
                                  f"found {None if b is None else list(b.shape)}")
 
     @property
@@ -57,7 +58,7 @@ class WeightFeatures:
         from .batch import WeightBatch
 
         if self.channels != 1:
-            raise ValueError(f"weight features with {self.channels} channels are not weights; map them to one "
+            raise InputError(f"weight features with {self.channels} channels are not weights; map them to one "
                              f"channel first (a backbone with out_channels=1)")
         return WeightBatch(self.spec, [w[:, 0] for w in self.weights],
                            [b[:, 0] if layer.bias else None for layer, b in zip(self.spec.layers, self.biases)])

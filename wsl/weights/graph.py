@@ -37,6 +37,7 @@ from torch_geometric.data import Batch, Data
 from zoo.weight_space import WeightSpaceSpec
 
 from wsl.weights import WeightBatch, WeightFeatures
+from zoo.errors import InputError
 
 
 class GraphLayout:
@@ -74,10 +75,10 @@ class GraphLayout:
         self.bias_layer: dict[str, int] = {}
         for i, layer in enumerate(spec.layers):
             if layer.in_features != spec.groups[layer.in_group] or layer.out_features != spec.groups[layer.out_group]:
-                raise ValueError(f"{layer.name}: sizes {layer.out_features}x{layer.in_features} do not match "
+                raise InputError(f"{layer.name}: sizes {layer.out_features}x{layer.in_features} do not match "
                                  f"groups {layer.out_group!r} and {layer.in_group!r}")
             if layer.out_group in self.bias_layer:
-                raise ValueError(f"neural graph: group {layer.out_group!r} is the output of two layers "
+                raise InputError(f"neural graph: group {layer.out_group!r} is the output of two layers "
                                  f"({spec.layers[self.bias_layer[layer.out_group]].name} and {layer.name})")
             self.bias_layer[layer.out_group] = i
 
@@ -141,7 +142,7 @@ class GraphLayout:
         N, E, D = self.num_nodes, self.num_edges, self.edge_dim
         C = x.shape[-1]
         if edge_attr.shape[-1] != C * D:
-            raise ValueError(f"graph features: edges carry {edge_attr.shape[-1]} features; {C} channels of "
+            raise InputError(f"graph features: edges carry {edge_attr.shape[-1]} features; {C} channels of "
                              f"{self.spec.architecture!r} weights need {C} * {D}")
         B = x.numel() // (N * C)
         x = x.reshape(B, N, C)
@@ -185,7 +186,7 @@ def features_from_graph(batch: Batch, spec: WeightSpaceSpec) -> WeightFeatures:
     N, E = lay.num_nodes, lay.num_edges
     n_x, n_e = batch.x.shape[0], batch.edge_attr.shape[0]
     if n_x % N or n_e % E or n_x // N != n_e // E:
-        raise ValueError(f"graph batch with {n_x} nodes and {n_e} edges is not a whole number of "
+        raise InputError(f"graph batch with {n_x} nodes and {n_e} edges is not a whole number of "
                          f"{spec.architecture!r} graphs ({N} nodes, {E} edges each)")
     return lay.features(batch.x, batch.edge_attr)
 

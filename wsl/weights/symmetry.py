@@ -20,6 +20,7 @@ from torch import Tensor
 from zoo.weight_space import ACTIVATIONS, WeightSpaceSpec
 
 from wsl.weights import WeightBatch, WeightFeatures
+from zoo.errors import InputError
 
 _POSITIVE = ("relu", "leaky_relu", "identity")
 _SIGN = ("tanh", "sine")
@@ -30,7 +31,7 @@ def _check_groups(spec: WeightSpaceSpec, groups, what: str) -> None:
     """Only hidden groups may be transformed: acting on input or output neurons changes the function."""
     for g in groups:
         if g not in spec.permutable:
-            raise ValueError(f"{what}: group {g!r} is not a hidden (permutable) group of weight space "
+            raise InputError(f"{what}: group {g!r} is not a hidden (permutable) group of weight space "
                              f"{spec.architecture!r}; expected a subset of {list(spec.permutable)}")
 
 
@@ -75,7 +76,7 @@ def permute(wb: WeightBatch | WeightFeatures, perms: dict[str, Tensor]) -> Weigh
     B = len(wb)
     for g, p in perms.items():
         if tuple(p.shape) != (B, wb.spec.groups[g]):
-            raise ValueError(f"permute: perms[{g!r}] must be [{B}, {wb.spec.groups[g]}], found {list(p.shape)}")
+            raise InputError(f"permute: perms[{g!r}] must be [{B}, {wb.spec.groups[g]}], found {list(p.shape)}")
     axis = 2 if isinstance(wb, WeightFeatures) else 1  # the neuron-out axis; neuron-in follows it
     weights, biases = [], []
     for layer, w, b in zip(wb.spec.layers, wb.weights, wb.biases):
@@ -100,20 +101,20 @@ def scaling_symmetry(activation: str) -> str | None:
         return "sign"
     if activation in _NONE:
         return None
-    raise ValueError(f"unknown activation {activation!r}; expected one of {list(ACTIVATIONS)}")
+    raise InputError(f"unknown activation {activation!r}; expected one of {list(ACTIVATIONS)}")
 
 
 def _per_network_activations(spec: WeightSpaceSpec, batch_size: int, activation) -> list[str]:
     if activation is None:
         activation = spec.activation
     if activation is None:
-        raise ValueError(f"weight space {spec.architecture!r} has a per-model activation: pass the "
+        raise InputError(f"weight space {spec.architecture!r} has a per-model activation: pass the "
                          "activation of every network (a list of strings)")
     if isinstance(activation, str):
         return [activation] * batch_size
     activation = list(activation)
     if len(activation) != batch_size:
-        raise ValueError(f"expected {batch_size} activations (one per network), found {len(activation)}")
+        raise InputError(f"expected {batch_size} activations (one per network), found {len(activation)}")
     return activation
 
 

@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from zoo.errors import InputError
 
 PREDICTIONS = ("v", "eps", "x0")
 # x0 prediction's loss weight, min(1 + snr, MAX_X0_WEIGHT): the v objective (weight 1 + snr) with
@@ -41,9 +42,9 @@ class Diffusion:
 
     def __init__(self, prediction: str = "v", logsnr_min: float = -15.0, logsnr_max: float = 15.0):
         if prediction not in PREDICTIONS:
-            raise ValueError(f"prediction must be one of {PREDICTIONS}, found {prediction!r}")
+            raise InputError(f"prediction must be one of {PREDICTIONS}, found {prediction!r}")
         if not logsnr_min < logsnr_max:
-            raise ValueError(f"logsnr_min ({logsnr_min}) must be below logsnr_max ({logsnr_max})")
+            raise InputError(f"logsnr_min ({logsnr_min}) must be below logsnr_max ({logsnr_max})")
         self.prediction = prediction
         self.logsnr_min, self.logsnr_max = float(logsnr_min), float(logsnr_max)
         # t range whose cosine logsnr stays inside the clip: logsnr(t) = -2 log tan(pi t / 2)
@@ -102,9 +103,9 @@ class Diffusion:
         estimate at every step (the data's range, if it has one); ``start``: the starting noise
         ``[B, D]`` (default: drawn from ``generator``)."""
         if steps < 1:
-            raise ValueError(f"steps must be >= 1, found {steps}")
+            raise InputError(f"steps must be >= 1, found {steps}")
         if start is not None and tuple(start.shape) != tuple(shape):
-            raise ValueError(f"start: expected noise of shape {list(shape)}, found {list(start.shape)}")
+            raise InputError(f"start: expected noise of shape {list(shape)}, found {list(start.shape)}")
         x = torch.randn(shape, generator=generator, device="cpu").to(device) if start is None else start.to(device)
         times = torch.linspace(1.0, 0.0, steps + 1, device=device)
         for i in range(steps):
