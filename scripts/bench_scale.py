@@ -221,7 +221,7 @@ def read_worker(zoo: str, mode: str, cache_mb: float | None, epochs: int, worker
 
     from wsl.data import PropertyDataModule
     from wsl.prediction.model import PropertyPredictor
-    from wsl.training import make_trainer
+    from wsl.core.trainer import make_trainer
 
     class EpochTimes(pl.Callback):
         def __init__(self):

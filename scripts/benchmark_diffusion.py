@@ -41,16 +41,17 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from wsl.data import WeightDataModule  # noqa: E402
-from wsl.diffusion.evaluate import GENERATOR, evaluate_generated  # noqa: E402
+from wsl.diffusion.memorization import evaluate_generated  # noqa: E402
+from wsl.diffusion.report import GENERATOR  # noqa: E402
 from wsl.diffusion.model import LatentDiffusion, WeightDiffusion, WeightGenerator  # noqa: E402
-from wsl.diffusion.sample import load_generator, run_sample  # noqa: E402
-from wsl.training import make_trainer  # noqa: E402
+from wsl.core.checkpoint import load_model  # noqa: E402
+from wsl.diffusion.sample import run_sample  # noqa: E402
+from wsl.core.trainer import best_checkpoint, make_trainer  # noqa: E402
 from zoo.config import load_config  # noqa: E402
 from zoo.generate import generate  # noqa: E402
 from zoo.store import Zoo  # noqa: E402
@@ -144,7 +145,7 @@ def fit(name: str, seed: int, zoo: str, minutes: float, work: Path, conditions: 
     model = cls(spec_json=dm.spec_json, source_json=dm.source_json, conditions=dm.conditions, lr=1e-3,
                 ema_decay=0.999, eval_samples=64, **model_kw)
     model.set_normalizers(**dm.normalizers())
-    ckpt = ModelCheckpoint(dirpath=work, monitor="val/score", mode="max", filename="best")
+    ckpt = best_checkpoint("best", dirpath=work)
     trainer = make_trainer(100000, [ckpt], max_minutes=minutes, enable_checkpointing=True, check_val_every_n_epoch=5)
     t = time.perf_counter()
     trainer.fit(model, dm)
@@ -189,7 +190,7 @@ def conditional_run(args, seed: int, inr: bool, out: Path) -> dict:
         best, info = fit(args.conditional, seed, args.zoo, args.minutes, work, conditions=["label"], inr=True,
                          reuse=args.reuse)
         requests = np.resize(np.arange(10.0), args.num)
-        gen = load_generator(best)
+        gen = load_model(best, WeightGenerator)
         guidance, tried = choose_guidance(gen, requests)
         (steps, eta), samplers = choose_sampler(gen, args.samplers, args.num, requests, guidance)
         classes = ",".join(str(c) for c in range(10))
@@ -212,7 +213,7 @@ def conditional_run(args, seed: int, inr: bool, out: Path) -> dict:
     best, info = fit(args.conditional, seed, args.zoo, args.minutes, work, conditions=["test_acc"], checkpoints="all",
                      reuse=args.reuse)
     requests = np.linspace(0.2, 0.95, args.num)
-    gen = load_generator(best)
+    gen = load_model(best, WeightGenerator)
     guidance, tried = choose_guidance(gen, requests)
     (steps, eta), samplers = choose_sampler(gen, args.samplers, args.num, requests, guidance)
     print(f"seed {seed}: guidance {guidance} chosen on validation examples (Pearson of requested test accuracy and "
@@ -277,7 +278,7 @@ def main() -> None:
         for seed in args.seeds:
             work = out / f"{name}_seed{seed}"
             best, info = fit(name, seed, args.zoo, args.minutes, work, inr=inr, reuse=args.reuse)
-            (steps, eta), samplers = (choose_sampler(load_generator(best), args.samplers, args.num)
+            (steps, eta), samplers = (choose_sampler(load_model(best, WeightGenerator), args.samplers, args.num)
                                       if len(args.samplers) > 1 else (args.samplers[0], {}))
             gen_path = run_sample(best, args.num, work / "generated.h5", seed=seed, steps=steps, eta=eta)
             report = evaluate_generated(gen_path, args.zoo, work / "report", seed=seed)

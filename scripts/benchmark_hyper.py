@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -41,8 +41,9 @@ sys.path.insert(0, str(ROOT))
 from wsl.cli.plots import plt  # noqa: E402
 from wsl.data import TaskDataModule, WeightDataModule  # noqa: E402
 from wsl.hyper import HyperNetwork  # noqa: E402
-from wsl.hyper.search import best_grid_point, gradient_search, load_hypernetwork, train_directly  # noqa: E402
-from wsl.training import make_trainer  # noqa: E402
+from wsl.hyper.search import best_grid_point, gradient_search, train_directly  # noqa: E402
+from wsl.core.checkpoint import load_model  # noqa: E402
+from wsl.core.trainer import best_checkpoint, make_trainer  # noqa: E402
 from zoo.config import parse_config, sample_hparams  # noqa: E402
 from zoo.generate import build_task_and_spec  # noqa: E402
 from zoo.store import Zoo  # noqa: E402
@@ -74,14 +75,14 @@ def ensure_zoo(name: str, out_dir: Path) -> tuple[Path, float | None]:
 
 def fit(model: HyperNetwork, data, steps: int, val_every: int, folder: Path) -> tuple[HyperNetwork, list, float]:
     curve = ValCurve()
-    ckpt = ModelCheckpoint(dirpath=folder, monitor="val/score", mode="max", filename="best")
+    ckpt = best_checkpoint("best", dirpath=folder)
     steps_per_epoch = max(1, len(data.train_dataloader()))
     trainer = make_trainer(max_epochs=10_000, callbacks=[curve, ckpt], max_steps=steps,
                            check_val_every_n_epoch=max(1, val_every // steps_per_epoch), enable_checkpointing=True)
     t = time.perf_counter()
     trainer.fit(model, data)
     seconds = time.perf_counter() - t
-    return load_hypernetwork(ckpt.best_model_path), curve.points, seconds
+    return load_model(ckpt.best_model_path, HyperNetwork), curve.points, seconds
 
 
 def grid_comparison(model: HyperNetwork, zoo_path: Path) -> dict:

@@ -48,14 +48,14 @@ import benchmark_inr as bi  # noqa: E402  (the INR classifier's settings; puts t
 import benchmark_predict as bp  # noqa: E402
 
 import lightning.pytorch as pl  # noqa: E402
-from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 
 from wsl.data import PropertyDataModule  # noqa: E402
 from wsl.data.signal_datamodule import SignalDataModule  # noqa: E402
-from wsl.hyper.inr import INRHyperNetwork, load_inr_hypernetwork  # noqa: E402
+from wsl.hyper.inr import INRHyperNetwork  # noqa: E402
 from wsl.nn.probe import ProbeEncoder  # noqa: E402
 from wsl.prediction.fit import fit_predictor  # noqa: E402
-from wsl.training import make_trainer  # noqa: E402
+from wsl.core.checkpoint import load_model  # noqa: E402
+from wsl.core.trainer import best_checkpoint, make_trainer  # noqa: E402
 from zoo.config import load_config  # noqa: E402
 from zoo.functional import population_forward  # noqa: E402
 from zoo.generate import generate  # noqa: E402
@@ -101,8 +101,7 @@ def train_hypernetwork(dm: SignalDataModule, signal: str, model_args: dict, ever
     model = INRHyperNetwork(spec_json=dm.spec_json, source_json=dm.source_json, conditions=dm.conditions,
                             **{**model_args, "signal": signal})
     model.set_normalizers(**dm.normalizers())
-    ckpt = ModelCheckpoint(dirpath=work_dir, filename=f"hyper_{signal}", monitor="val/score", mode="max",
-                           enable_version_counter=False)
+    ckpt = best_checkpoint(f"hyper_{signal}", dirpath=work_dir, enable_version_counter=False)
     trainer = make_trainer(1_000_000, [ckpt], max_minutes=minutes, accelerator=accelerator,
                            check_val_every_n_epoch=every)
     t0 = time.perf_counter()
@@ -110,7 +109,7 @@ def train_hypernetwork(dm: SignalDataModule, signal: str, model_args: dict, ever
     fit_s = time.perf_counter() - t0
     if not ckpt.best_model_path:
         raise RuntimeError(f"hypernetwork ({signal}): no validation ran within {minutes} min; raise --minutes")
-    best = load_inr_hypernetwork(ckpt.best_model_path)
+    best = load_model(ckpt.best_model_path, INRHyperNetwork)
     return best, {"train_s": fit_s, "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
                   "best_val_psnr": float(ckpt.best_model_score)}
 

@@ -41,7 +41,6 @@ import traceback
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchmark_predict as bp  # noqa: E402  (also puts the repository root on sys.path)
@@ -51,6 +50,7 @@ import lightning.pytorch as pl  # noqa: E402
 from wsl.data import PropertyDataModule  # noqa: E402
 from wsl.prediction.baselines import MAX_ITER, boosted_trees, statistic_features  # noqa: E402
 from wsl.prediction.fit import fit_predictor  # noqa: E402
+from wsl.prediction.predict import predict_weights  # noqa: E402
 from zoo.store import SPLITS  # noqa: E402
 
 TREES = "StatNN + trees"
@@ -81,13 +81,6 @@ def shifted_data(test_zoo: str, batch_size: int = 256) -> dict:
     return {"weights": dm.weights("train"), "truth": items["targets"].numpy().astype(np.float64),
             "stats": statistic_features(dm, "train"), "runs": len(dm.split_runs["train"]),
             "last": epochs == epochs.max()}
-
-
-def predict_weights(model, wb, chunk: int = 2048) -> np.ndarray:
-    """A fitted predictor's values for a WeightBatch, in chunks (CPU, eval mode)."""
-    model = model.cpu().eval()
-    with torch.no_grad():
-        return torch.cat([model.predict_values(wb[s:s + chunk]) for s in range(0, len(wb), chunk)]).double().numpy()
 
 
 def trees_on(dm: PropertyDataModule, shifted: dict, seed: int, max_iter: int) -> tuple[dict, float]:
@@ -138,7 +131,9 @@ def run_training_set(zoos: list[str], shifted: dict, names: list[str], predictor
                 with tempfile.TemporaryDirectory(prefix="bench_transfer_") as tmp:
                     fitted = fit_predictor(dm, encoder, settings["encoder_kwargs"], settings["lr"], epochs, tmp,
                                            filename=encoder, weight_decay=bp.WEIGHT_DECAY, accelerator=accelerator)
-                shift_pred = predict_weights(fitted.model, shifted["weights"])
+                # wsl predict's path: each network with its own activation (the shifted zoo's may be fixed
+                # where the training zoos' varies per network)
+                shift_pred = predict_weights(fitted.model.cpu().eval(), shifted["weights"], 2048).double().numpy()
                 out[name] = {**both_scores(in_truth, fitted.test_predictions, shifted, shift_pred),
                              "time_s": fitted.fit_seconds, "best_val_tau": fitted.best_val}
             r = out[name]

@@ -16,8 +16,9 @@ import yaml
 
 from conftest import generate_zoo
 from wsl.data import PropertyDataModule
-from wsl.prediction.checkpoint import predictor_from_checkpoint, read_predictor_checkpoint
-from wsl.training import gather_lists, make_trainer
+from wsl.core.checkpoint import model_from_checkpoint, read_checkpoint
+from wsl.prediction.model import PropertyPredictor
+from wsl.core.trainer import gather_lists, make_trainer
 
 RAW = {
     "name": "ddp", "seed": 7, "num_models": 120, "epochs": 2, "checkpoints": [0, 1, 2],
@@ -62,8 +63,9 @@ def test_two_process_fit_gathers_validation_tau_over_ranks(zoo, tmp_path):
                     "devices": 2, "strategy": "ddp", "enable_progress_bar": False, "enable_model_summary": False,
                     "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
                                "init_args": {"save_dir": str(tmp_path / "logs"), "name": "ddp"}}},
-        "data": {"zoos": [zoo], **DATA, "cache_mb": 0.2},
-        "model": {"encoder": "deepsets", "encoder_kwargs": {"hidden": 16}, "lr": 0.01},
+        "data": {"class_path": "wsl.data.PropertyDataModule", "init_args": {"zoos": [zoo], **DATA, "cache_mb": 0.2}},
+        "model": {"class_path": "wsl.prediction.model.PropertyPredictor",
+                  "init_args": {"encoder": "deepsets", "encoder_kwargs": {"hidden": 16}, "lr": 0.01}},
     }
     cfg = tmp_path / "ddp.yaml"
     cfg.write_text(yaml.safe_dump(config))
@@ -77,8 +79,8 @@ def test_two_process_fit_gathers_validation_tau_over_ranks(zoo, tmp_path):
     last = next(tmp_path.rglob("last.ckpt"))
 
     # the same model, validated in one process on the data held in memory
-    ckpt = read_predictor_checkpoint(last)
-    model = predictor_from_checkpoint(ckpt, last)
+    ckpt = read_checkpoint(last, PropertyPredictor)
+    model = model_from_checkpoint(ckpt, last, PropertyPredictor)
     dm = PropertyDataModule([zoo], **DATA, cache_mb=None)
     dm.setup("fit")
     dm.load_state_dict(ckpt["PropertyDataModule"])

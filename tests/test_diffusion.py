@@ -167,7 +167,7 @@ def inr_zoo(tmp_path_factory):
 
 def _fit(model, dm, tmp_path, epochs=2):
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from wsl.training import make_trainer
+    from wsl.core.trainer import make_trainer
 
     ckpt = ModelCheckpoint(dirpath=tmp_path, monitor="val/score", mode="max", filename="best")
     dm.setup("fit")
@@ -179,10 +179,12 @@ def _fit(model, dm, tmp_path, epochs=2):
 @pytest.mark.parametrize("kind", ["hnp", "canonical", "latent"])
 def test_generator_trains_saves_and_samples_a_zoo(gen_zoo, tmp_path, kind, one_thread):
     from wsl.data import WeightDataModule
-    from wsl.diffusion.evaluate import conditional_agreement
+    from wsl.diffusion.scores import conditional_agreement
     from wsl.diffusion.model import LatentDiffusion, WeightDiffusion
     from wsl.diffusion.networks import evaluate_networks
-    from wsl.diffusion.sample import load_generator, run_sample
+    from wsl.core.checkpoint import load_model
+    from wsl.diffusion.model import WeightGenerator
+    from wsl.diffusion.sample import run_sample
     from zoo.store import Zoo
 
     dm = WeightDataModule([gen_zoo], select={"activation": "relu"}, conditions=["test_acc"], batch_size=8,
@@ -199,7 +201,7 @@ def test_generator_trains_saves_and_samples_a_zoo(gen_zoo, tmp_path, kind, one_t
     assert dm.spec.activation == "relu"  # the selection fixed the activation of a mixed zoo
     best = _fit(model, dm, tmp_path)
     assert best.endswith("best.ckpt")
-    loaded = load_generator(best)
+    loaded = load_model(best, WeightGenerator)
     assert type(loaded) is type(model) and loaded.conditions == ["test_acc"]
     if kind == "canonical":  # the reference network, set when fitting began, is saved with the denoiser
         reference = loaded.weight_normalizer(dm.reference_network()).flatten()
@@ -302,19 +304,7 @@ def test_sample_refuses_bad_requests_and_foreign_files(gen_zoo, tmp_path, one_th
         model.sample(2, torch.tensor([0.5]))
 
 
-def test_cli_fit_dispatches_generator_configs(tmp_path):
-    from wsl.cli.lightning import model_class_path
-
-    gen = tmp_path / "g.yaml"
-    gen.write_text("model:\n  class_path: wsl.diffusion.model.WeightDiffusion\n")
-    pred = tmp_path / "p.yaml"
-    pred.write_text("model:\n  encoder: hnp\n")
-    assert model_class_path(["--config", str(gen)]) == model_class_path([f"--config={gen}"]) \
-        == "wsl.diffusion.model.WeightDiffusion"
-    assert model_class_path(["--config", str(pred)]) is None and model_class_path([]) is None
-
-
-@pytest.mark.parametrize("config", sorted((Path(__file__).resolve().parents[1] / "configs" / "generate").glob("*.yaml")),
+@pytest.mark.parametrize("config", sorted((Path(__file__).resolve().parents[1] / "configs" / "diffusion").glob("*.yaml")),
                          ids=lambda p: p.stem)
 def test_shipped_generator_configs_fit_through_the_cli(config, gen_zoo, inr_zoo, tmp_path, one_thread):
     """Every configs/diffusion/ file parses, links the data to the model and trains (one batch each

@@ -12,9 +12,10 @@ from conftest import generate_zoo, hidden_perms, random_weights
 from wsl.cli import main
 from wsl.data.runs import ZooRuns, check_same_space
 from wsl.diffusion import evaluate_networks, source_task, write_generated_zoo, wrong_sets
-from wsl.diffusion.evaluate import (average_baseline, behavioural_novelty, calibrate_noise,
-                                     conditional_agreement, evaluate_generated, gaussian_baseline, noise_baseline,
-                                     weight_novelty)
+from wsl.diffusion.memorization import evaluate_generated
+from wsl.diffusion.novelty import behavioural_novelty, weight_novelty
+from wsl.diffusion.reference_baselines import average_baseline, calibrate_noise, gaussian_baseline, noise_baseline
+from wsl.diffusion.scores import conditional_agreement
 from wsl.weights import WeightBatch
 from wsl.weights.symmetry import permute
 from zoo.architectures import build_spec

@@ -14,8 +14,9 @@ from wsl.hyper import HyperNetwork
 from wsl.hyper.conditioning import HparamEncoder, LabelEncoder, hparam_range
 from wsl.hyper.emitter import WeightEmitter
 from wsl.hyper.objectives import ExampleDraws, functional_loss, output_distillation_loss
-from wsl.hyper.search import best_grid_point, gradient_search, load_hypernetwork, train_directly
-from wsl.training import make_trainer
+from wsl.core.checkpoint import load_model
+from wsl.hyper.search import best_grid_point, gradient_search, train_directly
+from wsl.core.trainer import make_trainer
 from wsl.weights import WeightBatch
 from wsl.weights.symmetry import permute
 from zoo.architectures import TorchNet, population_init
@@ -147,7 +148,7 @@ def test_hypernetwork_learns_functionally_and_round_trips_its_checkpoint(tiny_ya
     assert trainer.callback_metrics["val/acc"] > 0.5
     ckpt = tmp_path / "h.ckpt"
     trainer.save_checkpoint(ckpt)
-    loaded = load_hypernetwork(ckpt)
+    loaded = load_model(ckpt, HyperNetwork)
     lam = model.eval_lambdas()
     model.eval()
     assert torch.allclose(loaded.emit(lam).flatten(), model.emit(lam).flatten())
@@ -181,8 +182,8 @@ def test_hypernetwork_refuses_what_it_cannot_train_under(tiny_yaml, tmp_path):
         TaskDataModule(str(tmp_path / "nope.h5"))
     bad = tmp_path / "not_a_checkpoint.pt"
     torch.save({"weights": torch.zeros(3)}, bad)
-    with pytest.raises(ValueError, match="expected a hypernetwork checkpoint .* found a dict with keys"):
-        load_hypernetwork(bad)
+    with pytest.raises(ValueError, match="expected a hypernetwork checkpoint .* found a state_dict of 1 tensors"):
+        load_model(bad, HyperNetwork)
 
 
 def test_distillation_from_zoo_weights_and_outputs(tiny_zoo, one_thread):

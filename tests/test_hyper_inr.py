@@ -13,9 +13,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from conftest import generate_zoo
 from wsl.data.normalize import WeightNormalizer
 from wsl.data.signal_datamodule import SignalDataModule
-from wsl.hyper.inr import ImageEncoder, INRHyperNetwork, load_inr_hypernetwork
-from wsl.prediction.checkpoint import PREDICTOR_GLOBALS, load_torch_file
-from wsl.training import make_trainer
+from wsl.hyper.inr import ImageEncoder, INRHyperNetwork
+from wsl.core.checkpoint import CHECKPOINT_GLOBALS, load_model, load_torch_file
+from wsl.core.trainer import make_trainer
 from wsl.weights import WeightBatch
 from wsl.weights.symmetry import permute, random_permutations, random_scales, scale
 from zoo.architectures import TorchNet
@@ -205,11 +205,11 @@ def test_validation_scores_psnr_of_validation_signals_and_checkpoint_reads_back(
     assert res["val/psnr"] == pytest.approx(float(expected), rel=1e-5)
     assert res["val/score"] == res["val/psnr"]
 
-    raw = load_torch_file(ckpt.best_model_path, "an INR hypernetwork checkpoint", PREDICTOR_GLOBALS)
-    assert raw["wsl_hypernetwork"] == "INRHyperNetwork"
+    raw = load_torch_file(ckpt.best_model_path, "an INR hypernetwork checkpoint", CHECKPOINT_GLOBALS)
+    assert raw["wsl_model"] == {"class": "wsl.hyper.inr.INRHyperNetwork", "kind": "INR hypernetwork"}
     rebuilt = INRHyperNetwork(**raw["hyper_parameters"])
     rebuilt.load_state_dict(raw["state_dict"])
-    loaded = load_inr_hypernetwork(ckpt.best_model_path)
+    loaded = load_model(ckpt.best_model_path, INRHyperNetwork)
     torch.testing.assert_close(loaded.weight_normalizer.scale, dm.normalizers()["weight_normalizer"].scale)
     assert raw["epoch"] == 1
     with torch.no_grad():
@@ -272,5 +272,5 @@ def test_distillation_without_the_datas_normalizer_and_foreign_checkpoints_are_r
     path = tmp_path / "other.ckpt"
     torch.save({"hyper_parameters": {"spec_json": dm.spec_json}, "state_dict": {}}, path)
     with pytest.raises(ValueError, match=r"other\.ckpt: expected an INR hypernetwork checkpoint .* "
-                                         r"found .* \(wsl_hypernetwork = None\)"):
-        load_inr_hypernetwork(path)
+                                         r"found a Lightning checkpoint of another model"):
+        load_model(path, INRHyperNetwork)

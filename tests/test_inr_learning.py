@@ -13,7 +13,8 @@ from wsl.prediction.baselines import NotApplicable, hyperparameter_oracle, linea
 from wsl.cli import main
 from wsl.data import PropertyDataModule
 from wsl.nn import build_encoder
-from wsl.prediction.checkpoint import load_predictor
+from wsl.prediction.model import PropertyPredictor
+from wsl.core.checkpoint import load_model
 from wsl.prediction.predict import run_predict
 from wsl.weights.symmetry import permute, random_permutations
 from wsl.weights import WeightBatch
@@ -212,7 +213,7 @@ def test_fit_and_predict_the_class_of_inrs(digits_inr, tmp_path, capsys):
             "--trainer.enable_progress_bar", "false", "--trainer.logger", "false"]
     assert main(args) == 0
     ckpt = sorted((tmp_path / "runs").rglob("best-*.ckpt"))[0]
-    model = load_predictor(ckpt)
+    model = load_model(ckpt, PropertyPredictor)
     index, (label, split) = fields(digits_inr, "label", "split")
     assert not model.regression and model.hparams.target == "label"
     assert model.hparams.class_names == [str(v) for v in np.unique(label)]

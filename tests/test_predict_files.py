@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from wsl.cli import main
-from wsl.prediction.checkpoint import load_predictor
+from wsl.core.checkpoint import load_model
 from wsl.prediction.matching import match_state_dict
 from wsl.prediction.model import PropertyPredictor, target_range
 from wsl.prediction.predict import predict_files
@@ -187,7 +187,7 @@ def test_bad_predictor_files_give_one_clear_line(predictor, tmp_path, capsys):
     torch.save({"hyper_parameters": {"lr": 0.1}, "state_dict": {}}, tmp_path / "other.ckpt")
     cases = [("zoo.h5", "is an HDF5 file (a zoo?), expected a predictor checkpoint (.ckpt) written by wsl fit"),
              ("noise.ckpt", "cannot be read as a torch file (not one torch.save wrote, or damaged), expected a predictor"),
-             ("net.pt", "found a state_dict of 6 tensors (a network to predict? give it as an input)"),
+             ("net.pt", "found a state_dict of 6 tensors (a network's weights: give it as an input, not as the model)"),
              ("missing.ckpt", "not found (expected a predictor checkpoint"),
              ("other.ckpt", "found a Lightning checkpoint of another model")]
     for name, says in cases:
@@ -219,7 +219,7 @@ def test_a_predictor_checkpoint_carrying_code_is_refused_and_nothing_runs(predic
 
 def test_the_loader_reads_paths_and_rebuilds_the_predictor(predictor):
     model, ckpt = predictor
-    loaded = load_predictor(ckpt)
+    loaded = load_model(ckpt, PropertyPredictor)
     assert not loaded.training and loaded.hparams.target == "test_acc"
     for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
         torch.testing.assert_close(a, b, msg=k)

@@ -6,13 +6,16 @@ import pytest
 import torch
 
 from wsl.cli import main
-from wsl.prediction.checkpoint import read_predictor_checkpoint
-from wsl.prediction.checkpoint import load_predictor
+from wsl.core.checkpoint import load_model, read_checkpoint
+from wsl.prediction.model import PropertyPredictor
 from wsl.prediction.predict import run_predict
 from wsl.weights import WeightBatch
 from zoo.config import parse_config
 from zoo.generate import generate
 from zoo.store import Zoo
+
+# The classes wsl fit builds (the shipped configs name them; these tests give them on the command line).
+PREDICTOR = ["--model", "wsl.prediction.model.PropertyPredictor", "--data", "wsl.data.PropertyDataModule"]
 
 
 def _zoo(path, hidden=(8, 8), n=48, seed=0):
@@ -30,7 +33,7 @@ def _zoo(path, hidden=(8, 8), n=48, seed=0):
 def fitted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fit")
     zoo = _zoo(tmp / "tiny.h5")
-    args = ["fit", "--data.zoos", f"[{zoo}]", "--data.target", "test_acc", "--data.checkpoints", "all",
+    args = ["fit", *PREDICTOR, "--data.zoos", f"[{zoo}]", "--data.target", "test_acc", "--data.checkpoints", "all",
             "--data.batch_size", "16", "--data.augment", "{permutation: true}",
             "--model.encoder", "statnn", "--model.lr", "0.003", "--trainer.max_epochs", "3",
             "--trainer.default_root_dir", str(tmp / "runs"), "--trainer.enable_progress_bar", "false",
@@ -43,12 +46,12 @@ def fitted(tmp_path_factory):
 
 def test_checkpoint_carries_spec_normalizers_and_split(fitted):
     tmp, zoo_path, ckpt = fitted
-    model = load_predictor(ckpt)
+    model = load_model(ckpt, PropertyPredictor)
     with Zoo(zoo_path) as z:
         assert model.spec.to_json() == z.spec.to_json()
     assert model.hparams.target == "test_acc" and model.regression
     assert not torch.allclose(model.weight_normalizer.scale, torch.ones_like(model.weight_normalizer.scale))
-    state = read_predictor_checkpoint(ckpt)
+    state = read_checkpoint(ckpt, PropertyPredictor)
     runs = state["PropertyDataModule"]["split_runs_by_zoo"]
     splits = next(iter(runs.values()))
     assert set(splits["train"]).isdisjoint(splits["test"]) and len(splits["test"]) > 0
@@ -56,7 +59,7 @@ def test_checkpoint_carries_spec_normalizers_and_split(fitted):
 
 def test_predict_files_and_zoo_agree(fitted, tmp_path, capsys):
     _, zoo_path, ckpt = fitted
-    model = load_predictor(ckpt)
+    model = load_model(ckpt, PropertyPredictor)
     with Zoo(zoo_path) as z:
         row = int(z.select()[0])
         sd = z.state_dict(row)
@@ -76,7 +79,7 @@ def test_predict_files_and_zoo_agree(fitted, tmp_path, capsys):
     assert rows[0][:2] == ["input", "predicted_test_acc"] and len(rows) == len(preds) + 1
     # --split test restricts a zoo input to the predictor's own held-out runs
     test_preds = run_predict(str(ckpt), [str(zoo_path)], split="test")
-    state = read_predictor_checkpoint(ckpt)
+    state = read_checkpoint(ckpt, PropertyPredictor)
     test_runs = set(next(iter(state["PropertyDataModule"]["split_runs_by_zoo"].values()))["test"])
     assert {int(p.source.split("model=")[1].split("@")[0]) for p in test_preds} == test_runs
 
@@ -103,7 +106,7 @@ def test_predict_rejects_other_architectures_and_untrusted_pickles(fitted, tmp_p
 
 def test_wsl_test_reports_metrics_on_test_runs(fitted, capsys):
     tmp, zoo_path, ckpt = fitted
-    args = ["test", "--data.zoos", f"[{zoo_path}]", "--data.checkpoints", "all", "--model.encoder", "statnn",
+    args = ["test", *PREDICTOR, "--data.zoos", f"[{zoo_path}]", "--data.checkpoints", "all", "--model.encoder", "statnn",
             "--trainer.default_root_dir", str(tmp / "runs"), "--trainer.enable_progress_bar", "false",
             "--trainer.logger", "false", "--ckpt_path", str(ckpt)]
     assert main(args) == 0
@@ -114,12 +117,12 @@ def test_wsl_test_reports_metrics_on_test_runs(fitted, capsys):
 
 def test_classification_target(tmp_path):
     zoo = _zoo(tmp_path / "tiny.h5", n=32)
-    args = ["fit", "--data.zoos", f"[{zoo}]", "--data.target", "optimizer", "--model.encoder", "hnp",
+    args = ["fit", *PREDICTOR, "--data.zoos", f"[{zoo}]", "--data.target", "optimizer", "--model.encoder", "hnp",
             "--model.encoder_kwargs", "{channels: 4, layers: 1}", "--trainer.max_epochs", "1",
             "--trainer.default_root_dir", str(tmp_path / "runs"), "--trainer.enable_progress_bar", "false",
             "--trainer.logger", "false"]
     assert main(args) == 0
-    model = load_predictor(sorted((tmp_path / "runs").rglob("*.ckpt"))[0])
+    model = load_model(sorted((tmp_path / "runs").rglob("*.ckpt"))[0], PropertyPredictor)
     assert not model.regression and model.hparams.class_names == ["adam", "sgd"]
     with Zoo(zoo) as z:
         probs = model.predict_values(WeightBatch.from_params(z.spec, z.batch([0, 1, 2])))
@@ -139,7 +142,7 @@ def test_fit_predictor_reloads_its_best_checkpoint_with_the_safe_loader(fitted, 
     dm = PropertyDataModule([str(zoo_path)], target="test_acc", checkpoints="all", batch_size=16)
     result = fit_predictor(dm, "statnn", {}, 3e-3, 1, tmp_path / "fp", enable_progress_bar=False, logger=False)
     assert result.checkpoint is not None and not result.model.training
-    loaded = load_predictor(result.checkpoint)
+    loaded = load_model(result.checkpoint, PropertyPredictor)
     for (k, a), b in zip(result.model.state_dict().items(), loaded.state_dict().values()):
         torch.testing.assert_close(a, b, msg=k)
     assert ((result.test_predictions >= 0) & (result.test_predictions <= 1)).all()  # accuracies stay in [0, 1]

@@ -64,8 +64,11 @@ def build_task_and_spec(config: ZooConfig) -> tuple[TaskData | SignalSet, Weight
         task_opts.pop("stop_psnr", None)  # a fitting option (fit_population), not the signals'
         signals = load_signals(task_name, **task_opts)
         if config.num_models != len(signals) * k:
+            sizes = " + ".join(f"{n} {signals.info[n]}" for n in ("n_train", "n_val", "n_test") if n in signals.info)
             raise ConfigError(f"{config.source}: num_models: expected {len(signals) * k} ({len(signals)} signals of "
-                              f"task {task_name!r} x inrs_per_signal {k}), found {config.num_models}")
+                              f"task {task_name!r}" + (f": task.{sizes}" if sizes else "") + f", x inrs_per_signal "
+                              f"{k}), found {config.num_models}; the task's n_train + n_val + n_test set the number "
+                              f"of signals (images): change them together with num_models")
         if arch_name != "siren":
             act = config.hparams["activation"]
             arch["activation"] = act if isinstance(act, str) else None

@@ -492,7 +492,9 @@ class Zoo:
         return self._cache[c]
 
     def summary(self) -> str:
-        """A human-readable description: task, architecture, sizes, status, metric distribution."""
+        """A human-readable description: task, architecture, sizes, status, initialisation (for a
+        generated zoo, its provenance instead: generator, request, source zoo), metric distribution,
+        hyperparameters (a choice or grid as its values with their counts)."""
         status = self.status
         lines = [
             f"zoo        {self.name}  ({self.path})",
@@ -508,14 +510,14 @@ class Zoo:
             + ")" + (f", shard {self.shard[0]}/{self.shard[1]}" if self.shard[1] > 1 else ""),
             f"checkpts   epochs {self.checkpoint_epochs}",
         ]
-        init = self.config.get("init", {})  # zoos made before the field: independent, standard
-        lines.append(f"init       {init.get('seeds', 'independent')} seeds, {init.get('scheme', 'standard')} scheme"
-                     + (f", fitting stops at {self.config['task']['stop_psnr']} dB PSNR"
-                        if self.config.get("task", {}).get("stop_psnr") else ""))
         gen = self.generated
-        if gen is not None:
-            lines.append("generated  " + (", ".join(f"{k} {_short_value(v)}" for k, v in sorted(gen.items()))
-                                          or "(no provenance recorded)"))
+        if gen is None:
+            init = self.config.get("init", {})  # zoos made before the field: independent, standard
+            lines.append(f"init       {init.get('seeds', 'independent')} seeds, {init.get('scheme', 'standard')} "
+                         "scheme" + (f", fitting stops at {self.config['task']['stop_psnr']} dB PSNR"
+                                     if self.config.get("task", {}).get("stop_psnr") else ""))
+        else:
+            lines += _provenance_lines(gen)
         lines.append("metric at the last checkpoint over done models: min / 5% / median / 95% / max")
         done = self.done
         for m in self.metric_names:
@@ -523,16 +525,20 @@ class Zoo:
             if len(v):
                 q = np.quantile(v, [0, 0.05, 0.5, 0.95, 1])
                 lines.append(f"  {m:<11}" + " / ".join(f"{x:.4g}" for x in q))
-        lines.append("hyperparameters:")
+        if self.hparam_names:
+            # a generated zoo's per-model columns are the conditions each network was asked for
+            lines.append("requested per network:" if gen is not None else "hyperparameters:")
+        space = {} if gen is not None else self.config.get("hparams", {})
         for h in self.hparam_names:
             v = self.hparam(h)
-            if v.dtype.kind in "OUS":
-                vals, counts = np.unique(v, return_counts=True)
-                lines.append(f"  {h:<14}" + ", ".join(f"{a} x{c}" for a, c in zip(vals, counts)))
+            sampler = space.get(h)
+            if v.dtype.kind in "OUS" or isinstance(sampler, dict) and ("choice" in sampler or "grid" in sampler):
+                kind = next(iter(sampler)) if isinstance(sampler, dict) else None
+                lines.append(_label(h) + _counts(v) + (f" ({kind})" if kind else ""))
             elif np.all(v == v[0]):
-                lines.append(f"  {h:<14}{v[0]:.4g} (fixed)")
+                lines.append(_label(h) + f"{v[0]:.4g} (fixed)")
             else:
-                lines.append(f"  {h:<14}{v.min():.4g} .. {v.max():.4g}")
+                lines.append(_label(h) + f"{v.min():.4g} .. {v.max():.4g}")
         if self.is_inr:
             coords = self.file["signals/coords"]
             lines.append(f"signals    {coords.shape[0]} points in {coords.shape[1]}-D per model, "
@@ -540,10 +546,9 @@ class Zoo:
             for h in self.signal_names:
                 v = self.signal(h)
                 if v.dtype.kind in "OUS" or (v.dtype.kind == "i" and len(np.unique(v)) <= 20):
-                    vals, counts = np.unique(v, return_counts=True)
-                    lines.append(f"  {h:<14}" + ", ".join(f"{a} x{c}" for a, c in zip(vals, counts)))
+                    lines.append(_label(h) + _counts(v))
                 else:
-                    lines.append(f"  {h:<14}{v.min():.4g} .. {v.max():.4g}")
+                    lines.append(_label(h) + f"{v.min():.4g} .. {v.max():.4g}")
         return "\n".join(lines)
 
     def iter_batches(self, batch_size: int = 256, checkpoint: int = -1, rows=None, shuffle: bool = False,
@@ -555,6 +560,37 @@ class Zoo:
         for s in range(0, len(rows), batch_size):
             r = rows[s:s + batch_size]
             yield r, self.batch(r, checkpoint)
+
+
+# the summary's lines of a generated zoo's provenance: (heading, keys in order); other keys follow
+PROVENANCE_LINES = (("generated", ("generator", "generator_class", "conditions", "guidance", "seed", "steps", "eta")),
+                    ("source", ("source_zoo", "select", "train_runs", "trained_on_checkpoints", "checkpoint_epoch")))
+
+
+def _provenance_lines(gen: dict[str, Any]) -> list[str]:
+    """What a generated zoo is, for ``Zoo.summary``: the generator and its request, then the source zoo."""
+    if not gen:
+        return ["generated  (no provenance recorded)"]
+    shown = {k for _, keys in PROVENANCE_LINES for k in keys}
+    groups = [*PROVENANCE_LINES, ("also", tuple(sorted(k for k in gen if k not in shown)))]
+    lines = []
+    for heading, keys in groups:
+        parts = [f"{k} {'none (unconditional)' if k == 'conditions' and not gen[k] else _short_value(gen[k])}"
+                 for k in keys if k in gen and (k == "conditions" or gen[k] not in ({}, [], None))]
+        if parts:
+            lines.append(f"{heading:<11}" + ", ".join(parts))
+    return lines
+
+
+def _label(name: str) -> str:
+    """A summary row's name column: 14 wide, and at least one space before the value."""
+    return f"  {name:<13} "
+
+
+def _counts(v: np.ndarray) -> str:
+    """Each distinct value with how many models have it (numbers in 4 digits)."""
+    vals, counts = np.unique(v, return_counts=True)
+    return ", ".join(f"{format(a, '.4g') if v.dtype.kind == 'f' else a} x{c}" for a, c in zip(vals, counts))
 
 
 def _short_value(v: Any) -> str:

@@ -1,46 +1,54 @@
-"""``wsl fit|validate|test``: LightningCLI over the weight-space model families and their DataModules.
+"""``wsl fit|validate|test``: one LightningCLI over every model family.
 
-- Property prediction (configs/predict/): ``PropertyPredictor`` on a ``PropertyDataModule``. The
-  weight space, the number of outputs and the task type come from the zoo file: they are linked
-  from the DataModule to the model, so a config names only the zoo, the target and the encoder.
-  The checkpoint kept is the best on validation runs (``val/score``: Kendall tau for regression,
-  accuracy for classification).
-- Generation (configs/diffusion/): a config whose ``model`` names a ``class_path`` (a
-  ``wsl.diffusion`` generator) on a ``WeightDataModule``; the weight space, the source zoo and
-  the conditions are linked from the data. The checkpoint kept is the best ``val/score``: the
-  validation accuracy of sampled networks (the task's validation examples), or minus the denoising
-  loss on validation runs where the task cannot be run.
-- Hypernetworks (configs/hyper/): a config whose ``model`` names a ``wsl.hyper`` class and whose
-  ``data`` names its DataModule's class (``TaskDataModule`` for the functional loss, a
-  ``WeightDataModule`` for distillation from a zoo); weight space, source and conditions are
-  linked from the data. The checkpoint kept is the best ``val/score`` (the emitted networks'
-  validation accuracy, or PSNR for INRs).
+A config names the model's and the data's classes (``class_path``): any subclass of
+``WeightSpaceModule`` on any ``LightningDataModule``, the shipped families and a user's own
+alike. What a model needs from its data (the weight space, the source zoo, the conditions, the
+target and its number of outputs) is linked from the instantiated DataModule into each argument
+of that name the model's class takes, so a config names only the zoo, the target and the
+model's own options. ``--config NAME`` also finds a shipped config by name (``digits_hnp``).
 
-Before each subcommand the DataModule is set up and the model receives its normalizers. Test
-runs are only ever evaluated, never used to choose.
+Before each subcommand the DataModule is set up and the model receives its normalizers. Two
+checkpoints are kept (``wsl.core.trainer``): the best by ``val/score`` on validation runs, and
+``last.ckpt`` after every epoch, to resume from with ``--ckpt_path``; ``fit`` ends by saying where
+both are. Test runs are only ever evaluated, never used to choose.
+
+A mistake in the command or the config (a misspelled key, a missing zoo, an unknown target or
+encoder, a checkpoint that is not there) ends in one ``wsl: error:`` line.
 """
 from __future__ import annotations
 
+import glob
+import sys
+import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
-import yaml
+from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from wsl.data import PropertyDataModule, WeightDataModule
-from wsl.diffusion.model import WeightGenerator
-from wsl.prediction.model import PropertyPredictor
-from wsl.training import TRAINER_DEFAULTS
+from wsl.core.module import WeightSpaceModule
+from wsl.core.trainer import SCORE, TRAINER_DEFAULTS, best_checkpoint, last_checkpoint
+from zoo.config import resolve_config
+from zoo.errors import InputError, MissingFileError
+
+# DataModule attributes a model's argument of the same name is linked from.
+DATA_LINKS = ("spec_json", "source_json", "conditions", "num_outputs", "task_type", "class_names", "target")
+RUN_KINDS = ("predict", "diffusion", "hyper")
+# Errors raised, not printed with the usage: the command line says them in one line.
+PARSER_KWARGS = {"exit_on_error": False, **{sub: {"exit_on_error": False} for sub in ("fit", "validate", "test")}}  # the shipped configs ``--config NAME`` looks in
+# Lightning's notes that say nothing about the user's run (dataloader workers on a small CPU machine,
+# the logger fallback, hardware summaries that repeat on every run).
+QUIET = (r".*does not have many workers.*", r".*`tensorboardX` has been removed.*", r".*litlogger.*",
+         r".*LeafSpec.*", r".*isinstance\(treespec, LeafSpec\).*")
 
 
 class WSLCLI(LightningCLI):
-    """The property predictor's CLI; ``GeneratorCLI`` differs only in what it links."""
-
     def add_arguments_to_parser(self, parser) -> None:
-        for attr in ("spec_json", "num_outputs", "task_type", "class_names"):
-            parser.link_arguments(f"data.{attr}", f"model.{attr}", apply_on="instantiate")
-        parser.link_arguments("data.target", "model.target")
+        for attr in DATA_LINKS:  # applied only where the chosen model class takes the argument
+            # no conditions: None, as the data's own argument reads (the logger merges both hparams)
+            compute = (lambda names: list(names) or None) if attr == "conditions" else None
+            parser.link_arguments(f"data.{attr}", f"model.init_args.{attr}", compute_fn=compute, apply_on="instantiate")
 
     def _hand_over_normalizers(self) -> None:
         """A checkpoint given with --ckpt_path replaces these buffers with its own when it loads."""
@@ -56,59 +64,70 @@ class WSLCLI(LightningCLI):
     def before_test(self) -> None:
         self._hand_over_normalizers()
 
-
-class GeneratorCLI(WSLCLI):
-    def add_arguments_to_parser(self, parser) -> None:
-        for attr in ("spec_json", "source_json"):
-            parser.link_arguments(f"data.{attr}", f"model.init_args.{attr}", apply_on="instantiate")
-        parser.link_arguments("data.conditions", "model.init_args.conditions")
-
-
-class HyperCLI(WSLCLI):
-    def add_arguments_to_parser(self, parser) -> None:
-        for attr in ("spec_json", "source_json", "conditions"):
-            parser.link_arguments(f"data.{attr}", f"model.init_args.{attr}", apply_on="instantiate")
+    def after_fit(self) -> None:
+        for cb in self.trainer.checkpoint_callbacks:
+            if not isinstance(cb, ModelCheckpoint):
+                continue
+            if cb.monitor == SCORE and cb.best_model_path:
+                print(f"best checkpoint: {cb.best_model_path} ({SCORE} {float(cb.best_model_score):.4f})")
+            elif cb.monitor is None and cb.last_model_path or cb.best_model_path:
+                print(f"last checkpoint: {cb.last_model_path or cb.best_model_path} (resume with --ckpt_path)")
 
 
-def model_class_path(args: list[str]) -> str | None:
-    """The ``class_path`` a ``--config`` file's ``model`` names (generators, hypernetworks), or None
-    (the property predictor's configs name only its arguments)."""
+def _resolve_config_names(args: list[str]) -> list[str]:
+    """``--config NAME`` -> the shipped config of that name, where NAME is not a file."""
+    out = list(args)
+    for k, a in enumerate(out):
+        if a == "--config" and k + 1 < len(out):
+            out[k + 1] = str(resolve_config(out[k + 1], RUN_KINDS))
+        elif a.startswith("--config="):
+            out[k] = "--config=" + str(resolve_config(a[len("--config="):], RUN_KINDS))
+    return out
+
+
+def _check_ckpt_path(args: list[str]) -> None:
+    """A --ckpt_path that is not a file is named with what matches it (a quoted pattern is not expanded)."""
     for k, a in enumerate(args):
-        path = args[k + 1] if a == "--config" and k + 1 < len(args) else a[len("--config="):] \
-            if a.startswith("--config=") else None
-        if path and Path(path).is_file():
-            with open(path) as fh:
-                raw = yaml.safe_load(fh) or {}
-            model = raw.get("model") if isinstance(raw, dict) else None
-            if isinstance(model, dict) and "class_path" in model:
-                return str(model["class_path"])
-    return None
+        value = args[k + 1] if a == "--ckpt_path" and k + 1 < len(args) else \
+            a[len("--ckpt_path="):] if a.startswith("--ckpt_path=") else None
+        if value is None or value in ("last", "best", "hpc", "registry") or Path(value).is_file():
+            continue
+        matches = sorted(glob.glob(value))
+        hint = (f"; the pattern matches {len(matches)} file(s), e.g. {matches[-1]}: give one" if matches
+                else "; a pattern in quotes is not expanded by the shell" if any(c in value for c in "*?[") else "")
+        raise MissingFileError(f"--ckpt_path {value}: not found{hint}")
 
 
-def _best_checkpoint() -> ModelCheckpoint:
-    return ModelCheckpoint(monitor="val/score", mode="max", save_last=True, filename="best-{epoch}")
+def _one_line(e: BaseException) -> str:
+    """The first line that says something of an error Lightning or jsonargparse raised."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return " ".join(lines[:3]) if lines else type(e).__name__
 
 
-def run_lightning_cli(args: list[str]) -> None:
-    class_path = model_class_path(args)
-    common = dict(args=args, save_config_kwargs={"overwrite": True}, seed_everything_default=0)
-    if class_path is not None and class_path.startswith("wsl.hyper"):
-        HyperCLI(pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                 **common, trainer_defaults={**TRAINER_DEFAULTS, "max_epochs": 100, "default_root_dir": "runs",
-                                             "callbacks": [_best_checkpoint()]})
-        return
-    if class_path is not None:
-        GeneratorCLI(
-            WeightGenerator, WeightDataModule, subclass_mode_model=True, **common,
+def run_lightning_cli(args: list[str]) -> int:
+    """Run ``wsl fit|validate|test ARGS``; 0 on success, 2 with one error line on bad input."""
+    try:
+        if any(a in ("-h", "--help") for a in args):
+            _cli(args)  # prints the usage and exits
+            return 0
+        args = _resolve_config_names(args)
+        _check_ckpt_path(args)
+        _cli(args)
+    except InputError as e:
+        print(f"wsl: error: {e}", file=sys.stderr)
+        return 2
+    except ArgumentError as e:  # a misspelled key, a wrong type, a missing class
+        print(f"wsl: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cli(args: list[str]) -> WSLCLI:
+    with warnings.catch_warnings():
+        for pattern in QUIET:
+            warnings.filterwarnings("ignore", message=pattern)
+        return WSLCLI(
+            WeightSpaceModule, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, args=args,
+            save_config_kwargs={"overwrite": True}, seed_everything_default=0, parser_kwargs=PARSER_KWARGS,
             trainer_defaults={**TRAINER_DEFAULTS, "max_epochs": 100, "default_root_dir": "runs",
-                              "callbacks": [_best_checkpoint()]})
-        return
-    WSLCLI(
-        PropertyPredictor, PropertyDataModule, **common,
-        trainer_defaults={
-            **TRAINER_DEFAULTS,
-            "max_epochs": 30,
-            "default_root_dir": "runs",
-            "callbacks": [_best_checkpoint()],
-        },
-    )
+                              "callbacks": [best_checkpoint(), last_checkpoint()]})

@@ -94,7 +94,8 @@ def _sample(args) -> int:
     from zoo.store import Zoo
 
     path = run_sample(args.model, args.num, args.out, args.condition, guidance=args.guidance, seed=args.seed,
-                      steps=args.steps, eta=args.eta, data_dir=args.data_dir, device=args.device)
+                      steps=args.steps, eta=args.eta, data_dir=args.data_dir, device=args.device,
+                      overwrite=args.overwrite, log=lambda s: print(s, file=sys.stderr, flush=True))
     with Zoo(path) as z:
         print(z.summary())
     print(f"generated zoo written to {path}")
@@ -102,7 +103,8 @@ def _sample(args) -> int:
 
 
 def _evaluate_generated(args) -> int:
-    from wsl.diffusion.evaluate import evaluate_generated, markdown_table
+    from wsl.diffusion.memorization import evaluate_generated
+    from wsl.diffusion.report import markdown_table
 
     out_dir = args.out_dir or str(Path(args.generated).with_suffix("")) + ".memorization"
     report = evaluate_generated(args.generated, args.reference, out_dir, seed=args.seed, candidates=args.candidates,
@@ -141,27 +143,29 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=_zoo_generate)
 
     i = zoo.add_parser("info", help="describe a zoo file")
-    i.add_argument("file")
+    i.add_argument("file", help="zoo file (.h5) to describe")
     i.add_argument("--plot", metavar="PNG", help="write a histogram of the test metric to this PNG")
     i.set_defaults(func=_zoo_info)
 
     r = zoo.add_parser("render", help="draw INRs of an INR zoo decoded from their weights beside their signals")
-    r.add_argument("file")
+    r.add_argument("file", help="INR zoo file (.h5)")
     r.add_argument("--out", metavar="PNG", help="output image (default: FILE without .h5, plus .<split>.png)")
     r.add_argument("--n", type=int, default=16, help="models drawn, a seeded random sample (default 16)")
-    r.add_argument("--split", default="test", choices=[*SPLITS, "all"])
+    r.add_argument("--split", default="test", choices=[*SPLITS, "all"],
+                   help="draw models fitted to this split's signals, or all (default test)")
     r.add_argument("--checkpoint", type=int, default=-1, help="checkpoint position (-1 = last)")
     r.add_argument("--seed", type=int, default=0, help="seed of the sample of models")
     r.set_defaults(func=_zoo_render)
 
     v = zoo.add_parser("verify", help="check zoo files for truncation and corruption")
-    v.add_argument("files", nargs="+")
-    v.add_argument("--max-problems", type=int, default=50)
+    v.add_argument("files", nargs="+", help="zoo files (.h5) to check")
+    v.add_argument("--max-problems", type=int, default=50, metavar="N",
+                   help="problems listed per file; the rest are counted (default 50)")
     v.set_defaults(func=_zoo_verify)
 
     m = zoo.add_parser("merge", help="join shard files into one zoo")
-    m.add_argument("parts", nargs="+")
-    m.add_argument("--out", required=True)
+    m.add_argument("parts", nargs="+", help="shard files of one zoo (wsl zoo generate --shard i/n)")
+    m.add_argument("--out", required=True, help="the merged zoo file to write (.h5); must not exist")
     m.set_defaults(func=_zoo_merge)
 
     for name, what in (("fit", "train a weight-space model"), ("validate", "evaluate on validation runs"),
@@ -177,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", help="also write every prediction to this CSV file")
     p.add_argument("--split", choices=[*SPLITS, "all"], help="zoo inputs: only this split's runs")
     p.add_argument("--checkpoint", type=int, default=-1, help="zoo inputs: checkpoint position (-1 = last)")
-    p.add_argument("--max-rows", type=int, default=20, help="rows printed (all go to --csv)")
+    p.add_argument("--max-rows", type=int, default=20, help="rows printed (all go to --csv; default 20)")
     p.add_argument("--activation", choices=ACTIVATIONS,
                    help="the networks' activation, for file inputs (a state_dict does not record it; default: the "
                    "predictor's); a zoo's own activation is always used, and a predictor trained on another "
@@ -189,17 +193,22 @@ def build_parser() -> argparse.ArgumentParser:
     sm = sub.add_parser("sample", help="sample networks from a trained generator into a zoo file (with their metrics)")
     sm.add_argument("--model", required=True, help="generator checkpoint (.ckpt) written by wsl fit (configs/diffusion/)")
     sm.add_argument("--num", type=int, required=True, help="networks to sample")
-    sm.add_argument("--out", required=True, help="zoo file to write (.h5)")
+    sm.add_argument("--out", required=True, help="zoo file to write (.h5); an existing file is refused unless "
+                    "--overwrite is given")
+    sm.add_argument("--overwrite", action="store_true",
+                    help="replace an existing --out file (only a generated zoo: a trained zoo is never replaced)")
     sm.add_argument("--condition", action="append", default=[], metavar="NAME=VALUE",
                     help="a conditional generator's request, e.g. test_acc=0.9, test_acc=0.5:0.95 for values "
                     "evenly spaced over the networks, or label=0,1,2 to cycle through classes (repeat for several "
-                    "conditions)")
-    sm.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = none)")
+                    "conditions). Values a property cannot take (an accuracy outside [0, 1]) are refused, values "
+                    "outside those of the generator's training runs get a warning. Without it a conditional "
+                    "generator samples unconditionally (its classifier-free model), with a warning")
+    sm.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default 1 = none)")
     sm.add_argument("--steps", type=int, help="sampling steps (default: the generator's)")
-    sm.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 ancestral")
-    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 ancestral (default 0)")
+    sm.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default 0)")
     sm.add_argument("--data-dir", help="folder of the task's IDX files, if not where the zoo was made")
-    sm.add_argument("--device", default="cpu")
+    sm.add_argument("--device", default="cpu", help="where the generator runs: cpu, cuda, cuda:1, ... (default cpu)")
     sm.set_defaults(func=_sample)
 
     e = sub.add_parser("evaluate-generated", help="memorization report of a generated zoo against its reference "
@@ -230,9 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     hs.set_defaults(func=_hyper_search)
 
     d = sub.add_parser("demo", help="generate the demo zoo, train a predictor, predict held-out checkpoints")
-    d.add_argument("--out-dir", default="wsl_demo")
-    d.add_argument("--config", default="digits_mlp")
-    d.add_argument("--device", default="auto")
+    d.add_argument("--out-dir", default="wsl_demo",
+                   help="folder of the zoo, predictors, plot and example checkpoints (default wsl_demo; a zoo "
+                   "already there is reused or resumed)")
+    d.add_argument("--config", default="digits_mlp",
+                   help="zoo config YAML, or the name of one in configs/zoo/ (default digits_mlp)")
+    d.add_argument("--device", default="auto", help="where the zoo is trained: auto (CUDA if available), cpu, "
+                   "cuda, cuda:1, ... (default auto)")
     d.set_defaults(func=_demo)
     return parser
 
@@ -242,8 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("fit", "validate", "test"):
         from wsl.cli.lightning import run_lightning_cli
 
-        run_lightning_cli(argv)
-        return 0
+        return run_lightning_cli(argv)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

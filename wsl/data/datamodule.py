@@ -362,7 +362,7 @@ class WeightDataModule(pl.LightningDataModule):
     # --- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """The split, so that a checkpoint restores it exactly (per file too, for ``wsl predict``)."""
-        return {} if self.split_runs is None else self._split.state(self.zoos)
+        return {} if self.split_runs is None else self._split.state(self.zoos, self.runs.config_hashes)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Use the recorded split; Lightning calls this after ``setup``, so rebuild if already set up."""

@@ -21,6 +21,8 @@ does not commute with neuron permutations, so it is not for equivariant models.
 
 ``TargetNormalizer`` standardises a scalar regression target with mean and std of the training
 split, so the predictor's loss is on a unit scale and predictions map back to the target's units.
+It also keeps the smallest and largest training value (``observed_range``): what a generator saw,
+against which ``wsl sample`` checks a request (checkpoints written before it have none).
 """
 from __future__ import annotations
 
@@ -139,7 +141,8 @@ class WeightNormalizer(nn.Module):
 
 class TargetNormalizer(nn.Module):
     """y -> (y - mean) / std for a scalar regression target (``columns=0``) or per column of
-    ``[N, columns]`` values (a generator's conditions); buffers fitted on the training split."""
+    ``[N, columns]`` values (a generator's conditions); buffers fitted on the training split, with
+    the training values' ``low`` and ``high`` (registered by ``fit``, or by loading a state that has them)."""
 
     def __init__(self, columns: int = 0):
         super().__init__()
@@ -147,24 +150,42 @@ class TargetNormalizer(nn.Module):
         self.register_buffer("mean", torch.zeros(shape))
         self.register_buffer("std", torch.ones(shape))
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Take the range buffers with a state that has them (states written before them have none)."""
+        has = prefix + "low" in state_dict
+        for name in ("low", "high"):
+            if has and name not in self._buffers:
+                self.register_buffer(name, torch.empty_like(state_dict[prefix + name], device=self.mean.device))
+            elif not has and name in self._buffers:
+                del self._buffers[name]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def observed_range(self) -> tuple[Tensor, Tensor] | None:
+        """(lowest, highest) finite training value (per column), or None when not recorded."""
+        return (self.low, self.high) if "low" in self._buffers else None
+
     @torch.no_grad()
     def fit(self, y: Tensor) -> "TargetNormalizer":
-        """Mean and std of the finite values (per column); a constant column keeps std 1 (no division by 0)."""
+        """Mean, std and range of the finite values (per column); a constant column keeps std 1 (no
+        division by 0)."""
         y = torch.as_tensor(y).detach().double()
         y = y.reshape(-1, *self.mean.shape)
         mean = torch.zeros(self.mean.shape, dtype=torch.float64)
         std = torch.ones(self.mean.shape, dtype=torch.float64)
+        low, high = torch.zeros_like(mean), torch.zeros_like(mean)
         for k, col in enumerate(y.reshape(len(y), -1).T):
             col = col[torch.isfinite(col)]
             if not len(col):
                 raise InputError("TargetNormalizer.fit: no finite target values"
                                  + (f" in column {k}" if self.mean.dim() else ""))
             m, sd = col.mean(), col.std(unbiased=False)
-            mean.view(-1)[k] = m
+            mean.view(-1)[k], low.view(-1)[k], high.view(-1)[k] = m, col.min(), col.max()
             if sd > 1e-12 * max(1.0, abs(m.item())):
                 std.view(-1)[k] = sd
         self.mean.copy_(mean)
         self.std.copy_(std)
+        self.register_buffer("low", low.to(self.mean))
+        self.register_buffer("high", high.to(self.mean))
         return self
 
     def forward(self, y: Tensor) -> Tensor:

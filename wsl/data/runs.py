@@ -55,13 +55,17 @@ class Split:
     def all_runs(self) -> list[Run]:
         return sorted(r for s in SPLITS for r in self.runs[s])
 
-    def state(self, paths: Sequence[str]) -> dict[str, Any]:
-        """What a checkpoint stores: run ids per split, and per zoo file (for ``wsl predict``)."""
+    def state(self, paths: Sequence[str], config_hashes: Sequence[str] | None = None) -> dict[str, Any]:
+        """What a checkpoint stores: run ids per split, and per zoo file with the file's config hash
+        (``wsl predict`` finds a zoo's runs by them: ``ZooRuns.saved_split``)."""
         single = len(paths) == 1
-        return {"zoos": list(paths),
-                "split_runs": {s: [i if single else [f, i] for f, i in self.runs[s]] for s in SPLITS},
-                "split_runs_by_zoo": {p: {s: [i for f, i in self.runs[s] if f == fi] for s in SPLITS}
-                                      for fi, p in enumerate(paths)}}
+        state = {"zoos": list(paths),
+                 "split_runs": {s: [i if single else [f, i] for f, i in self.runs[s]] for s in SPLITS},
+                 "split_runs_by_zoo": {p: {s: [i for f, i in self.runs[s] if f == fi] for s in SPLITS}
+                                       for fi, p in enumerate(paths)}}
+        if config_hashes is not None:
+            state["zoo_config_hashes"] = dict(zip(paths, config_hashes))
+        return state
 
     @classmethod
     def from_state(cls, state: dict[str, Any], paths: Sequence[str]) -> "Split":
@@ -109,7 +113,7 @@ class ZooRuns:
         self.paths = [str(paths)] if isinstance(paths, (str, Path)) else [str(p) for p in paths]
         if not self.paths:
             raise InputError("no zoo files given; give one or more zoo files")
-        self.specs, self.configs, self.checkpoint_epochs, self.is_inr = [], [], [], []
+        self.specs, self.configs, self.config_hashes, self.checkpoint_epochs, self.is_inr = [], [], [], [], []
         self.metric_names, self.hparam_names, self.signal_names = [], [], []
         self._row: list[dict[int, int]] = []
         self._columns: dict[tuple[int, str], np.ndarray] = {}
@@ -119,6 +123,7 @@ class ZooRuns:
             with Zoo(path) as z:
                 self.specs.append(z.spec)
                 self.configs.append(z.config)
+                self.config_hashes.append(z.config_hash)
                 self.checkpoint_epochs.append(list(z.checkpoint_epochs))
                 self.is_inr.append(z.is_inr)
                 self.metric_names.append(list(z.metric_names))
@@ -295,6 +300,31 @@ class ZooRuns:
             raise InputError(f"the saved split names runs (file position, index) {missing[:10]} that are not done "
                              f"models of {self.paths}: is this the zoo the split was made on?")
         return split
+
+    def saved_split(self, state: dict[str, Any]) -> Split:
+        """This zoo's split in a checkpoint's saved one (``Split.state``, over any number of files),
+        found by content, not by the path string it was trained with: the recorded zoo with this
+        file's config hash whose runs are all done models here, so an absolute or relative path, a
+        copy or a moved file all find it (shards of one config share a hash; their runs differ).
+        A state saved without hashes is matched by the file's path or name. One file only."""
+        if len(self.paths) != 1:
+            raise InputError(f"saved_split looks up one zoo file, given {len(self.paths)}")
+        path, by_zoo = Path(self.paths[0]), state.get("split_runs_by_zoo") or {}
+        hashes = state.get("zoo_config_hashes") or {}
+        done = {i for _, i in self.done}
+
+        def same_path(p: str) -> bool:
+            return Path(p).resolve() == path.resolve() or Path(p).name == path.name
+
+        found = [p for p, runs in by_zoo.items()
+                 if (hashes[p] == self.config_hashes[0] if p in hashes else same_path(p))
+                 and {int(i) for s in SPLITS for i in runs.get(s, [])} <= done]
+        if not found:
+            recorded = ", ".join(f"{p} (config hash {hashes.get(p, 'not recorded')})" for p in by_zoo) or "none"
+            raise InputError(f"{path}: not a zoo the checkpoint's split was made on (config hash "
+                             f"{self.config_hashes[0]}); it records {recorded}")
+        best = next((p for p in found if Path(p).resolve() == path.resolve()), found[0])
+        return self.restore({"split_runs": by_zoo[best]})
 
     # --- weights --------------------------------------------------------------------------------------
     def checkpoint_position(self, fi: int, checkpoint: int) -> int:

@@ -28,29 +28,26 @@ import json
 import math
 from functools import cached_property
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from zoo.weight_space import WeightSpaceSpec
-
+from wsl.core.module import WeightSpaceModule
 from wsl.data.normalize import TargetNormalizer, WeightNormalizer
 from wsl.diffusion.autoencoder import WeightAutoencoder
 from wsl.diffusion.denoisers import CanonicalDenoiser, EquivariantDenoiser, MLPDenoiser
 from wsl.diffusion.process import Diffusion
-from wsl.diffusion.evaluate import conditional_agreement
+from wsl.diffusion.scores import conditional_agreement
 from wsl.data.task import source_task
 from wsl.diffusion.networks import evaluate_networks, inr_metrics
-from wsl.training import gather_lists
 from zoo.signals import SignalSet
 from wsl.nn import BACKBONES
 from wsl.weights import WeightBatch
 from zoo.errors import InputError
 
 
-class WeightGenerator(pl.LightningModule):
+class WeightGenerator(WeightSpaceModule):
     """What every diffusion generator shares; subclasses define the space diffusion runs in.
 
     Args:
@@ -64,25 +61,22 @@ class WeightGenerator(pl.LightningModule):
         ema_decay: decay of the moving average of the denoiser's parameters (0: none).
         sample_steps: DDIM steps used in validation and as ``sample``'s default.
         eval_samples: networks sampled at each validation (0: none; ``val/score`` is then minus the loss).
+        lr, weight_decay, schedule, warmup_epochs: the optimizer (``WeightSpaceModule``).
     """
+
+    kind = "generator"
 
     def __init__(self, spec_json: str = "", source_json: str = "{}", conditions: list[str] | None = None,
                  prediction: str = "v", condition_dropout: float = 0.1, lr: float = 1e-3, weight_decay: float = 0.0,
-                 ema_decay: float = 0.999, sample_steps: int = 50, eval_samples: int = 64):
-        super().__init__()
-        if not spec_json:
-            raise InputError(f"{type(self).__name__} needs the weight space (spec_json); with `wsl fit` it comes from "
-                             "the data module's zoo file")
+                 ema_decay: float = 0.999, sample_steps: int = 50, eval_samples: int = 64, schedule: str = "constant",
+                 warmup_epochs: int = 0):
         if not 0 <= condition_dropout < 1:
             raise InputError(f"condition_dropout must be in [0, 1), found {condition_dropout}")
-        self.spec = WeightSpaceSpec.from_json(spec_json)
+        super().__init__(spec_json, lr=lr, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs)
         self.source = json.loads(source_json)
         self.conditions = list(conditions or [])
         self.diffusion = Diffusion(prediction)
-        self.weight_normalizer = WeightNormalizer(self.spec)
         self.condition_normalizer = TargetNormalizer(len(self.conditions)) if self.conditions else None
-        self._val_conditions: list[Tensor] = []
-        self._val_losses: list[tuple[float, int]] = []  # (loss x items, items) per validation batch
 
     # --- what subclasses define (and ``self.net``, the denoiser) -----------------------------------
     def diffusion_space(self, x: Tensor) -> Tensor:
@@ -105,14 +99,15 @@ class WeightGenerator(pl.LightningModule):
         return self.ema.module if self.ema is not None else self.net
 
     # --- normalizers ------------------------------------------------------------------------------
-    def set_normalizers(self, weight_normalizer: WeightNormalizer,
-                        condition_normalizer: TargetNormalizer | None = None, **_) -> None:
-        """Take the normalizers fitted on the training runs (``WeightDataModule.normalizers()``)."""
-        self.weight_normalizer.load_state_dict(weight_normalizer.state_dict())
-        if self.conditions:
-            if condition_normalizer is None:
-                raise InputError(f"the generator is conditioned on {self.conditions}, but the data serves no conditions")
-            self.condition_normalizer.load_state_dict(condition_normalizer.state_dict())
+    def set_normalizers(self, weight_normalizer: WeightNormalizer | None = None,
+                        target_normalizer: TargetNormalizer | None = None,
+                        condition_normalizer: TargetNormalizer | None = None) -> None:
+        """The weight normalizer and, for a conditional generator, the conditions' (``WeightDataModule.normalizers()``)."""
+        if weight_normalizer is None:
+            raise InputError(f"{type(self).__name__} learns normalized weights: the data must be a WeightDataModule")
+        if self.conditions and condition_normalizer is None:
+            raise InputError(f"the generator is conditioned on {self.conditions}, but the data serves no conditions")
+        super().set_normalizers(weight_normalizer, condition_normalizer=condition_normalizer)
 
     # --- training ---------------------------------------------------------------------------------
     def _batch(self, batch) -> tuple[Tensor, Tensor | None]:
@@ -158,13 +153,12 @@ class WeightGenerator(pl.LightningModule):
         noise = torch.randn(len(x), self.code_dim, generator=g).to(x.device)
         loss = self.diffusion_loss(x, cond, denoiser=self.averaged_net, t=t, noise=noise)
         self.log("val/loss", loss, prog_bar=True, batch_size=len(x), sync_dist=True)
-        self._val_losses.append((float(loss) * len(x), len(x)))
+        self.collect("losses", (float(loss) * len(x), len(x)))
         if cond is not None:
-            self._val_conditions.append(batch[1].detach().cpu())
+            self.collect("conditions", batch[1].detach().cpu())
 
     def on_validation_epoch_end(self) -> None:
-        losses, conditions = gather_lists(self._val_losses), gather_lists(self._val_conditions)
-        self._val_losses, self._val_conditions = [], []
+        losses, conditions = self.gathered("losses"), self.gathered("conditions")
         requested = torch.cat(conditions) if conditions else None
         if self.trainer.sanity_checking:
             return
@@ -181,7 +175,7 @@ class WeightGenerator(pl.LightningModule):
             self.log("val/gen_psnr" if inr else "val/gen_acc", score)
             if agreement is not None and np.isfinite(agreement):
                 self.log("val/cond_exact" if inr else "val/cond_corr", agreement)
-        self.log("val/score", score)
+        self.log_score(score)
 
     def _validation_scores(self, wb: WeightBatch, requested: Tensor | None) -> tuple[np.ndarray, float | None]:
         """Sampled networks judged on the task's validation data only: their quality (accuracy on
@@ -270,14 +264,6 @@ class WeightGenerator(pl.LightningModule):
         flat = torch.cat(parts)
         return self.weight_normalizer.inverse(WeightBatch.from_flat(self.spec, flat))
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["wsl_generator"] = type(self).__name__  # which class ``load_generator`` builds
-
-    def configure_optimizers(self):
-        averaged = {id(p) for p in self.ema.parameters()} if self.ema is not None else set()
-        params = [p for p in self.parameters() if p.requires_grad and id(p) not in averaged]
-        return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-
 
 class WeightDiffusion(WeightGenerator):
     """Diffusion on normalized weights with an equivariant (or MLP) denoiser.
@@ -292,10 +278,10 @@ class WeightDiffusion(WeightGenerator):
     def __init__(self, spec_json: str = "", source_json: str = "{}", conditions: list[str] | None = None,
                  denoiser: str = "hnp", denoiser_kwargs: dict | None = None, prediction: str = "v",
                  condition_dropout: float = 0.1, lr: float = 1e-3, weight_decay: float = 0.0,
-                 ema_decay: float = 0.999, sample_steps: int = 50, eval_samples: int = 64):
+                 ema_decay: float = 0.999, sample_steps: int = 50, eval_samples: int = 64, schedule: str = "constant",
+                 warmup_epochs: int = 0):
         super().__init__(spec_json, source_json, conditions, prediction, condition_dropout, lr, weight_decay,
-                         ema_decay, sample_steps, eval_samples)
-        self.save_hyperparameters()
+                         ema_decay, sample_steps, eval_samples, schedule, warmup_epochs)
         kw = dict(denoiser_kwargs or {})
         k = len(self.conditions)
         if denoiser == "mlp":
@@ -310,12 +296,13 @@ class WeightDiffusion(WeightGenerator):
         self.code_dim = self.spec.num_params
         self._make_ema()
 
-    def set_normalizers(self, weight_normalizer: WeightNormalizer,
-                        condition_normalizer: TargetNormalizer | None = None, **_) -> None:
-        if weight_normalizer.per_parameter and self.hparams.denoiser != "mlp":
+    def set_normalizers(self, weight_normalizer: WeightNormalizer | None = None,
+                        target_normalizer: TargetNormalizer | None = None,
+                        condition_normalizer: TargetNormalizer | None = None) -> None:
+        if weight_normalizer is not None and weight_normalizer.per_parameter and self.hparams.denoiser != "mlp":
             raise InputError(f"denoiser {self.hparams.denoiser!r} is equivariant to hidden-neuron permutations, which "
                              "per-parameter normalization (data.normalize: parameter) breaks: use normalize: tensor")
-        super().set_normalizers(weight_normalizer, condition_normalizer)
+        super().set_normalizers(weight_normalizer, target_normalizer, condition_normalizer)
 
     def set_reference(self, wb: WeightBatch) -> None:
         """The canonical denoiser's reference network (raw weights of one training network)."""
@@ -352,10 +339,9 @@ class LatentDiffusion(WeightGenerator):
                  autoencoder_kwargs: dict | None = None, autoencoder_epochs: int = 20,
                  denoiser_kwargs: dict | None = None, prediction: str = "v", condition_dropout: float = 0.1,
                  lr: float = 1e-3, weight_decay: float = 0.0, ema_decay: float = 0.999, sample_steps: int = 50,
-                 eval_samples: int = 64):
+                 eval_samples: int = 64, schedule: str = "constant", warmup_epochs: int = 0):
         super().__init__(spec_json, source_json, conditions, prediction, condition_dropout, lr, weight_decay,
-                         ema_decay, sample_steps, eval_samples)
-        self.save_hyperparameters()
+                         ema_decay, sample_steps, eval_samples, schedule, warmup_epochs)
         self.autoencoder = WeightAutoencoder(self.spec, **(autoencoder_kwargs or {}))
         self.code_dim = math.prod(self.autoencoder.code_shape)
         self.net = MLPDenoiser(self.code_dim, num_conditions=len(self.conditions), **(denoiser_kwargs or {}))
@@ -405,7 +391,7 @@ class LatentDiffusion(WeightGenerator):
 
     def on_validation_epoch_end(self) -> None:
         if self.autoencoder_phase or self.code_scale == 0:  # no diffusion model yet: the worst score
-            self._val_conditions, self._val_losses = [], []
-            self.log("val/score", float("-inf"))
+            self.forget_collected()
+            self.log_score(float("-inf"))
             return
         super().on_validation_epoch_end()

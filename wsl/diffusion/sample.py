@@ -1,8 +1,7 @@
 """``wsl sample``: networks from a trained generator, run on their task and written as a zoo file.
 
-The generator checkpoint is read tensors-only (``wsl.prediction.checkpoint.load_torch_file``): a
-generator passed around is as untrusted as any checkpoint. Its class is recorded in the file by
-``WeightGenerator.on_save_checkpoint`` and rebuilt from its hyperparameters here.
+The generator checkpoint is read tensors-only (``wsl.core.checkpoint``): a generator passed
+around is as untrusted as any checkpoint.
 
 The zoo file records the provenance (``generated`` attribute): the generator file and its sha256,
 the requested conditions, guidance, steps and seed, the source zoo, its selection, and the runs
@@ -20,37 +19,9 @@ import torch
 from wsl.diffusion import model as generators
 from wsl.data.task import source_task
 from wsl.diffusion.networks import write_generated_zoo
-from wsl.prediction.checkpoint import NOT_OURS, PREDICTOR_GLOBALS, load_torch_file, model_from_checkpoint
-from zoo.errors import InputError
-
-GENERATOR_FILE = "a generator checkpoint (.ckpt) written by wsl fit with a configs/diffusion/ config"
-GENERATOR_CLASSES = {c.__name__: c for c in (generators.WeightDiffusion, generators.LatentDiffusion)}
-
-
-def read_generator_checkpoint(path: str | Path) -> dict:
-    """A generator checkpoint's dict, read without running code; what is not one is refused."""
-    ckpt = load_torch_file(path, GENERATOR_FILE, PREDICTOR_GLOBALS, hint=NOT_OURS)
-    kind = ckpt.get("wsl_generator") if isinstance(ckpt, dict) else None
-    if kind not in GENERATOR_CLASSES:
-        if not isinstance(ckpt, dict):
-            found = f"a {type(ckpt).__name__}"
-        elif "spec_json" in (ckpt.get("hyper_parameters") or {}):
-            found = "a predictor checkpoint"
-        else:
-            found = f"a dict with keys {sorted(map(str, ckpt))[:8]}"
-        raise InputError(f"{path}: expected {GENERATOR_FILE} (one of {sorted(GENERATOR_CLASSES)}), found {found}")
-    return ckpt
-
-
-def generator_from_checkpoint(ckpt: dict, source: str | Path = "checkpoint") -> generators.WeightGenerator:
-    """The generator a checkpoint dict describes, in eval mode on the CPU."""
-    return model_from_checkpoint(GENERATOR_CLASSES[ckpt["wsl_generator"]], ckpt, source)
-
-
-def load_generator(path: str | Path) -> generators.WeightGenerator:
-    """A trained generator from its checkpoint file, read without running code, in eval mode."""
-    return generator_from_checkpoint(read_generator_checkpoint(path), path)
-
+from wsl.core.checkpoint import model_from_checkpoint, read_checkpoint
+from wsl.prediction.model import target_range
+from zoo.errors import InputError, warn
 
 def train_runs(ckpt: dict) -> list[int] | None:
     """Model indices of the source zoo's training runs, from the split saved with the DataModule."""
@@ -93,21 +64,59 @@ def parse_conditions(items: list[str], names: list[str], num: int) -> dict[str, 
     return out
 
 
+def check_requests(requested: dict[str, np.ndarray], gen: generators.WeightGenerator) -> None:
+    """Refuse a request its property cannot take (``target_range``: an accuracy outside [0, 1]);
+    warn about one outside the values of the generator's training runs (an extrapolation), where
+    its condition normalizer records them (``TargetNormalizer.observed_range``)."""
+    observed = gen.condition_normalizer.observed_range() if requested else None
+    for k, name in enumerate(gen.conditions):
+        if name not in requested:
+            continue
+        values = requested[name]
+        lo, hi = float(values.min()), float(values.max())
+        found = f"{lo:g}" if lo == hi else f"{lo:g} to {hi:g}"
+        bounds = target_range(name)
+        if not np.isfinite(values).all():
+            raise InputError(f"--condition {name}: expected finite values, found {values.tolist()}")
+        if bounds is not None and (lo < bounds[0] or hi > bounds[1]):
+            raise InputError(f"--condition {name}: expected values in [{bounds[0]:g}, {bounds[1]:g}] (the range "
+                             f"of {name}), found {found}")
+        if observed is not None:
+            seen = float(observed[0][k]), float(observed[1][k])
+            if lo < seen[0] or hi > seen[1]:
+                warn(f"--condition {name}: {found} lies outside the range of the generator's training runs "
+                     f"({seen[0]:.4g} to {seen[1]:.4g}); the networks are an extrapolation")
+
+
 def run_sample(model_path: str | Path, num: int, out: str | Path, conditions: list[str] = (), guidance: float = 1.0,
                seed: int = 0, steps: int | None = None, eta: float = 0.0, data_dir: str | None = None,
-               device: str = "cpu") -> Path:
+               device: str = "cpu", overwrite: bool = False, log=lambda s: None) -> Path:
+    """Sample ``num`` networks into the zoo file ``out`` (an existing one only with ``overwrite``,
+    and never a trained zoo). A conditional generator asked for no condition samples its
+    unconditional model (the one classifier-free guidance trains), with a warning; ``log``
+    receives one line per stage."""
     if num < 1:
         raise InputError(f"--num must be >= 1, found {num}")
-    ckpt = read_generator_checkpoint(model_path)
-    gen = generator_from_checkpoint(ckpt, model_path).to(device)
+    if Path(out).exists() and not overwrite:
+        raise InputError(f"--out {out}: the file exists; give --overwrite to replace it (a generated zoo only), "
+                         f"or another path")
+    ckpt = read_checkpoint(model_path, generators.WeightGenerator)
+    gen = model_from_checkpoint(ckpt, model_path, generators.WeightGenerator).to(device)
     requested = parse_conditions(list(conditions), gen.conditions, num)
+    check_requests(requested, gen)
     cond = torch.tensor(np.stack([requested[n] for n in gen.conditions], 1), dtype=torch.float32) if requested else None
     if gen.conditions and not requested:
-        print(f"no --condition given: sampling unconditionally (the generator is conditioned on {gen.conditions})")
+        if not gen.hparams.get("condition_dropout"):
+            raise InputError(f"--condition: the generator is conditioned on {gen.conditions} and was trained without "
+                             f"condition dropout, so it has no unconditional model; give every condition")
+        warn(f"no --condition given: the generator was trained on conditions {gen.conditions}; sampling "
+             f"unconditionally (give --condition NAME=VALUE to condition)")
     source = gen.source
     if not source.get("config"):
         raise InputError(f"{model_path}: the generator does not record its source zoo's config; cannot rebuild its task")
     task = source_task(source["config"], data_dir)
+    log(f"sampling {num} networks ({type(gen).__name__}, {steps or int(gen.hparams.sample_steps)} steps, "
+        f"guidance {guidance:g}, seed {seed}) on {device}")
     wb = gen.sample(num, cond, guidance=guidance, seed=seed, steps=steps, eta=eta).to("cpu")
     sha = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
     provenance = {"generator": str(model_path), "generator_sha256": sha, "generator_class": type(gen).__name__,
@@ -123,5 +132,5 @@ def run_sample(model_path: str | Path, num: int, out: str | Path, conditions: li
     hparams = {f"requested_{k}": v.tolist() for k, v in requested.items()}
     path = write_generated_zoo(out, name=f"{source['config'].get('name', 'zoo')}-generated", source_config=source["config"],
                                spec=gen.spec, task=task, wb=wb, hparams=hparams, generated=provenance,
-                               checkpoint_epoch=last_epoch)
+                               checkpoint_epoch=last_epoch, log=log)
     return path

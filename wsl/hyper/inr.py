@@ -20,30 +20,23 @@ its class's mean image; image conditioning can approach the zoo's fits.
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wsl.data.normalize import WeightNormalizer
+from wsl.core.module import WeightSpaceModule
 from wsl.hyper.conditioning import LabelEncoder
 from wsl.hyper.emitter import WeightEmitter
 from wsl.hyper.model import PARAMETRIZATIONS
-from wsl.prediction.checkpoint import NOT_OURS, PREDICTOR_GLOBALS, load_torch_file, model_from_checkpoint
 from wsl.weights import WeightBatch
 from zoo.functional import population_forward
 from zoo.inr import psnr
 from zoo.signals import grid_coords
-from zoo.weight_space import WeightSpaceSpec
 from zoo.errors import InputError
 
 SIGNALS = ("functional", "weights")
 CONDITIONS = ("image", "class")
-CHECKPOINT_TAG = "INRHyperNetwork"
-CHECKPOINT_FILE = "an INR hypernetwork checkpoint (.ckpt) written by wsl fit"
 
 
 class ImageEncoder(nn.Module):
@@ -84,7 +77,7 @@ class ImageEncoder(nn.Module):
         return self.net(values)
 
 
-class INRHyperNetwork(pl.LightningModule):
+class INRHyperNetwork(WeightSpaceModule):
     """Args:
         spec_json, source_json: the SIREN weight space and the zoo's signals (linked from the
             ``SignalDataModule``; ``source_json["signals"]``: grid shape, value range, classes).
@@ -95,19 +88,17 @@ class INRHyperNetwork(pl.LightningModule):
         heads, hidden, depth, chunk_size, chunk_dim: the emitter (``wsl.hyper.emitter.WeightEmitter``).
         embed_dim: width of the condition embedding (the image encoder's output, or the label embedding).
         encoder_width: channels of the image encoder's first convolution.
-        lr, weight_decay: AdamW's.
+        lr, weight_decay, schedule, warmup_epochs: the optimizer (``WeightSpaceModule``).
         seed: seeds the base weights θ₀ with ``mip``.
     """
+
+    kind = "INR hypernetwork"
 
     def __init__(self, spec_json: str = "", source_json: str = "{}", conditions: list[str] | None = None,
                  signal: str = "functional", parametrization: str = "plain", heads: str = "chunk",
                  hidden: int = 256, depth: int = 2, chunk_size: int = 256, chunk_dim: int = 32,
                  embed_dim: int = 128, encoder_width: int = 32, lr: float = 1e-3, weight_decay: float = 0.0,
-                 seed: int = 0):
-        super().__init__()
-        if not spec_json:
-            raise InputError("INRHyperNetwork needs the weight space (spec_json); with `wsl fit` it comes from the "
-                             "data module")
+                 seed: int = 0, schedule: str = "constant", warmup_epochs: int = 0):
         if signal not in SIGNALS:
             raise InputError(f"signal must be one of {list(SIGNALS)}, found {signal!r}")
         if parametrization not in PARAMETRIZATIONS:
@@ -116,8 +107,7 @@ class INRHyperNetwork(pl.LightningModule):
         if len(conditions) != 1 or conditions[0] not in CONDITIONS:
             raise InputError(f"conditions must be one of {[[c] for c in CONDITIONS]} (data.conditions), "
                              f"found {conditions!r}")
-        self.save_hyperparameters()
-        self.spec = WeightSpaceSpec.from_json(spec_json)
+        super().__init__(spec_json, lr=lr, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs)
         if self.spec.activation is None:
             raise InputError("the weight space's activation varies per network; an INR hypernetwork emits networks "
                              "of one activation")
@@ -145,9 +135,6 @@ class INRHyperNetwork(pl.LightningModule):
             self.cond_encoder = LabelEncoder(int(self.num_classes), embed_dim, mip=mip)
         self.emitter = WeightEmitter(self.spec, embed_dim, hidden=hidden, depth=depth, heads=heads,
                                      chunk_size=chunk_size, chunk_dim=chunk_dim, mip=mip, base_seed=seed)
-        self.weight_normalizer = WeightNormalizer(self.spec)
-        self._normalizer_set = False
-        self._eval: dict[str, list[Tensor]] = {}
 
     # --- conditions -------------------------------------------------------------------------------
     def as_signals(self, images: Tensor) -> Tensor:
@@ -207,15 +194,8 @@ class INRHyperNetwork(pl.LightningModule):
         return psnr(self.signal_mse(wb, values), self.peak)
 
     # --- training ---------------------------------------------------------------------------------
-    def set_normalizers(self, weight_normalizer: WeightNormalizer | None = None, **_) -> None:
-        """Distillation matches weights in the data's normalized space: take its normalizer
-        (a buffer, so checkpoints carry it)."""
-        if weight_normalizer is not None:
-            self.weight_normalizer.load_state_dict(weight_normalizer.state_dict())
-            self._normalizer_set = True
-
     def on_fit_start(self) -> None:
-        if self.hparams.signal == "weights" and not self._normalizer_set:
+        if self.hparams.signal == "weights" and not self.normalizers_fitted:
             raise InputError("signal 'weights' matches weights in the data's normalized space: call "
                              "model.set_normalizers(**datamodule.normalizers()) before fitting (wsl fit does)")
 
@@ -249,21 +229,20 @@ class INRHyperNetwork(pl.LightningModule):
         teacher, values, labels = self._unpack(batch)
         wb = self.emit(self._condition_of(values, labels))
         mse = self.signal_mse(wb, values)
-        parts = self._eval.setdefault(split, [])
-        parts.append(torch.stack([mse, psnr(mse, self.peak),
-                                  self.distillation_loss(wb, teacher).expand_as(mse)], 1).detach())
+        self.collect(split, torch.stack([mse, psnr(mse, self.peak),
+                                         self.distillation_loss(wb, teacher).expand_as(mse)], 1).detach())
 
     def _eval_epoch_end(self, split: str) -> None:
-        parts = self._eval.pop(split, [])
+        parts = self.gathered(split)
         if not parts:
             return
         mse, db, distill = torch.cat(parts).mean(0)
         self.log(f"{split}/mse", mse)
         self.log(f"{split}/psnr", db, prog_bar=True)
-        if self._normalizer_set:  # only meaningful in the data's normalized space
+        if self.normalizers_fitted:  # only meaningful in the data's normalized space
             self.log(f"{split}/distill_loss", distill)
         if split == "val":
-            self.log("val/score", db)  # the kept checkpoint: best PSNR on validation signals
+            self.log_score(db)  # the kept checkpoint: best PSNR on validation signals
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -276,28 +255,3 @@ class INRHyperNetwork(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["wsl_hypernetwork"] = CHECKPOINT_TAG
-
-    def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-
-
-def inr_hypernetwork_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> INRHyperNetwork:
-    """The ``INRHyperNetwork`` a checkpoint dict describes (its hyperparameters and state_dict), in eval mode."""
-    tag = ckpt.get("wsl_hypernetwork") if isinstance(ckpt, dict) else None
-    if tag != CHECKPOINT_TAG or not isinstance(ckpt.get("hyper_parameters"), dict) \
-            or not isinstance(ckpt.get("state_dict"), dict):
-        found = f"a dict with keys {sorted(map(str, ckpt))[:8]}" if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}"
-        raise InputError(f"{source}: expected {CHECKPOINT_FILE} (wsl_hypernetwork = {CHECKPOINT_TAG!r}, "
-                         f"hyper_parameters, state_dict), found {found} (wsl_hypernetwork = {tag!r})")
-    model = model_from_checkpoint(INRHyperNetwork, ckpt, source)
-    model._normalizer_set = True  # the checkpoint's buffer is the data's fitted normalizer
-    return model
-
-
-def load_inr_hypernetwork(path: str | Path) -> INRHyperNetwork:
-    """A trained INR hypernetwork from its checkpoint file, read tensors-only (no pickled code runs)."""
-    ckpt = load_torch_file(path, CHECKPOINT_FILE, PREDICTOR_GLOBALS, hint=NOT_OURS)
-    return inr_hypernetwork_from_checkpoint(ckpt, str(path))

@@ -21,27 +21,25 @@ import json
 from functools import cached_property
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import Tensor
 
-from wsl.data.normalize import WeightNormalizer
+from wsl.core.module import WeightSpaceModule
+from wsl.data.normalize import TargetNormalizer, WeightNormalizer
 from wsl.data.task import TASK, source_task
 from wsl.hyper.conditioning import FUNCTIONAL_HPARAMS, HparamEncoder, LabelEncoder, hparam_range
 from wsl.hyper.emitter import WeightEmitter
 from wsl.hyper.objectives import ExampleDraws, functional_loss, output_distillation_loss
-from wsl.training import gather_lists
 from wsl.weights import WeightBatch
 from zoo.train import evaluate
-from zoo.weight_space import WeightSpaceSpec
 from zoo.errors import InputError
 
 SIGNALS = ("functional", "weights", "outputs")
 PARAMETRIZATIONS = ("plain", "mip")
 
 
-class HyperNetwork(pl.LightningModule):
+class HyperNetwork(WeightSpaceModule):
     """Args:
         spec_json, source_json: the weight space and its zoo config (linked from the DataModule).
         conditions: the hyperparameters λ the networks are emitted from, and ``task`` for a
@@ -56,24 +54,22 @@ class HyperNetwork(pl.LightningModule):
             (a functional hypernetwork must know every λ it trains under).
         eval_points: λ at which validation runs emitted networks (per task).
         task_dim: width of the task embedding.
+        lr, weight_decay, schedule, warmup_epochs: the optimizer (``WeightSpaceModule``).
     """
+
+    kind = "hypernetwork"
 
     def __init__(self, spec_json: str = "", source_json: str = "{}", conditions: list[str] | None = None,
                  signal: str = "functional", parametrization: str = "plain", heads: str = "chunk",
                  hidden: int = 128, depth: int = 2, chunk_size: int = 256, chunk_dim: int = 32,
                  networks_per_step: int = 32, fixed: dict[str, float] | None = None, distill_batch: int = 256,
                  lr: float = 1e-3, weight_decay: float = 0.0, eval_points: int = 32, seed: int = 0,
-                 task_dim: int = 16):
-        super().__init__()
-        if not spec_json:
-            raise InputError("HyperNetwork needs the weight space (spec_json); with `wsl fit` it comes from the "
-                             "data module")
+                 task_dim: int = 16, schedule: str = "constant", warmup_epochs: int = 0):
         if signal not in SIGNALS:
             raise InputError(f"signal must be one of {list(SIGNALS)}, found {signal!r}")
         if parametrization not in PARAMETRIZATIONS:
             raise InputError(f"parametrization must be one of {list(PARAMETRIZATIONS)}, found {parametrization!r}")
-        self.save_hyperparameters()
-        self.spec = WeightSpaceSpec.from_json(spec_json)
+        super().__init__(spec_json, lr=lr, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs)
         self.source = json.loads(source_json)
         config = self.source.get("config") or {}
         conditions = list(conditions or [])
@@ -107,8 +103,6 @@ class HyperNetwork(pl.LightningModule):
             raise InputError("the weight space's activation varies per network; a hypernetwork emits networks of one "
                              "activation: select one in the data (e.g. select: {activation: relu})")
         self.fixed = self._fixed_hparams(hp, dict(fixed or {})) if signal == "functional" else {}
-        self.weight_normalizer = WeightNormalizer(self.spec)
-        self._val: list[tuple[float, int]] = []
 
     def _fixed_hparams(self, hp: dict[str, Any], fixed: dict[str, float]) -> dict[str, float]:
         """The functional λ that are not conditions: given in ``fixed``, or fixed in the config."""
@@ -182,12 +176,14 @@ class HyperNetwork(pl.LightningModule):
         return out
 
     # --- training ---------------------------------------------------------------------------------
-    def set_normalizers(self, weight_normalizer: WeightNormalizer | None = None, **_) -> None:
-        """Distillation from weights matches in the data's normalized space: take its normalizer."""
-        if weight_normalizer is not None:
-            self.weight_normalizer.load_state_dict(weight_normalizer.state_dict())
-        elif self.hparams.signal != "functional":
+    def set_normalizers(self, weight_normalizer: WeightNormalizer | None = None,
+                        target_normalizer: TargetNormalizer | None = None,
+                        condition_normalizer: TargetNormalizer | None = None) -> None:
+        """Distillation from weights matches in the data's normalized space: take its normalizer
+        (the functional signal trains on task examples, which have none)."""
+        if weight_normalizer is None and self.hparams.signal != "functional":
             raise InputError(f"signal {self.hparams.signal!r} distils from a zoo: the data must be a WeightDataModule")
+        super().set_normalizers(weight_normalizer)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         signal = self.hparams.signal
@@ -239,7 +235,7 @@ class HyperNetwork(pl.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         if self.hparams.signal != "functional" and isinstance(batch[0], WeightBatch) and len(batch) > 1:
             loss = self._distillation_loss(batch)
-            self._val.append((float(loss) * len(batch[0]), len(batch[0])))
+            self.collect("distill", (float(loss) * len(batch[0]), len(batch[0])))
 
     @torch.no_grad()
     def evaluate_at(self, values: Tensor, split: str = "val") -> dict[str, np.ndarray]:
@@ -257,8 +253,7 @@ class HyperNetwork(pl.LightningModule):
         return out
 
     def on_validation_epoch_end(self) -> None:
-        val = gather_lists(self._val)
-        self._val.clear()
+        val = self.gathered("distill")
         if val:
             self.log("val/distill_loss", sum(a for a, _ in val) / sum(n for _, n in val))
         res = self.evaluate_at(self.eval_lambdas().to(self.device))
@@ -267,12 +262,6 @@ class HyperNetwork(pl.LightningModule):
         if "acc" in res:
             acc = float(np.nanmean(res["acc"]))
             self.log("val/acc", acc, prog_bar=True)
-            self.log("val/score", acc)
+            self.log_score(acc)
         else:
-            self.log("val/score", -loss)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["wsl_hypernetwork"] = type(self).__name__
-
-    def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+            self.log_score(-loss)

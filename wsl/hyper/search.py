@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from wsl.hyper.model import HyperNetwork
-from wsl.prediction.checkpoint import NOT_OURS, PREDICTOR_GLOBALS, load_torch_file, model_from_checkpoint
+from wsl.core.checkpoint import load_model
 from wsl.weights import WeightBatch
 from zoo.config import model_seed, parse_config
 from zoo.functional import population_forward
@@ -31,21 +31,6 @@ from zoo.generate import build_task_and_spec
 from zoo.store import Zoo
 from zoo.train import per_example_loss, train_population
 from zoo.errors import InputError
-
-HYPERNETWORK_FILE = "a hypernetwork checkpoint (.ckpt) written by wsl fit with a configs/hyper/ config"
-
-
-def load_hypernetwork(path: str | Path) -> HyperNetwork:
-    """A trained hyperparameter-conditioned hypernetwork, read tensors-only, in eval mode."""
-    ckpt = load_torch_file(path, HYPERNETWORK_FILE, PREDICTOR_GLOBALS, hint=NOT_OURS)
-    kind = ckpt.get("wsl_hypernetwork") if isinstance(ckpt, dict) else None
-    if kind != HyperNetwork.__name__:
-        found = f"a {kind} checkpoint" if kind else "another kind of file" if not isinstance(ckpt, dict) else \
-            f"a dict with keys {sorted(map(str, ckpt))[:8]}"
-        raise InputError(f"{path}: expected {HYPERNETWORK_FILE} (a HyperNetwork conditioned on hyperparameters), "
-                         f"found {found}")
-    return model_from_checkpoint(HyperNetwork, ckpt, path)
-
 
 def gradient_search(model: HyperNetwork, steps: int = 300, lr: float = 0.05, starts: int = 8,
                     seed: int = 0, task: int = 0) -> dict[str, Any]:
@@ -146,7 +131,7 @@ def best_grid_point(zoo_path: str | Path, names: list[str], where: dict[str, flo
 def run_search(model_path: str | Path, *, zoo: str | Path | None = None, seeds: int = 5, steps: int = 300,
                lr: float = 0.05, starts: int = 8, task: int = 0, out: str | Path | None = None) -> dict[str, Any]:
     """The whole ``wsl hyper search``: search, train at λ, compare; printed and written as JSON."""
-    model = load_hypernetwork(model_path)
+    model = load_model(model_path, HyperNetwork)
     found = gradient_search(model, steps=steps, lr=lr, starts=starts, task=task)
     values = torch.tensor([[found["lambda"][n] for n in model.hparam_names] + ([task] if model.multitask else [])])
     emitted = model.evaluate_at(values, "test")

@@ -10,12 +10,11 @@ from typing import Sequence
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 
 from wsl.data import PropertyDataModule
-from wsl.prediction.checkpoint import load_predictor
+from wsl.core.checkpoint import load_model
+from wsl.core.trainer import best_checkpoint, make_trainer
 from wsl.prediction.model import PropertyPredictor
-from wsl.training import make_trainer
 
 
 @dataclass
@@ -55,15 +54,14 @@ def fit_predictor(dm: PropertyDataModule, encoder: str, encoder_kwargs: dict, lr
                               encoder=encoder, encoder_kwargs=encoder_kwargs, lr=lr, weight_decay=weight_decay,
                               class_names=dm.class_names, target=dm.target)
     model.set_normalizers(**dm.normalizers())
-    ckpt = ModelCheckpoint(dirpath=work_dir, filename=filename, monitor="val/score", mode="max",
-                           enable_version_counter=False)
+    ckpt = best_checkpoint(filename, dirpath=work_dir, enable_version_counter=False)
     trainer = make_trainer(epochs, [ckpt, *callbacks], max_minutes, **trainer_overrides)
     t0 = time.perf_counter()
     trainer.fit(model, dm)
     fit_s = time.perf_counter() - t0
     path = Path(ckpt.best_model_path) if ckpt.best_model_path else None
     if path is not None:
-        model = load_predictor(path)
+        model = load_model(path, PropertyPredictor)
     best_val = float(ckpt.best_model_score) if ckpt.best_model_score is not None else float("nan")
     preds = trainer.predict(model, dm.predict_dataloader())
     return FittedPredictor(path, model, torch.cat(preds).float().cpu().numpy(), best_val, fit_s)

@@ -14,7 +14,6 @@ gradient stays informative outside the range).
 """
 from __future__ import annotations
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -22,8 +21,7 @@ from torchmetrics import MeanAbsoluteError, R2Score
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.regression import KendallRankCorrCoef
 
-from zoo.weight_space import WeightSpaceSpec
-
+from wsl.core.module import WeightSpaceModule
 from wsl.nn import build_encoder
 from wsl.data.normalize import TargetNormalizer, WeightNormalizer
 from wsl.weights import WeightBatch
@@ -42,21 +40,21 @@ def target_range(target: str) -> tuple[float, float] | None:
     return None
 
 
-class PropertyPredictor(pl.LightningModule):
+class PropertyPredictor(WeightSpaceModule):
+    """Args (beyond ``WeightSpaceModule``'s): ``num_outputs``, ``task_type``, ``class_names`` and
+    ``target`` (linked from the ``PropertyDataModule``); ``encoder`` (a name of ``wsl.nn``'s
+    registry) and ``encoder_kwargs``. Trained with a cosine schedule after one warm-up epoch."""
+
+    kind = "predictor"
+
     def __init__(self, spec_json: str = "", num_outputs: int = 1, task_type: str = "regression",
                  encoder: str = "hnp", encoder_kwargs: dict | None = None, lr: float = 1e-3,
                  weight_decay: float = 1e-4, warmup_epochs: int = 1, class_names: list[str] | None = None,
-                 target: str = ""):
-        super().__init__()
-        if not spec_json:
-            raise InputError("PropertyPredictor needs the weight space (spec_json); with `wsl fit` it comes "
-                             "from the data module's zoo file")
+                 target: str = "", schedule: str = "cosine"):
         if task_type not in ("regression", "classification"):
             raise InputError(f"task_type must be 'regression' or 'classification', found {task_type!r}")
-        self.save_hyperparameters()
-        self.spec = WeightSpaceSpec.from_json(spec_json)
+        super().__init__(spec_json, lr=lr, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs)
         self.encoder = build_encoder(encoder, self.spec, num_outputs, **(encoder_kwargs or {}))
-        self.weight_normalizer = WeightNormalizer(self.spec)
         self.target_normalizer = TargetNormalizer()
         self.regression = task_type == "regression"
         self.target_range = target_range(target) if self.regression else None
@@ -70,12 +68,11 @@ class PropertyPredictor(pl.LightningModule):
                 self.metrics[f"{split}_acc"] = MulticlassAccuracy(num_classes=num_outputs, average="micro")
 
     # --- normalizers ------------------------------------------------------------------------------
-    def set_normalizers(self, weight_normalizer: WeightNormalizer, target_normalizer: TargetNormalizer | None = None) -> None:
-        """Take the normalizers fitted on the training runs (``PropertyDataModule.normalizers()``);
-        they are buffers, so every checkpoint carries them and prediction normalizes the same way."""
-        self.weight_normalizer.load_state_dict(weight_normalizer.state_dict())
-        if self.regression and target_normalizer is not None:
-            self.target_normalizer.load_state_dict(target_normalizer.state_dict())
+    def set_normalizers(self, weight_normalizer: WeightNormalizer | None = None,
+                        target_normalizer: TargetNormalizer | None = None,
+                        condition_normalizer: TargetNormalizer | None = None) -> None:
+        """The weight normalizer, and the target's for regression (``PropertyDataModule.normalizers()``)."""
+        super().set_normalizers(weight_normalizer, target_normalizer if self.regression else None)
 
     # --- the science ---------------------------------------------------------------------------
     def forward(self, wb: WeightBatch) -> Tensor:
@@ -143,7 +140,7 @@ class PropertyPredictor(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         score_metric = self.metrics["val_tau" if self.regression else "val_acc"]
         if score_metric.update_count:  # the monitored score: tau or accuracy, chosen on validation runs
-            self.log("val/score", score_metric.compute())
+            self.log_score(score_metric.compute())
         self._eval_epoch_end("val")
 
     def test_step(self, batch, batch_idx: int) -> None:
@@ -154,18 +151,3 @@ class PropertyPredictor(pl.LightningModule):
 
     def predict_step(self, batch, batch_idx: int) -> Tensor:
         return self.predict_values(batch[0])
-
-    def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1000
-        warm = min(total // 2, self.hparams.warmup_epochs * max(1, total // max(1, self.trainer.max_epochs or 1))) \
-            if self._trainer is not None else 0
-
-        def schedule(step: int) -> float:  # linear warm-up, then cosine decay to zero
-            if step < warm:
-                return (step + 1) / warm
-            progress = (step - warm) / max(1, total - warm)
-            return 0.5 * (1 + torch.cos(torch.tensor(progress * torch.pi)).item())
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,7 +1,7 @@
 """``wsl predict``: a trained predictor applied to checkpoints from anywhere.
 
 Inputs are ``.pt``/``.pth`` state_dicts (loaded with ``weights_only=True``: checkpoints from
-strangers are untrusted, and so are predictor checkpoints, see ``wsl.prediction.checkpoint``),
+strangers are untrusted, and so are predictor checkpoints, see ``wsl.core.checkpoint``),
 ``.safetensors`` files, folders of them, or zoo files (all finished models at a checkpoint, or one
 split of the predictor's own data module). A file's parameters are matched to the predictor's
 weight space by name, else by structure (``wsl.prediction.matching``; the mapping used is
@@ -13,8 +13,9 @@ space leaves the activation per network, every batch names each network's; an in
 activation the predictor was not trained on gets a warning on stderr.
 
 ``--split`` on a zoo follows the split the predictor was trained with: the runs its data module
-recorded for that zoo file, or, for a predictor trained with ``split: recorded`` (INR zoos), the
-zoo's own per-model ``split`` field, which then works for any INR zoo of the same signals.
+recorded for that zoo, found by the zoo's content (config hash and run ids, ``ZooRuns.saved_split``),
+so any path to it or a copy of it will do; or, for a predictor trained with ``split: recorded``
+(INR zoos), the zoo's own per-model ``split`` field, which then works for any INR zoo of the same signals.
 """
 from __future__ import annotations
 
@@ -27,12 +28,12 @@ import numpy as np
 import torch
 
 from wsl.data.runs import ZooRuns
-from wsl.prediction.checkpoint import load_torch_file, predictor_from_checkpoint, read_predictor_checkpoint
+from wsl.core.checkpoint import load_torch_file, model_from_checkpoint, read_checkpoint
 from wsl.prediction.matching import describe_mapping, match_state_dict, unwrap_state_dict
 from wsl.prediction.model import PropertyPredictor
 from wsl.weights import WeightBatch
 from zoo.weight_space import ACTIVATIONS
-from zoo.errors import InputError, MissingFileError
+from zoo.errors import InputError, MissingFileError, warn
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
 STATE_DICT_FILE = "a state_dict (.pt/.pth saved with torch.save(model.state_dict()), or .safetensors)"
@@ -86,18 +87,14 @@ def _format(model: PropertyPredictor, values: torch.Tensor) -> list[tuple[float 
     return [(names[int(i)], float(c)) for i, c in zip(idx, conf)]
 
 
-def _warn(message: str) -> None:
-    print(f"wsl: warning: {message}", file=sys.stderr)
-
-
 def _check_activations(model: PropertyPredictor, acts: list[str], what: str) -> None:
     """Warn when inputs use an activation the predictor was not trained on (its weight space fixes
     another): it reads them as networks of its own activation, so it extrapolates."""
     trained = model.spec.activation
     other = sorted(set(acts) - {trained})
     if trained is not None and other:
-        _warn(f"{what}: networks with activation {', '.join(other)}, but the predictor was trained only on "
-              f"{trained} networks and reads every input as one; its predictions for them are extrapolations")
+        warn(f"{what}: networks with activation {', '.join(other)}, but the predictor was trained only on "
+             f"{trained} networks and reads every input as one; its predictions for them are extrapolations")
 
 
 def _file_activation(model: PropertyPredictor, activation: str | None) -> str | None:
@@ -149,12 +146,12 @@ def predict_files(model: PropertyPredictor, files: list[Path], batch_size: int =
 
 
 def predict_zoo(model: PropertyPredictor, path: Path, split: str | None = None, checkpoint: int = -1,
-                split_state: dict | None = None, batch_size: int = 1024, recorded_split: bool = False,
+                data_state: dict | None = None, batch_size: int = 1024, recorded_split: bool = False,
                 activation: str | None = None) -> list[Prediction]:
     """Predictions for the done models of a zoo (``split``: only that split's runs, from the
-    predictor's saved ``split_state`` for this file or, with ``recorded_split``, the zoo's own
-    ``split`` field). The zoo's own activations are used; an ``activation`` that contradicts them
-    is reported and not used."""
+    split saved in the predictor's ``data_state`` (its data module's ``state_dict``) or, with
+    ``recorded_split``, the zoo's own ``split`` field). The zoo's own activations are used; an
+    ``activation`` that contradicts them is reported and not used."""
     runs = ZooRuns(path)
     if runs.spec.to_dict()["params"] != model.spec.to_dict()["params"]:  # all but the activation
         exp = ", ".join(f"{p.name} {list(p.shape)}" for p in model.spec.params)
@@ -164,9 +161,9 @@ def predict_zoo(model: PropertyPredictor, path: Path, split: str | None = None, 
     if split not in (None, "all") and recorded_split:
         selected = runs.recorded_split().runs[split]
     elif split not in (None, "all"):
-        if not split_state or split not in split_state:
-            raise InputError(f"--split {split}: the predictor checkpoint records no '{split}' runs for this zoo")
-        selected = runs.restore({"split_runs": split_state}).runs[split]
+        if not (data_state or {}).get("split_runs_by_zoo"):
+            raise InputError(f"--split {split}: the predictor checkpoint records no split of its runs")
+        selected = runs.saved_split(data_state).runs[split]
     position = runs.checkpoint_position(0, checkpoint)
     epoch = runs.checkpoint_epochs[0][position]
     target = model.hparams.target
@@ -177,30 +174,45 @@ def predict_zoo(model: PropertyPredictor, path: Path, split: str | None = None, 
     selected = sorted(selected)  # the order read_weights returns them in
     acts = runs.activations(selected)
     if activation is not None and set(acts) - {activation}:
-        _warn(f"{path}: --activation {activation} is not used: the zoo records its networks' activation "
-              f"({', '.join(sorted(set(acts)))})")
+        warn(f"{path}: --activation {activation} is not used: the zoo records its networks' activation "
+             f"({', '.join(sorted(set(acts)))})")
     _check_activations(model, acts, str(path))
-    params = runs.read_weights(runs.items(selected, [[position]]))
+    wb = WeightBatch.from_params(runs.spec, runs.read_weights(runs.items(selected, [[position]])))
+    if runs.spec.activation is None:
+        wb.activation = acts
     preds: list[Prediction] = []
-    for s in range(0, len(selected), batch_size):
-        # the predictor's weight space: equal to the zoo's in every parameter, perhaps not in activation
-        wb = WeightBatch.from_params(model.spec, [p[s:s + batch_size] for p in params])
-        if model.spec.activation is None:
-            wb.activation = acts[s:s + batch_size]
-        chunk = selected[s:s + batch_size]
-        for (_, index), (v, c) in zip(chunk, _format(model, model.predict_values(wb))):
-            t = None if truth is None else truth[runs.row((0, index))].item()
-            preds.append(Prediction(f"{path}#model={index}@epoch={epoch}", v, c, t))
+    for (_, index), (v, c) in zip(selected, _format(model, predict_weights(model, wb, batch_size))):
+        t = None if truth is None else truth[runs.row((0, index))].item()
+        preds.append(Prediction(f"{path}#model={index}@epoch={epoch}", v, c, t))
     return preds
+
+
+def predict_weights(model: PropertyPredictor, wb: WeightBatch, batch_size: int = 1024) -> torch.Tensor:
+    """The predictor's values (``predict_values``) for networks of its weight space (equal in every
+    parameter; the activation may differ), in batches. Each network keeps its own activation
+    (``wb.activation``, else its spec's, e.g. a zoo whose config fixes one): where the predictor's
+    weight space leaves the activation per network, every batch names each network's."""
+    acts = wb.activation or wb.spec.activation
+    if model.spec.activation is None and acts is None:
+        raise InputError("the networks' activation is not known (their weight space leaves it per network and "
+                         "the batch names none); the predictor needs it")
+    out = []
+    for s in range(0, len(wb), batch_size):
+        # the predictor's weight space: equal to the networks' in every parameter, perhaps not in activation
+        part = WeightBatch.from_params(model.spec, [p[s:s + batch_size] for p in wb.params()])
+        if model.spec.activation is None:
+            part.activation = acts[s:s + batch_size] if isinstance(acts, list) else [acts] * len(part)
+        out.append(model.predict_values(part))
+    return torch.cat(out)
 
 
 def run_predict(model_path: str, inputs: list[str], csv_path: str | None = None, split: str | None = None,
                 checkpoint: int = -1, max_rows: int = 20, stream=None, activation: str | None = None,
                 strict_names: bool = False) -> list[Prediction]:
     stream = sys.stdout if stream is None else stream  # looked up per call: redirected stdout is honoured
-    ckpt = read_predictor_checkpoint(model_path)  # once, without running code
-    model = predictor_from_checkpoint(ckpt, model_path)
-    runs, split_setting = _data_state(ckpt)
+    ckpt = read_checkpoint(model_path, PropertyPredictor)  # once, without running code
+    model = model_from_checkpoint(ckpt, model_path, PropertyPredictor)
+    data_state, split_setting = _data_state(ckpt)
     files = expand_inputs(inputs)
     preds: list[Prediction] = []
     loose = [f for f in files if f.suffix != ".h5"]
@@ -208,8 +220,8 @@ def run_predict(model_path: str, inputs: list[str], csv_path: str | None = None,
         preds += predict_files(model, loose, activation=activation, strict_names=strict_names, stream=stream)
     for f in files:
         if f.suffix == ".h5":
-            preds += predict_zoo(model, f, split, checkpoint, runs.get(str(f)) or runs.get(f.name),
-                                 recorded_split=split_setting == "recorded", activation=activation)
+            preds += predict_zoo(model, f, split, checkpoint, data_state, recorded_split=split_setting == "recorded",
+                                 activation=activation)
     target = model.hparams.target or "value"
     print(f"{'input':<60} {'predicted ' + target:>20} {'true':>10}", file=stream)
     for p in preds[:max_rows]:
@@ -239,11 +251,11 @@ def run_predict(model_path: str, inputs: list[str], csv_path: str | None = None,
 
 
 def _data_state(ckpt: dict) -> tuple[dict, object]:
-    """From a predictor checkpoint's dict (``read_predictor_checkpoint``): the data module's split
-    runs per zoo file, and its ``split`` argument (fractions, or "recorded"; None if the checkpoint
-    has no data module hyperparameters)."""
+    """From a predictor checkpoint's dict (``read_checkpoint``): the data module's state
+    (its saved split, ``Split.state``), and its ``split`` argument (fractions, or "recorded"; None
+    if the checkpoint has no data module hyperparameters)."""
     split_setting = (ckpt.get("datamodule_hyper_parameters") or {}).get("split")
     for key, state in ckpt.items():
         if key.endswith("DataModule") or key == "datamodule_state":
-            return (state.get("split_runs_by_zoo", {}) if isinstance(state, dict) else {}), split_setting
+            return (state if isinstance(state, dict) else {}), split_setting
     return {}, split_setting

@@ -4,7 +4,13 @@ fit every model family through these defaults, so a figure from one is a figure 
 Distributed runs (``trainer.strategy: ddp``) need nothing else from a model family but this: what a
 model collects over a validation epoch in Python lists is joined over the ranks with
 ``gather_lists`` before it is scored, so every rank scores the whole validation split.
-Torchmetrics metrics synchronise themselves."""
+Torchmetrics metrics synchronise themselves.
+
+Two checkpoints are kept: the best by ``val/score`` (``best-epoch=N.ckpt``), and ``last.ckpt``,
+written at the end of every training epoch. Lightning's ``save_last`` of a monitored checkpoint
+writes ``last.ckpt`` only when a new best is saved, so resuming from it after a crash could
+silently throw away every epoch since the best one; ``last.ckpt`` here comes from its own,
+unmonitored callback, and resuming from it continues where training stopped."""
 from __future__ import annotations
 
 import datetime
@@ -12,9 +18,23 @@ from typing import Sequence
 
 import lightning.pytorch as pl
 import torch.distributed as dist
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 # What every Trainer of the library starts from (LightningCLI's trainer_defaults too).
 TRAINER_DEFAULTS = {"accelerator": "auto", "devices": 1, "log_every_n_steps": 10}
+# What every model family logs for the checkpoint to keep: higher is better, on validation data only.
+SCORE = "val/score"
+
+
+def best_checkpoint(filename: str = "best-{epoch}", **kwargs) -> ModelCheckpoint:
+    """The checkpoint with the best ``val/score`` so far (``best-epoch=N.ckpt``)."""
+    return ModelCheckpoint(monitor=SCORE, mode="max", filename=filename, **kwargs)
+
+
+def last_checkpoint(**kwargs) -> ModelCheckpoint:
+    """``last.ckpt``: the state at the end of the latest training epoch, to resume from."""
+    return ModelCheckpoint(monitor=None, save_top_k=1, filename="last", save_on_train_epoch_end=True,
+                           enable_version_counter=False, **kwargs)
 
 
 def make_trainer(max_epochs: int, callbacks: Sequence[pl.Callback] = (), max_minutes: float | None = None,
