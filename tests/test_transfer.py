@@ -71,4 +71,4 @@ def test_transfer_zoo_configs_share_the_demo_architecture():
         assert configs[n].architecture == configs["digits_mlp"].architecture
         assert configs[n].task == configs["digits_mlp"].task
     predict = yaml.safe_load((ROOT / "configs" / "predict" / "digits_transfer_probe.yaml").read_text())
-    assert predict["data"]["zoos"] == ["zoos/digits_mlp.h5", "zoos/digits_mlp_wide.h5"]
+    assert predict["data"]["init_args"]["zoos"] == ["zoos/digits_mlp.h5", "zoos/digits_mlp_wide.h5"]

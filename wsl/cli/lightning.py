@@ -17,7 +17,12 @@ encoder, a checkpoint that is not there) ends in one ``wsl: error:`` line.
 """
 from __future__ import annotations
 
+import difflib
 import glob
+import importlib
+import inspect
+import logging
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -34,13 +39,15 @@ from zoo.errors import InputError, MissingFileError
 
 # DataModule attributes a model's argument of the same name is linked from.
 DATA_LINKS = ("spec_json", "source_json", "conditions", "num_outputs", "task_type", "class_names", "target")
-RUN_KINDS = ("predict", "diffusion", "hyper")
-# Errors raised, not printed with the usage: the command line says them in one line.
-PARSER_KWARGS = {"exit_on_error": False, **{sub: {"exit_on_error": False} for sub in ("fit", "validate", "test")}}  # the shipped configs ``--config NAME`` looks in
+RUN_KINDS = ("predict", "diffusion", "hyper")  # the shipped configs ``--config NAME`` looks in
+# Errors raised, not printed with the usage (the command line says them in one line); no
+# abbreviated option names (a misspelled key must not silently set another).
+PARSER_KWARGS = {"exit_on_error": False, "allow_abbrev": False,
+                 **{sub: {"exit_on_error": False, "allow_abbrev": False} for sub in ("fit", "validate", "test")}}
 # Lightning's notes that say nothing about the user's run (dataloader workers on a small CPU machine,
-# the logger fallback, hardware summaries that repeat on every run).
-QUIET = (r".*does not have many workers.*", r".*`tensorboardX` has been removed.*", r".*litlogger.*",
-         r".*LeafSpec.*", r".*isinstance\(treespec, LeafSpec\).*")
+# the logger fallback, library deprecations, args given from Python).
+QUIET = (r".*does not have many workers.*", r".*LightningCLI's args parameter is intended.*",
+         r".*`tensorboardX` has been removed.*", r".*LeafSpec.*")
 
 
 class WSLCLI(LightningCLI):
@@ -49,6 +56,16 @@ class WSLCLI(LightningCLI):
             # no conditions: None, as the data's own argument reads (the logger merges both hparams)
             compute = (lambda names: list(names) or None) if attr == "conditions" else None
             parser.link_arguments(f"data.{attr}", f"model.init_args.{attr}", compute_fn=compute, apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        """Refuse options the chosen classes do not take (jsonargparse would keep them aside, unused)."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        for key in ("model", "data"):
+            chosen = config.get(key)
+            extra = sorted((chosen.get("dict_kwargs") or {}) if chosen is not None else {})
+            if extra:
+                raise InputError(f"{key}: {chosen.class_path} takes no option {', '.join(map(repr, extra))}"
+                                 f"{_did_you_mean(extra[0], chosen.class_path)}")
 
     def _hand_over_normalizers(self) -> None:
         """A checkpoint given with --ckpt_path replaces these buffers with its own when it loads."""
@@ -98,10 +115,40 @@ def _check_ckpt_path(args: list[str]) -> None:
         raise MissingFileError(f"--ckpt_path {value}: not found{hint}")
 
 
+# Lines of jsonargparse's messages that repeat what the command line already says.
+NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value",
+         "- Expected a <class 'NoneType'>")
+
+
 def _one_line(e: BaseException) -> str:
-    """The first line that says something of an error Lightning or jsonargparse raised."""
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return " ".join(lines[:3]) if lines else type(e).__name__
+    """jsonargparse's message in one line: what it says of the key, without the listing of types
+    and values it also prints; an unknown option gets the closest one the class takes."""
+    lines = [line.strip() for line in str(e).splitlines()]
+    lines = [line.removeprefix("- ") for line in lines if line and not line.startswith(NOISE)]
+    message = " ".join(lines) or type(e).__name__
+    unknown = re.search(r"class_path '([\w.]+)':.*Option '(\w+)[\w.]*' is not accepted", message)
+    return message + (_did_you_mean(unknown.group(2), unknown.group(1)) if unknown else "")
+
+
+def _did_you_mean(option: str, class_path: str) -> str:
+    """``; did you mean 'target'?``: the closest argument of the class, or nothing."""
+    try:
+        cls = getattr(importlib.import_module(class_path.rpartition(".")[0]), class_path.rpartition(".")[2])
+    except (ImportError, AttributeError):
+        return ""
+    close = difflib.get_close_matches(option, list(inspect.signature(cls.__init__).parameters), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _input_error(e: BaseException) -> InputError | None:
+    """The bad-input error behind an exception jsonargparse raised while building a class."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, InputError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def run_lightning_cli(args: list[str]) -> int:
@@ -113,16 +160,29 @@ def run_lightning_cli(args: list[str]) -> int:
         args = _resolve_config_names(args)
         _check_ckpt_path(args)
         _cli(args)
-    except InputError as e:
-        print(f"wsl: error: {e}", file=sys.stderr)
-        return 2
     except ArgumentError as e:  # a misspelled key, a wrong type, a missing class
         print(f"wsl: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # InputError, or jsonargparse's error around one raised while building a class
+        cause = _input_error(e)
+        if cause is None:
+            raise
+        hint = "; point the config at a zoo with --data.zoos PATH" if "zoo file not found" in str(cause) else ""
+        print(f"wsl: error: {cause}{hint}", file=sys.stderr)
         return 2
     return 0
 
 
+class _DropAdvertisement(logging.Filter):
+    """Lightning's tip to install a logging service, printed on every run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
 def _cli(args: list[str]) -> WSLCLI:
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch"):
+        logging.getLogger(name).addFilter(_DropAdvertisement())
     with warnings.catch_warnings():
         for pattern in QUIET:
             warnings.filterwarnings("ignore", message=pattern)

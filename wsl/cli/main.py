@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "evenly spaced over the networks, or label=0,1,2 to cycle through classes (repeat for several "
                     "conditions). Values a property cannot take (an accuracy outside [0, 1]) are refused, values "
                     "outside those of the generator's training runs get a warning. Without it a conditional "
-                    "generator samples unconditionally (its classifier-free model), with a warning")
+                    "generator samples unconditionally (the model its condition dropout trained), with a warning")
     sm.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default 1 = none)")
     sm.add_argument("--steps", type=int, help="sampling steps (default: the generator's)")
     sm.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 ancestral (default 0)")

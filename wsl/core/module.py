@@ -88,6 +88,9 @@ class WeightSpaceModule(pl.LightningModule):
         for name in [k for k in self.hparams if k not in accepted and not k.startswith("_")]:
             del self.hparams[name]  # links from the data this class does not take (LightningCLI records them all)
         self.spec = WeightSpaceSpec.from_json(spec_json)
+        # kept here, not read from hparams: a subclass need not expose them as its own arguments
+        self.optimizer_settings = {"lr": lr, "weight_decay": weight_decay, "schedule": schedule,
+                                   "warmup_epochs": warmup_epochs}
         self.weight_normalizer = WeightNormalizer(self.spec)
         self.normalizers_fitted = False
         self._collected: dict[str, list] = {}
@@ -141,13 +144,13 @@ class WeightSpaceModule(pl.LightningModule):
         return [p for p in self.parameters() if p.requires_grad]
 
     def configure_optimizers(self):
-        hp = self.hparams
-        opt = torch.optim.AdamW(self.trainable_parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        if hp.schedule == "constant":
+        hp = self.optimizer_settings
+        opt = torch.optim.AdamW(self.trainable_parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+        if hp["schedule"] == "constant":
             return opt
         total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1000
         per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1)) if self._trainer is not None else 0
-        warm = min(total // 2, int(hp.warmup_epochs) * per_epoch)
+        warm = min(total // 2, int(hp["warmup_epochs"]) * per_epoch)
 
         def cosine(step: int) -> float:  # linear warm-up, then cosine decay to zero
             if step < warm:

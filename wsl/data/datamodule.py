@@ -156,7 +156,7 @@ class WeightDataModule(pl.LightningDataModule):
             then shuffles by block and window). ``null``: always in memory.
     """
 
-    def __init__(self, zoos: list[str], checkpoints: str | list[int] = "last",
+    def __init__(self, zoos: list[str] | str, checkpoints: str | list[int] = "last",
                  split: str | list[float] = [0.7, 0.1, 0.2], split_seed: int = 0, batch_size: int = 64,
                  include_init: bool = False, max_models: int | None = None, num_workers: int = 0,
                  augment: dict | None = None, conditions: list[str] | None = None, normalize: bool | str = True,
@@ -195,6 +195,7 @@ class WeightDataModule(pl.LightningDataModule):
 
         self.augmentations: list[Callable] | None = None  # None: build from ``augment`` when needed
         self.mixup: Callable | None = None
+        self._augment_states: list[torch.Tensor] | None = None  # from a checkpoint, applied once built
         self.split_runs: dict[str, list] | None = None
         self.weight_normalizer: WeightNormalizer | None = None
         self.condition_normalizer: TargetNormalizer | None = None
@@ -361,11 +362,18 @@ class WeightDataModule(pl.LightningDataModule):
 
     # --- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """The split, so that a checkpoint restores it exactly (per file too, for ``wsl predict``)."""
-        return {} if self.split_runs is None else self._split.state(self.zoos, self.runs.config_hashes)
+        """The split, so that a checkpoint restores it exactly (per file too, for ``wsl predict``), and
+        the augmentations' random states, so that a resumed fit draws what an uninterrupted one would."""
+        if self.split_runs is None:
+            return {}
+        state = self._split.state(self.zoos, self.runs.config_hashes)
+        if self.augmentations is not None:
+            state["augment_rng"] = [g.get_state() for g in self._augment_generators()]
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Use the recorded split; Lightning calls this after ``setup``, so rebuild if already set up."""
+        self._augment_states = state.get("augment_rng")
         if "split_runs" not in state:
             return
         self._restored = self.runs.restore(state)
@@ -395,6 +403,11 @@ class WeightDataModule(pl.LightningDataModule):
         mixup = made.pop("mixup", None)
         return list(made.values()), mixup
 
+    def _augment_generators(self) -> list[torch.Generator]:
+        """The random generators of the built augmentations, in order."""
+        made = [*(self.augmentations or []), self.mixup]
+        return [f.generator for f in made if isinstance(getattr(f, "generator", None), torch.Generator)]
+
     def _loader(self, split: str, shuffle: bool = False, train: bool = False) -> DataLoader:
         if self.split_runs is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for a data loader")
@@ -402,6 +415,10 @@ class WeightDataModule(pl.LightningDataModule):
         if train:
             if self.augmentations is None:
                 self.augmentations, self.mixup = self._build_augmentations()
+                if self._augment_states is not None:  # a resumed fit: where the checkpointed one stopped
+                    for g, state in zip(self._augment_generators(), self._augment_states):
+                        g.set_state(state)
+                    self._augment_states = None
             augs, mixup = self.augmentations, self.mixup
         items = self._split_items[split]
         ds = _Items(self.spec, self._store, self._extras(), items, self._activations, augs,
@@ -485,7 +502,7 @@ class PropertyDataModule(WeightDataModule):
     With MixUp, training batches are ``(wb, y, lam, partner)``.
     """
 
-    def __init__(self, zoos: list[str], target: str = "test_acc", task: str = "auto",
+    def __init__(self, zoos: list[str] | str, target: str = "test_acc", task: str = "auto",
                  checkpoints: str | list[int] = "last", split: str | list[float] = [0.7, 0.1, 0.2],
                  split_seed: int = 0, batch_size: int = 64, include_init: bool = False,
                  max_models: int | None = None, num_workers: int = 0, augment: dict | None = None,
