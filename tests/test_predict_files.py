@@ -13,7 +13,8 @@ from torch import nn
 from wsl.cli import main
 from wsl.core.checkpoint import load_model
 from wsl.prediction.matching import match_state_dict
-from wsl.prediction.model import PropertyPredictor, target_range
+from wsl.prediction.model import PropertyPredictor
+from zoo.store import metric_bounds
 from wsl.prediction.predict import predict_files
 from wsl.weights import WeightBatch
 from zoo.architectures import build_spec
@@ -242,7 +243,7 @@ def test_activation_warnings_and_errors(predictor, tmp_path, capsys):
 
 
 def test_accuracies_are_predicted_inside_their_range():
-    assert target_range("test_acc") == (0.0, 1.0) and target_range("test_loss") is None
+    assert metric_bounds("test_acc") == (0.0, 1.0) and metric_bounds("test_loss") is None
     wb = WeightBatch.from_params(_spec(), [p.unsqueeze(0) for p in _sequential().state_dict().values()])
     for target in ("test_acc", "test_loss"):
         model = _predictor(target=target)
@@ -255,4 +256,4 @@ def test_accuracies_are_predicted_inside_their_range():
             else:
                 torch.testing.assert_close(value, raw + mean)
     classifier = PropertyPredictor(_spec().to_json(), num_outputs=2, task_type="classification", target="val_acc")
-    assert classifier.target_range is None
+    assert classifier.target_bounds is None

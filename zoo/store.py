@@ -78,6 +78,17 @@ STATUS_NAMES = {STATUS_PENDING: "pending", STATUS_DONE: "done", STATUS_DIVERGED:
 # The data splits: of a task's examples (metrics "<split>_loss"), and of an INR zoo's signals
 # (the "split" signal field), which weight-space learning splits its models by.
 SPLITS = ("train", "val", "test")
+# Metric-name suffix -> the range its values live in: accuracies (train_acc, val_acc, test_acc) are
+# fractions of examples classified right.
+METRIC_BOUNDS = {"_acc": (0.0, 1.0)}
+
+
+def metric_bounds(name: str) -> tuple[float, float] | None:
+    """The range a metric's values live in (``METRIC_BOUNDS``), or None when unbounded."""
+    for suffix, bounds in METRIC_BOUNDS.items():
+        if name.endswith(suffix):
+            return bounds
+    return None
 
 
 class ZooFileError(InputError):

@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wsl.diffusion import model as generators
-from wsl.data.task import source_task
-from wsl.diffusion.networks import write_generated_zoo
 from wsl.core.checkpoint import model_from_checkpoint, read_checkpoint
-from wsl.prediction.model import target_range
+from wsl.data.task import source_task
+from wsl.diffusion import model as generators
+from wsl.diffusion.networks import write_generated_zoo
 from zoo.errors import InputError, warn
+from zoo.store import metric_bounds
+
 
 def train_runs(ckpt: dict) -> list[int] | None:
     """Model indices of the source zoo's training runs, from the split saved with the DataModule."""
@@ -65,7 +66,7 @@ def parse_conditions(items: list[str], names: list[str], num: int) -> dict[str, 
 
 
 def check_requests(requested: dict[str, np.ndarray], gen: generators.WeightGenerator) -> None:
-    """Refuse a request its property cannot take (``target_range``: an accuracy outside [0, 1]);
+    """Refuse a request its property cannot take (``metric_bounds``: an accuracy outside [0, 1]);
     warn about one outside the values of the generator's training runs (an extrapolation), where
     its condition normalizer records them (``TargetNormalizer.observed_range``)."""
     observed = gen.condition_normalizer.observed_range() if requested else None
@@ -75,7 +76,7 @@ def check_requests(requested: dict[str, np.ndarray], gen: generators.WeightGener
         values = requested[name]
         lo, hi = float(values.min()), float(values.max())
         found = f"{lo:g}" if lo == hi else f"{lo:g} to {hi:g}"
-        bounds = target_range(name)
+        bounds = metric_bounds(name)
         if not np.isfinite(values).all():
             raise InputError(f"--condition {name}: expected finite values, found {values.tolist()}")
         if bounds is not None and (lo < bounds[0] or hi > bounds[1]):

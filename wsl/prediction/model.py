@@ -8,7 +8,7 @@ by the DataModule and handed over with ``set_normalizers``, saved in every check
 unchanged at prediction time.
 
 Bounded targets are predicted inside their range: a regression head is unbounded, so a predicted
-test accuracy could read -0.2 or 1.1. ``BOUNDED_TARGETS`` declares the ranges by target name, and
+test accuracy could read -0.2 or 1.1. ``zoo.store.METRIC_BOUNDS`` declares the ranges by name, and
 ``predict_values`` and the validation/test metrics clamp to it (the training loss does not: the
 gradient stays informative outside the range).
 """
@@ -26,19 +26,7 @@ from wsl.nn import build_encoder
 from wsl.data.normalize import TargetNormalizer, WeightNormalizer
 from wsl.weights import WeightBatch
 from zoo.errors import InputError
-
-# Target-name suffix -> the range its values live in: accuracies (train_acc, val_acc, test_acc) are
-# fractions of examples classified right.
-BOUNDED_TARGETS = {"_acc": (0.0, 1.0)}
-
-
-def target_range(target: str) -> tuple[float, float] | None:
-    """The range a target's values live in (``BOUNDED_TARGETS``), or None when unbounded."""
-    for suffix, bounds in BOUNDED_TARGETS.items():
-        if target.endswith(suffix):
-            return bounds
-    return None
-
+from zoo.store import metric_bounds
 
 class PropertyPredictor(WeightSpaceModule):
     """Args (beyond ``WeightSpaceModule``'s): ``num_outputs``, ``task_type``, ``class_names`` and
@@ -57,7 +45,7 @@ class PropertyPredictor(WeightSpaceModule):
         self.encoder = build_encoder(encoder, self.spec, num_outputs, **(encoder_kwargs or {}))
         self.target_normalizer = TargetNormalizer()
         self.regression = task_type == "regression"
-        self.target_range = target_range(target) if self.regression else None
+        self.target_bounds = metric_bounds(target) if self.regression else None
         self.metrics = torch.nn.ModuleDict()
         for split in ("val", "test"):
             if self.regression:
@@ -91,9 +79,9 @@ class PropertyPredictor(WeightSpaceModule):
 
     def _in_range(self, values: Tensor) -> Tensor:
         """Regression values clamped to the target's range, where it has one."""
-        if self.target_range is None:
+        if self.target_bounds is None:
             return values
-        return values.clamp(*self.target_range)
+        return values.clamp(*self.target_bounds)
 
     def _loss(self, out: Tensor, y: Tensor) -> Tensor:
         if self.regression:
