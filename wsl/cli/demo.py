@@ -21,15 +21,13 @@ import torch
 from scipy.stats import kendalltau
 from sklearn.metrics import mean_absolute_error, r2_score
 
-from zoo.config import load_config
+from wsl.cli.plots import prediction_scatter
+from wsl.data import PropertyDataModule
+from wsl.prediction.fit import fit_predictor
+from wsl.prediction.predict import run_predict
+from zoo.config import load_config, shipped_configs
 from zoo.generate import generate
 from zoo.store import Zoo
-
-from zoo.config import shipped_configs
-from wsl.data import PropertyDataModule
-from wsl.cli.plots import prediction_scatter
-from wsl.prediction.predict import run_predict
-from wsl.prediction.fit import fit_predictor
 
 TARGET = "test_acc"
 # (label, encoder, encoder options, learning rate, epochs): sized for a few minutes on 2 CPU cores.
@@ -78,6 +76,7 @@ def run_demo(out_dir: str | Path = "wsl_demo", config: str | Path = shipped_conf
     for k, (label, encoder, kwargs, lr, epochs) in enumerate(PREDICTORS):
         print(f"[3/5] training {label}: {epochs} epochs", flush=True)
         t = time.perf_counter()
+        pl.seed_everything(k, verbose=False)  # the same demo every run, whatever ran before in this process
         fitted = fit_predictor(dm, encoder, kwargs, lr, epochs, out_dir / encoder, callbacks=[_EpochPrinter()])
         ckpts[label], results[label] = fitted.checkpoint, fitted.test_predictions
         print(f"      {label} trained in {time.perf_counter() - t:.0f} s", flush=True)

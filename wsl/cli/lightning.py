@@ -42,12 +42,17 @@ DATA_LINKS = ("spec_json", "source_json", "conditions", "num_outputs", "task_typ
 RUN_KINDS = ("predict", "diffusion", "hyper")  # the shipped configs ``--config NAME`` looks in
 # Errors raised, not printed with the usage (the command line says them in one line); no
 # abbreviated option names (a misspelled key must not silently set another).
+HELP = ("{what} a weight-space model. --config FILE or the name of a shipped config (configs/predict/, "
+        "configs/diffusion/, configs/hyper/); --model.help CLASS lists a model's options (e.g. "
+        "wsl.prediction.model.PropertyPredictor, wsl.diffusion.model.WeightDiffusion, wsl.hyper.HyperNetwork), "
+        "--data.help CLASS a data module's (wsl.data.PropertyDataModule, wsl.data.WeightDataModule, ...).")
 PARSER_KWARGS = {"exit_on_error": False, "allow_abbrev": False,
-                 **{sub: {"exit_on_error": False, "allow_abbrev": False} for sub in ("fit", "validate", "test")}}
+                 **{sub: {"exit_on_error": False, "allow_abbrev": False, "description": HELP.format(what=what)}
+                    for sub, what in (("fit", "Train"), ("validate", "Validate"), ("test", "Test"))}}
 # Lightning's notes that say nothing about the user's run (dataloader workers on a small CPU machine,
-# the logger fallback, library deprecations, args given from Python).
+# the logger fallback, library deprecations, args given from Python, a tested checkpoint's folder).
 QUIET = (r".*does not have many workers.*", r".*LightningCLI's args parameter is intended.*",
-         r".*`tensorboardX` has been removed.*", r".*LeafSpec.*")
+         r".*`tensorboardX` has been removed.*", r".*LeafSpec.*", r".*The dirpath has changed from.*")
 
 
 class WSLCLI(LightningCLI):
