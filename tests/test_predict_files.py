@@ -12,7 +12,7 @@ from torch import nn
 
 from wsl.cli import main
 from wsl.core.checkpoint import load_model
-from wsl.prediction.matching import match_state_dict
+from wsl.weights.matching import match_state_dict
 from wsl.prediction.model import PropertyPredictor
 from zoo.store import metric_bounds
 from wsl.prediction.predict import predict_files

@@ -4,7 +4,7 @@ Inputs are ``.pt``/``.pth`` state_dicts (loaded with ``weights_only=True``: chec
 strangers are untrusted, and so are predictor checkpoints, see ``wsl.core.checkpoint``),
 ``.safetensors`` files, folders of them, or zoo files (all finished models at a checkpoint, or one
 split of the predictor's own data module). A file's parameters are matched to the predictor's
-weight space by name, else by structure (``wsl.prediction.matching``; the mapping used is
+weight space by name, else by structure (``wsl.weights.matching``; the mapping used is
 printed); a mismatch names what was expected and what was found.
 
 Activations: a zoo's own (fixed in its spec, or per model in its hyperparameters) is always used;
@@ -29,7 +29,7 @@ import torch
 
 from wsl.data.runs import ZooRuns
 from wsl.core.checkpoint import load_torch_file, model_from_checkpoint, read_checkpoint
-from wsl.prediction.matching import describe_mapping, match_state_dict, unwrap_state_dict
+from wsl.weights.matching import describe_mapping, match_state_dict, unwrap_state_dict
 from wsl.prediction.model import PropertyPredictor
 from wsl.weights import WeightBatch
 from zoo.weight_space import ACTIVATIONS
