@@ -9,9 +9,12 @@ Names are matched onto the weight space by ``wsl.weights.matching`` in the write
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterable
 
 from torch import Tensor
+
+from zoo.weight_space import WeightSpaceSpec
 
 
 @dataclass
@@ -36,3 +39,22 @@ class ImportedRun:
     seed: int | None = None
     activation: str | None = None  # where the format records it per run
     source: str = ""  # its file or folder
+
+
+@dataclass
+class ImportSource:
+    """What a format's reader opens: the runs (streamed) and what the zoo file records about them.
+
+    ``spec`` is None where the weight space must be inferred from the first checkpoint's structure
+    (a folder of anyone's checkpoints); ``config`` is the zoo config to store (task, architecture,
+    hyperparameter names), as complete as the format knows it; ``files`` are every source file,
+    hashed for the provenance. ``signals`` (INR zoos) is the ``/signals`` group without values per
+    model: ``{"coords": [P, d]}``, plus ``"values"`` only where the format ships the signals."""
+
+    format: str
+    runs: Iterable[ImportedRun]
+    spec: WeightSpaceSpec | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    count: int | None = None  # runs, for the progress bar, where known before reading them
+    files: list[Path] = field(default_factory=list)
+    signals: dict[str, Any] | None = None
