@@ -411,8 +411,8 @@ def test_select_keeps_only_matching_runs_and_fixes_the_activation(zoo_path):
     assert used == wanted and dm.excluded["not selected"] > 0
     with pytest.raises(ValueError, match="no done model"):
         WeightDataModule([zoo_path], select={"optimizer": "rmsprop"})
-    with pytest.raises(ValueError, match="is a metric"):
-        WeightDataModule([zoo_path], select={"test_acc": [0.5, None]})
+    with pytest.raises(KeyError, match="no checkpoint at epoch 99"):  # metrics are selected at a stored epoch
+        WeightDataModule([zoo_path], select={"test_acc": [0.5, None], "checkpoint": 99})
 
 
 def test_align_permutes_networks_onto_one_training_network(zoo_path):

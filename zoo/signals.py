@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .store import SPLITS
-from .tasks import _check_int, load_idx_images
+from .tasks import _check_int, _resolve_for_protocol, load_idx_images
 from .errors import InputError
 
 
@@ -109,12 +109,38 @@ def _split_labels(task: str, n_total: int, n_train: int, n_val: int, n_test: int
     return chosen, _split_field(n_train, n_val, n_test)
 
 
+def _split_by_pools(task: str, n_pool_train: int, n_pool_test: int, n_train: int, n_val: int, n_test: int,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The DWSNets protocol on training images followed by test images: train and val signals are
+    drawn (seeded) from the training images, test signals from the test images only.
+
+    AvivNavon/DWSNets ``experiments/mnist/generate_data_splits.py`` puts the INRs of MNIST's
+    training images in train, takes ``--val-size`` 5,000 of them at random for val, and the INRs of
+    the test images are the test split."""
+    if n_train + n_val > n_pool_train:
+        raise InputError(f"task {task!r}: n_train + n_val = {n_train + n_val} exceeds the {n_pool_train} training "
+                         f"images (with source 'all', train and val come from the training files, test from t10k)")
+    if n_test > n_pool_test:
+        raise InputError(f"task {task!r}: n_test = {n_test} exceeds the {n_pool_test} test images (with source "
+                         f"'all', test signals come from the t10k files only)")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 77]))
+    chosen = np.concatenate([rng.permutation(n_pool_train)[:n_train + n_val],
+                             n_pool_train + rng.permutation(n_pool_test)[:n_test]])
+    return chosen, _split_field(n_train, n_val, n_test)
+
+
 def _image_signals(name: str, images: np.ndarray, labels: np.ndarray, max_value: float, *, split_seed: int,
-                   n_train: int, n_val: int, n_test: int, target_range, info: dict) -> SignalSet:
+                   n_train: int, n_val: int, n_test: int, target_range, info: dict,
+                   pools: tuple[int, int] | None = None) -> SignalSet:
+    """``pools``: the images are that many training images followed by that many test images, split
+    by ``_split_by_pools``; without it, by one seeded permutation of all of them."""
     lo, hi = _check_range(name, target_range)
     for opt, v in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
         _check_int(name, opt, v, 0)
-    chosen, split = _split_labels(name, len(images), n_train, n_val, n_test, split_seed)
+    if pools is None:
+        chosen, split = _split_labels(name, len(images), n_train, n_val, n_test, split_seed)
+    else:
+        chosen, split = _split_by_pools(name, *pools, n_train, n_val, n_test, split_seed)
     order = np.argsort(chosen)  # signals in source order, each keeps its split
     chosen_sorted, split = chosen[order], split[order]
     imgs = images[chosen_sorted].astype(np.float32) / max_value
@@ -138,25 +164,40 @@ def load_digits_inr(*, split_seed: int = 0, n_train: int = 1437, n_val: int = 18
                           n_val=n_val, n_test=n_test, target_range=target_range, info={"source": "sklearn digits"})
 
 
+# Which IDX images an image-INR task fits: the 10,000 t10k images, the 60,000 training images, or
+# all 70,000 (training images first, then t10k, as ``source_index`` counts them) split as DWSNets'.
+INR_SOURCES = {"test": ("test",), "train": ("train",), "all": ("train", "test")}
+
+
 def _load_idx_inr(dataset: str, task: str, data_dir, source: str, downsample: int, split_seed: int,
                   n_train: int, n_val: int, n_test: int, target_range) -> SignalSet:
-    parts = load_idx_images(dataset, data_dir)
-    if source not in parts:
-        raise InputError(f"task {task!r}: option 'source'={source!r} is not available; found {sorted(parts)} "
-                         f"(the training IDX files are optional)")
-    images, labels = parts[source]
+    if source not in INR_SOURCES:
+        raise InputError(f"task {task!r}: option 'source' must be one of {list(INR_SOURCES)}, got {source!r}")
+    directory = _resolve_for_protocol(dataset, data_dir, "train" in INR_SOURCES[source])
+    parts = load_idx_images(dataset, directory, parts=INR_SOURCES[source])
+    pools = None
+    if source == "all":
+        pools = (len(parts["train"][1]), len(parts["test"][1]))
+        images = np.concatenate([parts["train"][0], parts["test"][0]])
+        labels = np.concatenate([parts["train"][1], parts["test"][1]])
+    else:
+        images, labels = parts[source]
     _check_int(task, "downsample", downsample, 1)
     if downsample > 1:
         from .tasks import _downsample
         images = _downsample(images.astype(np.float32), downsample, task)
+    info = {"source": f"{dataset} {source} IDX", "downsample": downsample}
+    if pools is not None:
+        info["split_protocol"] = ("DWSNets: train/val from the training images, test from t10k; source_index "
+                                  f"< {pools[0]} is a training image, the rest t10k")
     return _image_signals(task, images, labels, 255.0, split_seed=split_seed, n_train=n_train, n_val=n_val,
-                          n_test=n_test, target_range=target_range,
-                          info={"source": f"{dataset} {source} IDX", "downsample": downsample})
+                          n_test=n_test, target_range=target_range, info=info, pools=pools)
 
 
 def load_mnist_inr(*, data_dir: str | None = None, source: str = "test", downsample: int = 1, split_seed: int = 0,
                    n_train: int = 8000, n_val: int = 1000, n_test: int = 1000, target_range=(-1.0, 1.0)) -> SignalSet:
-    """MNIST images from IDX files (the 10,000-image test set by default), one INR per image."""
+    """MNIST images from IDX files (the 10,000-image test set by default), one INR per image;
+    ``source`` one of ``INR_SOURCES`` (``all``: the 70,000 images, split as DWSNets')."""
     return _load_idx_inr("mnist", "mnist-inr", data_dir, source, downsample, split_seed, n_train, n_val, n_test,
                          target_range)
 

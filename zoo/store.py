@@ -23,6 +23,15 @@ Layout (format ``wsl-zoo``, version 1)::
                            zoo, its train runs, ...); such a file's config is the source zoo's (its
                            task is rebuilt from it) and its config_hash starts with "generated-", so
                            no trained zoo's config can resume into it
+        subset             only in zoos cut from another (``wsl zoo subset``, ``zoo.subset``): their
+                           provenance (JSON: source path, its sha256 and config_hash, the
+                           conditions, the checkpoint epoch they were read at); the config_hash of
+                           such a file starts with "subset-", so generation never resumes into it
+        imported           only in zoos read from other files (``wsl zoo import``,
+                           ``wsl.interchange``): their provenance (JSON: format, sources, sha256
+                           of each file or of their manifest, options, runs skipped and why); its
+                           config_hash starts with "imported-" unless the zoo was exported from a
+                           zoo file and keeps that one's
     /params/<param name>   float32 [M, C, *shape]; HDF5 chunk = 16 consecutive models at one
                            checkpoint (fewer for parameters over 64 KiB), uncompressed, with
                            fletcher32 checksums; NaN where never written (every other dataset is
@@ -126,10 +135,13 @@ def create_zoo(path: str | Path, *, name: str, config_json: str, config_hash: st
                task_info: dict[str, Any], checkpoint_epochs: list[int], metric_names: list[str],
                indices: np.ndarray, seeds: np.ndarray, hparams: dict[str, list], chunk_size: int,
                shard: tuple[int, int] = (0, 1), signals: dict[str, Any] | None = None,
-               random_streams: str = RANDOM_STREAMS, generated: dict[str, Any] | None = None) -> None:
+               random_streams: str = RANDOM_STREAMS, generated: dict[str, Any] | None = None,
+               subset: dict[str, Any] | None = None, imported: dict[str, Any] | None = None) -> None:
     """Make an empty zoo file (every model pending) atomically: written beside, then renamed.
     ``signals`` (INR zoos): ``{"coords": [P, d], "values": [M, P, d_out], "fields": {name: [M]}}``.
-    ``generated``: the provenance of generated networks, stored as the ``generated`` attribute."""
+    ``generated``: the provenance of generated networks, stored as the ``generated`` attribute;
+    ``subset``: that of a zoo cut from another, stored as the ``subset`` attribute; ``imported``:
+    that of networks read from other files (``wsl zoo import``), as the ``imported`` attribute."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -145,6 +157,10 @@ def create_zoo(path: str | Path, *, name: str, config_json: str, config_hash: st
         })
         if generated is not None:
             f.attrs["generated"] = json.dumps(generated, sort_keys=True, default=_json_value)
+        if subset is not None:
+            f.attrs["subset"] = json.dumps(subset, sort_keys=True, default=_json_value)
+        if imported is not None:
+            f.attrs["imported"] = json.dumps(imported, sort_keys=True, default=_json_value)
         g = f.create_group("params")
         for p in spec.params:
             g.create_dataset(p.name, shape=(M, C, *p.shape), dtype="f4",
@@ -296,6 +312,19 @@ class Zoo:
     def generated(self) -> dict[str, Any] | None:
         """The provenance of a zoo of generated networks (``wsl sample``); None for a trained zoo."""
         text = self.file.attrs.get("generated")
+        return None if text is None else json.loads(text)
+
+    @property
+    def subset(self) -> dict[str, Any] | None:
+        """The provenance of a zoo cut from another (``wsl zoo subset``); None for any other zoo."""
+        text = self.file.attrs.get("subset")
+        return None if text is None else json.loads(text)
+
+    @property
+    def imported(self) -> dict[str, Any] | None:
+        """Where an imported zoo's networks came from (``wsl zoo import``: format, sources, file
+        digests, options); None for a zoo trained or generated here."""
+        text = self.file.attrs.get("imported")
         return None if text is None else json.loads(text)
 
     @property
@@ -522,13 +551,25 @@ class Zoo:
             f"checkpts   epochs {self.checkpoint_epochs}",
         ]
         gen = self.generated
-        if gen is None:
+        if gen is None and "imported" in self.file.attrs and "init" not in self.config:
+            pass  # networks trained elsewhere: how they were initialised is not known
+        elif gen is None:
             init = self.config.get("init", {})  # zoos made before the field: independent, standard
             lines.append(f"init       {init.get('seeds', 'independent')} seeds, {init.get('scheme', 'standard')} "
                          "scheme" + (f", fitting stops at {self.config['task']['stop_psnr']} dB PSNR"
                                      if self.config.get("task", {}).get("stop_psnr") else ""))
         else:
             lines += _provenance_lines(gen)
+        cut = self.subset
+        if cut is not None:
+            lines.append(f"subset     of {cut.get('source')} where " + (" and ".join(cut.get("where", [])) or "(no condition)")
+                         + f", metrics at epoch {cut.get('checkpoint_epoch')}, status {cut.get('status')}")
+        imp = self.imported
+        if imp is not None:
+            sources = ", ".join(map(str, imp.get("options", {}).get("sources", []))) or "?"
+            lines.append(f"imported   {imp.get('format')} from {sources}: {imp.get('runs')} runs, {imp.get('files')} "
+                         f"files (manifest sha256 {str(imp.get('manifest_sha256'))[:12]}), "
+                         f"{imp.get('skipped_count', 0)} runs skipped")
         lines.append("metric at the last checkpoint over done models: min / 5% / median / 95% / max")
         done = self.done
         for m in self.metric_names:

@@ -6,7 +6,8 @@ and one standard deviation computed on the training split only (a single scalar 
 structure intact and never divides by the zero variance of always-blank border pixels).
 
 Nothing here downloads anything: digits ship with scikit-learn, MNIST-1D is generated offline,
-``sine`` is procedural, and MNIST / Fashion-MNIST are read from local IDX files.
+``sine`` is procedural, MNIST / Fashion-MNIST are read from local IDX files and CIFAR-10 from the
+local batches of its binary version.
 
 ``TASKS`` is a plain dict from task name to loader, so other modules can register more tasks.
 """
@@ -217,12 +218,22 @@ def load_mnist1d_task(*, layout: str = "flat", split_seed: int = 0, num_samples:
 IDX_DATASETS = ("mnist", "fashion-mnist")
 
 # Official md5 of the *uncompressed* IDX files, keyed by dataset and file name without ".gz".
+# The t10k values are those of ../shared/data/README.md (checked against the files there). The
+# training files' values: MNIST as listed beside torchvision's archive md5s (f68b3c2d..., d53e105e...)
+# in public download scripts that check the extracted files (e.g. a CMake `fetch_mnist` and a shell
+# script fetching from ossci-datasets.s3, both listing archive and extracted md5s); Fashion-MNIST as
+# in the `raw_data` list of a torchvision-style FashionMNIST loader and in the md5sum output after
+# gunzip of zalandoresearch/fashion-mnist's data/fashion/*.gz (whose README gives the .gz md5s).
 IDX_MD5: dict[str, dict[str, str]] = {
     "mnist": {
+        "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+        "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
         "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
         "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
     },
     "fashion-mnist": {
+        "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+        "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
         "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
         "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
     },
@@ -332,19 +343,43 @@ def resolve_idx_dir(name: str, data_dir: str | os.PathLike | None = None) -> Pat
         f"Pass data_dir=... or set WSL_DATA to a directory containing '{name}/'.")
 
 
-def load_idx_images(name: str, data_dir: str | os.PathLike | None = None,
-                    verify_md5: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _resolve_for_protocol(name: str, data_dir: str | os.PathLike | None, needs_train: bool) -> Path:
+    """``resolve_idx_dir``, whose error also lists the training files when the protocol needs them."""
+    try:
+        return resolve_idx_dir(name, data_dir)
+    except MissingFileError as e:
+        if not needs_train:
+            raise
+        files = ", ".join(f"{v.format(p)}(.gz)" for p in ("train", "t10k") for v in _IDX_STEMS.values())
+        raise MissingFileError(f"{e} The protocols on the 60,000 training images need the IDX files there: "
+                               f"{files}") from None
+
+
+def load_idx_images(name: str, data_dir: str | os.PathLike | None = None, verify_md5: bool = True,
+                    parts: tuple[str, ...] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Raw MNIST-style images and labels: ``{'test': (uint8 [N,28,28], int64 [N])}``, plus
-    ``'train'`` when the training files are present. Files with a known md5 are verified."""
+    ``'train'`` when the training files are present. Files with a known md5 are verified.
+
+    ``parts`` (some of ``'train'``, ``'test'``) reads exactly those, each required: a protocol
+    that needs the 60,000 training images fails, naming the files, rather than silently using 10,000."""
     directory = resolve_idx_dir(name, data_dir)
     known = IDX_MD5.get(name, {}) if verify_md5 else {}
     out = {}
     for part in ("train", "t10k"):
+        key = "test" if part == "t10k" else "train"
+        if parts is not None and key not in parts:
+            continue
         stems = {k: v.format(part) for k, v in _IDX_STEMS.items()}
         files = {k: _find_idx_file(directory, stem) for k, stem in stems.items()}
-        if part == "train" and files["images"] is None and files["labels"] is None:
+        if parts is None and part == "train" and files["images"] is None and files["labels"] is None:
             continue  # only the test set is available
         for k, f in files.items():
+            if f is None and part == "train":
+                raise MissingFileError(
+                    f"{name}: expected {stems[k]} (or {stems[k]}.gz) in {directory}: the protocols on the "
+                    f"60,000 training images need the training files {stems['images']}(.gz) and "
+                    f"{stems['labels']}(.gz) there, next to the t10k files (or task.data_dir / WSL_DATA naming a folder with '{name}/' holding "
+                    f"all four)")
             if f is None:
                 raise MissingFileError(f"{name}: expected {stems[k]} (or {stems[k]}.gz) in {directory}")
         images = read_idx(files["images"], IMAGES_MAGIC, known.get(stems["images"]))
@@ -364,15 +399,23 @@ def _downsample(images: np.ndarray, factor: int, task: str) -> np.ndarray:
     return images.reshape(n, h // factor, factor, w // factor, factor).mean(axis=(2, 4))
 
 
+# Which IDX images a classification task reads: "auto" the training files when present (the
+# behaviour of configs written before the option), "test" the 10,000 t10k images only, "all" the
+# 60,000 training and 10,000 t10k images (the training files are then required).
+IDX_IMAGES = {"auto": None, "test": ("test",), "all": ("train", "test")}
+
+
 def _load_idx_task(name: str, layout: str, split_seed: int, data_dir: str | os.PathLike | None,
                    n_train: int | None, n_val: int | None, downsample: int, max_images: int | None,
-                   verify_md5: bool) -> TaskData:
+                   verify_md5: bool, images: str = "auto") -> TaskData:
     _check_layout(name, layout)
+    if images not in IDX_IMAGES:
+        raise InputError(f"task {name!r}: option 'images' must be one of {list(IDX_IMAGES)}, got {images!r}")
     downsample = _check_int(name, "downsample", downsample, 1)
     if max_images is not None:
         max_images = _check_int(name, "max_images", max_images, 1)
-    directory = resolve_idx_dir(name, data_dir)
-    raw = load_idx_images(name, directory, verify_md5=verify_md5)
+    directory = _resolve_for_protocol(name, data_dir, images == "all")
+    raw = load_idx_images(name, directory, verify_md5=verify_md5, parts=IDX_IMAGES[images])
     # max_images caps each file to its first images, for quick experiments.
     raw = {k: (x[:max_images], y[:max_images]) for k, (x, y) in raw.items()}
     test_x, test_y = raw["test"]
@@ -403,7 +446,7 @@ def _load_idx_task(name: str, layout: str, split_seed: int, data_dir: str | os.P
             "options": {"layout": layout, "split_seed": split_seed,
                         "data_dir": None if data_dir is None else str(data_dir), "n_train": n_train,
                         "n_val": n_val, "downsample": downsample, "max_images": max_images,
-                        "verify_md5": verify_md5},
+                        "verify_md5": verify_md5, "images": images},
             "md5_verified": bool(verify_md5),
             "files_present": sorted(raw),
             "image_size": list(xs["train"].shape[2:]),
@@ -413,17 +456,125 @@ def _load_idx_task(name: str, layout: str, split_seed: int, data_dir: str | os.P
 
 def load_mnist_task(*, layout: str = "flat", split_seed: int = 0, data_dir: str | os.PathLike | None = None,
                     n_train: int | None = None, n_val: int | None = None, downsample: int = 2,
-                    max_images: int | None = None, verify_md5: bool = True) -> TaskData:
-    """MNIST from local IDX files (see ``resolve_idx_dir`` for where they are looked for)."""
-    return _load_idx_task("mnist", layout, split_seed, data_dir, n_train, n_val, downsample, max_images, verify_md5)
+                    max_images: int | None = None, verify_md5: bool = True, images: str = "auto") -> TaskData:
+    """MNIST from local IDX files (see ``resolve_idx_dir`` for where they are looked for);
+    ``images`` one of ``IDX_IMAGES`` (``all``: train/val from the 60,000, test the 10,000 t10k)."""
+    return _load_idx_task("mnist", layout, split_seed, data_dir, n_train, n_val, downsample, max_images, verify_md5,
+                          images)
 
 
 def load_fashion_mnist_task(*, layout: str = "flat", split_seed: int = 0, data_dir: str | os.PathLike | None = None,
                             n_train: int | None = None, n_val: int | None = None, downsample: int = 2,
-                            max_images: int | None = None, verify_md5: bool = True) -> TaskData:
-    """Fashion-MNIST from local IDX files (see ``resolve_idx_dir`` for where they are looked for)."""
+                            max_images: int | None = None, verify_md5: bool = True, images: str = "auto") -> TaskData:
+    """Fashion-MNIST from local IDX files, like ``load_mnist_task``."""
     return _load_idx_task("fashion-mnist", layout, split_seed, data_dir, n_train, n_val, downsample, max_images,
-                          verify_md5)
+                          verify_md5, images)
+
+
+# ----------------------------------------------------------------------------------------------
+# CIFAR-10 from its binary version (the python version is a pickle and is never read)
+
+CIFAR10_DIR = "cifar-10-batches-bin"  # the folder of cifar-10-binary.tar.gz
+CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+CIFAR10_TEST_FILE = "test_batch.bin"
+# A record: 1 label byte (0-9), then 1,024 red, 1,024 green and 1,024 blue bytes, each channel's
+# 32x32 pixels row by row (the format stated on the CIFAR page, www.cs.toronto.edu/~kriz/cifar.html).
+# Only the archive's md5 is published, not the batches', so each file's structure is checked instead.
+CIFAR10_RECORD = 1 + 3 * 32 * 32
+CIFAR10_RECORDS_PER_FILE = 10_000
+
+
+def resolve_cifar10_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The folder of CIFAR-10's binary batches: ``<base>/cifar10/cifar-10-batches-bin``,
+    ``<base>/cifar10``, ``<base>/cifar-10-batches-bin`` or ``<base>``, where base is ``data_dir``,
+    else ``$WSL_DATA``, else ``../shared/data`` (as for the IDX files)."""
+    searched = []
+    for d in _candidate_dirs("cifar10", data_dir):
+        for candidate in (d / CIFAR10_DIR, d):
+            searched.append(str(candidate))
+            if any((candidate / f).is_file() for f in (*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE)):
+                return candidate.resolve()
+    files = ", ".join((*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE))
+    raise MissingFileError(
+        f"cifar10: could not find CIFAR-10's binary batches ({files}: the folder {CIFAR10_DIR}/ of "
+        f"cifar-10-binary.tar.gz; the python version is a pickle and is not read); searched: {', '.join(searched)}. "
+        f"Pass task.data_dir or set WSL_DATA to a directory containing 'cifar10/{CIFAR10_DIR}/'.")
+
+
+def read_cifar10_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """One binary batch as uint8 images [N, 3, 32, 32] and int64 labels [N]; its size and labels are
+    checked, and every failure names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"CIFAR-10 batch not found: {path}")
+    raw = np.fromfile(path, dtype=np.uint8)
+    expected = CIFAR10_RECORDS_PER_FILE * CIFAR10_RECORD
+    if raw.size and raw[0] > 9:
+        raise InputError(f"{path}: not a CIFAR-10 binary batch: its first label byte is {raw[0]}, expected 0-9 "
+                         f"(the python version's pickles are not read: use cifar-10-binary.tar.gz)")
+    if raw.size != expected:
+        raise InputError(f"{path}: not a CIFAR-10 binary batch: expected {expected} bytes ({CIFAR10_RECORDS_PER_FILE} "
+                         f"records of 1 label byte + 3,072 pixel bytes), found {raw.size}")
+    records = raw.reshape(CIFAR10_RECORDS_PER_FILE, CIFAR10_RECORD)
+    labels = records[:, 0].astype(np.int64)
+    if labels.max() > 9:
+        bad = int(np.argmax(labels > 9))
+        raise InputError(f"{path}: not a CIFAR-10 binary batch: record {bad} has label {labels[bad]}, expected 0-9")
+    return records[:, 1:].reshape(-1, 3, 32, 32), labels
+
+
+def load_cifar10_images(data_dir: str | os.PathLike | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{'train': data_batch_1..5 concatenated in order (50,000), 'test': test_batch (10,000)}``."""
+    directory = resolve_cifar10_dir(data_dir)
+    names = (*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE)
+    missing = [f for f in names if not (directory / f).is_file()]
+    if missing:
+        raise MissingFileError(f"cifar10: {', '.join(missing)} not found in {directory}; the task needs all of "
+                               f"{', '.join(names)} there")
+    train = [read_cifar10_batch(directory / f) for f in CIFAR10_TRAIN_FILES]
+    return {"train": (np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train])),
+            "test": read_cifar10_batch(directory / CIFAR10_TEST_FILE)}
+
+
+def cifar10_grayscale(images: np.ndarray) -> np.ndarray:
+    """[N, 3, H, W] uint8 -> [N, 1, H, W] float32 in [0, 1]: the plain mean of the three channels.
+
+    The Small CNN Zoo's CIFAR10-GS (Unterthiner et al. 2020) converted so: google-research
+    ``dnn_predict_accuracy/train_network.py`` takes ``tf.math.reduce_mean(image, axis=-1)`` of the
+    scaled RGB image, not a luminance weighting such as ``tf.image.rgb_to_grayscale``'s."""
+    return images.sum(axis=1, keepdims=True, dtype=np.uint16).astype(np.float32) / np.float32(3 * 255)
+
+
+def load_cifar10_task(*, layout: str = "flat", split_seed: int = 0, data_dir: str | os.PathLike | None = None,
+                      n_train: int | None = None, n_val: int | None = None, grayscale: bool = False,
+                      max_images: int | None = None) -> TaskData:
+    """CIFAR-10 from its binary batches: train and val drawn (``split_seed``) from the 50,000
+    training images, test the 10,000 of ``test_batch.bin``; ``grayscale`` gives CIFAR10-GS."""
+    task = "cifar10"
+    _check_layout(task, layout)
+    if not isinstance(grayscale, bool):
+        raise InputError(f"task {task!r}: option 'grayscale' must be true or false, got {grayscale!r}")
+    if max_images is not None:
+        max_images = _check_int(task, "max_images", max_images, 1)
+    directory = resolve_cifar10_dir(data_dir)
+    raw = {k: (x[:max_images], y[:max_images]) for k, (x, y) in load_cifar10_images(directory).items()}
+    pool_x, pool_y = raw["train"]
+    n_val = min(5000, len(pool_y) // 10) if n_val is None else _check_int(task, "n_val", n_val, 0)
+    n_train = len(pool_y) - n_val if n_train is None else _check_int(task, "n_train", n_train, 1)
+    idx = _split_indices(task, len(pool_y), n_train, n_val, 0, split_seed)
+    to_float = cifar10_grayscale if grayscale else (lambda v: v.astype(np.float32) / np.float32(255))
+    xs = {"train": to_float(pool_x[idx["train"]]), "val": to_float(pool_x[idx["val"]]),
+          "test": to_float(raw["test"][0])}
+    ys = {"train": pool_y[idx["train"]], "val": pool_y[idx["val"]], "test": raw["test"][1]}
+    info = {"task": task, "source_dir": str(directory), "pixel_scale": 1 / 255,
+            "grayscale": "mean of R, G, B (Small CNN Zoo CIFAR10-GS)" if grayscale else None,
+            "options": {"layout": layout, "split_seed": split_seed,
+                        "data_dir": None if data_dir is None else str(data_dir), "n_train": n_train,
+                        "n_val": n_val, "grayscale": grayscale, "max_images": max_images},
+            "image_size": [32, 32], "split_pools": {"train": "train", "val": "train", "test": "test_batch"},
+            "split_indices": _indices_info({"train": idx["train"], "val": idx["val"],
+                                            "test": np.arange(len(ys["test"]))})}
+    return _build(task, "classification", layout, 10, xs, ys, info)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -478,6 +629,7 @@ TASKS: dict[str, Callable[..., TaskData]] = {
     "mnist1d": load_mnist1d_task,
     "mnist": load_mnist_task,
     "fashion-mnist": load_fashion_mnist_task,
+    "cifar10": load_cifar10_task,
     "sine": load_sine_task,
 }
 

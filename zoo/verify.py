@@ -4,6 +4,11 @@ Every parameter chunk (16 models at one checkpoint) carries a Fletcher-32 checks
 byte is caught on read, and the models of a failing chunk are named one by one. A truncated file
 cannot be opened by HDF5 at all; ``verify`` then reads a zero-padded copy to name the models whose
 weights lay in the lost bytes.
+
+An imported zoo (``wsl zoo import``) may hold checkpoints and metrics its source never recorded
+(a run without one of the epochs, a metric logged at some epochs only): there a done model's whole
+checkpoint, or a metric, is NaN by design, not by damage, and only inf or a checkpoint partly NaN
+is a problem.
 """
 from __future__ import annotations
 
@@ -47,6 +52,7 @@ def _check_file(f: h5py.File, where: str) -> list[str]:
     for i in np.flatnonzero((status == STATUS_DIVERGED) & (div < 0)):
         problems.append(f"{where}: model {index[i]} is marked diverged but has no diverged_epoch")
     done = status == STATUS_DONE
+    imported = "imported" in f.attrs  # NaN where the source recorded nothing: see the module docstring
     for p in spec.params:
         if p.name not in f.get("params", {}):
             problems.append(f"{where}: layer {p.name}: dataset /params/{p.name} is missing")
@@ -68,7 +74,8 @@ def _check_file(f: h5py.File, where: str) -> list[str]:
                     except Exception as e:  # noqa: BLE001
                         problems.append(f"{where}: model {index[r]} (row {r}), layer {p.name}: unreadable ({_short(e)})")
             for rs, w in blocks:
-                finite = np.isfinite(w.reshape(len(rs), -1)).all(1)
+                w = w.reshape(len(rs), C, -1)
+                finite = (np.isfinite(w).all(2) | (np.isnan(w).all(2) if imported else False)).all(1)
                 for r in np.asarray(rs)[done[rs.start:rs.stop] & ~finite]:
                     problems.append(f"{where}: model {index[r]} (row {r}), layer {p.name}: marked done but holds NaN/inf")
     for m in json.loads(f.attrs.get("metric_names", "[]")):
@@ -83,7 +90,7 @@ def _check_file(f: h5py.File, where: str) -> list[str]:
         if vals.shape != (M, C):
             problems.append(f"{where}: metric {m}: shape {vals.shape}, expected {(M, C)}")
             continue
-        for r in np.flatnonzero(done & ~np.isfinite(vals).all(1)):
+        for r in np.flatnonzero(done & ~(np.isfinite(vals) | (np.isnan(vals) if imported else False)).all(1)):
             problems.append(f"{where}: model {index[r]} (row {r}), metric {m}: marked done but NaN")
     if "signal_fields" in f.attrs:
         problems += _check_signals(f, where, M)

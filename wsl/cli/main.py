@@ -1,4 +1,4 @@
-"""The ``wsl`` command: ``wsl zoo generate|info|render|verify|merge``, ``wsl fit|validate|test`` (LightningCLI:
+"""The ``wsl`` command: ``wsl zoo generate|info|render|verify|merge|export|subset|import``, ``wsl fit|validate|test`` (LightningCLI:
 predictors, generators, hypernetworks), ``wsl predict``, ``wsl sample``, ``wsl evaluate-generated``,
 ``wsl hyper search`` and ``wsl demo``."""
 from __future__ import annotations
@@ -78,6 +78,38 @@ def _zoo_merge(args) -> int:
 
     out = merge(args.parts, args.out)
     print(f"merged {len(args.parts)} parts into {out}")
+    return 0
+
+
+def _zoo_export(args) -> int:
+    from zoo.export import export_zoo
+
+    done = export_zoo(args.file, args.out, split=args.split, fmt=args.format, checkpoint=args.checkpoint,
+                      status=args.status, log=lambda s: print(s, file=sys.stderr, flush=True))
+    print(f"exported {done['runs']} runs at epochs {done['epochs']} to {done['out']}")
+    return 0
+
+
+def _zoo_subset(args) -> int:
+    from zoo.subset import subset_zoo
+
+    made = subset_zoo(args.file, args.out, args.where, checkpoint=args.checkpoint, status=args.status,
+                      log=lambda s: print(s, file=sys.stderr, flush=True))
+    print(f"{made['models']} runs of {made['source']} meeting {' and '.join(made['where']) or 'no condition'} "
+          f"written to {args.out}")
+    return 0
+
+
+def _zoo_import(args) -> int:
+    from wsl.interchange.formats import import_zoo
+    from zoo.store import Zoo
+
+    out = import_zoo(args.sources, args.out, args.format, pattern=args.pattern, table=args.table,
+                     architecture=args.architecture, activation=args.activation, strict=args.strict,
+                     workers=args.workers, progress=not args.quiet)
+    with Zoo(out) as z:
+        print(z.summary())
+    print(f"imported zoo written to {out}")
     return 0
 
 
@@ -167,6 +199,63 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("parts", nargs="+", help="shard files of one zoo (wsl zoo generate --shard i/n)")
     m.add_argument("--out", required=True, help="the merged zoo file to write (.h5); must not exist")
     m.set_defaults(func=_zoo_merge)
+
+    statuses = ["done", "diverged", "pending", "all"]
+    x = zoo.add_parser("export", help="write a zoo's runs as plain torch state_dicts (TorchNet names) and CSVs")
+    x.add_argument("file", help="zoo file (.h5) to export")
+    x.add_argument("--out", required=True, metavar="DIR",
+                   help="folder to write (new or empty): zoo.json, runs.csv, metrics.csv, "
+                   "run_<index>/epoch_<epoch>.<format>, and signals.safetensors for an INR zoo")
+    x.add_argument("--split", default="all", choices=[*SPLITS, "all"],
+                   help="only the runs of this recorded split (INR zoos record one; other zoos' splits are "
+                   "drawn when training, so only 'all' applies; default all)")
+    x.add_argument("--format", default="safetensors", choices=["safetensors", "pt"],
+                   help="weight files: safetensors, or pt (a state_dict saved with torch.save; default safetensors)")
+    x.add_argument("--checkpoint", default="last", metavar="all|last|EPOCH",
+                   help="checkpoints written: every stored one (the initialisation included), the last, or "
+                   "one epoch (default last)")
+    x.add_argument("--status", default="done", choices=statuses,
+                   help="runs of this status (all: every run; diverged and pending runs hold NaN; default done)")
+    x.set_defaults(func=_zoo_export)
+
+    s = zoo.add_parser("subset", help="write the runs that meet conditions (metrics, hyperparameters) as a "
+                       "zoo of their own")
+    s.add_argument("file", help="zoo file (.h5) to cut from")
+    s.add_argument("--where", action="append", default=[], metavar="COND",
+                   help="a condition every kept run meets: NAME>=X, NAME<=X, NAME>X, NAME<X, NAME=V[,V...] or "
+                   "NAME!=V[,V...] on a metric, hyperparameter or signal field, e.g. 'test_acc>=0.9' or "
+                   "activation=relu (repeat for several; none: every run of --status)")
+    s.add_argument("--checkpoint", type=int, metavar="EPOCH",
+                   help="the epoch whose metrics the conditions compare (default: the last stored)")
+    s.add_argument("--status", default="done", choices=statuses, help="keep only runs of this status (default done)")
+    s.add_argument("--out", required=True, help="the zoo file to write (.h5); must not exist")
+    s.set_defaults(func=_zoo_subset)
+
+    im = zoo.add_parser("import", help="read checkpoint folders, exported zoos or the field's public zoos into "
+                        "one zoo file (resumes an interrupted import)")
+    im.add_argument("sources", nargs="+", metavar="SOURCE",
+                    help="folders or files: checkpoints (.pt/.pth/.bin/.safetensors/.ckpt, HF-style folders), a "
+                    "'wsl zoo export' folder, or a public zoo's files")
+    im.add_argument("--out", required=True, help="the zoo file to write (.h5); must not exist")
+    im.add_argument("--format", help="how to read the sources (default: detected; 'folder' when nothing else "
+                    "matches); 'folder', 'wsl-export' or a public zoo's format")
+    im.add_argument("--pattern", metavar="P",
+                    help="folder format: where run and epoch are in each file's path below a source, e.g. "
+                    "'{run}/epoch_{epoch}.pt' ('*' matches a name part; default: read from names such as "
+                    "epoch=12, epoch_12, checkpoint_000050, step_500)")
+    im.add_argument("--table", metavar="FILE",
+                    help="folder format: a CSV, JSON or JSONL table of metrics and hyperparameters, its rows keyed "
+                    "by a 'file', 'run' or 'run' and 'epoch' column")
+    im.add_argument("--architecture", metavar="FILE|NAME",
+                    help="the weight space, instead of the one the checkpoints' structure describes: a zoo config "
+                    "(YAML, or a shipped name such as digits_mlp) or a YAML with architecture, input_shape, output_dim")
+    im.add_argument("--activation", help="the networks' activation (a state_dict does not record it; default: "
+                    "each run's where its format records one, else relu with a warning)")
+    im.add_argument("--strict", action="store_true",
+                    help="refuse the import when a run does not match the weight space (default: skip it and say why)")
+    im.add_argument("--workers", type=int, default=1, metavar="N", help="processes reading files (default 1)")
+    im.add_argument("--quiet", action="store_true", help="no progress bar")
+    im.set_defaults(func=_zoo_import)
 
     for name, what in (("fit", "train a weight-space model"), ("validate", "evaluate on validation runs"),
                        ("test", "evaluate on test runs")):

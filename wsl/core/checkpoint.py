@@ -43,6 +43,69 @@ LEGACY_CLASSES = {
     "INRHyperNetwork": ("wsl.hyper.inr.INRHyperNetwork", "INR hypernetwork"),
 }
 PREDICTOR_CLASS = ("wsl.prediction.model.PropertyPredictor", "predictor")
+# A network's weights from anyone: torch state_dicts, safetensors, Lightning checkpoints, HF-style folders.
+STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
+STATE_DICT_FILE = ("a state_dict (.pt/.pth/.bin saved with torch.save(model.state_dict()), .safetensors, a Lightning "
+                   ".ckpt, or a folder holding model.safetensors)")
+# The weights file of a Hugging Face-style folder (beside its config.json), in the order they are looked for.
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+
+def hf_weights(folder: str | Path) -> Path | None:
+    """The weights file of a Hugging Face-style folder, or None when ``folder`` is not one."""
+    folder = Path(folder)
+    return next((folder / n for n in HF_WEIGHTS if (folder / n).is_file()), None) if folder.is_dir() else None
+
+
+def keeps_module_order(path: str | Path) -> bool:
+    """False for files that store tensors sorted by name (safetensors): their order is not the module's."""
+    path = Path(path)
+    if path.suffix in STATE_DICT_SUFFIXES:  # a file (no stat: an import asks this of every file)
+        return path.suffix != ".safetensors"
+    weights = hf_weights(path) if path.is_dir() else path
+    return weights is None or weights.suffix != ".safetensors"
+
+
+def load_state_dict_file(path: str | Path, data: bytes | None = None) -> dict[str, torch.Tensor]:
+    """A state_dict from an untrusted file: tensors only, never pickled code. The common wrappers
+    (``{"state_dict": ...}``, ``{"model": ...}``, a ``module.`` prefix) are taken off; a Lightning
+    checkpoint's state_dict loses the attribute its LightningModule kept the network under
+    (``model.``, ``net.``) where every name has it; a folder is read as a Hugging Face-style one.
+    ``data``: a safetensors file's bytes, already read (by a caller that also hashes them)."""
+    from wsl.weights.matching import unwrap_state_dict
+
+    path = Path(path)
+    if path.is_dir():
+        weights = hf_weights(path)
+        if weights is None:
+            raise InputError(f"{path}: a folder without {' or '.join(HF_WEIGHTS)}, expected {STATE_DICT_FILE}")
+        path = weights
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        from safetensors.torch import load
+
+        if data is None and not path.exists():
+            raise MissingFileError(f"{path}: not found (expected {STATE_DICT_FILE})")
+        try:
+            obj = load_file(str(path)) if data is None else load(data)
+        except Exception as e:  # noqa: BLE001 - safetensors' own error type: one clear message
+            raise InputError(f"{path}: cannot be read as a safetensors file ({e}), expected {STATE_DICT_FILE}") from None
+    else:
+        obj = load_torch_file(path, STATE_DICT_FILE)
+    lightning = isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) and (
+        "pytorch-lightning_version" in obj or "global_step" in obj)
+    sd = unwrap_state_dict(obj, str(path))
+    return strip_common_prefix(sd) if lightning else sd
+
+
+def strip_common_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``model.0.weight`` -> ``0.weight`` where every name starts with the same ``<attribute>.``."""
+    heads = {k.split(".", 1)[0] for k in sd}
+    if len(heads) == 1 and all("." in k for k in sd) and all(k.count(".") >= 2 for k in sd):
+        n = len(next(iter(heads))) + 1
+        return {k[n:]: v for k, v in sd.items()}
+    return sd
 
 
 def load_torch_file(path: str | Path, expected: str, allowed: list = (), hint: str = SAVE_TENSORS) -> Any:

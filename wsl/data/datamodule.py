@@ -143,9 +143,12 @@ class WeightDataModule(pl.LightningDataModule):
             ``True`` or ``"tensor"``: its per-tensor form (commutes with neuron permutations);
             ``"parameter"``: every parameter standardised on its own, for models on the flat vector
             of aligned (or shared-initialisation) weights; ``False``: raw weights.
-        select: use only the runs whose hyperparameters or signal fields meet these conditions, e.g.
-            ``{"activation": "relu", "optimizer": ["adam"], "lr": [0.001, null]}`` (a value, a list
-            of values or a numeric ``[low, high]`` range; see ``wsl.data.runs.ZooRuns``).
+        select: use only the runs whose hyperparameters, signal fields or metrics meet these
+            conditions, e.g. ``{"activation": "relu", "optimizer": ["adam"], "lr": [0.001, null],
+            "test_acc": [0.9, null]}`` (a value, a list of values or a numeric ``[low, high]``
+            range; see ``wsl.data.runs.ZooRuns``). A metric is what the run achieved at its last
+            checkpoint, or at the epoch given as ``checkpoint: EPOCH`` in ``select``; a selected
+            run contributes all its ``checkpoints``.
         align: permute every network's hidden neurons onto one training network by weight matching
             (``wsl.weights.align``): the same functions, with most of the arbitrary neuron order
             removed. Models without symmetry (a flat MLP, a latent autoencoder) see one mode per

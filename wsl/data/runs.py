@@ -107,7 +107,11 @@ def common_spec(paths: Sequence[str], specs: Sequence[WeightSpaceSpec]) -> Weigh
 
 class ZooRuns:
     """The done runs of one or more zoo files of one weight space, with what each file stores about
-    them. Each file's metadata is read once, here; weights are read by ``read_weights``."""
+    them. Each file's metadata is read once, here; weights are read by ``read_weights``.
+
+    ``select`` keeps the runs that meet conditions on their hyperparameters, signal fields and
+    metrics, e.g. ``{"activation": "relu", "test_acc": [0.9, None]}``: a metric is compared at the
+    last checkpoint, or at the epoch ``select["checkpoint"]`` (see ``_apply_select``)."""
 
     def __init__(self, paths: str | Path | Sequence[str | Path], select: dict[str, Any] | None = None):
         self.paths = [str(paths)] if isinstance(paths, (str, Path)) else [str(p) for p in paths]
@@ -141,15 +145,24 @@ class ZooRuns:
             self._apply_select()
 
     def _apply_select(self) -> None:
-        """Keep the done runs whose hyperparameters or signal fields meet every condition of
-        ``select`` (a value, a list of values, or a ``[low, high]`` range of numbers; ``null`` =
-        open). Selecting one activation of a zoo whose activation varies per model fixes the spec's."""
+        """Keep the done runs whose metrics, hyperparameters or signal fields meet every condition
+        of ``select`` (a value, a list of values, or a ``[low, high]`` range of numbers; ``null`` =
+        open). A metric is what the run achieved at one checkpoint: the last, or the epoch given as
+        ``checkpoint`` (e.g. ``{test_acc: [0.9, null], checkpoint: 10}``); every checkpoint of a
+        selected run is then used. Selecting one activation of a zoo whose activation varies per
+        model fixes the spec's."""
+        epoch = self.select.get("checkpoint")
+        if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer))):
+            raise InputError(f"select.checkpoint: expected the epoch at which metrics are compared (an integer), "
+                             f"found {epoch!r}")
+        positions = [-1 if epoch is None else self.epoch_positions(fi, [int(epoch)])[0]
+                     for fi in range(len(self.paths))]
         conditions = {}
         for name, cond in self.select.items():
+            if name == "checkpoint":
+                continue
             for fi in range(len(self.paths)):
-                if self.kind(fi, name) == "metric":
-                    raise InputError(f"select: {name!r} is a metric (a value per checkpoint); select runs by a "
-                                     f"hyperparameter or signal field")
+                self.kind(fi, name)  # an unknown name: an error naming what is stored
             is_range = isinstance(cond, (list, tuple)) and len(cond) == 2 and all(
                 c is None or isinstance(c, (int, float)) and not isinstance(c, bool) for c in cond)
             # Zoo.select's forms: a tuple is a (low, high) range, a list a set of values
@@ -157,7 +170,8 @@ class ZooRuns:
         selected = set()
         for fi, path in enumerate(self.paths):
             with Zoo(path) as z:
-                selected |= {(fi, int(i)) for i in z.index[z.select(status="done", **conditions)]}
+                selected |= {(fi, int(i)) for i in z.index[z.select(status="done", checkpoint=positions[fi],
+                                                                     **conditions)]}
         keep = [r in selected for r in self.done]
         before = len(self.done)
         self.done = [r for r, k in zip(self.done, keep) if k]

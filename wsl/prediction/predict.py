@@ -28,15 +28,14 @@ import numpy as np
 import torch
 
 from wsl.data.runs import ZooRuns
-from wsl.core.checkpoint import load_torch_file, model_from_checkpoint, read_checkpoint
-from wsl.weights.matching import describe_mapping, match_state_dict, unwrap_state_dict
+from wsl.core.checkpoint import keeps_module_order, load_state_dict_file, model_from_checkpoint, read_checkpoint
+from wsl.weights.matching import describe_mapping, match_state_dict
 from wsl.prediction.model import PropertyPredictor
 from wsl.weights import WeightBatch
 from zoo.weight_space import ACTIVATIONS
 from zoo.errors import InputError, MissingFileError, warn
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
-STATE_DICT_FILE = "a state_dict (.pt/.pth saved with torch.save(model.state_dict()), or .safetensors)"
 
 
 @dataclass
@@ -45,22 +44,6 @@ class Prediction:
     value: float | str  # regression value, or predicted class name
     confidence: float | None = None  # classification: probability of the predicted class
     true: float | str | None = None  # when the input is a zoo that stores the target
-
-
-def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
-    """A state_dict from an untrusted file: tensors only, never pickled code; the common wrappers
-    (``{"state_dict": ...}``, ``{"model": ...}``, a ``module.`` prefix) are taken off."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            obj = load_file(str(path))
-        except Exception as e:  # noqa: BLE001 - safetensors' own error type: one clear message
-            raise InputError(f"{path}: cannot be read as a safetensors file ({e}), expected {STATE_DICT_FILE}") from None
-    else:
-        obj = load_torch_file(path, STATE_DICT_FILE)
-    return unwrap_state_dict(obj, str(path))
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
@@ -125,7 +108,7 @@ def predict_files(model: PropertyPredictor, files: list[Path], batch_size: int =
     for f in files:
         # safetensors stores tensors sorted by name: the file's order is not the module's
         params, mapping = match_state_dict(model.spec, load_state_dict_file(f), str(f), strict_names,
-                                           ordered=f.suffix != ".safetensors")
+                                           ordered=keeps_module_order(f))
         matched.append((f, params))
         if any(a != b for a, b in mapping.items()):
             mappings.setdefault(tuple(mapping.items()), []).append(f)

@@ -185,3 +185,73 @@ def _match_unordered(spec: WeightSpaceSpec, sd: Mapping[str, Tensor], refuse) ->
                    "sorts them by name); save the state_dict with the weight space's names, or as a .pt file")
         order = [by_shape[w][0] for w in wanted]
     return [modules[m][role] for m in order for role in ("weight", "bias") if role in modules[m]]
+
+
+# What a state_dict does not record about a CNN; inferred CNNs take the zoo's defaults (zoo.architectures.cnn).
+CNN_DEFAULTS = {"stride": 2, "image_size": 28}
+
+
+def infer_spec(state_dict: Mapping[str, Tensor], source: str = "state_dict", ordered: bool = True,
+               activation: str | None = None) -> WeightSpaceSpec:
+    """The weight space a state_dict's structure describes: a stack of linear layers is an MLP,
+    convolutions (global average pooling) then one linear layer a CNN (``zoo.architectures``). The
+    layers are taken as ``match_state_dict`` takes them (the file's order, or the numbers in the
+    module names where the file is sorted by name), and the spec built is then matched back, so
+    what is inferred here imports exactly as ``wsl predict`` would read it. A CNN's stride,
+    padding and input size are not in its weights: the zoo's defaults are assumed (``--architecture``
+    sets them)."""
+    from zoo.architectures import build_spec
+
+    def refuse(problem: str) -> None:
+        found = ", ".join(f"{k} {list(v.shape)}" for k, v in state_dict.items())
+        raise InputError(f"{source}: cannot infer a weight space (an MLP or a CNN) from its structure: {problem}; "
+                         f"give one with --architecture. Found: {found}")
+
+    buffers = [k for k in state_dict if k.rsplit(".", 1)[-1] in BUFFERS]
+    if buffers:
+        refuse(f"{', '.join(buffers[:3])} are normalization statistics, which no weight space of ours holds")
+    names = list(state_dict)
+    if not ordered:
+        modules: dict[str, list[str]] = {}
+        for n in names:
+            modules.setdefault(_module(n), []).append(n)
+        nums = {m: _numbers(m) for m in modules}
+        if len(modules) > 1 and (not all(nums.values()) or len(set(nums.values())) != len(nums)):
+            refuse("the file sorts its tensors by name (safetensors) and the module names carry no numbers that "
+                   "order the layers")
+        names = [n for m in sorted(modules, key=lambda m: nums[m])
+                 for n in sorted(modules[m], key=lambda n: _role(n) != "weight")]
+    layers: list[tuple[tuple[int, ...], bool]] = []  # (weight shape, has bias)
+    for n in names:
+        t = state_dict[n]
+        if t.dim() in (2, 3, 4) and _role(n) != "bias":
+            layers.append((tuple(t.shape), False))
+        elif t.dim() == 1 and layers and not layers[-1][1] and t.shape[0] == layers[-1][0][0] and _role(n) != "weight":
+            layers[-1] = (layers[-1][0], True)
+        else:
+            refuse(f"{n} {list(t.shape)} is neither a layer's weight nor the bias of the layer before it")
+    if not layers:
+        refuse("no weights")
+    if not all(b for _, b in layers):
+        refuse("a layer without a bias (the zoo's weight spaces give every layer one)")
+    convs = [w for w, _ in layers if len(w) > 2]
+    linears = [w for w, _ in layers if len(w) == 2]
+    if convs and (len(linears) != 1 or len(layers[-1][0]) != 2):
+        refuse("convolutions must be followed by exactly one linear layer (global average pooling between)")
+    shapes = [w for w, _ in layers]
+    for a, b in zip(shapes, shapes[1:]):
+        if b[1] != a[0]:
+            refuse(f"a layer of {a[0]} outputs feeds a layer of {b[1]} inputs")
+    if not convs:
+        spec = build_spec("mlp", (shapes[0][1],), shapes[-1][0], hidden=[w[0] for w in shapes[:-1]] or [],
+                          activation=activation)
+    else:
+        kernels = {w[2:] for w in convs}
+        if len(kernels) != 1 or len(set(next(iter(kernels)))) != 1:
+            refuse(f"convolution kernels {sorted(kernels)}: the zoo's CNNs use one square kernel size")
+        k = convs[0][2]
+        size = (CNN_DEFAULTS["image_size"],) * (len(convs[0]) - 2)
+        spec = build_spec("cnn", (convs[0][1], *size), shapes[-1][0], channels=[w[0] for w in convs], kernel=k,
+                          stride=CNN_DEFAULTS["stride"], activation=activation)
+    match_state_dict(spec, state_dict, source, ordered=ordered)
+    return spec
