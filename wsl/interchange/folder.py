@@ -14,7 +14,8 @@ state after one epoch, as its ``metrics.csv`` counts; a zoo's epoch 0 is the ini
 What a run is: ``--table`` (CSV, JSON list or JSONL of rows keyed by ``file``, ``run`` or
 ``run`` + ``epoch``), and Lightning's ``hparams.yaml`` / ``metrics.csv`` in the run's folder or the
 two above it. Rows with an epoch give that checkpoint's metrics (numbers not already a
-hyperparameter of the run); otherwise measurements (names with acc, loss, error, ...:
+hyperparameter of the run, and, unless named as a measurement, not one value at every epoch of
+the run: such a column, e.g. a learning rate repeated on each row, is a hyperparameter); otherwise measurements (names with acc, loss, error, ...:
 ``writer.is_metric``) are the metrics of the run's last checkpoint (or of the file's checkpoint),
 and other values its hyperparameters (``seed``, ``activation`` and ``split`` also set the run's
 own fields).
@@ -276,16 +277,23 @@ def open(sources: list[Path], pattern: str | None = None, table: str | Path | No
                             metrics[target][k] = float(v)
                         else:
                             hparams[k] = v
-            for e in epochs:
-                for row in by_epoch.get((run, e), []):
-                    used.add(id(row))
-                    for k, v in row.items():
-                        if k in ("file", "path", "run", "epoch") or v is None:
-                            continue
-                        if isinstance(v, (int, float)) and (is_metric(k) or k not in hparams):
-                            metrics[e][k] = float(v)
-                        else:
-                            hparams[k] = v
+            epoch_rows = [(e, row) for e in epochs for row in by_epoch.get((run, e), [])]
+            # a column that is not named as a measurement and holds one value at every epoch of the
+            # run is a property of the run (a hyperparameter), not of its checkpoints
+            values: dict[str, set] = {}
+            for _, row in epoch_rows:
+                for k, v in row.items():
+                    values.setdefault(k, set()).add(v)
+            for e, row in epoch_rows:
+                used.add(id(row))
+                for k, v in row.items():
+                    if k in ("file", "path", "run", "epoch") or v is None:
+                        continue
+                    per_run = not is_metric(k) and len(values[k]) == 1
+                    if isinstance(v, (int, float)) and not per_run and (is_metric(k) or k not in hparams):
+                        metrics[e][k] = float(v)
+                    else:
+                        hparams[k] = v
             own = {k: hparams.get(k) for k in RUN_FIELDS}
             yield ImportedRun(
                 run=run, source=str(ckpts[epochs[0]] if len(epochs) == 1 else ckpts[epochs[0]].parent),
