@@ -377,3 +377,22 @@ def test_a_broken_format_module_costs_only_its_own_format(monkeypatch, capsys, t
         assert formats.detect_format([tmp_path / "ck"]) == "folder"
     finally:
         formats._load.cache_clear()
+
+
+def test_reader_options_from_the_command_line(tmp_path, capsys):
+    """``--option KEY=VALUE`` reaches the format's reader; one it does not take is refused, naming it."""
+    from wsl.cli.main import main
+
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    torch.save(torch.nn.Sequential(torch.nn.Linear(4, 3)).state_dict(), folder / "a_3.pt")
+    assert main(["zoo", "import", str(folder), "--out", str(tmp_path / "z.h5"), "--quiet",
+                 "--option", "pattern={run}_{epoch}.pt", "--activation", "relu"]) == 0
+    with Zoo(tmp_path / "z.h5") as z:
+        assert list(z.checkpoint_epochs) == [3]  # read by the pattern given as an option
+    capsys.readouterr()
+    assert main(["zoo", "import", str(folder), "--out", str(tmp_path / "y.h5"), "--option", "split_points=[1, 2]"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--split_points: not an option of format 'folder'" in err[0]
+    assert main(["zoo", "import", str(folder), "--out", str(tmp_path / "x.h5"), "--option", "nokey"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err

@@ -104,13 +104,30 @@ def _zoo_import(args) -> int:
     from wsl.interchange.formats import import_zoo
     from zoo.store import Zoo
 
-    out = import_zoo(args.sources, args.out, args.format, pattern=args.pattern, table=args.table,
-                     architecture=args.architecture, activation=args.activation, strict=args.strict,
-                     workers=args.workers, progress=not args.quiet)
+    options = _reader_options(args.option)
+    options.update({k: v for k, v in (("pattern", args.pattern), ("table", args.table)) if v is not None})
+    out = import_zoo(args.sources, args.out, args.format, architecture=args.architecture, activation=args.activation,
+                     strict=args.strict, workers=args.workers, progress=not args.quiet, **options)
     with Zoo(out) as z:
         print(z.summary())
     print(f"imported zoo written to {out}")
     return 0
+
+
+def _reader_options(pairs: list[str]) -> dict:
+    """``--option KEY=VALUE`` pairs, each value read as YAML (numbers, lists, strings)."""
+    import yaml
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"--option {pair!r}: expected KEY=VALUE, e.g. split_index=index.txt")
+        try:
+            options[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:  # not YAML (a pattern such as *.pt): the text itself
+            options[key.strip()] = value
+    return options
 
 
 def _predict(args) -> int:
@@ -254,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--strict", action="store_true",
                     help="refuse the import when a run does not match the weight space (default: skip it and say why)")
     im.add_argument("--workers", type=int, default=1, metavar="N", help="processes reading files (default 1)")
+    im.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="an option of the format's reader (repeat for several), e.g. split_index=index.txt for "
+                    "the Small CNN Zoo or split_points=[45000,50000] for NFN's SIRENs (docs/import-export.md)")
     im.add_argument("--quiet", action="store_true", help="no progress bar")
     im.set_defaults(func=_zoo_import)
 
