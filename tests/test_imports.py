@@ -13,7 +13,7 @@ LAYERS = [
     {"wsl.weights"},
     {"wsl.nn", "wsl.data"},
     {"wsl.core"},
-    {"wsl.prediction", "wsl.diffusion", "wsl.hyper", "wsl.interchange"},
+    {"wsl.prediction", "wsl.diffusion", "wsl.hyper", "wsl.interchange", "wsl.merging", "wsl.landscape"},
     {"wsl.cli"},
 ]
 LEVEL = {pkg: k for k, layer in enumerate(LAYERS) for pkg in layer}

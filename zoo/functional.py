@@ -71,7 +71,8 @@ def _dropout(h: Tensor, p: Tensor | None, model_axis: int, keys: Tensor, step: T
 
 def population_forward(spec: WeightSpaceSpec, params: list[Tensor], x: Tensor, *,
                        activation: str | list[str] | None = None, dropout: Tensor | float | None = None,
-                       dropout_keys: Tensor | None = None, dropout_step: int | Tensor = 0) -> Tensor:
+                       dropout_keys: Tensor | None = None, dropout_step: int | Tensor = 0,
+                       hidden: list[Tensor] | None = None) -> Tensor:
     """Outputs ``[M, B, out]`` of M networks.
 
     ``x`` is either shared by all models, ``[B, *input_shape]``, or per model,
@@ -80,9 +81,14 @@ def population_forward(spec: WeightSpaceSpec, params: list[Tensor], x: Tensor, *
     (default: drawn from torch's global generator) and ``dropout_step``. ``activation`` overrides
     ``spec.activation`` (needed when it varies per model): one name for all networks, or one per
     network (each group of equal names runs as one population).
+
+    ``hidden``: a list that receives every hidden layer's output (after its activation and
+    dropout), in layer order: ``[M, B, out]`` for a linear layer, ``[M, B, C, *S]`` for a
+    convolution (before pooling). Representation similarity (``wsl.landscape.similarity``) reads it.
     """
     if isinstance(activation, (list, tuple)):
-        return _forward_per_activation(spec, params, x, list(activation), dropout, dropout_keys, dropout_step)
+        return _forward_per_activation(spec, params, x, list(activation), dropout, dropout_keys, dropout_step,
+                                       hidden)
     act_name = activation or spec.activation
     if act_name is None:
         raise InputError("this weight space has a per-model activation: pass activation=")
@@ -126,6 +132,8 @@ def population_forward(spec: WeightSpaceSpec, params: list[Tensor], x: Tensor, *
                 if dropout is not None:
                     B = h.shape[0]
                     h = _dropout(h.view(B, M, -1, *h.shape[2:]), dropout, 1, dropout_keys, dropout_step, i).view(h.shape)
+                if hidden is not None:
+                    hidden.append(h.view(h.shape[0], M, -1, *h.shape[2:]).transpose(0, 1))
             continue
         if conv_mode:  # global average pooling, back to [M, B, C]
             B = h.shape[0]
@@ -147,22 +155,34 @@ def population_forward(spec: WeightSpaceSpec, params: list[Tensor], x: Tensor, *
             h = act(h)
             if dropout is not None:
                 h = _dropout(h, dropout, 0, dropout_keys, dropout_step, i)
+            if hidden is not None:
+                hidden.append(h)
     return h
 
 
 def _forward_per_activation(spec: WeightSpaceSpec, params: list[Tensor], x: Tensor, names: list[str],
-                            dropout: Tensor | float | None, keys: Tensor | None, step: int | Tensor) -> Tensor:
+                            dropout: Tensor | float | None, keys: Tensor | None, step: int | Tensor,
+                            hidden: list[Tensor] | None = None) -> Tensor:
     M = params[0].shape[0]
     if len(names) != M:
         raise InputError(f"activation: {len(names)} names for {M} networks")
-    out = None
+    out, hidden_out = None, None
     for act in sorted(set(names)):
         rows = torch.tensor([i for i, a in enumerate(names) if a == act], device=params[0].device)
         xs = x if x.dim() == len(spec.input_shape) + 1 else x[rows]
+        part_hidden = [] if hidden is not None else None
         part = population_forward(spec, [p[rows] for p in params], xs, activation=act,
                                   dropout=dropout[rows] if torch.is_tensor(dropout) else dropout,
-                                  dropout_keys=None if keys is None else keys[rows], dropout_step=step)
+                                  dropout_keys=None if keys is None else keys[rows], dropout_step=step,
+                                  hidden=part_hidden)
         if out is None:
             out = part.new_empty(M, *part.shape[1:])
+            if hidden is not None:
+                hidden_out = [h.new_empty(M, *h.shape[1:]) for h in part_hidden]
         out[rows] = part
+        if hidden is not None:
+            for dst, h in zip(hidden_out, part_hidden):
+                dst[rows] = h
+    if hidden is not None:
+        hidden.extend(hidden_out)
     return out

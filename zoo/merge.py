@@ -91,7 +91,7 @@ def merge(parts: list[str | Path], out: str | Path, block: int = 1024) -> Path:
                    checkpoint_epochs=first.checkpoint_epochs, metric_names=first.metric_names, indices=indices,
                    seeds=np.concatenate([z.seed for z in zoos]), hparams=hparams, chunk_size=first.chunk_size,
                    shard=shard, signals=_signals(zoos) if first.is_inr else None,
-                   random_streams=first.random_streams, generated=first.generated)
+                   random_streams=first.random_streams, generated=first.generated, merged=first.merged)
         offset = 0
         for z in zoos:
             status, div = z.status, z.diverged_epoch

@@ -32,6 +32,10 @@ Layout (format ``wsl-zoo``, version 1)::
                            of each file or of their manifest, options, runs skipped and why); its
                            config_hash starts with "imported-" unless the zoo was exported from a
                            zoo file and keeps that one's
+        merged             only in zoos of networks merged from runs of another (``wsl merge``,
+                           ``wsl.merging``): their provenance (JSON: method, source zoo, runs,
+                           options, choices made on validation data); config as for generated
+                           zoos, config_hash starting with "merged-"
     /params/<param name>   float32 [M, C, *shape]; HDF5 chunk = 16 consecutive models at one
                            checkpoint (fewer for parameters over 64 KiB), uncompressed, with
                            fletcher32 checksums; NaN where never written (every other dataset is
@@ -42,6 +46,11 @@ Layout (format ``wsl-zoo``, version 1)::
     /models/seed           uint32 [M]: the model's seed (init, subset, label noise, data order)
     /models/status         uint8 [M]: 0 pending, 1 done, 2 diverged (``STATUS_NAMES``)
     /models/diverged_epoch int32 [M]: first epoch with NaN/inf, -1 if none
+    /annotations/<name>    float32 [M], optional: what was computed from the stored weights after
+                           training (``wsl zoo annotate``, ``wsl.landscape``: Hessian trace, top
+                           eigenvalue, CKA), NaN for runs not annotated; attribute ``info`` (JSON:
+                           the checkpoint epoch, estimator and its options). Files without the
+                           group read as before (no annotations)
 
 INR zoos (one network fitted per signal, ``zoo.signals``) also hold what each model fits::
 
@@ -136,12 +145,14 @@ def create_zoo(path: str | Path, *, name: str, config_json: str, config_hash: st
                indices: np.ndarray, seeds: np.ndarray, hparams: dict[str, list], chunk_size: int,
                shard: tuple[int, int] = (0, 1), signals: dict[str, Any] | None = None,
                random_streams: str = RANDOM_STREAMS, generated: dict[str, Any] | None = None,
-               subset: dict[str, Any] | None = None, imported: dict[str, Any] | None = None) -> None:
+               subset: dict[str, Any] | None = None, imported: dict[str, Any] | None = None,
+               merged: dict[str, Any] | None = None) -> None:
     """Make an empty zoo file (every model pending) atomically: written beside, then renamed.
     ``signals`` (INR zoos): ``{"coords": [P, d], "values": [M, P, d_out], "fields": {name: [M]}}``.
     ``generated``: the provenance of generated networks, stored as the ``generated`` attribute;
     ``subset``: that of a zoo cut from another, stored as the ``subset`` attribute; ``imported``:
-    that of networks read from other files (``wsl zoo import``), as the ``imported`` attribute."""
+    that of networks read from other files (``wsl zoo import``), as the ``imported`` attribute;
+    ``merged``: that of networks merged from runs of a zoo (``wsl merge``), as the ``merged`` attribute."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -161,6 +172,8 @@ def create_zoo(path: str | Path, *, name: str, config_json: str, config_hash: st
             f.attrs["subset"] = json.dumps(subset, sort_keys=True, default=_json_value)
         if imported is not None:
             f.attrs["imported"] = json.dumps(imported, sort_keys=True, default=_json_value)
+        if merged is not None:
+            f.attrs["merged"] = json.dumps(merged, sort_keys=True, default=_json_value)
         g = f.create_group("params")
         for p in spec.params:
             g.create_dataset(p.name, shape=(M, C, *p.shape), dtype="f4",
@@ -234,6 +247,24 @@ def _small_dataset(group: h5py.Group, name: str, data: np.ndarray) -> None:
                          compression_opts=1, shuffle=True, fletcher32=True)
 
 
+def write_annotations(path: str | Path, values: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+    """Write (or replace) per-run annotations ``name -> [M]`` into ``/annotations`` with ``info``
+    (JSON) as each one's attribute; every other dataset of the file is left as it is."""
+    with _open(path, "a") as f:
+        _check_format(f, path)
+        M = f["models/index"].shape[0]
+        g = f.require_group("annotations")
+        for name, vals in values.items():
+            vals = np.asarray(vals, dtype=np.float32)
+            if vals.shape != (M,) or not name or "/" in name:
+                raise InputError(f"{path}: annotation {name!r}: expected a name without '/' and [{M}] values, "
+                                 f"found shape {list(vals.shape)}")
+            if name in g:
+                del g[name]
+            _small_dataset(g, name, vals)
+            g[name].attrs["info"] = json.dumps(info, sort_keys=True, default=_json_value)
+
+
 def write_models(path: str | Path, rows: np.ndarray, params: dict[str, np.ndarray], metrics: dict[str, np.ndarray],
                  status: np.ndarray, diverged_epoch: np.ndarray) -> None:
     """Write finished models at file rows ``rows`` (sorted); their status last, in the same flush."""
@@ -279,6 +310,7 @@ class Zoo:
         self.metric_names = json.loads(a["metric_names"])
         self.hparam_names = json.loads(a["hparam_names"])
         self.signal_names: list[str] = json.loads(a.get("signal_fields", "[]"))
+        self.annotation_names: list[str] = sorted(self.file["annotations"]) if "annotations" in self.file else []
         self.shard = (int(a["shard_index"]), int(a["shard_count"]))
         self.chunk_size = int(a["chunk_size"])
         self.random_streams = random_streams_of(a)
@@ -325,6 +357,13 @@ class Zoo:
         """Where an imported zoo's networks came from (``wsl zoo import``: format, sources, file
         digests, options); None for a zoo trained or generated here."""
         text = self.file.attrs.get("imported")
+        return None if text is None else json.loads(text)
+
+    @property
+    def merged(self) -> dict[str, Any] | None:
+        """The provenance of a zoo of merged networks (``wsl merge``: method, source zoo, runs,
+        options); None for any other zoo."""
+        text = self.file.attrs.get("merged")
         return None if text is None else json.loads(text)
 
     @property
@@ -396,8 +435,22 @@ class Zoo:
             return self.hparam(name)
         if name in self.signal_names:
             return self.signal(name)
+        if name in self.annotation_names:
+            return self.annotation(name)
         raise UnknownNameError(f"{self.path}: {name!r} is neither a metric {self.metric_names}, a hyperparameter "
-                       f"{self.hparam_names}" + (f" nor a signal field {self.signal_names}" if self.signal_names else ""))
+                       f"{self.hparam_names}" + (f", a signal field {self.signal_names}" if self.signal_names else "")
+                       + (f" nor an annotation {self.annotation_names}" if self.annotation_names else ""))
+
+    def annotation(self, name: str) -> np.ndarray:
+        """[M] float32 values of an annotation (``write_annotations``), NaN for runs not annotated."""
+        if name not in self.annotation_names:
+            raise UnknownNameError(f"{self.path}: no annotation {name!r}; annotations: {self.annotation_names or 'none'}")
+        return self.file["annotations"][name][()]
+
+    def annotation_info(self, name: str) -> dict[str, Any]:
+        """How an annotation was computed (its ``info`` attribute)."""
+        self.annotation(name)  # validates the name
+        return json.loads(self.file["annotations"][name].attrs.get("info", "{}"))
 
     def select(self, *, status: str | None = "done", checkpoint: int = -1, **conditions) -> np.ndarray:
         """File rows of the models that meet every condition, e.g.
@@ -550,8 +603,12 @@ class Zoo:
             + ")" + (f", shard {self.shard[0]}/{self.shard[1]}" if self.shard[1] > 1 else ""),
             f"checkpts   epochs {self.checkpoint_epochs}",
         ]
-        gen = self.generated
-        if gen is None and "imported" in self.file.attrs and "init" not in self.config:
+        gen, merged = self.generated, self.merged
+        if merged is not None:  # the source zoo's config: its init is not these networks'
+            lines.append("merged     " + ", ".join(f"{k} {_short_value(v)}" for k, v in merged.items()
+                                                   if k in ("method", "runs", "pretrained", "lambda", "source_zoo",
+                                                            "checkpoint_epoch", "score_on")))
+        elif gen is None and "imported" in self.file.attrs and "init" not in self.config:
             pass  # networks trained elsewhere: how they were initialised is not known
         elif gen is None:
             init = self.config.get("init", {})  # zoos made before the field: independent, standard
@@ -577,6 +634,13 @@ class Zoo:
             if len(v):
                 q = np.quantile(v, [0, 0.05, 0.5, 0.95, 1])
                 lines.append(f"  {m:<11}" + " / ".join(f"{x:.4g}" for x in q))
+        for m in self.annotation_names:  # wsl zoo annotate: one value per run, NaN where not computed
+            v = self.annotation(m)[done]
+            v = v[~np.isnan(v)]
+            if len(v):
+                q = np.quantile(v, [0, 0.05, 0.5, 0.95, 1])
+                lines.append(f"  {m:<16}" + " / ".join(f"{x:.4g}" for x in q)
+                             + f" (annotation, epoch {self.annotation_info(m).get('checkpoint_epoch')})")
         if self.hparam_names:
             # a generated zoo's per-model columns are the conditions each network was asked for
             lines.append("requested per network:" if gen is not None else "hyperparameters:")

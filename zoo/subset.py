@@ -142,7 +142,8 @@ def subset_zoo(path: str | Path, out: str | Path, where: Sequence[str] = (), *, 
                        spec=z.spec, task_info=z.task, checkpoint_epochs=z.checkpoint_epochs,
                        metric_names=z.metric_names, indices=z.index[rows], seeds=z.seed[rows],
                        hparams={h: z.hparam(h)[rows].tolist() for h in z.hparam_names}, chunk_size=z.chunk_size,
-                       signals=signals, random_streams=z.random_streams, generated=z.generated, subset=provenance)
+                       signals=signals, random_streams=z.random_streams, generated=z.generated, subset=provenance,
+                       merged=z.merged)
             source_status, diverged = z.status[rows], z.diverged_epoch[rows]
             finished = np.flatnonzero(source_status != STATUS_PENDING)  # pending ones stay as created
             for s in range(0, len(finished), block):

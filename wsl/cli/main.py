@@ -1,6 +1,6 @@
-"""The ``wsl`` command: ``wsl zoo generate|info|render|verify|merge|export|subset|import``, ``wsl fit|validate|test`` (LightningCLI:
+"""The ``wsl`` command: ``wsl zoo generate|info|render|verify|merge|export|subset|import|annotate``, ``wsl fit|validate|test`` (LightningCLI:
 predictors, generators, hypernetworks), ``wsl predict``, ``wsl sample``, ``wsl evaluate-generated``,
-``wsl hyper search`` and ``wsl demo``."""
+``wsl merge``, ``wsl hyper search`` and ``wsl demo``."""
 from __future__ import annotations
 
 import argparse
@@ -100,6 +100,21 @@ def _zoo_subset(args) -> int:
     return 0
 
 
+def _zoo_annotate(args) -> int:
+    import numpy as np
+
+    from wsl.landscape.annotate import annotate_zoo
+
+    out = annotate_zoo(args.file, hessian=args.hessian, cka=args.cka, checkpoint=args.checkpoint,
+                       probes=args.probes, iters=args.iters, examples=args.examples, seed=args.seed,
+                       data_dir=args.data_dir, log=lambda s: print(s, file=sys.stderr, flush=True))
+    for name, v in out.items():
+        done = v[~np.isnan(v)]
+        print(f"{name}: {len(done)} runs, median {np.median(done):.4g}, range [{done.min():.4g}, {done.max():.4g}]")
+    print(f"annotations {', '.join(out)} written to {args.file}")
+    return 0
+
+
 def _zoo_import(args) -> int:
     from wsl.interchange.formats import import_zoo
     from zoo.store import Zoo
@@ -148,6 +163,38 @@ def _sample(args) -> int:
     with Zoo(path) as z:
         print(z.summary())
     print(f"generated zoo written to {path}")
+    return 0
+
+
+def _numbers(text: str | None, what: str, kind=float) -> list | None:
+    """A comma-separated list of numbers (``1,2,3``), or None."""
+    if text is None:
+        return None
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{what}: expected comma-separated {kind.__name__}s such as 1,2,3, found {text!r}") from None
+
+
+def _merge(args) -> int:
+    from wsl.diffusion.networks import write_generated_zoo
+    from wsl.merging.zoo_merge import merge_runs
+    from zoo.store import Zoo
+
+    if Path(args.out).exists() and not args.overwrite:
+        raise InputError(f"--out {args.out}: the file exists; give --overwrite to replace it (a merged zoo only), "
+                         f"or another path")
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    m = merge_runs(args.file, args.method, _numbers(args.runs, "--runs", int), checkpoint=args.checkpoint,
+                   pretrained=args.pretrained, lam=args.lam, lambdas=_numbers(args.lambdas, "--lambdas"),
+                   top_k=args.top_k, p=args.p, dare_merge=args.dare_merge, beta=args.beta, gamma=args.gamma,
+                   seed=args.seed, score_on=args.score_on, data_dir=args.data_dir, log=log)
+    path = write_generated_zoo(args.out, name=f"{m.config.get('name', 'zoo')}-merged", source_config=m.config,
+                               spec=m.wb.spec, task=m.task, wb=m.wb, hparams=m.hparams, generated=m.provenance,
+                               checkpoint_epoch=m.checkpoint_epoch, log=log, mark="merged")
+    with Zoo(path) as z:
+        print(z.summary())
+    print(f"merged zoo written to {path}")
     return 0
 
 
@@ -248,6 +295,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="the zoo file to write (.h5); must not exist")
     s.set_defaults(func=_zoo_subset)
 
+    an = zoo.add_parser("annotate", help="store each run's loss-landscape figures (Hessian trace and top eigenvalue, "
+                        "CKA) in the zoo as /annotations, usable as predictor targets")
+    an.add_argument("file", help="zoo file (.h5) to annotate (written in place)")
+    an.add_argument("--hessian", action="store_true", help="hessian_trace (Hutchinson) and hessian_top_eig "
+                    "(power iteration) of the training loss")
+    an.add_argument("--cka", action="store_true", help="cka_mean: linear CKA of the hidden layers with other runs")
+    an.add_argument("--checkpoint", type=int, default=-1, metavar="POS",
+                    help="checkpoint position whose weights are annotated (default -1: the last)")
+    an.add_argument("--probes", type=int, default=10, help="Rademacher probes per run for the trace (default 10)")
+    an.add_argument("--iters", type=int, default=100, help="most power-iteration steps (default 100)")
+    an.add_argument("--examples", type=int, default=256, help="training examples the loss is taken on (default 256)")
+    an.add_argument("--seed", type=int, default=0, help="seed of the probes, starts and CKA partners (default 0)")
+    an.add_argument("--data-dir", help="where the task's data files are, if elsewhere than when the zoo was made")
+    an.set_defaults(func=_zoo_annotate)
+
     im = zoo.add_parser("import", help="read checkpoint folders, exported zoos or the field's public zoos into "
                         "one zoo file (resumes an interrupted import)")
     im.add_argument("sources", nargs="+", metavar="SOURCE",
@@ -331,6 +393,44 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-reference", type=int, help="at most this many reference networks (a seeded subset)")
     e.add_argument("--data-dir", help="folder of the task's IDX files (MNIST, Fashion-MNIST), if not the stored one")
     e.set_defaults(func=_evaluate_generated)
+
+    mg = sub.add_parser("merge", help="merge runs of a zoo into one network (soups, task arithmetic, TIES, DARE, "
+                        "breadcrumbs, aligned averaging), written as a zoo file marked as merged")
+    mg.add_argument("file", help="zoo file (.h5) whose runs are merged")
+    mg.add_argument("--method", required=True, metavar="METHOD",
+                    help="soup | greedy-soup | task-arithmetic | ties | dare | breadcrumbs | aligned-average "
+                    "(docs/merging.md)")
+    mg.add_argument("--runs", required=True, metavar="R1,R2,...", help="run ids to merge (at least 2), e.g. 1,2,3")
+    mg.add_argument("--checkpoint", type=int, default=-1, help="checkpoint position of the runs (-1 = last)")
+    mg.add_argument("--pretrained", metavar="RUN|init",
+                    help="task-vector methods: the pretrained network, a run (at --checkpoint) or init (the runs' "
+                    "shared initialisation, zoos with init: shared)")
+    mg.add_argument("--lambda", dest="lam", type=float, metavar="X",
+                    help="task-vector methods: the scale of the merged task vector (default: chosen on --lambdas)")
+    mg.add_argument("--lambdas", metavar="GRID",
+                    help="task-vector methods: comma-separated scales, the best on validation data is kept "
+                    "(default 0.05,0.10,...,1.0; ties and dare with --dare-merge ties 0.5,0.6,...,2.0)")
+    mg.add_argument("--top-k", type=float, default=0.2,
+                    help="ties (and dare with --dare-merge ties): fraction of each task vector's entries kept, by "
+                    "magnitude (default 0.2)")
+    mg.add_argument("--p", type=float, default=0.5, help="dare: probability of dropping a task-vector entry (default 0.5)")
+    mg.add_argument("--dare-merge", default="task-arithmetic", metavar="task-arithmetic|ties",
+                    help="dare: how the dropped and rescaled task vectors are merged (default task-arithmetic)")
+    mg.add_argument("--beta", type=float, default=0.01,
+                    help="breadcrumbs: fraction of largest magnitudes masked per parameter tensor (default 0.01)")
+    mg.add_argument("--gamma", type=float, default=0.85,
+                    help="breadcrumbs: fraction of smallest magnitudes masked per parameter tensor (default 0.85)")
+    mg.add_argument("--seed", type=int, default=0,
+                    help="dare: seed of the dropped entries; aligned-average: of weight matching's order (default 0)")
+    mg.add_argument("--score-on", default="val", metavar="SPLIT",
+                    help="examples that score choices (lambda, greedy soup's ingredients): val (default) or train; "
+                    "test is refused")
+    mg.add_argument("--data-dir", help="folder of the task's IDX files (MNIST, Fashion-MNIST), if not the stored one")
+    mg.add_argument("--out", required=True, help="zoo file to write (.h5); an existing file is refused unless "
+                    "--overwrite is given")
+    mg.add_argument("--overwrite", action="store_true",
+                    help="replace an existing --out file (only a merged zoo: no other zoo is ever replaced)")
+    mg.set_defaults(func=_merge)
 
     h = sub.add_parser("hyper", help="hypernetworks: tune hyperparameters through a trained one")
     hyper = h.add_subparsers(dest="hyper_cmd", required=True)

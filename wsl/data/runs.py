@@ -119,6 +119,7 @@ class ZooRuns:
             raise InputError("no zoo files given; give one or more zoo files")
         self.specs, self.configs, self.config_hashes, self.checkpoint_epochs, self.is_inr = [], [], [], [], []
         self.metric_names, self.hparam_names, self.signal_names = [], [], []
+        self.annotation_names: list[list[str]] = []
         self._row: list[dict[int, int]] = []
         self._columns: dict[tuple[int, str], np.ndarray] = {}
         self.done: list[Run] = []
@@ -133,6 +134,7 @@ class ZooRuns:
                 self.metric_names.append(list(z.metric_names))
                 self.hparam_names.append(list(z.hparam_names))
                 self.signal_names.append(list(z.signal_names))
+                self.annotation_names.append(list(z.annotation_names))
                 self._row.append({int(i): r for r, i in enumerate(z.index)})
                 status = z.status
                 self.done += [(fi, int(i)) for i in z.index[status == STATUS_DONE]]
@@ -197,16 +199,20 @@ class ZooRuns:
         return int(self.rows(run[0], [run[1]])[0])
 
     def kind(self, fi: int, name: str) -> str:
-        """``metric`` (a value per checkpoint), ``hyperparameter`` or ``signal field`` (per run)."""
+        """``metric`` (a value per checkpoint), ``hyperparameter``, ``signal field`` or ``annotation``
+        (per run; ``zoo.store.write_annotations``)."""
         if name in self.metric_names[fi]:
             return "metric"
         if name in self.hparam_names[fi]:
             return "hyperparameter"
         if name in self.signal_names[fi]:
             return "signal field"
+        if name in self.annotation_names[fi]:
+            return "annotation"
         raise UnknownNameError(f"{self.paths[fi]}: {name!r} is neither a stored metric {self.metric_names[fi]}, a "
-                       f"hyperparameter {self.hparam_names[fi]} nor a signal field "
-                       f"{self.signal_names[fi] or '(none: not an INR zoo)'}")
+                       f"hyperparameter {self.hparam_names[fi]}, a signal field "
+                       f"{self.signal_names[fi] or '(none: not an INR zoo)'} nor an annotation "
+                       f"{self.annotation_names[fi] or '(none: see wsl zoo annotate)'}")
 
     def column(self, fi: int, name: str) -> np.ndarray:
         """Every row's stored ``name`` in file ``fi``: ``[M, checkpoints]`` for a metric, ``[M]``
@@ -216,7 +222,7 @@ class ZooRuns:
             kind = self.kind(fi, name)
             with Zoo(self.paths[fi]) as z:
                 v = z.metric(name) if kind == "metric" else z.hparam(name) if kind == "hyperparameter" \
-                    else z.signal(name)
+                    else z.annotation(name) if kind == "annotation" else z.signal(name)
             self._columns[key] = v.astype(str) if v.dtype.kind in "OUS" else v
         return self._columns[key]
 

@@ -171,17 +171,18 @@ def _plain_json(generated: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(generated, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
 
 
-def generated_hash(generated: dict[str, Any]) -> str:
-    """The config_hash of a generated zoo: "generated-" and a hash of its provenance. Trained zoos'
-    hashes are bare hex digests, so ``wsl zoo generate`` never resumes into (or over) such a file."""
+def generated_hash(generated: dict[str, Any], mark: str = "generated") -> str:
+    """The config_hash of a generated (or merged) zoo: ``mark``, "-" and a hash of its provenance.
+    Trained zoos' hashes are bare hex digests, so ``wsl zoo generate`` never resumes into (or over)
+    such a file."""
     text = json.dumps(_plain_json(generated), sort_keys=True)
-    return "generated-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return f"{mark}-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def write_generated_zoo(path: str | Path, *, name: str, source_config: dict[str, Any], spec: WeightSpaceSpec,
                         task: TaskData | SignalSet, wb: WeightBatch, hparams: dict[str, list],
                         generated: dict[str, Any],
-                        checkpoint_epoch: int, log=lambda s: None) -> Path:
+                        checkpoint_epoch: int, log=lambda s: None, mark: str = "generated") -> Path:
     """Write generated networks as a zoo file with one checkpoint (epoch ``checkpoint_epoch``, the
     source checkpoint they imitate) and every metric computed by running them on ``task`` (INRs:
     ``mse`` / ``psnr`` to the nearest test signal, which is stored as their signal).
@@ -191,15 +192,19 @@ def write_generated_zoo(path: str | Path, *, name: str, source_config: dict[str,
     network was asked for); ``source_config`` is stored as the file's config, so that the task can
     be rebuilt from the file (``source_task``). An existing generated zoo at ``path`` is replaced;
     any other file is not (a trained zoo is never overwritten by mistake). ``log`` receives a line
-    before the networks are run and before they are written."""
+    before the networks are run and before they are written. ``mark``: what the networks are,
+    ``"generated"`` (``wsl sample``) or ``"merged"`` (``wsl merge``): the file attribute that holds
+    the provenance ``generated`` and the prefix of the config_hash."""
+    if mark not in ("generated", "merged"):
+        raise InputError(f"mark must be 'generated' or 'merged', found {mark!r}")
     path = Path(path)
     if path.exists():
         try:
             ident = zoo_identity(path)["config_hash"]
         except ZooFileError:
             ident = None
-        if ident is None or not ident.startswith("generated-"):
-            raise ZooFileError(f"{path}: exists and is not a generated zoo; refusing to overwrite it. Choose another "
+        if ident is None or not ident.startswith(f"{mark}-"):
+            raise ZooFileError(f"{path}: exists and is not a {mark} zoo; refusing to overwrite it. Choose another "
                                f"output or delete the file.")
     generated = _plain_json(generated)
     M = len(wb)
@@ -233,10 +238,10 @@ def write_generated_zoo(path: str | Path, *, name: str, source_config: dict[str,
     seed = generated.get("seed")
     seed = seed % 2 ** 32 if isinstance(seed, int) and not isinstance(seed, bool) else 0  # the sampling seed
     create_zoo(path, name=name, config_json=json.dumps(source_config, sort_keys=True),
-               config_hash=generated_hash(generated), spec=spec, task_info=info,
+               config_hash=generated_hash(generated, mark), spec=spec, task_info=info,
                checkpoint_epochs=[int(checkpoint_epoch)], metric_names=names,
                indices=np.arange(M), seeds=np.full(M, seed, dtype=np.uint32),
-               hparams={k: list(v) for k, v in hparams.items()}, chunk_size=M, signals=signals, generated=generated)
+               hparams={k: list(v) for k, v in hparams.items()}, chunk_size=M, signals=signals, **{mark: generated})
     params = {p.name: t.detach().float().cpu().numpy()[:, None] for p, t in zip(spec.params, wb.params())}
     write_models(path, np.arange(M), params, {m: v[:, None] for m, v in metrics.items()}, status, diverged_epoch)
     return path

@@ -1,0 +1,1 @@
+"""The loss landscape of a population: linear mode connectivity, sharpness, representation similarity."""

@@ -1,0 +1,1 @@
+"""Merging networks in weight space: soups, task arithmetic, TIES, DARE, breadcrumbs, aligned averaging."""
