@@ -5,11 +5,15 @@ Layout (format ``wsl-export``, version 1; ``wsl zoo import`` reads it back)::
     DIR/zoo.json           {"format": "wsl-export", "version": 1, "name", "config", "config_hash",
                             "spec" (the weight-space spec as a JSON string), "checkpoint_epochs"
                             (the exported epochs), "metric_names", "hparam_names", "task", "source"
-                            (the zoo's path), "split", "is_inr", "generated" (provenance or null)}
-    DIR/runs.csv           run,index,split,status,seed,<each hparam>,<each signal field>
+                            (the zoo's path), "split", "is_inr", "generated" (provenance or null),
+                            "annotations" ({name: info} of the per-run annotations), "pairs_info"
+                            (the info of /annotations/pairs, or null)}
+    DIR/runs.csv           run,index,split,status,seed,<each hparam>,<each signal field>,<each annotation>
     DIR/metrics.csv        run,epoch,<each metric>          (one row per exported checkpoint)
     DIR/run_<index:06d>/epoch_<epoch>.safetensors           (or .pt: a state_dict saved by torch.save)
     DIR/signals.safetensors  INR zoos only: coords [P, d], values [M, P, d_out] in runs.csv order
+    DIR/pairs.csv          only where the zoo has /annotations/pairs: run_a,run_b,kind,<each measure>
+                           (run ids as in runs.csv's index; the pairs whose two runs are exported)
 
 Why these names: the tensors carry ``TorchNet(spec)``'s parameter names, so a file loads with
 ``load_state_dict`` into the plain ``torch.nn`` network with nothing of ours installed. Why
@@ -164,10 +168,16 @@ def export_zoo(path: str | Path, out: str | Path, *, split: str = "all", fmt: st
                 written += len(span)
                 if log is not None and len(rows) > READ_ROWS:
                     log(f"export: {written}/{len(rows)} runs x {len(epochs)} checkpoint(s)")
+            pairs = z.annotation_pairs
+            if pairs is not None:
+                kept = np.isin(pairs["run_a"], index) & np.isin(pairs["run_b"], index)
+                _write_csv(tmp / "pairs.csv", list(pairs), zip(*(v[kept] for v in pairs.values())))
             info = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "name": z.name, "config": z.config,
                     "config_hash": z.config_hash, "spec": z.spec.to_json(), "checkpoint_epochs": epochs,
                     "metric_names": z.metric_names, "hparam_names": z.hparam_names, "task": z.task,
-                    "source": str(z.path), "split": split, "is_inr": z.is_inr, "generated": z.generated}
+                    "source": str(z.path), "split": split, "is_inr": z.is_inr, "generated": z.generated,
+                    "annotations": {a: z.annotation_info(a) for a in z.annotation_names},
+                    "pairs_info": z.annotation_pairs_info}
             (tmp / "zoo.json").write_text(json.dumps(info, indent=1, default=str) + "\n")
             if out.exists():
                 out.rmdir()  # the empty folder the user named
@@ -179,12 +189,17 @@ def export_zoo(path: str | Path, out: str | Path, *, split: str = "all", fmt: st
 
 
 def _write_runs(z: Zoo, tmp: Path, rows: np.ndarray, names: list[str]) -> None:
-    """runs.csv: one row per exported run, its hyperparameters and (INR zoos) signal fields."""
+    """runs.csv: one row per exported run, its hyperparameters, (INR zoos) signal fields and annotations."""
     fixed = ["run", "index", "split", "status", "seed"]
     signal_fields = [s for s in z.signal_names if s not in fixed and s not in z.hparam_names]
+    clash = sorted(set(z.annotation_names) & {*fixed, *z.hparam_names, *signal_fields})
+    if clash:
+        raise InputError(f"{z.path}: annotations {clash} share their names with runs.csv columns; expected "
+                         f"annotation names distinct from {[*fixed, *z.hparam_names, *signal_fields]}")
     split = z.signal("split")[rows] if "split" in z.signal_names else [""] * len(rows)
     status = z.status[rows]
-    columns = [z.hparam(h)[rows] for h in z.hparam_names] + [z.signal(s)[rows] for s in signal_fields]
-    _write_csv(tmp / "runs.csv", [*fixed, *z.hparam_names, *signal_fields],
+    columns = ([z.hparam(h)[rows] for h in z.hparam_names] + [z.signal(s)[rows] for s in signal_fields]
+               + [z.annotation(a)[rows] for a in z.annotation_names])
+    _write_csv(tmp / "runs.csv", [*fixed, *z.hparam_names, *signal_fields, *z.annotation_names],
                ([names[k], z.index[r], split[k], STATUS_NAMES[int(status[k])], z.seed[r], *(col[k] for col in columns)]
                 for k, r in enumerate(rows)))

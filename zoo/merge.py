@@ -7,6 +7,13 @@ is how the processes of ``wsl zoo generate --shard j/n --devices W`` join their 
 is an ordinary zoo file (a copy, so it stands alone), written beside and renamed into place when
 complete; models still pending in a part stay pending and ``wsl zoo generate`` on the merged file
 finishes them.
+
+Annotations (``/annotations``) join when every part carries the same ones computed alike (equal
+``info``): each run's value is its own, so the merged file holds what annotating it would give.
+Annotations whose values depend on partners chosen among a part's runs (``"population": true``
+in their info: ``cka_mean``, the ``lmc_*`` means and ``/annotations/pairs``) are refused: a run's
+partners in its part are not those it would have in the merged zoo. Merge the parts without them
+and annotate the merged file.
 """
 from __future__ import annotations
 
@@ -16,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import STATUS_PENDING, Zoo, ZooFileError, create_zoo, write_models
+from .store import PAIRS, STATUS_PENDING, Zoo, ZooFileError, create_zoo, write_annotations, write_models
 from .errors import InputError
 
 
@@ -47,6 +54,31 @@ def _nearest_block(have: list[int], count: int) -> range:
             j = have[0] // w
             return range(j * w, (j + 1) * w)
     return range(count)
+
+
+def _population_annotations(z: Zoo) -> list[str]:
+    """The annotations of ``z`` whose values depend on partners among its runs (files annotated
+    before the ``population`` key existed: ``cka_mean``)."""
+    names = [n for n in z.annotation_names if z.annotation_info(n).get("population", n == "cka_mean")]
+    return names + ([PAIRS] if z.annotation_pairs is not None else [])
+
+
+def _check_annotations(zoos: list[Zoo]) -> None:
+    """Refuse parts annotated differently, or with annotations that depend on the part's runs."""
+    first = zoos[0]
+    for z in zoos:
+        population = _population_annotations(z)
+        if population:
+            raise ZooFileError(f"{z.path}: annotations {population} compare each run with partners chosen among "
+                               f"this part's runs, so joined they would differ from annotating the merged zoo: "
+                               f"merge parts without them, then run wsl zoo annotate on the merged file")
+        if z.annotation_names != first.annotation_names:
+            raise ZooFileError(f"{z.path}: annotations {z.annotation_names}, {first.path}'s {first.annotation_names}: "
+                               f"annotate every part alike (or none) before merging")
+        for name in z.annotation_names:
+            if z.annotation_info(name) != first.annotation_info(name):
+                raise ZooFileError(f"{z.path}: annotation {name} computed as {z.annotation_info(name)}, "
+                                   f"{first.path}'s as {first.annotation_info(name)}: annotate every part alike")
 
 
 def merge(parts: list[str | Path], out: str | Path, block: int = 1024) -> Path:
@@ -81,6 +113,7 @@ def merge(parts: list[str | Path], out: str | Path, block: int = 1024) -> Path:
                                f"aligned block of them (shards j*W .. j*W+W-1, W >= 2 dividing {n}: shard j of n/W): "
                                f"found shards {distinct}, missing {missing} (to make shards {near.start}.."
                                f"{near.stop - 1}), duplicated {dupes}")
+        _check_annotations(zoos)
         zoos.sort(key=lambda z: z.shard[0])
         indices = np.concatenate([z.index for z in zoos])
         if not (np.diff(indices) > 0).all():
@@ -100,6 +133,9 @@ def merge(parts: list[str | Path], out: str | Path, block: int = 1024) -> Path:
                 rows = finished[s:s + block]
                 write_models(tmp, offset + rows, z.read_params(rows), z.read_metrics(rows), status[rows], div[rows])
             offset += len(z)
+        for name in first.annotation_names:
+            write_annotations(tmp, {name: np.concatenate([z.annotation(name) for z in zoos])},
+                              first.annotation_info(name))
         os.replace(tmp, out)  # a merge cut short leaves no file that looks like a zoo with pending models
     finally:
         for z in zoos:

@@ -49,8 +49,17 @@ Layout (format ``wsl-zoo``, version 1)::
     /annotations/<name>    float32 [M], optional: what was computed from the stored weights after
                            training (``wsl zoo annotate``, ``wsl.landscape``: Hessian trace, top
                            eigenvalue, CKA), NaN for runs not annotated; attribute ``info`` (JSON:
-                           the checkpoint epoch, estimator and its options). Files without the
-                           group read as before (no annotations)
+                           the checkpoint epoch, estimator and its options; ``"population":
+                           true`` where a run's value depends on partners chosen among the file's
+                           runs: CKA, LMC). Files without the group read as before (no annotations)
+    /annotations/pairs/    optional (``wsl zoo annotate --lmc``, ``write_annotation_pairs``): one
+                           row per pair of runs, [N] each: ``run_a``, ``run_b`` (int64 run ids, as
+                           /models/index), ``kind`` (UTF-8: "same_hparams", partners whose
+                           hyperparameters are equal, or "random"), and float32 measurements
+                           (``loss_barrier``, ``acc_barrier``, ``loss_barrier_matched``,
+                           ``acc_barrier_matched``; accuracy ones for classification only);
+                           attribute ``info`` (JSON: checkpoint epoch, points, pairs per run, seed,
+                           ...). Files without it read as before (no pairs)
 
 INR zoos (one network fitted per signal, ``zoo.signals``) also hold what each model fits::
 
@@ -256,13 +265,51 @@ def write_annotations(path: str | Path, values: dict[str, np.ndarray], info: dic
         g = f.require_group("annotations")
         for name, vals in values.items():
             vals = np.asarray(vals, dtype=np.float32)
-            if vals.shape != (M,) or not name or "/" in name:
-                raise InputError(f"{path}: annotation {name!r}: expected a name without '/' and [{M}] values, "
+            if vals.shape != (M,) or not name or "/" in name or name == PAIRS:
+                raise InputError(f"{path}: annotation {name!r}: expected a name without '/' (not {PAIRS!r}) and [{M}] values, "
                                  f"found shape {list(vals.shape)}")
             if name in g:
                 del g[name]
             _small_dataset(g, name, vals)
             g[name].attrs["info"] = json.dumps(info, sort_keys=True, default=_json_value)
+
+
+#: The group of per-pair annotations under /annotations, and its columns other than measurements.
+PAIRS = "pairs"
+PAIR_KEYS = ("run_a", "run_b", "kind")
+
+
+def write_annotation_pairs(path: str | Path, columns: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+    """Write (or replace) the per-pair annotations ``/annotations/pairs``: ``run_a``, ``run_b`` (run
+    ids), ``kind`` (strings) and float measurements, [N] each, with ``info`` (JSON) as the group's
+    attribute; every other dataset of the file is left as it is."""
+    missing = [k for k in PAIR_KEYS if k not in columns]
+    n = {len(np.asarray(v)) for v in columns.values()}
+    if missing or len(n) != 1:
+        raise InputError(f"{path}: annotation pairs: expected columns {list(PAIR_KEYS)} and measurements of one "
+                         f"length, found columns {sorted(columns)} of lengths {sorted(n)}")
+    with _open(path, "a") as f:
+        _check_format(f, path)
+        index = set(f["models/index"][()].tolist())
+        runs = np.concatenate([np.asarray(columns["run_a"]), np.asarray(columns["run_b"])]).astype(np.int64)
+        stray = sorted(set(runs.tolist()) - index)
+        if stray:
+            raise InputError(f"{path}: annotation pairs name runs {stray[:5]} that the file does not hold")
+        g = f.require_group("annotations")
+        if PAIRS in g:
+            del g[PAIRS]
+        pg = g.create_group(PAIRS)
+        for name, vals in columns.items():
+            if name == "kind":
+                enc = [str(v).encode() for v in vals]
+                data = np.asarray(enc, dtype=f"S{max([1, *map(len, enc)])}")  # UTF-8 bytes
+            else:
+                data = np.asarray(vals, dtype=np.int64 if name in ("run_a", "run_b") else np.float32)
+            if len(data):
+                _small_dataset(pg, name, data)
+            else:
+                pg.create_dataset(name, data=data)
+        pg.attrs["info"] = json.dumps(info, sort_keys=True, default=_json_value)
 
 
 def write_models(path: str | Path, rows: np.ndarray, params: dict[str, np.ndarray], metrics: dict[str, np.ndarray],
@@ -310,7 +357,8 @@ class Zoo:
         self.metric_names = json.loads(a["metric_names"])
         self.hparam_names = json.loads(a["hparam_names"])
         self.signal_names: list[str] = json.loads(a.get("signal_fields", "[]"))
-        self.annotation_names: list[str] = sorted(self.file["annotations"]) if "annotations" in self.file else []
+        self.annotation_names: list[str] = sorted(
+            k for k, v in self.file["annotations"].items() if isinstance(v, h5py.Dataset)) if "annotations" in self.file else []
         self.shard = (int(a["shard_index"]), int(a["shard_count"]))
         self.chunk_size = int(a["chunk_size"])
         self.random_streams = random_streams_of(a)
@@ -451,6 +499,21 @@ class Zoo:
         """How an annotation was computed (its ``info`` attribute)."""
         self.annotation(name)  # validates the name
         return json.loads(self.file["annotations"][name].attrs.get("info", "{}"))
+
+    @property
+    def annotation_pairs(self) -> dict[str, np.ndarray] | None:
+        """The per-pair annotations (``write_annotation_pairs``): column -> [N]; None where the file has none."""
+        if "annotations" not in self.file or PAIRS not in self.file["annotations"]:
+            return None
+        g = self.file["annotations"][PAIRS]
+        return {k: _read_column(g[k]) for k in g}
+
+    @property
+    def annotation_pairs_info(self) -> dict[str, Any] | None:
+        """How the per-pair annotations were computed (the group's ``info``); None where there are none."""
+        if "annotations" not in self.file or PAIRS not in self.file["annotations"]:
+            return None
+        return json.loads(self.file["annotations"][PAIRS].attrs.get("info", "{}"))
 
     def select(self, *, status: str | None = "done", checkpoint: int = -1, **conditions) -> np.ndarray:
         """File rows of the models that meet every condition, e.g.
@@ -639,8 +702,14 @@ class Zoo:
             v = v[~np.isnan(v)]
             if len(v):
                 q = np.quantile(v, [0, 0.05, 0.5, 0.95, 1])
-                lines.append(f"  {m:<16}" + " / ".join(f"{x:.4g}" for x in q)
+                lines.append(f"  {m + ' ':<17}" + " / ".join(f"{x:.4g}" for x in q)
                              + f" (annotation, epoch {self.annotation_info(m).get('checkpoint_epoch')})")
+        pairs = self.annotation_pairs
+        if pairs is not None:
+            kinds = ", ".join(f"{c} {k}" for k, c in zip(*np.unique(pairs["kind"].astype(str), return_counts=True)))
+            lines.append(f"  annotated pairs: {len(pairs['run_a'])} ({kinds or 'none'}), epoch "
+                         f"{self.annotation_pairs_info.get('checkpoint_epoch')}, columns "
+                         + ", ".join(k for k in pairs if k not in PAIR_KEYS))
         if self.hparam_names:
             # a generated zoo's per-model columns are the conditions each network was asked for
             lines.append("requested per network:" if gen is not None else "hyperparameters:")

@@ -6,7 +6,10 @@ metrics, hyperparameters, signals, status, seeds, indices) copied as stored, so 
 valid zoo that ``wsl zoo verify`` accepts and the DataModules read. Its ``subset`` attribute records
 where it came from (the source's path, sha256 and config hash, the conditions and the epoch its
 metrics were compared at), and its config_hash starts with "subset-" so that generation never
-resumes into a file that holds only some of a config's models.
+resumes into a file that holds only some of a config's models. Annotations (``/annotations``)
+travel: each per-run one's selected rows, with its ``info``, as computed in the source (an
+``lmc_*`` mean stays the mean over the run's pairs there), and the pairs whose two runs are both
+kept, under the same run ids.
 
 A condition is ``name>=x``, ``name<=x``, ``name>x``, ``name<x`` (numbers), ``name=v`` or
 ``name!=v`` (``v`` one value or several separated by commas), on a metric (at one checkpoint: the
@@ -26,7 +29,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .errors import InputError, UnknownNameError
-from .store import STATUS_NAMES, STATUS_PENDING, Zoo, ZooFileError, create_zoo, write_models
+from .store import (STATUS_NAMES, STATUS_PENDING, Zoo, ZooFileError, create_zoo, write_annotation_pairs,
+                    write_annotations, write_models)
 
 WHERE_FORMS = "NAME>=X, NAME<=X, NAME>X, NAME<X, NAME=V[,V...] or NAME!=V[,V...]"
 _WHERE = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*(>=|<=|!=|==|=|>|<)\s*(.*?)\s*$")
@@ -110,6 +114,17 @@ def file_sha256(path: str | Path, block: int = 2 ** 24) -> str:
     return h.hexdigest()
 
 
+def copy_annotations(z: Zoo, out: str | Path, rows: np.ndarray) -> None:
+    """Write ``z``'s annotations of file rows ``rows`` into the zoo ``out`` (whose runs are those
+    rows, in that order): per-run ones row by row, pairs where both runs are among them."""
+    for name in z.annotation_names:
+        write_annotations(out, {name: z.annotation(name)[rows]}, z.annotation_info(name))
+    pairs = z.annotation_pairs
+    if pairs is not None:
+        kept = np.isin(pairs["run_a"], z.index[rows]) & np.isin(pairs["run_b"], z.index[rows])
+        write_annotation_pairs(out, {k: v[kept] for k, v in pairs.items()}, z.annotation_pairs_info)
+
+
 def subset_zoo(path: str | Path, out: str | Path, where: Sequence[str] = (), *, checkpoint: int | None = None,
                status: str = "done", block: int = 1024, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Write the runs of zoo ``path`` that meet ``where`` (``--where`` strings) as the new zoo file
@@ -152,6 +167,7 @@ def subset_zoo(path: str | Path, out: str | Path, where: Sequence[str] = (), *, 
                 write_models(tmp, new, z.read_params(src), z.read_metrics(src), source_status[new], diverged[new])
                 if log is not None and len(finished) > block:
                     log(f"subset: {min(s + block, len(finished))}/{len(finished)} runs copied")
+            copy_annotations(z, tmp, rows)
             os.replace(tmp, out)
         finally:
             tmp.unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""The ``wsl`` command: ``wsl zoo generate|info|render|verify|merge|export|subset|import|annotate``, ``wsl fit|validate|test`` (LightningCLI:
+"""The ``wsl`` command: ``wsl zoo generate|info|render|verify|merge|export|subset|import|annotate|phase``, ``wsl fit|validate|test`` (LightningCLI:
 predictors, generators, hypernetworks), ``wsl predict``, ``wsl sample``, ``wsl evaluate-generated``,
 ``wsl merge``, ``wsl hyper search`` and ``wsl demo``."""
 from __future__ import annotations
@@ -107,11 +107,37 @@ def _zoo_annotate(args) -> int:
 
     out = annotate_zoo(args.file, hessian=args.hessian, cka=args.cka, checkpoint=args.checkpoint,
                        probes=args.probes, iters=args.iters, examples=args.examples, seed=args.seed,
-                       data_dir=args.data_dir, log=lambda s: print(s, file=sys.stderr, flush=True))
+                       data_dir=args.data_dir, lmc=args.lmc, pairs=args.pairs, points=args.points, log=lambda s: print(s, file=sys.stderr, flush=True))
     for name, v in out.items():
         done = v[~np.isnan(v)]
         print(f"{name}: {len(done)} runs, median {np.median(done):.4g}, range [{done.min():.4g}, {done.max():.4g}]")
     print(f"annotations {', '.join(out)} written to {args.file}")
+    return 0
+
+
+def _zoo_phase(args) -> int:
+    import numpy as np
+
+    from wsl.cli.plots import phase_diagram
+    from wsl.landscape.phase import describe, format_table, phase_grid, value_label
+    from zoo.store import STATUS_DIVERGED, STATUS_PENDING, Zoo
+
+    with Zoo(args.file) as z:
+        grid = phase_grid(z, args.x, args.y, args.metric, checkpoint=args.checkpoint, reduce=args.reduce)
+        label = describe(z, args.metric, args.checkpoint, args.reduce)
+        status = z.status
+        lo, hi = int(grid.counts.min()), int(grid.counts.max())
+        title = f"{z.name}: {int(grid.counts.sum())} done runs, {lo if lo == hi else f'{lo} to {hi}'} per cell"
+    print(f"{label} ({args.y} by {args.x}; each cell: value (runs))")
+    print(format_table(grid, args.x, args.y))
+    empty = np.argwhere(grid.counts == 0)
+    if len(empty):
+        cells = ", ".join(f"{args.x}={value_label(grid.x_values[j])} {args.y}={value_label(grid.y_values[i])}"
+                          for i, j in empty[:6]) + (", ..." if len(empty) > 6 else "")
+        print(f"{len(empty)} of {grid.counts.size} cells have no done run with a value of {args.metric} (blank): "
+              f"{cells}; the zoo has {int((status == STATUS_DIVERGED).sum())} diverged and "
+              f"{int((status == STATUS_PENDING).sum())} pending runs")
+    print(f"phase diagram written to {phase_diagram(grid, args.x, args.y, label, title, args.out)}")
     return 0
 
 
@@ -301,6 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--hessian", action="store_true", help="hessian_trace (Hutchinson) and hessian_top_eig "
                     "(power iteration) of the training loss")
     an.add_argument("--cka", action="store_true", help="cka_mean: linear CKA of the hidden layers with other runs")
+    an.add_argument("--lmc", action="store_true", help="linear mode connectivity with partner runs (same "
+                    "hyperparameters, other seed; random where none): per pair in /annotations/pairs, per run "
+                    "lmc_loss_barrier[_matched], lmc_acc_barrier[_matched] (means over its pairs)")
+    an.add_argument("--pairs", type=int, default=2, metavar="K", help="--lmc: partners per run (default 2)")
+    an.add_argument("--points", type=int, default=11, help="--lmc: points along each linear path (default 11)")
     an.add_argument("--checkpoint", type=int, default=-1, metavar="POS",
                     help="checkpoint position whose weights are annotated (default -1: the last)")
     an.add_argument("--probes", type=int, default=10, help="Rademacher probes per run for the trace (default 10)")
@@ -309,6 +340,23 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--seed", type=int, default=0, help="seed of the probes, starts and CKA partners (default 0)")
     an.add_argument("--data-dir", help="where the task's data files are, if elsewhere than when the zoo was made")
     an.set_defaults(func=_zoo_annotate)
+
+    ph = zoo.add_parser("phase", help="a phase diagram: a metric or annotation over a grid of two hyperparameters, "
+                        "reduced over each cell's seeds, as a heat map (PNG) and a table")
+    ph.add_argument("file", help="zoo file (.h5) over a grid of hyperparameters (e.g. configs/zoo/digits_mlp_phase.yaml)")
+    ph.add_argument("--x", required=True, metavar="HPARAM", help="hyperparameter along the x axis, e.g. data_fraction")
+    ph.add_argument("--y", required=True, metavar="HPARAM", help="hyperparameter along the y axis, e.g. lr")
+    ph.add_argument("--metric", required=True, metavar="NAME",
+                    help="what colours the cells: a stored metric (test_acc), an annotation (hessian_trace, "
+                    "cka_mean: wsl zoo annotate), a numeric hyperparameter, or acc_gap / loss_gap (train - test "
+                    "accuracy, test - train loss)")
+    ph.add_argument("--checkpoint", type=int, default=-1, metavar="POS",
+                    help="checkpoint position whose metrics are drawn (default -1: the last; annotations keep "
+                    "their own)")
+    ph.add_argument("--reduce", default="mean", choices=["mean", "median", "std"],
+                    help="over the done runs of a cell (default mean)")
+    ph.add_argument("--out", required=True, metavar="PNG", help="the heat map to write")
+    ph.set_defaults(func=_zoo_phase)
 
     im = zoo.add_parser("import", help="read checkpoint folders, exported zoos or the field's public zoos into "
                         "one zoo file (resumes an interrupted import)")

@@ -83,3 +83,50 @@ def learning_curves(panels: dict[str, dict[str, list[list[tuple[float, int, floa
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return _save(fig, out)
+
+
+def phase_diagram(grid, x: str, y: str, label: str, title: str, out: str | Path) -> Path:
+    """A heat map of a phase grid (``wsl.landscape.phase.PhaseGrid``): one cell per pair of values of
+    ``x`` and ``y``, coloured by its value and printed with it, blank where the cell is NaN. A
+    log-spaced axis is drawn on a log scale, an evenly spaced one linearly, any other with one equal
+    cell per value; ticks are the grid's values."""
+    from matplotlib.ticker import NullLocator
+
+    from wsl.landscape.phase import value_label
+
+    fig, ax = plt.subplots(figsize=(1.1 * len(grid.x_values) + 3.2, 0.8 * len(grid.y_values) + 2.0))
+    (xe, xc, xs), (ye, yc, ys) = _cells(grid.x_values), _cells(grid.y_values)
+    values = np.ma.masked_invalid(grid.values)
+    mesh = ax.pcolormesh(xe, ye, values, cmap="viridis", edgecolors="white", linewidth=0.5)
+    for i, cy in enumerate(yc):
+        for j, cx in enumerate(xc):
+            v = grid.values[i, j]
+            if np.isfinite(v):
+                r, g, b, _ = mesh.cmap(mesh.norm(v))
+                ax.text(cx, cy, f"{v:.3g}", ha="center", va="center", fontsize=8,
+                        color="black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white")
+    for axis, set_scale, scale, centres, vals, name in ((ax.xaxis, ax.set_xscale, xs, xc, grid.x_values, x),
+                                                        (ax.yaxis, ax.set_yscale, ys, yc, grid.y_values, y)):
+        if scale == "log":
+            set_scale("log")
+        axis.set_ticks(centres, [value_label(v) for v in vals])
+        axis.set_minor_locator(NullLocator())
+        axis.set_label_text(name + (" (log scale)" if scale == "log" else ""))
+    fig.colorbar(mesh, ax=ax, label=label)
+    ax.set_title(title, fontsize=10)
+    return _save(fig, out)
+
+
+def _cells(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """Cell edges [n + 1] and centres [n] of one axis of a phase diagram, and its scale."""
+    from wsl.landscape.phase import axis_scale
+
+    scale = axis_scale(values)
+    if scale == "category":
+        centres = np.arange(len(values), dtype=np.float64)
+        return np.arange(len(values) + 1) - 0.5, centres, scale
+    v = values.astype(np.float64)
+    t = np.log(v) if scale == "log" else v
+    mid = (t[1:] + t[:-1]) / 2
+    edges = np.concatenate([[2 * t[0] - mid[0]], mid, [2 * t[-1] - mid[-1]]])
+    return (np.exp(edges) if scale == "log" else edges), v, scale

@@ -4,9 +4,11 @@ The layout is ``zoo.export``'s: ``zoo.json`` (name, config, config_hash, spec, c
 metric and hyperparameter names, task, provenance), ``runs.csv`` (run, index, split, status, seed,
 hyperparameters, signal fields), ``metrics.csv`` (run, epoch, metrics), one state_dict per run and
 epoch (``run_<index>/epoch_<epoch>.safetensors`` or ``.pt``, under the spec's own names) and, for
-INR zoos, ``signals.safetensors``. Everything the export kept comes back as it was: the numbers are
-written by ``repr`` and parsed back to the same double; a column's type is that of all its cells
-(integers, else numbers, else strings), as the zoo stored it.
+INR zoos, ``signals.safetensors``; the per-run annotations are the runs.csv columns that
+zoo.json's ``annotations`` names, and ``pairs.csv`` (where present) holds ``/annotations/pairs``.
+Everything the export kept comes back as it was: the numbers are written by ``repr`` and parsed
+back to the same double; a column's type is that of all its cells (integers, else numbers, else
+strings), as the zoo stored it.
 """
 from __future__ import annotations
 
@@ -74,8 +76,15 @@ def open(sources: list[Path]) -> ImportSource:
     hparam_names = list(info.get("hparam_names", []))
     metric_names = list(info.get("metric_names", []))
     columns = list(runs[0]) if runs else []
-    signal_names = [c for c in columns if c not in FIXED and c not in hparam_names]
+    annotation_info = dict(info.get("annotations") or {})
+    signal_names = [c for c in columns if c not in FIXED and c not in hparam_names and c not in annotation_info]
     typed = {c: typed_column([r[c] for r in runs]) for c in hparam_names + signal_names}
+    pairs = None
+    if (root / "pairs.csv").is_file():
+        rows = _rows(root / "pairs.csv")
+        names = list(rows[0]) if rows else ["run_a", "run_b", "kind"]
+        pairs = {c: [int(r[c]) if c in ("run_a", "run_b") else r[c] if c == "kind" else float(r[c]) for r in rows]
+                 for c in names}
     per_run: dict[str, dict[int, dict[str, float]]] = {}
     for row in metric_rows:
         per_run.setdefault(row["run"], {})[int(row["epoch"])] = {m: float(row[m]) for m in metric_names if m in row}
@@ -99,12 +108,15 @@ def open(sources: list[Path]) -> ImportSource:
                               hparams={h: typed[h][j] for h in hparam_names},
                               signals={s: typed[s][j] for s in signal_names},
                               split=row.get("split") or None, seed=int(row["seed"]), index=int(row["index"]),
-                              status=row.get("status") or None)
+                              status=row.get("status") or None,
+                              annotations={a: float(row[a]) for a in annotation_info})
 
     return ImportSource(format=NAME, runs=records(), spec=WeightSpaceSpec.from_json(info["spec"]),
                         config=info.get("config") or {}, count=len(runs),
                         files=[root / "zoo.json", root / "runs.csv", root / "metrics.csv"]
-                        + ([root / "signals.safetensors"] if info.get("is_inr") else []),
+                        + ([root / "signals.safetensors"] if info.get("is_inr") else [])
+                        + ([root / "pairs.csv"] if pairs is not None else []),
+                        annotation_info=annotation_info or None, pairs=pairs, pairs_info=info.get("pairs_info"),
                         signals=signals, name=info.get("name"), task=info.get("task"),
                         config_hash=info.get("config_hash"), checkpoint_epochs=epochs, metric_names=metric_names,
                         generated=info.get("generated"), options={"sources": [str(root)]})

@@ -92,6 +92,7 @@ class ImportedRun:
     index: int | None = None  # the run's model index where the format keeps one (a zoo's export)
     status: str | None = None  # "done" / "diverged" / "pending" where the format records it (zoo.store.STATUS_NAMES)
     diverged_epoch: int | None = None  # where recorded; else the first checkpoint holding NaN/inf
+    annotations: dict[str, float] = field(default_factory=dict)  # per-run annotations (a zoo's export)
 
 
 @dataclass
@@ -118,4 +119,7 @@ class ImportSource:
     checkpoint_epochs: list[int] | None = None
     metric_names: list[str] | None = None
     generated: dict[str, Any] | None = None
+    annotation_info: dict[str, dict] | None = None  # per-run annotation name -> its info (zoo.store)
+    pairs: dict[str, list] | None = None  # /annotations/pairs columns (run ids are the runs' index)
+    pairs_info: dict[str, Any] | None = None
     options: dict[str, Any] = field(default_factory=dict)  # the reader's options, for the provenance

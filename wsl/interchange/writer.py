@@ -23,7 +23,9 @@ What a run becomes:
 - status: as the source records it, else ``diverged`` (at the first epoch holding NaN or inf) or ``done``;
 - activation: ``activation`` where given, else each run's (its format's, or its ``activation``
   hyperparameter); one for all is the spec's, several make it per run (the ``activation``
-  hyperparameter).
+  hyperparameter);
+- annotations: where the source carries them (a zoo's export), the per-run ones (NaN for a run
+  without) and the pairs whose two runs are imported under their own run ids, each with its info.
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ from wsl.weights.matching import infer_spec, match_state_dict
 from zoo.errors import InputError, warn
 from zoo.lock import hold
 from zoo.store import (STATUS_DIVERGED, STATUS_DONE, STATUS_NAMES, STATUS_PENDING, ZooFileError, create_zoo,
-                       write_models)
+                       write_annotation_pairs, write_annotations, write_models)
 from zoo.weight_space import ACTIVATIONS, WeightSpaceSpec
 
 CHUNK_RUNS = 256  # runs decoded and staged at once, fewer where their weights pass CHUNK_BYTES
@@ -315,7 +317,7 @@ def _stage_chunk(stage: _Staging, spec: WeightSpaceSpec, batch: list[ImportedRun
                      "metrics": [ck.metrics for ck in run.checkpoints], "hparams": run.hparams,
                      "signals": run.signals, "split": run.split, "seed": run.seed, "activation": run.activation,
                      "index": run.index, "status": run.status, "diverged_epoch": run.diverged_epoch,
-                     "files": res["files"], "source": run.source})
+                     "files": res["files"], "source": run.source, "annotations": run.annotations})
     for s in skipped:
         warn(f"skipped run {s['run']}: {s['reason']}")
     # one array per parameter: the runs' checkpoints one after another (few zip entries to write and read)
@@ -371,7 +373,8 @@ def _assemble(source: ImportSource, stage: _Staging, out: Path, *, activation, l
         hparams["activation"] = per_run_act
     M, C = len(runs), len(epochs)
     indices = np.array([r["index"] for r in runs]) if all(r["index"] is not None for r in runs) else None
-    if indices is None or len(set(indices.tolist())) != M:
+    own_index = indices is not None and len(set(indices.tolist())) == M
+    if not own_index:
         indices = np.arange(M, dtype=np.int64)
     seeds = np.array([int(r["seed"] or 0) % 2 ** 32 for r in runs], dtype=np.uint32)
     signals = _signals(source, spec, runs) if source.signals is not None else None
@@ -426,8 +429,21 @@ def _assemble(source: ImportSource, stage: _Staging, out: Path, *, activation, l
     if percent:
         warn(f"metrics {sorted(percent)} exceed 1, but a zoo's accuracies are fractions in [0, 1]: were they given "
              f"in percent? (kept as given)")
+    _write_annotations(source, tmp, runs, indices if own_index else None)
     os.replace(tmp, out)
     log(f"imported {M} runs ({len(skipped)} skipped) at epochs {epochs} into {out}")
+
+
+def _write_annotations(source: ImportSource, path: Path, runs: list[dict], indices: np.ndarray | None) -> None:
+    """The source's annotations into the zoo at ``path``: per run (NaN where a run has none) and
+    the pairs whose two runs were imported under their own run ids (``indices``; None: none kept)."""
+    for name, info in (source.annotation_info or {}).items():
+        vals = np.array([r.get("annotations", {}).get(name, math.nan) for r in runs], dtype=np.float32)
+        write_annotations(path, {name: vals}, info)
+    if source.pairs is not None and indices is not None:
+        kept = np.isin(source.pairs["run_a"], indices) & np.isin(source.pairs["run_b"], indices)
+        write_annotation_pairs(path, {k: np.asarray(v, dtype=object if k == "kind" else None)[kept]
+                                      for k, v in source.pairs.items()}, source.pairs_info or {})
 
 
 def _status(r: dict, finite: np.ndarray, epochs: list[int]) -> tuple[int, int]:

@@ -13,8 +13,9 @@ accuracy under the interpolation of the endpoints' accuracies. Both are computed
 weight matching ``θ_b`` onto ``θ_a`` (``wsl.weights.align``: same function, permuted neurons),
 which removes the barriers that only the permutation symmetry makes (Ainsworth et al. 2023).
 
-Many pairs are evaluated at once: all pairs x points networks go through the population forward
-(``zoo.train.evaluate``), in passes of at most ``networks_per_pass``.
+Many pairs are evaluated at once: every ``b[n]`` is weight matched onto its ``a[n]`` in one call
+(``align(..., per_network=True)``), and all pairs x points networks go through the population
+forward (``zoo.train.evaluate``), in passes of at most ``networks_per_pass``.
 """
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ def linear_mode_connectivity(a: WeightBatch, b: WeightBatch, x: Tensor, y: Tenso
     (classification), ``loss_barrier`` [N] and ``acc_barrier`` [N] (classification)."""
     sides = {"raw": b}
     if matched:
-        sides["matched"] = WeightBatch.cat([align(b[n], a[n], max_iter=max_iter, seed=seed) for n in range(len(b))])
+        sides["matched"] = align(b, a, max_iter=max_iter, seed=seed, per_network=True)  # b[n] onto a[n], all pairs at once
     out = {}
     for name, other in sides.items():
         m = path_metrics(a, other, x, y, kind, points)

@@ -35,7 +35,8 @@ def matching_objective(reference: WeightBatch, wb: WeightBatch) -> Tensor:
 def _assignment_costs(reference: WeightBatch, wb: WeightBatch, group: str,
                       settled: set[str] | None = None) -> Tensor:
     """``[B, n, n]``: entry ``[b, j, k]`` is the gain of placing network b's neuron ``k`` at the
-    reference's position ``j`` of ``group``, with every other axis as ``wb`` has it now.
+    reference's position ``j`` of ``group`` (the reference: one for all, or network b's own), with
+    every other axis as ``wb`` has it now.
     ``settled``: count only the weights whose other axis is fixed (not permutable, or a group in
     ``settled``); None: all of them."""
     n = wb.spec.groups[group]
@@ -43,36 +44,39 @@ def _assignment_costs(reference: WeightBatch, wb: WeightBatch, group: str,
     def counted(other: str) -> bool:
         return settled is None or other not in wb.spec.permutable or other in settled
 
-    cost = wb.weights[0].new_zeros(len(wb), n, n)
+    B, R = len(wb), len(reference)  # R: 1 (one reference) or B (one per network)
+    cost = wb.weights[0].new_zeros(B, n, n)
     for i, layer in enumerate(wb.spec.layers):
-        w, r = wb.weights[i], reference.weights[i][0]
+        w, r = wb.weights[i], reference.weights[i]
         if layer.out_group == group:  # the neuron's incoming weights and bias
             if counted(layer.in_group):
-                cost += torch.einsum("jx,bkx->bjk", r.reshape(n, -1), w.reshape(len(wb), n, -1))
+                cost += r.reshape(R, n, -1) @ w.reshape(B, n, -1).transpose(1, 2)
             if layer.bias:
-                cost += reference.biases[i][0][:, None] * wb.biases[i][:, None, :]
+                cost += reference.biases[i][:, :, None] * wb.biases[i][:, None, :]
         if layer.in_group == group and counted(layer.out_group):  # its outgoing weights
-            cost += torch.einsum("jx,bkx->bjk", r.transpose(0, 1).reshape(n, -1),
-                                 w.transpose(1, 2).reshape(len(wb), n, -1))
+            cost += r.transpose(1, 2).reshape(R, n, -1) @ w.transpose(1, 2).reshape(B, n, -1).transpose(1, 2)
     return cost
 
 
-def _check_reference(reference: WeightBatch, wb: WeightBatch) -> None:
-    if len(reference) != 1:
-        raise InputError(f"the reference must be one network, found a batch of {len(reference)}")
+def _check_reference(reference: WeightBatch, wb: WeightBatch, per_network: bool = False) -> None:
+    if len(reference) != 1 and not (per_network and len(reference) == len(wb)):
+        raise InputError(f"the reference must be one network{f' or one per network ({len(wb)})' if per_network else ''}, "
+                         f"found a batch of {len(reference)}")
     if reference.spec.to_dict() != wb.spec.to_dict():
         raise InputError("the reference and the networks to permute have different weight spaces")
 
 
 def match_permutations(reference: WeightBatch, wb: WeightBatch, max_iter: int = 50,
-                       seed: int = 0) -> dict[str, Tensor]:
+                       seed: int = 0, per_network: bool = False) -> dict[str, Tensor]:
     """Per network, the hidden permutations (group -> ``[B, n]``, as ``wsl.weights.symmetry.permute`` takes
     them) that bring ``wb`` closest to the single network ``reference`` by weight matching.
 
     ``max_iter`` bounds the passes over all groups; ``seed`` fixes the random group order. A network
-    stops as soon as one full pass leaves all its permutations unchanged.
+    stops as soon as one full pass leaves all its permutations unchanged. With ``per_network``,
+    ``reference`` holds one network per network of ``wb`` (network b matched onto reference b: the
+    pairs of ``wsl.landscape.connectivity``), with the result each one-network call would give.
     """
-    _check_reference(reference, wb)
+    _check_reference(reference, wb, per_network=per_network)
     spec, B = wb.spec, len(wb)
     device = wb.weights[0].device
     # float64 on CPU: the assignment is solved by scipy, and exact ties between distinct neurons
@@ -101,9 +105,11 @@ def match_permutations(reference: WeightBatch, wb: WeightBatch, max_iter: int = 
     return {g: p.to(device) for g, p in perms.items()}
 
 
-def align(wb: WeightBatch, reference: WeightBatch, max_iter: int = 50, seed: int = 0) -> WeightBatch:
-    """``wb`` with each network's hidden neurons permuted to match ``reference`` (same functions)."""
-    return permute(wb, match_permutations(reference, wb, max_iter=max_iter, seed=seed))
+def align(wb: WeightBatch, reference: WeightBatch, max_iter: int = 50, seed: int = 0,
+          per_network: bool = False) -> WeightBatch:
+    """``wb`` with each network's hidden neurons permuted to match ``reference`` (one network; with
+    ``per_network``, one per network of ``wb``): the same functions."""
+    return permute(wb, match_permutations(reference, wb, max_iter=max_iter, seed=seed, per_network=per_network))
 
 
 def canonical_permutations(reference: WeightBatch, wb: WeightBatch) -> dict[str, Tensor]:
