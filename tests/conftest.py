@@ -24,6 +24,16 @@ SPECS = {
 }
 
 
+def save_checkpoint(model, path, tag: bool = True, **extra):
+    """A model checkpoint as Lightning writes one (hyperparameters, state_dict, ``extra`` entries such as
+    a data module's), with the core's class tag unless ``tag`` is False (a file written before it); its path."""
+    ckpt = {"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict(), **extra}
+    if tag:
+        model.on_save_checkpoint(ckpt)
+    torch.save(ckpt, path)
+    return path
+
+
 def generate_zoo(raw: dict, path) -> str:
     """A zoo generated quietly from a raw config dict (the tests' small zoos); its path."""
     return str(generate(parse_config(raw), path, **QUIET))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import generate_zoo
+from conftest import generate_zoo, save_checkpoint
 from wsl.cli.main import build_parser, main
 from wsl.data.normalize import TargetNormalizer
 from wsl.data.runs import ZooRuns
@@ -191,8 +191,7 @@ def _predictor_with_split(zoo_path: str, recorded_as: str, path: Path, hashes: b
     with Zoo(zoo_path) as z:
         spec = z.spec
     model = PropertyPredictor(spec.to_json(), encoder="statnn", target="test_acc").eval()
-    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict(),
-                "PropertyDataModule": state, "datamodule_hyper_parameters": {"split": [0.5, 0.25, 0.25]}}, path)
+    save_checkpoint(model, path, PropertyDataModule=state, datamodule_hyper_parameters={"split": [0.5, 0.25, 0.25]})
     return str(path), split.runs
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import generate_zoo, hidden_perms, random_weights
+from conftest import generate_zoo, hidden_perms, random_weights, save_checkpoint
 from wsl.cli import main
 from wsl.data.runs import ZooRuns, check_same_space
 from wsl.diffusion import evaluate_networks, source_task, write_generated_zoo, wrong_sets
@@ -301,8 +301,7 @@ def test_wsl_predict_reads_a_generated_zoo(gen_zoo, tmp_path, capsys):
     torch.manual_seed(0)
     model = PropertyPredictor(spec.to_json(), encoder="statnn", target="test_acc").eval()
     ckpt = tmp_path / "p.ckpt"
-    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict(),
-                "datamodule_hyper_parameters": {"zoos": ["/nowhere/ref.h5"]}}, ckpt)
+    save_checkpoint(model, ckpt, datamodule_hyper_parameters={"zoos": ["/nowhere/ref.h5"]})
     csv = tmp_path / "p.csv"
     assert main(["predict", "--model", str(ckpt), gen_zoo[0], "--csv", str(csv)]) == 0
     assert len(csv.read_text().strip().splitlines()) == 1 + 9  # header + the 9 done networks

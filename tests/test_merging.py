@@ -5,7 +5,7 @@ work; barriers vanish after weight matching; ``wsl merge`` writes a zoo that rea
 import pytest
 import torch
 
-from conftest import SPECS, generate_zoo, hidden_perms, max_diff, random_weights
+from conftest import SPECS, generate_zoo, hidden_perms, max_diff, random_weights, save_checkpoint
 from wsl.cli import main
 from wsl.data.task import source_task
 from wsl.landscape.connectivity import barrier, interpolate, linear_mode_connectivity, path_metrics
@@ -289,8 +289,7 @@ def test_wsl_predict_reads_a_merged_zoo(src_zoo, tmp_path):
     torch.manual_seed(0)
     model = PropertyPredictor(spec.to_json(), encoder="statnn", target="test_acc").eval()
     ckpt = tmp_path / "p.ckpt"
-    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict(),
-                "datamodule_hyper_parameters": {"zoos": ["/nowhere/src.h5"]}}, ckpt)
+    save_checkpoint(model, ckpt, datamodule_hyper_parameters={"zoos": ["/nowhere/src.h5"]})
     csv = tmp_path / "p.csv"
     assert main(["predict", "--model", str(ckpt), str(out), "--csv", str(csv)]) == 0
     assert len(csv.read_text().strip().splitlines()) == 2

@@ -23,6 +23,8 @@ from zoo.config import CONFIG_KINDS, resolve_config, shipped_configs
 from zoo.config import parse_config
 from zoo.generate import generate
 
+from conftest import save_checkpoint
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -39,14 +41,6 @@ def zoo(tmp_path_factory) -> str:
 def _data(zoo: str, **kw) -> PropertyDataModule:
     return PropertyDataModule(zoo, target="test_acc", checkpoints="all", split=[0.5, 0.25, 0.25], batch_size=8,
                               augment={"permutation": True}, **kw)
-
-
-def _checkpoint_of(model: WeightSpaceModule, path: Path) -> Path:
-    """A checkpoint file as Lightning writes one, with the core's tag."""
-    ckpt = {"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}
-    model.on_save_checkpoint(ckpt)
-    torch.save(ckpt, path)
-    return path
 
 
 # --- configs -------------------------------------------------------------------------------------
@@ -99,8 +93,8 @@ def test_one_loader_reads_every_family_and_names_what_it_found(zoo, tmp_path):
     gen_dm = WeightDataModule(zoo, checkpoints="last", split=[0.5, 0.25, 0.25])
     generator = WeightDiffusion(gen_dm.spec_json, gen_dm.source_json, denoiser="mlp",
                                 denoiser_kwargs={"hidden": 16, "layers": 1, "emb_dim": 8}, eval_samples=0)
-    p = _checkpoint_of(predictor, tmp_path / "p.ckpt")
-    g = _checkpoint_of(generator, tmp_path / "g.ckpt")
+    p = save_checkpoint(predictor, tmp_path / "p.ckpt")
+    g = save_checkpoint(generator, tmp_path / "g.ckpt")
     assert read_checkpoint(p)["wsl_model"] == {"class": "wsl.prediction.model.PropertyPredictor", "kind": "predictor"}
     loaded = load_model(p)
     assert type(loaded) is PropertyPredictor and loaded.normalizers_fitted and not loaded.training
@@ -118,7 +112,7 @@ def test_one_loader_reads_every_family_and_names_what_it_found(zoo, tmp_path):
 
 def test_a_named_class_outside_wsl_is_never_imported(zoo, tmp_path):
     dm = _data(zoo)
-    path = _checkpoint_of(PropertyPredictor(dm.spec_json, encoder="statnn"), tmp_path / "x.ckpt")
+    path = save_checkpoint(PropertyPredictor(dm.spec_json, encoder="statnn"), tmp_path / "x.ckpt")
     ckpt = torch.load(path, weights_only=True)
     ckpt["wsl_model"] = {"class": "os.system", "kind": "predictor"}
     torch.save(ckpt, path)
@@ -133,9 +127,9 @@ def test_a_named_class_outside_wsl_is_never_imported(zoo, tmp_path):
 ])
 def test_commands_name_the_checkpoint_they_were_given(command, zoo, tmp_path, capsys):
     dm = _data(zoo)
-    pred = _checkpoint_of(PropertyPredictor(dm.spec_json, encoder="statnn"), tmp_path / "p.ckpt")
+    pred = save_checkpoint(PropertyPredictor(dm.spec_json, encoder="statnn"), tmp_path / "p.ckpt")
     gen_dm = WeightDataModule(zoo, checkpoints="last")
-    gen = _checkpoint_of(WeightDiffusion(gen_dm.spec_json, gen_dm.source_json, denoiser="mlp",
+    gen = save_checkpoint(WeightDiffusion(gen_dm.spec_json, gen_dm.source_json, denoiser="mlp",
                                          denoiser_kwargs={"hidden": 8, "layers": 1, "emb_dim": 8}), tmp_path / "g.ckpt")
     args = [a.format(tmp=tmp_path, pred=pred, gen=gen, zoo=zoo) for a in command]
     assert main(args) == 2

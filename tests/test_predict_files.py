@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import save_checkpoint
 from wsl.cli import main
 from wsl.core.checkpoint import load_model
 from wsl.weights.matching import match_state_dict
@@ -32,10 +33,10 @@ def _predictor(spec=None, target="test_acc", encoder="statnn"):
 
 
 def _save_predictor(model, path, **extra):
-    """A checkpoint as Lightning writes one: hyperparameters, state_dict, data module state."""
-    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict(),
-                "datamodule_hyper_parameters": {"zoos": [pathlib.PosixPath("/nowhere/zoo.h5")]}, **extra}, path)
-    return path
+    """A predictor checkpoint as written before the core's class tag (the loader still reads it),
+    with its data module's hyperparameters."""
+    extra.setdefault("datamodule_hyper_parameters", {"zoos": [pathlib.PosixPath("/nowhere/zoo.h5")]})
+    return save_checkpoint(model, path, tag=False, **extra)
 
 
 def _sequential(hidden=HIDDEN):

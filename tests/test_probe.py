@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import generate_zoo
+from conftest import generate_zoo, save_checkpoint
 from wsl.nn.probe import ProbeEncoder
 from wsl.prediction.model import PropertyPredictor
 from wsl.weights.symmetry import permute, random_permutations, random_scales, scale
@@ -183,8 +183,7 @@ def _tiny_zoo(path, activation_space):
 
 
 def _saved(model, path):
-    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}, path)
-    return str(path)
+    return str(save_checkpoint(model, path))
 
 
 def test_predict_zoos_whose_activation_differs_from_the_predictors(tmp_path, capsys):

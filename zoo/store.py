@@ -176,13 +176,13 @@ def create_zoo(path: str | Path, *, name: str, config_json: str, config_hash: st
             "random_streams": random_streams,
         })
         if generated is not None:
-            f.attrs["generated"] = json.dumps(generated, sort_keys=True, default=_json_value)
+            f.attrs["generated"] = json.dumps(generated, sort_keys=True, default=json_value)
         if subset is not None:
-            f.attrs["subset"] = json.dumps(subset, sort_keys=True, default=_json_value)
+            f.attrs["subset"] = json.dumps(subset, sort_keys=True, default=json_value)
         if imported is not None:
-            f.attrs["imported"] = json.dumps(imported, sort_keys=True, default=_json_value)
+            f.attrs["imported"] = json.dumps(imported, sort_keys=True, default=json_value)
         if merged is not None:
-            f.attrs["merged"] = json.dumps(merged, sort_keys=True, default=_json_value)
+            f.attrs["merged"] = json.dumps(merged, sort_keys=True, default=json_value)
         g = f.create_group("params")
         for p in spec.params:
             g.create_dataset(p.name, shape=(M, C, *p.shape), dtype="f4",
@@ -214,13 +214,14 @@ def create_zoo(path: str | Path, *, name: str, config_json: str, config_hash: st
     os.replace(tmp, path)
 
 
-def _json_value(v: Any) -> Any:
-    """numpy (or torch) scalars and arrays, e.g. model indices, as plain JSON values, not their repr."""
+def json_value(v: Any) -> Any:
+    """numpy (or torch) scalars and arrays, e.g. model indices, and paths as plain JSON values, not
+    their repr (``json.dumps(..., default=json_value)``)."""
     if hasattr(v, "tolist"):
         return v.tolist()
     if isinstance(v, Path):
         return str(v)
-    raise TypeError(f"generated: {type(v).__name__} {v!r} is not JSON-serialisable")
+    raise TypeError(f"{type(v).__name__} {v!r} is not JSON-serialisable")
 
 
 #: Models per HDF5 chunk of a weight dataset, and the most bytes a chunk should hold.
@@ -271,7 +272,7 @@ def write_annotations(path: str | Path, values: dict[str, np.ndarray], info: dic
             if name in g:
                 del g[name]
             _small_dataset(g, name, vals)
-            g[name].attrs["info"] = json.dumps(info, sort_keys=True, default=_json_value)
+            g[name].attrs["info"] = json.dumps(info, sort_keys=True, default=json_value)
 
 
 #: The group of per-pair annotations under /annotations, and its columns other than measurements.
@@ -309,7 +310,7 @@ def write_annotation_pairs(path: str | Path, columns: dict[str, np.ndarray], inf
                 _small_dataset(pg, name, data)
             else:
                 pg.create_dataset(name, data=data)
-        pg.attrs["info"] = json.dumps(info, sort_keys=True, default=_json_value)
+        pg.attrs["info"] = json.dumps(info, sort_keys=True, default=json_value)
 
 
 def write_models(path: str | Path, rows: np.ndarray, params: dict[str, np.ndarray], metrics: dict[str, np.ndarray],

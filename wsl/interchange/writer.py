@@ -47,7 +47,7 @@ from wsl.weights.matching import infer_spec, match_state_dict
 from zoo.errors import InputError, warn
 from zoo.lock import hold
 from zoo.store import (STATUS_DIVERGED, STATUS_DONE, STATUS_NAMES, STATUS_PENDING, ZooFileError, create_zoo,
-                       write_annotation_pairs, write_annotations, write_models)
+                       json_value, write_annotation_pairs, write_annotations, write_models)
 from zoo.weight_space import ACTIVATIONS, WeightSpaceSpec
 
 CHUNK_RUNS = 256  # runs decoded and staged at once, fewer where their weights pass CHUNK_BYTES
@@ -160,7 +160,7 @@ class _Staging:
             np.savez(fh, **arrays)
         os.replace(tmp, npz)
         _atomic_write(self.dir / f"chunk_{k:06d}.json",
-                      json.dumps({"runs": runs, "skipped": skipped}, default=_plain).encode())
+                      json.dumps({"runs": runs, "skipped": skipped}, default=json_value).encode())
 
     def discard_if_empty(self) -> None:
         """An import refused before any run was staged leaves nothing behind."""
@@ -172,14 +172,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
-
-
-def _plain(v: Any) -> Any:
-    if hasattr(v, "item"):
-        return v.item()
-    if isinstance(v, Path):
-        return str(v)
-    raise TypeError(f"{type(v).__name__} {v!r} is not a plain value")
 
 
 def _load(tensors) -> tuple[dict, bool, str | None, str | None]:
