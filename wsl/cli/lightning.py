@@ -92,8 +92,8 @@ class WSLCLI(LightningCLI):
                 continue
             if cb.monitor == SCORE and cb.best_model_path:
                 print(f"best checkpoint: {cb.best_model_path} ({SCORE} {float(cb.best_model_score):.4f})")
-            elif cb.monitor is None and cb.last_model_path or cb.best_model_path:
-                print(f"last checkpoint: {cb.last_model_path or cb.best_model_path} (resume with --ckpt_path)")
+            elif cb.monitor is None and cb.best_model_path:  # unmonitored, one kept: the latest (last.ckpt)
+                print(f"last checkpoint: {cb.best_model_path} (resume with --ckpt_path)")
 
 
 def _resolve_config_names(args: list[str]) -> list[str]:
