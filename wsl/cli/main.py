@@ -175,7 +175,8 @@ def _predict(args) -> int:
     from wsl.prediction.predict import run_predict
 
     run_predict(args.model, args.inputs, csv_path=args.csv, split=args.split, checkpoint=args.checkpoint,
-                max_rows=args.max_rows, activation=args.activation, strict_names=args.strict_names)
+                max_rows=args.max_rows, activation=args.activation, strict_names=args.strict_names,
+                level=args.level, ood_alpha=args.ood_alpha)
     return 0
 
 
@@ -407,6 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "activation gets a warning")
     p.add_argument("--strict-names", action="store_true",
                    help="file inputs: accept only the weight space's own parameter names (no matching by structure)")
+    p.add_argument("--level", type=float, default=0.9,
+                   help="coverage of the conformal intervals (regression) or prediction sets (classification), "
+                   "calibrated on the predictor's validation runs (default 0.9)")
+    p.add_argument("--ood-alpha", type=float, default=0.01,
+                   help="flag inputs whose out-of-distribution p-value is below this (at most this fraction of "
+                   "networks like the training zoo's are flagged; default 0.01)")
     p.set_defaults(func=_predict)
 
     sm = sub.add_parser("sample", help="sample networks from a trained generator into a zoo file (with their metrics)")

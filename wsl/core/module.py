@@ -62,6 +62,18 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+class ExtraState(nn.Module):
+    """A submodule whose state is a dict of tensors of any size (``get_extra_state`` and
+    ``set_extra_state``, which subclasses define): a checkpoint carries it beside the parameters,
+    and one written before the submodule existed loads with its state empty instead of failing."""
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        state_dict.setdefault(prefix + "_extra_state", {})  # load_state_dict reads a copy of the caller's dict
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+
 class WeightSpaceModule(pl.LightningModule):
     """The base of every model family (see the module docstring).
 

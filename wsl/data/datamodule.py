@@ -343,11 +343,15 @@ class WeightDataModule(pl.LightningDataModule):
             out["condition_normalizer"] = self.condition_normalizer
         return out
 
-    def weights(self, split: str) -> WeightBatch:
-        """All raw weights of a split's items, in loader order (unshuffled)."""
+    def weights(self, split: str, limit: int | None = None, seed: int = 0) -> WeightBatch:
+        """All raw weights of a split's items, in loader order (unshuffled); with ``limit``, a
+        seeded subset of at most that many items, in the same order."""
         if self.split_runs is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() first")
         idx = self._split_items[split]
+        if limit is not None and len(idx) > limit:
+            keep = torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed))[:limit]
+            idx = idx[keep.sort().values]
         parts = [self._store.gather(piece) for piece in self._pieces(idx)]
         wb = WeightBatch.from_params(self.spec, [torch.cat(ts) for ts in zip(*parts)] if parts else
                                      [torch.zeros(0, *p.shape) for p in self.spec.params])

@@ -11,6 +11,12 @@ Bounded targets are predicted inside their range: a regression head is unbounded
 test accuracy could read -0.2 or 1.1. ``zoo.store.METRIC_BOUNDS`` declares the ranges by name, and
 ``predict_values`` and the validation/test metrics clamp to it (the training loss does not: the
 gradient stays informative outside the range).
+
+Every prediction can say how far to trust it: the validation runs, scored at the end of every
+validation epoch, calibrate conformal intervals (regression) or prediction sets (classification),
+``wsl.prediction.conformal``; the training runs are the reference of an out-of-distribution score,
+``wsl.prediction.ood``, whose p-values the same validation runs calibrate. Both travel in every
+checkpoint with the weights they were computed for (``trust``).
 """
 from __future__ import annotations
 
@@ -24,6 +30,8 @@ from torchmetrics.regression import KendallRankCorrCoef
 from wsl.core.module import WeightSpaceModule
 from wsl.nn import build_encoder
 from wsl.data.normalize import TargetNormalizer, WeightNormalizer
+from wsl.prediction.conformal import ConformalCalibration
+from wsl.prediction.ood import OODScore
 from wsl.weights import WeightBatch
 from zoo.errors import InputError
 from zoo.store import metric_bounds
@@ -46,6 +54,8 @@ class PropertyPredictor(WeightSpaceModule):
         self.target_normalizer = TargetNormalizer()
         self.regression = task_type == "regression"
         self.target_bounds = metric_bounds(target) if self.regression else None
+        self.conformal = ConformalCalibration(self.regression)
+        self.ood = OODScore(self.spec)
         self.metrics = torch.nn.ModuleDict()
         for split in ("val", "test"):
             if self.regression:
@@ -83,6 +93,32 @@ class PropertyPredictor(WeightSpaceModule):
             return values
         return values.clamp(*self.target_bounds)
 
+    @torch.no_grad()
+    def trust(self, wb: WeightBatch, level: float = 0.9) -> dict[str, Tensor | None]:
+        """Predictions with what says how far to trust them: ``values`` (``predict_values``);
+        ``low``/``high``, the conformal interval at coverage ``level`` (regression), or ``sets``
+        [B, classes] bool (classification); ``ood_score`` and its p-value ``ood_p`` against the
+        validation runs. An entry is None where the checkpoint carries no calibration for it."""
+        values = self.predict_values(wb)
+        out: dict[str, Tensor | None] = {"values": values, "low": None, "high": None, "sets": None,
+                                         "ood_score": None, "ood_p": None}
+        if self.conformal.calibrated and self.regression:
+            low, high = self.conformal.interval(values, level)
+            out["low"], out["high"] = self._in_range(low), self._in_range(high)
+        elif self.conformal.calibrated:
+            out["sets"] = self.conformal.prediction_sets(values, level)
+        if self.ood.fitted:
+            out["ood_score"] = self.ood.score(wb)
+            if self.ood.calibrated:
+                out["ood_p"] = self.ood.p_value(out["ood_score"])
+        return out
+
+    def on_fit_start(self) -> None:
+        """The training runs become the out-of-distribution reference (where the data module holds them)."""
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and hasattr(dm, "weights") and getattr(dm, "split_runs", None) is not None:
+            self.ood.fit(dm.weights("train", limit=self.ood.max_reference))
+
     def _loss(self, out: Tensor, y: Tensor) -> Tensor:
         if self.regression:
             return F.mse_loss(out.squeeze(-1), self.target_normalizer(y.float()), reduction="none")
@@ -108,7 +144,11 @@ class PropertyPredictor(WeightSpaceModule):
             for name in ("tau", "r2", "mae"):
                 self.metrics[f"{split}_{name}"].update(pred, y.float())
         else:
+            pred = out.softmax(-1)
             self.metrics[f"{split}_acc"].update(out.argmax(-1), y)
+        if split == "val":  # the calibration of this epoch's weights
+            self.collect("calibration", (pred.detach().cpu(), y.detach().cpu(),
+                                         self.ood.features(wb) if self.ood.fitted else None))
 
     def _eval_epoch_end(self, split: str) -> None:
         names = ("tau", "r2", "mae") if self.regression else ("acc",)
@@ -126,10 +166,21 @@ class PropertyPredictor(WeightSpaceModule):
         self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
+        self._calibrate(self.gathered("calibration"))
         score_metric = self.metrics["val_tau" if self.regression else "val_acc"]
         if score_metric.update_count:  # the monitored score: tau or accuracy, chosen on validation runs
             self.log_score(score_metric.compute())
         self._eval_epoch_end("val")
+
+    def _calibrate(self, collected: list) -> None:
+        """Calibrate the intervals and the out-of-distribution p-values on this validation epoch's
+        runs (not on the sanity check's few batches)."""
+        if not collected or (self._trainer is not None and self.trainer.sanity_checking):
+            return
+        preds, truth, feats = zip(*collected)
+        self.conformal.calibrate(torch.cat(preds), torch.cat(truth))
+        if self.ood.fitted:
+            self.ood.calibrate(torch.cat(feats))
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, "test")
