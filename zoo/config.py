@@ -23,7 +23,15 @@ INR once its PSNR reaches that many dB (its later checkpoints keep the stopped w
 
 ``init`` says how networks start: ``seeds: independent`` (each model draws its own initialisation)
 or ``shared`` (every model starts from model 0's: networks whose neurons stay aligned), and the
-scheme of ``zoo.architectures.init_bounds`` (``standard``, or ``dwsnets`` for SIRENs).
+scheme of ``zoo.architectures.init_bounds`` (``standard``, or ``dwsnets`` for SIRENs). Fine-tuning
+zoos start every model from one stored network instead: ``init: {from: zoos/pre.h5, run: 0,
+checkpoint: -1}`` (run and checkpoint position default to 0 and -1), read through ``zoo.store.Zoo``
+when the zoo is generated; its architecture must be the config's.
+
+Task zoos train different models on different variants of one task: the hyperparameter
+``task_variant`` (``zoo.tasks.VARIANTS``: ``full``, ``classes:0-4``, ``relabel:1``, ``permute:1``,
+``flip``, ``invert``, steps joined by ``+``), e.g. ``task_variant: {grid: [classes:0-4, flip]}``. It is
+stored per model like any hyperparameter, and a model's metrics are on its own variant's examples.
 
 Hyperparameters are sampled per model from a generator seeded with (seed, model index), so model i
 is the same model whatever the sharding, chunking or resumption. Grid parameters are crossed: model
@@ -46,6 +54,7 @@ import yaml
 from .architectures import INIT_SCHEMES
 from .optim import OPTIMIZERS
 from .signals import SIGNAL_TASKS
+from .tasks import VARIANTS, parse_variant
 from .weight_space import ACTIVATIONS
 from .errors import InputError, MissingFileError
 
@@ -62,11 +71,19 @@ HPARAMS: dict[str, tuple[Any, str, Any, str]] = {
     "batch_size": (32, "int", lambda v: v >= 1, "a batch size >= 1"),
     "activation": (None, "str", lambda v: v in ACTIVATIONS, f"one of {list(ACTIVATIONS)}"),
 }
+# Hyperparameters (in HPARAMS' form) that a normalised config holds only where the config names
+# them, so zoos made before they existed keep their config and its hash.
+OPTIONAL_HPARAMS: dict[str, tuple[Any, str, Any, str]] = {
+    "task_variant": ("full", "str", lambda v: _is_variant(v), f"a task variant: {', '.join(VARIANTS)} "
+                     f"(e.g. classes:0-4, relabel:1, permute:1; zoo.tasks.VARIANTS)"),
+}
 SAMPLERS = ("choice", "uniform", "log_uniform", "int_uniform", "grid")
 TOP_LEVEL = {"name", "seed", "num_models", "epochs", "checkpoints", "task", "architecture", "hparams",
              "training", "description", "init"}
 # how networks are initialised: field -> (default, allowed values)
 INIT = {"seeds": ("independent", ("independent", "shared")), "scheme": ("standard", INIT_SCHEMES)}
+# init from a stored network (fine-tuning): field -> default; present only when ``from`` is given
+INIT_FROM = {"from": None, "run": 0, "checkpoint": -1}
 STRUCTURAL = ("activation", "batch_size")  # models in one chunk share these
 # INR tasks (zoo.signals): one network per signal, full-batch steps; these hyperparameters apply
 INR_HPARAMS = ("lr", "optimizer", "momentum", "weight_decay", "init_scale", "activation")
@@ -118,7 +135,7 @@ class ZooConfig:
         return self.raw["training"]
 
     @property
-    def init(self) -> dict[str, str]:
+    def init(self) -> dict[str, Any]:
         return self.raw["init"]
 
     def to_json(self) -> str:
@@ -140,9 +157,10 @@ def _err(source: str, field: str, msg: str) -> ConfigError:
 def _check_space(source: str, name: str, spec: Any) -> Any:
     """Validate one hyperparameter's space; return it normalised."""
     field = f"hparams.{name}"
-    if name not in HPARAMS:
-        raise _err(source, field, f"unknown hyperparameter; expected one of {sorted(HPARAMS)}")
-    _, kind, ok, desc = HPARAMS[name]
+    known = HPARAMS | OPTIONAL_HPARAMS
+    if name not in known:
+        raise _err(source, field, f"unknown hyperparameter; expected one of {sorted(known)}")
+    _, kind, ok, desc = known[name]
 
     def check_value(v):
         if kind == "float" and (isinstance(v, bool) or not isinstance(v, (int, float))):
@@ -231,7 +249,7 @@ def parse_config(raw: dict[str, Any], source: str = "<config>") -> ZooConfig:
         if stop is not None and (isinstance(stop, bool) or not isinstance(stop, (int, float)) or stop <= 0):
             raise _err(source, "task.stop_psnr", f"expected a PSNR in dB > 0, found {stop!r}")
     hparams = {}
-    for name in sorted(INR_HPARAMS if inr else HPARAMS):
+    for name in sorted(INR_HPARAMS if inr else HPARAMS | {n: s for n, s in OPTIONAL_HPARAMS.items() if n in hp}):
         if name in hp:
             hparams[name] = _check_space(source, name, hp[name])
         elif name == "activation":
@@ -239,7 +257,7 @@ def parse_config(raw: dict[str, Any], source: str = "<config>") -> ZooConfig:
         else:
             hparams[name] = HPARAMS[name][0]
     for name in hp:
-        if name not in HPARAMS:
+        if name not in HPARAMS and name not in OPTIONAL_HPARAMS:
             _check_space(source, name, hp[name])
     if "activation" in hp and "activation" in out["architecture"] and hp["activation"] != out["architecture"]["activation"]:
         # the same value in both is what a normalised config holds (it is parsed again when a
@@ -261,25 +279,67 @@ def parse_config(raw: dict[str, Any], source: str = "<config>") -> ZooConfig:
     if out["init"]["scheme"] == "dwsnets" and out["architecture"]["name"] != "siren":
         raise _err(source, "init.scheme", f"'dwsnets' initialises SIRENs; the architecture is "
                    f"{out['architecture']['name']!r}")
+    if "from" in out["init"]:
+        _check_init_from(source, out, inr)
     return ZooConfig(out, source)
 
 
-def _parse_init(source: str, init: Any) -> dict[str, str]:
-    """``init``: a mapping of ``INIT``'s fields (defaults filled in), or a bare ``shared`` / ``independent``."""
+def _check_init_from(source: str, out: dict[str, Any], inr: bool) -> None:
+    """``init.from`` starts every model from one stored network: nothing random about the start."""
+    if inr:
+        raise _err(source, "init.from", f"INR task {out['task']['name']!r}: each network fits its own signal from "
+                   f"a random initialisation; init.from applies to classification and regression tasks")
+    if out["init"]["seeds"] != "independent" or out["init"]["scheme"] != "standard":
+        raise _err(source, "init", f"init.from copies a stored network; seeds and scheme describe random "
+                   f"initialisations and must be left out, found seeds {out['init']['seeds']!r}, "
+                   f"scheme {out['init']['scheme']!r}")
+    if out["hparams"]["init_scale"] != HPARAMS["init_scale"][0]:
+        raise _err(source, "hparams.init_scale", f"init.from copies a stored network, which init_scale would not "
+                   f"scale; leave it out, found {out['hparams']['init_scale']!r}")
+
+
+def _parse_init(source: str, init: Any) -> dict[str, Any]:
+    """``init``: a mapping of ``INIT``'s fields (defaults filled in), or a bare ``shared`` / ``independent``;
+    or ``{from: PATH.h5, run: 0, checkpoint: -1}`` (``INIT_FROM``): every model starts from the
+    weights of that run of that zoo at that checkpoint position (``zoo.generate.stored_network``)."""
     if isinstance(init, str):
         init = {"seeds": init}
     if not isinstance(init, dict):
-        raise _err(source, "init", f"expected a mapping with some of {sorted(INIT)}, found {init!r}")
-    out = {}
+        raise _err(source, "init", f"expected a mapping with some of {sorted(INIT) + sorted(INIT_FROM)}, "
+                   f"found {init!r}")
+    out: dict[str, Any] = {}
     for k in init:
-        if k not in INIT:
-            raise _err(source, f"init.{k}", f"unknown field; expected some of {sorted(INIT)}")
+        if k not in INIT and k not in INIT_FROM:
+            raise _err(source, f"init.{k}", f"unknown field; expected some of {sorted(INIT) + sorted(INIT_FROM)}")
     for k, (default, allowed) in INIT.items():
         v = init.get(k, default)
         if v not in allowed:
             raise _err(source, f"init.{k}", f"expected one of {list(allowed)}, found {v!r}")
         out[k] = v
+    if "from" in init:
+        path = init["from"]
+        if not isinstance(path, str) or not path.strip():
+            raise _err(source, "init.from", f"expected the path of a zoo file (.h5), found {path!r}")
+        run, ckpt = init.get("run", INIT_FROM["run"]), init.get("checkpoint", INIT_FROM["checkpoint"])
+        if isinstance(run, bool) or not isinstance(run, int) or run < 0:
+            raise _err(source, "init.run", f"expected a run id (an integer >= 0), found {run!r}")
+        if isinstance(ckpt, bool) or not isinstance(ckpt, int):
+            raise _err(source, "init.checkpoint", f"expected a checkpoint position (an integer, -1 the last), "
+                       f"found {ckpt!r}")
+        out |= {"from": path, "run": run, "checkpoint": ckpt}
+    else:
+        for k in ("run", "checkpoint"):
+            if k in init:
+                raise _err(source, f"init.{k}", "applies to a stored network: give init.from too")
     return out
+
+
+def _is_variant(value: str) -> bool:
+    try:
+        parse_variant(value)
+    except InputError:
+        return False
+    return True
 
 
 def load_config(path: str | Path) -> ZooConfig:

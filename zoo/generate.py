@@ -5,6 +5,10 @@ and a shard into chunks of models that share the structural hyperparameters (act
 size) and fit in memory. The chunk plan is fixed when the file is made, so a resumed run trains
 the same chunks as an uninterrupted one and stores the same weights.
 
+Fine-tuning zoos (``init.from``) start every model from one stored network (``stored_network``),
+and task zoos give each model its own task variant (the ``task_variant`` hyperparameter); models
+of different variants share chunks like models of different learning rates (``zoo.train``).
+
 INR zoos (a task of ``zoo.signals``) take the same path with another trainer: model i fits signal
 ``i // inrs_per_signal`` (``zoo.inr.fit_population``), and the file also records each model's signal.
 """
@@ -23,13 +27,13 @@ from .config import STRUCTURAL, ConfigError, ZooConfig, model_seed, sample_hpara
 from .inr import INR_METRICS, fit_compiles, fit_population
 from .lock import hold
 from .signals import SIGNAL_TASKS, SignalSet, load_signals
-from .store import (RANDOM_STREAMS, STATUS_DIVERGED, STATUS_PENDING, ZooFileError, create_zoo, write_models,
-                    zoo_identity)
-from .tasks import TaskData, load_task
+from .store import (RANDOM_STREAMS, STATUS_DIVERGED, STATUS_DONE, STATUS_NAMES, STATUS_PENDING, Zoo, ZooFileError,
+                    create_zoo, write_models, zoo_identity)
+from .tasks import TaskData, load_task, variant_view
 from .fused import run_worth_compiling
 from .train import activation_elems, compiled_parts, metric_names, train_population, training_work
 from .weight_space import WeightSpaceSpec
-from .errors import InputError
+from .errors import InputError, MissingFileError, OutOfRangeError
 
 # Architecture options that the task decides, not the config.
 _TASK_LAYOUT = {"mlp": "flat", "siren": "flat", "cnn": "image"}
@@ -80,6 +84,60 @@ def build_task_and_spec(config: ZooConfig) -> tuple[TaskData | SignalSet, Weight
         arch["activation"] = act if isinstance(act, str) else None
     spec = build_spec(arch_name, task.input_shape, task.output_dim, **arch)
     return task, spec
+
+
+def _shapes(params) -> str:
+    return ", ".join(f"{name} {list(shape)}" for name, shape in params)
+
+
+def stored_network(config: ZooConfig, spec: WeightSpaceSpec) -> tuple[list[torch.Tensor], str] | None:
+    """The network every model of a fine-tuning zoo starts from (``init.from``, ``init.run``,
+    ``init.checkpoint``), in ``spec.params`` order, and its activation; None for random initialisations.
+    Read through ``zoo.store.Zoo``; a missing file, run or checkpoint, a run that did not finish, or
+    another architecture is an error naming the field and what was expected and found."""
+    init = config.init
+    if "from" not in init:
+        return None
+    path, run, field = Path(init["from"]), init["run"], f"{config.source}: init.from"
+    if not path.exists():
+        raise MissingFileError(f"{field}: {path}: zoo file not found (generate the zoo it names first, e.g. "
+                               f"wsl zoo generate <its config> --out {path})")
+    with Zoo(path) as z:
+        if z.is_inr:
+            raise InputError(f"{field}: {path} is an INR zoo; a fine-tuning zoo starts from a classifier or regressor")
+        rows = np.flatnonzero(z.index == run)
+        if not rows.size:
+            raise InputError(f"{field}: init.run {run} is not in {path} (runs {int(z.index.min())}.."
+                             f"{int(z.index.max())})")
+        row = int(rows[0])
+        if z.status[row] != STATUS_DONE:
+            raise InputError(f"{field}: run {run} of {path} is {STATUS_NAMES[int(z.status[row])]}, expected done")
+        try:
+            c = z.checkpoint_position(init["checkpoint"])
+        except OutOfRangeError:
+            raise InputError(f"{field}: init.checkpoint {init['checkpoint']} is out of range for {path}'s "
+                             f"{len(z.checkpoint_epochs)} checkpoints (epochs {z.checkpoint_epochs})") from None
+        expected = [(p.name, p.shape) for p in spec.params]
+        found = [(p.name, p.shape) for p in z.spec.params]
+        if expected != found:
+            raise InputError(f"{field}: {path} holds another architecture: expected parameters {_shapes(expected)} "
+                             f"(architecture {config.architecture}, task input {list(spec.input_shape)}), found "
+                             f"{_shapes(found)}")
+        activation = z.spec.activation or str(z.hparam("activation")[row])
+        params = z.params(row, c)
+    if not all(bool(p.isfinite().all()) for p in params):
+        raise InputError(f"{field}: run {run} of {path} has NaN/inf weights at checkpoint {init['checkpoint']}")
+    return params, activation
+
+
+def check_task_variants(config: ZooConfig, task: TaskData, hparams: dict[str, list]) -> None:
+    """Build every task variant of the zoo once, so a variant the task cannot take (a class it has
+    not, a regression task) stops the run before the file is made."""
+    for v in dict.fromkeys(hparams.get("task_variant", [])):
+        try:
+            variant_view(task, v)
+        except InputError as e:
+            raise ConfigError(f"{config.source}: hparams.task_variant: {e}") from None
 
 
 # INRs fitted at once on a CPU: a full-batch step keeps [chunk, points, width] activations, and
@@ -169,6 +227,13 @@ def _generate(config: ZooConfig, out: Path, *, shard: tuple[int, int], device: s
     chash = config.hash()
 
     hparams = sample_hparams(config, indices)
+    if not inr:
+        check_task_variants(config, task, hparams)
+    start = stored_network(config, spec)
+    if start is not None and set(hparams["activation"]) != {start[1]}:
+        raise ConfigError(f"{config.source}: hparams.activation: the models start from {config.init['from']} run "
+                          f"{config.init['run']}, whose activation is {start[1]!r}; found "
+                          f"{sorted(set(hparams['activation']))}")
     seeds = np.array([model_seed(config.seed, int(i)) for i in indices], dtype=np.uint32)
     # the initialisation's seed: the model's own, or model 0's for all (init.seeds: shared)
     init_seeds = np.full_like(seeds, model_seed(config.seed, 0)) if config.init["seeds"] == "shared" else seeds
@@ -253,7 +318,8 @@ def _generate(config: ZooConfig, out: Path, *, shard: tuple[int, int], device: s
             result = train_population(spec, task, chunk_hp, [int(seeds[j]) for j in pos], epochs=config.epochs,
                                       checkpoints=config.checkpoints, device=dev,
                                       eval_batch=config.training.get("eval_batch"), compile=compile_run,
-                                      progress=on_progress, init_seeds=[int(init_seeds[j]) for j in pos])
+                                      progress=on_progress, init_seeds=[int(init_seeds[j]) for j in pos],
+                                      init_params=None if start is None else start[0])
         write_models(out, pos, {p.name: a for p, a in zip(spec.params, result.params)}, result.metrics,
                      result.status, result.diverged_epoch)
         status[pos] = result.status

@@ -674,6 +674,9 @@ class Zoo:
                                                             "checkpoint_epoch", "score_on")))
         elif gen is None and "imported" in self.file.attrs and "init" not in self.config:
             pass  # networks trained elsewhere: how they were initialised is not known
+        elif gen is None and "from" in self.config.get("init", {}):
+            init = self.config["init"]  # fine-tuned from a stored network
+            lines.append(f"init       from {init['from']} run {init['run']} at checkpoint position {init['checkpoint']}")
         elif gen is None:
             init = self.config.get("init", {})  # zoos made before the field: independent, standard
             lines.append(f"init       {init.get('seeds', 'independent')} seeds, {init.get('scheme', 'standard')} "

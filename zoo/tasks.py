@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import inspect
+import math
 import os
 import random
 import zlib
@@ -117,13 +118,14 @@ def _build(name: str, kind: str, layout: str, output_dim: int, xs: dict[str, np.
     std = x["train"].double().std(correction=0).item()
     std = std if std > 0 else 1.0
     x = {s: ((v - mean) / std).float() for s, v in x.items()}
+    image_shape = list(x["train"].shape[1:])  # [C, H, W] or [1, L]: what task variants transform
     if layout == "flat":
         x = {s: v.reshape(v.shape[0], -1) for s, v in x.items()}
     if kind == "classification":
         y = {s: torch.as_tensor(np.asarray(ys[s], dtype=np.int64)) for s in SPLITS}
     else:
         y = {s: torch.as_tensor(np.asarray(ys[s], dtype=np.float32).reshape(-1, output_dim)) for s in SPLITS}
-    info = dict(info, layout=layout, x_mean=mean, x_std=std,
+    info = dict(info, layout=layout, x_mean=mean, x_std=std, image_shape=image_shape,
                 sizes={s: int(x[s].shape[0]) for s in SPLITS})
     return TaskData(name=name, kind=kind, input_shape=tuple(x["train"].shape[1:]), output_dim=output_dim,
                     x_train=x["train"], y_train=y["train"], x_val=x["val"], y_val=y["val"],
@@ -619,6 +621,106 @@ def load_sine_task(*, layout: str = "flat", split_seed: int = 0, n_points: int =
             "targets": ["frequency"], "y_mean": y_mean, "y_std": y_std,
             "split_indices": _indices_info(idx)}
     return _build("sine", "regression", layout, 1, xs, ys, info)
+
+
+# ----------------------------------------------------------------------------------------------
+# Task variants: one classification task seen differently by different models of one zoo
+
+# A variant is a name such as ``classes:0-4`` (the hyperparameter ``task_variant``); steps joined by
+# "+" apply left to right (``classes:0-4+relabel:1``). Each step, and what it does to every split:
+VARIANTS = {
+    "full": "the task as it is",
+    "classes": "classes:0-4 or classes:0,2,4: only the examples of those classes (labels unchanged)",
+    "relabel": "relabel:SEED: labels mapped by a fixed permutation of the classes drawn from SEED (never the identity)",
+    "permute": "permute:SEED: the pixels (positions) of every input shuffled by a fixed permutation drawn from SEED",
+    "flip": "flip: every input mirrored along its last axis (images left-right, 1-D signals in time)",
+    "invert": "invert: every (standardised) input negated",
+}
+_SEEDED = {"relabel": 1, "permute": 2}  # a seeded step's stream, so relabel:1 and permute:1 are unrelated draws
+
+
+def parse_variant(text: Any) -> list[tuple[str, Any]]:
+    """The steps of a variant name: ``[(kind, argument)]``, argument a sorted list of classes, a
+    seed or None. Syntax only: whether the classes exist is checked against a task by ``variant_view``."""
+    if not isinstance(text, str) or not text.strip():
+        raise InputError(f"task variant: expected a name such as {', '.join(VARIANTS)}, found {text!r}")
+    steps = []
+    for part in text.split("+"):
+        kind, _, arg = part.strip().partition(":")
+        if kind not in VARIANTS:
+            raise InputError(f"task variant {text!r}: unknown step {kind!r}; expected one of {list(VARIANTS)}")
+        if kind in ("full", "flip", "invert"):
+            if arg:
+                raise InputError(f"task variant {text!r}: {kind!r} takes no argument, found {arg!r}")
+            steps.append((kind, None))
+        elif kind == "classes":
+            steps.append((kind, _parse_classes(text, arg)))
+        else:
+            if not arg.isdigit():
+                raise InputError(f"task variant {text!r}: {VARIANTS[kind]}; found seed {arg!r}")
+            steps.append((kind, int(arg)))
+    return steps
+
+
+def _parse_classes(text: str, arg: str) -> list[int]:
+    classes: set[int] = set()
+    for item in arg.split(","):
+        lo, dash, hi = item.strip().partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()):
+            raise InputError(f"task variant {text!r}: {VARIANTS['classes']}; found {arg!r}")
+        a, b = int(lo), int(hi) if dash else int(lo)
+        if a > b:
+            raise InputError(f"task variant {text!r}: class range {item!r} is empty")
+        classes.update(range(a, b + 1))
+    return sorted(classes)
+
+
+def _fixed_permutation(kind: str, seed: int, n: int, avoid_identity: bool) -> np.ndarray:
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _SEEDED[kind]]))
+    perm = rng.permutation(n)
+    while avoid_identity and n > 1 and bool((perm == np.arange(n)).all()):
+        perm = rng.permutation(n)
+    return perm
+
+
+def variant_view(task: TaskData, variant: str) -> TaskData:
+    """``task`` as the models of ``variant`` see it: every split's examples filtered, relabelled or
+    transformed by the variant's steps (``VARIANTS``). Metrics of such a model are computed on the
+    view's validation and test examples, its own task's."""
+    steps = parse_variant(variant)
+    if all(kind == "full" for kind, _ in steps):
+        return task
+    if task.kind != "classification":
+        raise InputError(f"task variant {variant!r}: variants apply to classification tasks; task {task.name!r} "
+                         f"is a {task.kind}")
+    shape = task.info.get("image_shape", [1, *task.input_shape])
+    xs = {s: getattr(task, f"x_{s}") for s in SPLITS}
+    ys = {s: getattr(task, f"y_{s}") for s in SPLITS}
+    for kind, arg in steps:
+        if kind == "classes":
+            missing = [c for c in arg if not 0 <= c < task.output_dim]
+            if missing:
+                raise InputError(f"task variant {variant!r}: task {task.name!r} has classes 0..{task.output_dim - 1}, "
+                                 f"found {missing}")
+            keep = {s: torch.isin(ys[s], torch.tensor(arg)) for s in SPLITS}
+            xs, ys = {s: xs[s][keep[s]] for s in SPLITS}, {s: ys[s][keep[s]] for s in SPLITS}
+        elif kind == "relabel":
+            perm = torch.as_tensor(_fixed_permutation(kind, arg, task.output_dim, avoid_identity=True))
+            ys = {s: perm[y] for s, y in ys.items()}
+        elif kind == "permute":
+            positions = math.prod(shape[1:])
+            perm = torch.as_tensor(_fixed_permutation(kind, arg, positions, avoid_identity=False))
+            xs = {s: x.reshape(len(x), shape[0], positions)[..., perm].reshape(x.shape) for s, x in xs.items()}
+        elif kind == "flip":
+            xs = {s: x.reshape(len(x), *shape).flip(-1).reshape(x.shape) for s, x in xs.items()}
+        elif kind == "invert":
+            xs = {s: -x for s, x in xs.items()}
+    for s in ("train", "test"):
+        if len(ys[s]) == 0:
+            raise InputError(f"task variant {variant!r}: leaves no {s} examples of task {task.name!r}")
+    moved = {f"{p}_{s}": v[s].contiguous() for p, v in (("x", xs), ("y", ys)) for s in SPLITS}
+    info = dict(task.info, variant=variant, sizes={s: int(len(ys[s])) for s in SPLITS})
+    return dataclasses.replace(task, info=info, **moved)
 
 
 # ----------------------------------------------------------------------------------------------

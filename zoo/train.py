@@ -6,7 +6,9 @@ all drawn from keys hashed from the model's seed (``zoo.rng``; for the masks
 rest of the population, so model i of a population equals model i trained alone by a plain
 ``torch.nn`` module with ``torch.optim`` (tests/test_train.py shows it). An epoch of a model is one
 pass over its own subset in batches of ``batch_size`` (the last one smaller); a step computes only
-the models still inside their epoch.
+the models still inside their epoch. Models may see different variants of the task (the
+``task_variant`` hyperparameter, ``zoo.tasks.variant_view``): each draws its examples from its
+variant's part of one stacked training set and is measured on its variant's held-out examples.
 
 MLPs whose activation has a hand-written derivative (relu, tanh, sine, identity) take their steps
 through ``zoo.mlp_step`` (forward and backward written out, compiled by ``torch.compile`` for
@@ -19,8 +21,10 @@ checkpoints and metrics are NaN, and the other models are unaffected.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -36,7 +40,7 @@ from .optim import PopulationOptimizer
 from .rng import permutations, stream_keys, uniform
 from .config import STRUCTURAL
 from .store import SPLITS
-from .tasks import TaskData
+from .tasks import TaskData, variant_view
 from .weight_space import WeightSpaceSpec
 from .errors import InputError
 
@@ -55,12 +59,19 @@ def _runs(values: list) -> list[tuple[int, int]]:
     return out
 
 
-def training_subsets(seeds: list[int], n_train: int, fractions: list[float]) -> tuple[Tensor, np.ndarray]:
+def training_subsets(seeds: list[int], n_train: int | list[int], fractions: list[float],
+                     offsets: list[int] | None = None) -> tuple[Tensor, np.ndarray]:
     """Row m: the indices of the training examples model m sees, a random subset of
     ``round(fractions[m] * n_train)`` in random order (its "subset" stream), then -1 [M, largest];
-    and the sizes."""
-    sizes = np.array([_subset_size(n_train, float(f)) for f in fractions])
-    return permutations(stream_keys(seeds, "subset"), [n_train] * len(seeds), int(sizes.max()), sizes), sizes
+    and the sizes. ``n_train`` and ``offsets`` may be per model: model m then draws from examples
+    ``offsets[m] + range(n_train[m])`` (its task variant's part of a stacked training set)."""
+    pools = [int(n_train)] * len(seeds) if isinstance(n_train, (int, np.integer)) else [int(n) for n in n_train]
+    sizes = np.array([_subset_size(n, float(f)) for n, f in zip(pools, fractions)])
+    examples = permutations(stream_keys(seeds, "subset"), pools, int(sizes.max()), sizes)
+    if offsets is not None and any(offsets):
+        shift = torch.as_tensor(offsets, dtype=torch.int64).view(-1, 1)
+        examples = torch.where(examples >= 0, examples + shift, examples)
+    return examples, sizes
 
 
 def population_labels(seeds: list[int], y: Tensor, examples: Tensor, sizes: np.ndarray, noise: list[float],
@@ -238,6 +249,55 @@ def evaluate_own_examples(spec: WeightSpaceSpec, params: list[Tensor], task: Tas
                   torch.as_tensor(sizes, device=examples.device, dtype=torch.float64).clamp_min(1))
 
 
+@dataclass(eq=False)
+class VariantViews:
+    """The task variants of a population (``zoo.tasks.variant_view``) stacked into one training set.
+
+    ``train`` is the task with the training examples of every variant one after the other, so the
+    population trainer gathers each model's batch from one table by index; ``views`` are the
+    variants' own tasks (their validation and test examples score the models of that variant);
+    model m draws its examples from ``offsets[m] + range(pools[m])``."""
+    train: TaskData
+    views: dict[str, TaskData]
+    variants: list[str]  # per model
+    offsets: list[int]
+    pools: list[int]
+
+
+def variant_views(task: TaskData, variants: list[str] | None, models: int) -> VariantViews:
+    """The views of ``variants`` (one per model; None: every model sees ``task`` as it is)."""
+    variants = ["full"] * models if variants is None else [str(v) for v in variants]
+    names = list(dict.fromkeys(variants))  # first appearance: the order changes no model's numbers
+    views = {v: variant_view(task, v) for v in names}
+    starts = np.cumsum([0] + [views[v].x_train.shape[0] for v in names])
+    start = dict(zip(names, starts[:-1].tolist()))
+    if len(names) == 1:
+        train = views[names[0]]
+    else:
+        train = dataclasses.replace(task, x_train=torch.cat([views[v].x_train for v in names]),
+                                    y_train=torch.cat([views[v].y_train for v in names]))
+    return VariantViews(train, views, variants, [int(start[v]) for v in variants],
+                        [int(views[v].x_train.shape[0]) for v in variants])
+
+
+@torch.no_grad()
+def evaluate_views(spec: WeightSpaceSpec, params: list[Tensor], variants: VariantViews, split: str,
+                   device: torch.device, **opts) -> dict[str, Tensor]:
+    """Mean loss (and accuracy) of every model on ``split``'s examples of its own task variant."""
+    if len(variants.views) == 1:
+        view = next(iter(variants.views.values())).to(device)
+        return evaluate(spec, params, view, getattr(view, f"x_{split}"), getattr(view, f"y_{split}"), **opts)
+    out: dict[str, Tensor] = {}
+    for name, view in variants.views.items():
+        rows = torch.tensor([m for m, v in enumerate(variants.variants) if v == name], device=device)
+        view = view.to(device)
+        res = evaluate(spec, [p.index_select(0, rows) for p in params], view, getattr(view, f"x_{split}"),
+                       getattr(view, f"y_{split}"), **opts)
+        for key, v in res.items():
+            out.setdefault(key, torch.full((params[0].shape[0],), float("nan"), device=device)).index_copy_(0, rows, v)
+    return out
+
+
 def compiled_parts(spec: WeightSpaceSpec, models: int, batch_size: int, device: torch.device,
                    compile: bool = True) -> tuple[bool, bool]:
     """Whether a population's optimizer update and its training step run compiled: on the CPU,
@@ -279,7 +339,8 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
                      epochs: int, checkpoints: list[int], device: str | torch.device = "cpu",
                      eval_batch: int | None = None, compile: bool = True,
                      progress: Callable[[float], None] | None = None,
-                     init_seeds: list[int] | None = None) -> PopulationResult:
+                     init_seeds: list[int] | None = None,
+                     init_params: list[Tensor] | None = None) -> PopulationResult:
     """Train M models at once; return their weights and metrics at the ``checkpoints`` epochs.
 
     ``hparams`` maps each hyperparameter name of ``zoo.config.HPARAMS`` to M values; the models must
@@ -288,19 +349,26 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
     finished after each epoch. ``compile=False`` runs every step eagerly (a run too small to
     earn the compilation back: ``zoo.fused.run_worth_compiling``); otherwise steps on large enough
     populations are compiled on the CPU. ``init_seeds`` (default ``seeds``) seed the
-    initialisations alone (a zoo of shared initialisations gives every model the same one).
+    initialisations alone (a zoo of shared initialisations gives every model the same one);
+    ``init_params`` (one network, ``spec.params`` order) replaces the random initialisation of
+    every model (fine-tuning from a stored network). A ``task_variant`` hyperparameter
+    (``zoo.tasks.VARIANTS``) gives each model its own view of the task: its training examples,
+    labels and inputs, and the validation and test examples its metrics are computed on.
     """
     M = len(seeds)
+    variants = variant_views(task, hparams.get("task_variant"), M)
     # Rows ordered by optimizer kind (each kind updates a contiguous slice), then by subset size,
     # largest first: the models still inside their epoch at a step are then a prefix of each kind's
     # rows, and the step computes only those.
-    n_train = task.x_train.shape[0]
-    order = sorted(range(M), key=lambda i: (hparams["optimizer"][i], -_subset_size(n_train, hparams["data_fraction"][i])))
+    order = sorted(range(M), key=lambda i: (hparams["optimizer"][i],
+                                            -_subset_size(variants.pools[i], hparams["data_fraction"][i])))
     if order != list(range(M)):
+        del variants  # the reordered call builds its own
         res = train_population(spec, task, {k: [v[i] for i in order] for k, v in hparams.items()},
                                [seeds[i] for i in order], epochs=epochs, checkpoints=checkpoints, device=device,
                                eval_batch=eval_batch, compile=compile, progress=progress,
-                               init_seeds=None if init_seeds is None else [init_seeds[i] for i in order])
+                               init_seeds=None if init_seeds is None else [init_seeds[i] for i in order],
+                               init_params=init_params)
         return res.rows_in_order(order)
     device = torch.device(device)
     if device.type == "cpu":
@@ -310,13 +378,16 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
             raise InputError(f"models of one population must share {name}, found {sorted(set(hparams[name]))}")
     activation = hparams["activation"][0]
     bs = int(hparams["batch_size"][0])
-    task = task.to(device)
+    task = variants.train.to(device)  # the training examples of every variant, stacked
     classification = task.kind == "classification"
 
     # Per-model initialisation, subset, labels: each model's streams (zoo.rng), all at once.
-    init = population_init(spec, seeds if init_seeds is None else init_seeds, hparams["init_scale"])
+    if init_params is None:
+        init = population_init(spec, seeds if init_seeds is None else init_seeds, hparams["init_scale"])
+    else:
+        init = [p.detach().to(torch.float32).unsqueeze(0).repeat(M, *[1] * p.dim()) for p in init_params]
     params = [p.to(device).requires_grad_(True) for p in init]
-    examples_cpu, sizes = training_subsets(seeds, n_train, hparams["data_fraction"])
+    examples_cpu, sizes = training_subsets(seeds, variants.pools, hparams["data_fraction"], variants.offsets)
     labels = population_labels(seeds, task.y_train.cpu(), examples_cpu, sizes, hparams["label_noise"],
                                task.num_classes).to(device)
     own_examples = examples_cpu.to(device)
@@ -350,7 +421,7 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
         train_split, *held_out = SPLITS  # train: each model's own examples and labels; the rest shared
         results = {train_split: evaluate_own_examples(spec, det, task, labels, own_examples, sizes, groups, **opts)}
         for split in held_out:
-            results[split] = evaluate(spec, det, task, getattr(task, f"x_{split}"), getattr(task, f"y_{split}"), **opts)
+            results[split] = evaluate_views(spec, det, variants, split, device, **opts)
         recorder.record(epoch, {f"{split}_{key}": v for split, res in results.items() for key, v in res.items()})
 
     groups = _runs(hparams["optimizer"])  # row ranges of one optimizer kind, subset sizes sorted in each

@@ -2,9 +2,15 @@
 choosing what the method leaves open (λ, the greedy soup's ingredients) on the task's validation
 examples only, rebuilt from the zoo's config (``wsl.data.task.source_task``). Test data is never
 used to choose. ``wsl merge`` writes the result as a zoo file marked as merged.
+
+In a task zoo (the hyperparameter ``task_variant``, ``zoo.tasks.VARIANTS``) each run has its own
+task: a merge is scored by the mean over the merged runs' variants of the score on each variant's
+validation examples, and its stored metrics are on the examples of the runs' variants pooled (each
+variant's examples once; the provenance lists every run's variant).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,8 +25,8 @@ from wsl.merging.task_vectors import (DARE_MERGES, best_by_score, check_options,
 from wsl.weights import WeightBatch
 from zoo.errors import InputError
 from zoo.signals import SignalSet
-from zoo.store import STATUS_DONE, STATUS_NAMES, Zoo
-from zoo.tasks import TaskData
+from zoo.store import SPLITS, STATUS_DONE, STATUS_NAMES, Zoo
+from zoo.tasks import TaskData, variant_view
 from zoo.train import evaluate
 
 METHODS = ("soup", "greedy-soup", "task-arithmetic", "ties", "dare", "breadcrumbs", "aligned-average")
@@ -62,6 +68,26 @@ def validation_score(task: TaskData, split: str = "val") -> Score:
     return score
 
 
+def mean_score(tasks: Sequence[TaskData], split: str = "val") -> Score:
+    """The mean over ``tasks`` of ``validation_score`` on each: one score for networks that serve
+    several tasks (a merge of runs of different task variants)."""
+    scores = [validation_score(t, split) for t in tasks]
+    if len(scores) == 1:
+        return scores[0]
+    return lambda wb: torch.stack([s(wb) for s in scores]).mean(0)
+
+
+def pooled_task(views: Sequence[TaskData]) -> TaskData:
+    """The examples of several views of one task (``zoo.tasks.variant_view``) in one task: each
+    split the views' examples one after the other, so a metric on it pools the variants' examples."""
+    if len(views) == 1:
+        return views[0]
+    pooled = {f"{p}_{s}": torch.cat([getattr(v, f"{p}_{s}") for v in views]) for p in ("x", "y") for s in SPLITS}
+    info = dict(views[0].info, variant=[v.info.get("variant", "full") for v in views],
+                sizes={s: int(pooled[f"y_{s}"].shape[0]) for s in SPLITS})
+    return dataclasses.replace(views[0], info=info, **pooled)
+
+
 def _rows_of(z: Zoo, runs: Sequence[int], what: str) -> np.ndarray:
     ids = {int(r): k for k, r in enumerate(z.index)}
     rows = []
@@ -75,7 +101,8 @@ def _rows_of(z: Zoo, runs: Sequence[int], what: str) -> np.ndarray:
     return np.asarray(rows)
 
 
-def _networks(z: Zoo, rows: np.ndarray, checkpoint: int) -> WeightBatch:
+def read_networks(z: Zoo, rows: np.ndarray, checkpoint: int) -> WeightBatch:
+    """Runs ``rows`` of ``z`` at checkpoint position ``checkpoint``, with their activations."""
     wb = WeightBatch.from_params(z.spec, z.batch(rows, checkpoint))
     if z.spec.activation is None:
         wb.activation = [str(a) for a in z.hparam("activation")[rows]]
@@ -87,16 +114,16 @@ def _pretrained(z: Zoo, pretrained: str, rows: np.ndarray, checkpoint: int) -> t
     if pretrained == "init":
         if 0 not in z.checkpoint_epochs:
             raise InputError(f"--pretrained init: {z.path} keeps no initialisation (checkpoint epochs {z.checkpoint_epochs})")
-        inits = _networks(z, rows, z.epoch_position(0)).flatten()
+        inits = read_networks(z, rows, z.epoch_position(0)).flatten()
         if not bool((inits == inits[:1]).all()):
             raise InputError(f"--pretrained init: the runs of {z.path} do not share their initialisation (init seeds "
                              f"{z.config.get('init', {}).get('seeds', 'independent')}); give --pretrained RUN")
-        return _networks(z, rows[:1], z.epoch_position(0)), "init"
+        return read_networks(z, rows[:1], z.epoch_position(0)), "init"
     try:
         run = int(pretrained)
     except ValueError:
         raise InputError(f"--pretrained: expected a run id or 'init', found {pretrained!r}") from None
-    return _networks(z, _rows_of(z, [run], "--pretrained"), checkpoint), run
+    return read_networks(z, _rows_of(z, [run], "--pretrained"), checkpoint), run
 
 
 def default_lambdas(method: str, dare_merge: str = "task-arithmetic") -> tuple[float, ...]:
@@ -154,7 +181,7 @@ def merge_runs(path: str | Path, method: str, runs: Sequence[int], *, checkpoint
         rows = _rows_of(z, runs, "--runs")
         c = z.checkpoint_position(checkpoint)
         epoch = z.checkpoint_epochs[c]
-        wb = _networks(z, rows, c)
+        wb = read_networks(z, rows, c)
         if wb.activation is not None and len(set(wb.activation)) > 1:
             raise InputError(f"--runs: runs of different activations cannot be merged: "
                              f"{dict(zip(runs, wb.activation))}")
@@ -165,13 +192,20 @@ def merge_runs(path: str | Path, method: str, runs: Sequence[int], *, checkpoint
             raise InputError(f"--pretrained: run {pre_id} has activation {pre.activation[0]}, the runs "
                              f"{wb.activation[0]}")
         config, source = z.config, {"source_zoo": str(z.path), "source_config_hash": z.config_hash}
+        variants = [str(v) for v in z.hparam("task_variant")[rows]] if "task_variant" in z.hparam_names else None
     task = source_task(config, data_dir)
     if isinstance(task, SignalSet):
         raise InputError(f"{path}: task {task.name!r} is an INR task; merging needs a task with shared examples")
-    score = validation_score(task, score_on)
+    views = [variant_view(task, v) for v in dict.fromkeys(variants or ["full"])]
+    score = mean_score(views, score_on)
     metric = f"{score_on}_acc" if task.kind == "classification" else f"-{score_on}_loss"
     provenance: dict[str, Any] = {"method": method, "runs": runs, "checkpoint_epoch": epoch, **source,
                                   "score_on": score_on, "metric": metric, "seed": int(seed)}
+    if variants is not None:
+        provenance["task_variants"] = variants
+        if len(views) > 1:
+            provenance["metric"] = f"mean of {metric} over the runs' task variants"
+        task = pooled_task(views)
     log(f"merging runs {runs} of {path} at epoch {epoch} by {method}")
     if method == "soup":
         merged = uniform_soup(wb)
@@ -191,4 +225,6 @@ def merge_runs(path: str | Path, method: str, runs: Sequence[int], *, checkpoint
         if scores is not None:
             provenance["lambda_scores"] = [float(v) for v in scores]
     hparams = {"activation": merged.activation[:1]} if merged.activation is not None else {}
+    if variants is not None and len(views) == 1:
+        hparams["task_variant"] = variants[:1]
     return RunsMerge(merged, config, task, epoch, provenance, hparams)
