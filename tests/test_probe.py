@@ -12,6 +12,7 @@ from wsl.prediction.model import PropertyPredictor
 from wsl.weights.symmetry import permute, random_permutations, random_scales, scale
 from wsl.weights import WeightBatch
 from zoo.architectures import build_spec
+from zoo.errors import InputError
 from zoo.functional import population_forward
 
 
@@ -214,3 +215,19 @@ def test_predict_zoos_whose_activation_differs_from_the_predictors(tmp_path, cap
     preds = run_predict(_saved(relu_only, tmp_path / "relu.ckpt"), [mixed_zoo], stream=io.StringIO())
     assert len(preds) == 6
     assert "networks with activation tanh, but the predictor was trained only on relu" in capsys.readouterr().err
+
+
+def test_data_probes_start_at_the_tasks_training_inputs():
+    from zoo.tasks import load_task
+
+    spec = build_spec("mlp", (64,), 10, hidden=[6], activation="relu")
+    enc = ProbeEncoder(spec, 1, probes=16, init="data", task="digits", hidden=8, layers=1)
+    x_train = load_task("digits").x_train.reshape(-1, 64).float()
+    starts = enc.probe_inputs().detach()
+    assert starts.shape == (16, 64)
+    assert all(bool((x_train == row).all(1).any()) for row in starts)  # each probe is one training input
+    assert len({tuple(r.tolist()) for r in starts}) == 16  # and no input twice
+    with pytest.raises(InputError, match="needs the task"):
+        ProbeEncoder(spec, 1, probes=4, init="data")
+    with pytest.raises(InputError, match=r"inputs of shape \[64\], the weight space's networks take \[6\]"):
+        ProbeEncoder(build_spec("mlp", (6,), 3, hidden=[4], activation="relu"), 1, probes=4, init="data", task="digits")

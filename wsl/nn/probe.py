@@ -10,7 +10,8 @@ network; ``generator_layers`` > 0 does the same).
 
 For INRs the probes start on a regular grid over [-1, 1]^d, so the encoder begins as "render the
 INR at K points and classify the rendering"; for networks on standardized data they start as
-N(0, 1) draws. The encoder needs raw weights (it runs the network), so it sets ``raw_weights`` and
+N(0, 1) draws; with ``init: data`` they start at K training inputs of the zoo's task (``task``,
+``task_options``: its inputs only, never its labels), where the networks' functions differ most. The encoder needs raw weights (it runs the network), so it sets ``raw_weights`` and
 the predictor skips weight normalization for it; where the activation varies per network, the
 batch names each one (``WeightBatch.activation``). Outputs are squashed with asinh (a zoo's
 blown-up networks answer with logits of 1e5); ``weight_stats`` adds StatNN's per-layer weight
@@ -25,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.functional import population_forward
+from zoo.tasks import load_task
 from zoo.weight_space import WeightSpaceSpec
 
 from wsl.weights.statistics import STATISTICS, weight_statistics
@@ -42,6 +44,20 @@ def _grid(k: int, d: int) -> Tensor | None:
     return torch.stack([m.reshape(-1) for m in torch.meshgrid(*axes, indexing="ij")], dim=-1)
 
 
+def _task_inputs(spec: WeightSpaceSpec, k: int, task: str | None, options: dict) -> Tensor:
+    """[k, d] training inputs of a zoo task (a seeded draw): probes that start on the data the
+    networks were trained for, not off it. Its labels are never read."""
+    if task is None:
+        raise InputError("probe init 'data' needs the task whose training inputs the probes start at "
+                         "(encoder_kwargs task: NAME, as in the zoo config, and task_options if any)")
+    data = load_task(task, **options)
+    if tuple(data.input_shape) != tuple(spec.input_shape):
+        raise InputError(f"probe init 'data': task {task!r} has inputs of shape {list(data.input_shape)}, the "
+                         f"weight space's networks take {list(spec.input_shape)}")
+    pick = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(0))[:k]
+    return data.x_train[pick].reshape(len(pick), -1).float()
+
+
 class ProbeEncoder(Encoder):
     """K learned probe inputs -> the network's outputs [B, K, out] -> BatchNorm -> MLP."""
 
@@ -49,15 +65,19 @@ class ProbeEncoder(Encoder):
 
     def __init__(self, spec: WeightSpaceSpec, out_dim: int, probes: int = 256, init: str = "auto",
                  learn_probes: bool = True, generator_layers: int = 0, hidden: int = 256, layers: int = 3,
-                 dropout: float = 0.0, squash: bool = True, weight_stats: bool = False, softmax: bool = False):
+                 dropout: float = 0.0, squash: bool = True, weight_stats: bool = False, softmax: bool = False,
+                 task: str | None = None, task_options: dict | None = None):
         super().__init__(spec, out_dim)
-        if init not in ("auto", "grid", "normal"):
-            raise InputError(f"probe init must be 'auto', 'grid' or 'normal', found {init!r}")
+        if init not in ("auto", "grid", "normal", "data"):
+            raise InputError(f"probe init must be 'auto', 'grid', 'normal' or 'data', found {init!r}")
         d = math.prod(spec.input_shape)
         grid = _grid(probes, d) if init in ("auto", "grid") else None
         if init == "grid" and grid is None:
             raise InputError(f"probe init 'grid' needs an input of at most 3 dimensions, found {d}")
-        start = grid if grid is not None else torch.randn(probes, d, generator=torch.Generator().manual_seed(0))
+        if init == "data":
+            start = _task_inputs(spec, probes, task, task_options or {})
+        else:
+            start = grid if grid is not None else torch.randn(probes, d, generator=torch.Generator().manual_seed(0))
         self.num_probes = start.shape[0]
         self.latent = nn.Parameter(start.clone(), requires_grad=learn_probes)
         self.generator = nn.Identity()
