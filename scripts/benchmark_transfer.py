@@ -36,7 +36,8 @@ false-flag rate on the in-distribution test runs, and the AUROC of the OOD score
 zoo's final checkpoints and the in-distribution test runs' final checkpoints.
 
 ``--encoders`` also takes ``probe-fn``, the probe without its weight statistics (only its
-function-space view). Output: per-seed lines, a markdown report (``--out-md``, rewritten after each
+function-space view), and ``probe-data``, the probe whose probes start at the task's training
+inputs (``init: data``). Output: per-seed lines, a markdown report (``--out-md``, rewritten after each
 seed), and one JSON object with every figure as the last line.
 """
 from __future__ import annotations
@@ -70,7 +71,10 @@ ENCODERS = ["probe", "hnp", "statnn"]
 # "probe-fn": the probe without its weight statistics, only the function-space view (the networks'
 # outputs on learned probe inputs), which does not see how large the weights are.
 FUNCTION_ONLY = "probe-fn"
-CHOICES = [*bp.ENCODERS, FUNCTION_ONLY]
+# "probe-data": the probe whose probes start at training inputs of the zoo's task (digits), on the
+# data the networks were trained for, instead of N(0, 1) draws off it.
+DATA_PROBES = "probe-data"
+CHOICES = [*bp.ENCODERS, FUNCTION_ONLY, DATA_PROBES]
 ALL_RUNS = [1.0, 0.0, 0.0]  # a split that puts every done run of a shifted zoo in "train"
 SHIFT_AXES = ["optimizer", "batch", "data", "noise", "init", "user"]
 TEST_ZOOS = [*(f"zoos/digits_mlp_shift_{axis}.h5" for axis in SHIFT_AXES), "zoos/digits_mlp_shifted.h5"]
@@ -86,6 +90,9 @@ def predictor_settings(name: str, predictors: dict) -> tuple[str, dict]:
     if name == FUNCTION_ONLY:
         probe = predictors["probe"]
         return "probe", {**probe, "encoder_kwargs": {**probe["encoder_kwargs"], "weight_stats": False}}
+    if name == DATA_PROBES:
+        probe = predictors["probe"]
+        return "probe", {**probe, "encoder_kwargs": {**probe["encoder_kwargs"], "init": "data", "task": "digits"}}
     return name, predictors[name]
 
 

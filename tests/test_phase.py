@@ -178,3 +178,17 @@ def test_plot_of_categories_and_blank_cells(tmp_path):
                   np.array([[0.5, np.nan], [0.9, 0.2], [np.nan, 0.7]]), np.array([[3, 0], [3, 3], [0, 3]]))
     out = phase_diagram(g, "optimizer", "dropout", "val_acc, mean over seeds", "t", tmp_path / "p.png")
     assert out.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_color_scale_is_log_for_positive_values_spanning_orders_of_magnitude():
+    from matplotlib.colors import LogNorm
+
+    from wsl.cli.plots import color_norm
+
+    spread = np.array([[0.5, 8.0], [np.nan, 120.0]])
+    assert isinstance(color_norm(spread), LogNorm) and color_norm(spread).vmin == 0.5
+    assert not isinstance(color_norm(np.array([[0.5, 0.9]])), LogNorm)  # one order: linear
+    assert not isinstance(color_norm(np.array([[-1.0, 500.0]])), LogNorm)  # not all positive: linear
+    assert not isinstance(color_norm(spread, "linear"), LogNorm)
+    with pytest.raises(InputError, match="must all be positive"):
+        color_norm(np.array([[0.0, 1.0]]), "log")

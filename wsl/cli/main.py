@@ -137,7 +137,7 @@ def _zoo_phase(args) -> int:
         print(f"{len(empty)} of {grid.counts.size} cells have no done run with a value of {args.metric} (blank): "
               f"{cells}; the zoo has {int((status == STATUS_DIVERGED).sum())} diverged and "
               f"{int((status == STATUS_PENDING).sum())} pending runs")
-    print(f"phase diagram written to {phase_diagram(grid, args.x, args.y, label, title, args.out)}")
+    print(f"phase diagram written to {phase_diagram(grid, args.x, args.y, label, title, args.out, args.color_scale)}")
     return 0
 
 
@@ -357,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--reduce", default="mean", choices=["mean", "median", "std"],
                     help="over the done runs of a cell (default mean)")
     ph.add_argument("--out", required=True, metavar="PNG", help="the heat map to write")
+    ph.add_argument("--color-scale", default="auto", choices=["auto", "linear", "log"],
+                    help="colours of the heat map: log where the values are positive and span two orders of "
+                    "magnitude or more (auto, the default), or as asked")
     ph.set_defaults(func=_zoo_phase)
 
     im = zoo.add_parser("import", help="read checkpoint folders, exported zoos or the field's public zoos into "

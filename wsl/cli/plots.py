@@ -8,6 +8,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.colors import LogNorm, Normalize  # noqa: E402
+
+from zoo.errors import InputError  # noqa: E402
 
 
 def _save(fig, out: str | Path) -> Path:
@@ -85,11 +88,11 @@ def learning_curves(panels: dict[str, dict[str, list[list[tuple[float, int, floa
     return _save(fig, out)
 
 
-def phase_diagram(grid, x: str, y: str, label: str, title: str, out: str | Path) -> Path:
+def phase_diagram(grid, x: str, y: str, label: str, title: str, out: str | Path, color_scale: str = "auto") -> Path:
     """A heat map of a phase grid (``wsl.landscape.phase.PhaseGrid``): one cell per pair of values of
     ``x`` and ``y``, coloured by its value and printed with it, blank where the cell is NaN. A
     log-spaced axis is drawn on a log scale, an evenly spaced one linearly, any other with one equal
-    cell per value; ticks are the grid's values."""
+    cell per value; ticks are the grid's values. Colours follow ``color_scale`` (``color_norm``)."""
     from matplotlib.ticker import NullLocator
 
     from wsl.landscape.phase import value_label
@@ -97,7 +100,8 @@ def phase_diagram(grid, x: str, y: str, label: str, title: str, out: str | Path)
     fig, ax = plt.subplots(figsize=(1.1 * len(grid.x_values) + 3.2, 0.8 * len(grid.y_values) + 2.0))
     (xe, xc, xs), (ye, yc, ys) = _cells(grid.x_values), _cells(grid.y_values)
     values = np.ma.masked_invalid(grid.values)
-    mesh = ax.pcolormesh(xe, ye, values, cmap="viridis", edgecolors="white", linewidth=0.5)
+    norm = color_norm(grid.values, color_scale)
+    mesh = ax.pcolormesh(xe, ye, values, cmap="viridis", norm=norm, edgecolors="white", linewidth=0.5)
     for i, cy in enumerate(yc):
         for j, cx in enumerate(xc):
             v = grid.values[i, j]
@@ -112,9 +116,25 @@ def phase_diagram(grid, x: str, y: str, label: str, title: str, out: str | Path)
         axis.set_ticks(centres, [value_label(v) for v in vals])
         axis.set_minor_locator(NullLocator())
         axis.set_label_text(name + (" (log scale)" if scale == "log" else ""))
-    fig.colorbar(mesh, ax=ax, label=label)
+    fig.colorbar(mesh, ax=ax, label=label + (" (log scale)" if isinstance(norm, LogNorm) else ""))
     ax.set_title(title, fontsize=10)
     return _save(fig, out)
+
+
+def color_norm(values: np.ndarray, scale: str = "auto") -> Normalize:
+    """How a heat map's values map to colours: ``linear``; ``log`` (positive values only); or
+    ``auto``, log where every value is positive and they span two orders of magnitude or more (a
+    Hessian trace across a learning-rate grid), else linear."""
+    finite = values[np.isfinite(values)]
+    if scale not in ("auto", "linear", "log"):
+        raise InputError(f"--color-scale must be auto, linear or log, found {scale!r}")
+    positive = finite.size > 0 and finite.min() > 0
+    if scale == "log" and not positive:
+        raise InputError("--color-scale log: the values must all be positive; found "
+                         f"{finite.min() if finite.size else 'none'} at least")
+    if scale == "log" or (scale == "auto" and positive and finite.max() >= 100 * finite.min()):
+        return LogNorm(vmin=finite.min(), vmax=finite.max())
+    return Normalize(vmin=finite.min() if finite.size else None, vmax=finite.max() if finite.size else None)
 
 
 def _cells(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
