@@ -5,8 +5,11 @@ against the dense NG-GNN.
     .venv/bin/python scripts/bench_encoders.py                      # CPU, 2 threads, B=64, 5 repeats
     .venv/bin/python scripts/bench_encoders.py --device cuda --threads 8
     .venv/bin/python scripts/bench_encoders.py --baseline-src /path/to/old/checkout   # before vs after
+    .venv/bin/python scripts/bench_encoders.py --space mnist-inr --encoders ngnn,scalegmn --channels 64 \
+        --layers 4 --threads 1                                       # ScaleGMN against NG-GNN on SIRENs
 
-Encoders (all at ``--channels`` width and ``--layers`` depth, on the MLP 64-32-32-10 weight space):
+Encoders (all at ``--channels`` width and ``--layers`` depth, on the MLP 64-32-32-10 weight space
+unless ``--space`` says otherwise):
 
 - ``hnp``: our ``NFNEncoder(mode="hnp")``: lift -> [HNPLinear, ReLU] x layers -> invariant pool ->
   MLP head (``--head-hidden``).
@@ -20,6 +23,12 @@ Encoders (all at ``--channels`` width and ``--layers`` depth, on the MLP 64-32-3
 - ``ngnn-dense``: the same NG-GNN (same parameters, same function) on dense per-layer edge tensors,
   ``build_encoder("ngnn-dense")``; the JSON line gives ``ngnn_speed_ratio_pyg_over_dense``.
 - ``ngt``: the neural-graph transformer on PyG, ``build_encoder("ngt")``, same width and depth.
+- ``scalegmn``: ScaleGMN on PyG (Kalogeropoulos et al. 2024: also invariant to the activation's
+  scalings), ``build_encoder("scalegmn")``, same width and depth; the JSON line gives
+  ``scalegmn_time_ratio_over_ngnn`` (the issue's target: at most 2).
+
+``--space mnist-inr`` benchmarks on the 2-32-32-1 SIREN weight space of ``configs/zoo/mnist_inr.yaml``
+instead (sign symmetry for ``scalegmn``; the MLP is ReLU: positive scaling).
 
 What is measured: one training step is forward + ``sum().backward()`` on a batch of ``--batch``
 random networks (the conversion from a ``WeightBatch`` into each library's input form included),
@@ -50,7 +59,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ENCODERS = ("hnp", "nfn-hnp", "ngnn", "ngnn-dense", "ngt")
+ENCODERS = ("hnp", "nfn-hnp", "ngnn", "ngnn-dense", "ngt", "scalegmn")
+SPACES = {"mlp": "MLP 64-32-32-10", "mnist-inr": "SIREN 2-32-32-1 (MNIST-INR)"}
 
 
 # --- worker: one encoder, one fresh process -------------------------------------------------------
@@ -105,7 +115,10 @@ def worker(args) -> dict:
     from wsl.weights import WeightBatch
     from zoo.architectures import build_spec
 
-    spec = build_spec("mlp", (64,), 10, hidden=[32, 32])
+    if args.space == "mnist-inr":
+        spec = build_spec("siren", (2,), 1, hidden=[32, 32], omega_0=30.0)
+    else:
+        spec = build_spec("mlp", (64,), 10, hidden=[32, 32])
     torch.manual_seed(0)
     name = args.worker
     if name == "hnp":
@@ -115,7 +128,7 @@ def worker(args) -> dict:
             from wsl.encoders.nfn import NFNEncoder
         model = NFNEncoder(spec, 1, mode="hnp", channels=args.channels, layers=args.layers,
                            head_hidden=args.head_hidden)
-    elif name in ("ngnn", "ngnn-dense", "ngt"):
+    elif name in ("ngnn", "ngnn-dense", "ngt", "scalegmn"):
         from wsl.nn import build_encoder
         model = build_encoder(name, spec, 1, hidden=args.channels, layers=args.layers)
     elif name == "nfn-hnp":
@@ -160,7 +173,7 @@ def worker(args) -> dict:
 # --- driver ---------------------------------------------------------------------------------------
 def run_one(args, name: str, src: str | None) -> dict | None:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name]
-    for opt in ("device", "threads", "batch", "channels", "layers", "head_hidden", "steps", "warmup"):
+    for opt in ("device", "threads", "batch", "channels", "layers", "head_hidden", "steps", "warmup", "space"):
         cmd += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     if src:
@@ -192,6 +205,7 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--head-hidden", type=int, default=256)
     p.add_argument("--encoders", default=",".join(ENCODERS), help=f"comma-separated subset of {ENCODERS}")
+    p.add_argument("--space", default="mlp", choices=sorted(SPACES), help="the weight space of the random networks")
     p.add_argument("--baseline-src", default=None,
                    help="a directory holding another version of the wsl and zoo packages (e.g. a checkout "
                         "before a change): our encoders from there are run too, as NAME@base")
@@ -215,7 +229,7 @@ def main() -> None:
         src = str(Path(args.baseline_src).resolve())
         runs += [(f"{n}@base", src) for n in names if n != "nfn-hnp"]
 
-    print(f"encoders on MLP 64-32-32-10 weights: device={args.device} threads={args.threads} batch={args.batch} "
+    print(f"encoders on {SPACES[args.space]} weights: device={args.device} threads={args.threads} batch={args.batch} "
           f"channels={args.channels} layers={args.layers} repeats={args.repeats} steps={args.steps}")
     results: dict[str, list[dict]] = {label: [] for label, _ in runs}
     for r in range(args.repeats):
@@ -240,8 +254,9 @@ def main() -> None:
     for label, s in summary.items():
         print(f"  {label:15s} {s['networks_per_s']:11.1f} {s['peak_mem_mib']:9.1f} {s['params']:9d}")
 
-    headline = {"device": args.device, "threads": args.threads, "batch": args.batch, "channels": args.channels,
-                "layers": args.layers, "repeats": args.repeats, "memory": mem_kind, "nfn_available": has_nfn}
+    headline = {"device": args.device, "space": args.space, "threads": args.threads, "batch": args.batch,
+                "channels": args.channels, "layers": args.layers, "repeats": args.repeats, "memory": mem_kind,
+                "nfn_available": has_nfn}
     for label, s in summary.items():
         key = label.replace("-", "_").replace("@", "_")
         headline[f"{key}_networks_per_s"] = round(s["networks_per_s"], 1)
@@ -256,7 +271,11 @@ def main() -> None:
         ratio = summary["ngnn"]["networks_per_s"] / summary["ngnn-dense"]["networks_per_s"]
         headline["ngnn_speed_ratio_pyg_over_dense"] = round(ratio, 2)
         print(f"NG-GNN, PyG / dense: {ratio:.2f}x networks/s")
-    for n in ("hnp", "ngnn", "ngnn-dense", "ngt"):
+    if "scalegmn" in summary and "ngnn" in summary:
+        ratio = summary["ngnn"]["networks_per_s"] / summary["scalegmn"]["networks_per_s"]
+        headline["scalegmn_time_ratio_over_ngnn"] = round(ratio, 2)
+        print(f"ScaleGMN / NG-GNN: {ratio:.2f}x time per step")
+    for n in ("hnp", "ngnn", "ngnn-dense", "ngt", "scalegmn"):
         if n in summary and f"{n}@base" in summary:
             headline[f"{n}_speedup_over_base"] = round(summary[n]["networks_per_s"] / summary[f"{n}@base"]["networks_per_s"], 2)
     print(json.dumps(headline))

@@ -11,6 +11,7 @@ features), by name.
 | ``ngnn`` | ``neural_graph.NGEncoder`` | NG-GNN: message passing on the neural graph (PyG), edge features and updates (Kofinas et al. 2024) |
 | ``ngnn-dense`` | ``dense_ngnn.DenseNGGNN`` | the same NG-GNN (same parameters and function) on dense edge tensors: less memory, faster on one CPU thread |
 | ``ngt`` | ``neural_graph.NGEncoder`` | NG-T: a transformer on the neural graph (PyG), edges in keys and values (Kofinas et al. 2024) |
+| ``scalegmn`` | ``scalegmn.ScaleGMN`` | ScaleGMN: the neural graph with layers equivariant to the activation's scalings too (sign flips, positive rescaling; Kalogeropoulos et al. 2024) |
 | ``probe`` | ``probe.ProbeEncoder`` | the network's outputs on learned probe inputs into an MLP (raw weights) |
 
 Backbones (``build_backbone``) are the equivariant part alone: ``np``, ``hnp``, ``dwsnet``, ``ngnn``,
@@ -37,6 +38,7 @@ ENCODERS: dict[str, tuple[str, str, dict]] = {
     "ngnn-dense": ("wsl.nn.dense_ngnn", "DenseNGGNN", {}),
     "ngt": ("wsl.nn.neural_graph", "NGEncoder", {"conv": "transformer"}),
     "probe": ("wsl.nn.probe", "ProbeEncoder", {}),
+    "scalegmn": ("wsl.nn.scalegmn", "ScaleGMN", {}),
 }
 
 BACKBONES: dict[str, tuple[str, str, dict]] = {
