@@ -152,13 +152,14 @@ def test_zero_weights_stay_finite():
         assert torch.isfinite(encoder(spec)(wb)).all()
 
 
-def test_predictor_on_sirens_is_invariant_end_to_end():
-    """Through ``PropertyPredictor``: its weight normalizer's asinh is odd, so sign flips survive it.
-    (Positive scalings do not: ReLU zoos are invariant at the encoder, not through asinh.)"""
+@pytest.mark.parametrize("arch", ["siren", "relu-mlp"])
+def test_predictor_is_invariant_end_to_end(arch):
+    """Through ``PropertyPredictor``: its weight normalizer's asinh is odd, so sign flips survive it;
+    for positive scalings (ReLU) the predictor gives ScaleGMN the weights divided by their scale only."""
     from wsl.data.normalize import WeightNormalizer
     from wsl.prediction.model import PropertyPredictor
 
-    spec = ARCHS["siren"]
+    spec = ARCHS[arch]
     torch.manual_seed(0)
     model = PropertyPredictor(spec.to_json(), num_outputs=3, task_type="classification", class_names=list("abc"),
                               target="label", encoder="scalegmn", encoder_kwargs={"hidden": 12, "layers": 2})

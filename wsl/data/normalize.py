@@ -118,12 +118,15 @@ class WeightNormalizer(nn.Module):
             raise InputError(f"WeightNormalizer has {len(self.scale)} parameter tensors "
                              f"({self.spec.param_names}), the batch {len(wb.spec.params)}")
 
-    def forward(self, wb: WeightBatch) -> WeightBatch:
+    def forward(self, wb: WeightBatch, squash: bool = True) -> WeightBatch:
+        """The normalized weights; ``squash=False``: divided by the per-tensor scale only (no asinh),
+        a map that commutes with positive rescalings of neurons too (ReLU's symmetry)."""
         self._check(wb)
         if self.per_parameter:
             flat = wb.flatten()
             return WeightBatch.from_flat(wb.spec, (flat - self.mean.to(flat.dtype)) / self.std.to(flat.dtype))
-        out = [torch.asinh(t / s.to(t.dtype)) for t, s in zip(wb.params(), self.scale)]
+        squash_fn = torch.asinh if squash else (lambda t: t)
+        out = [squash_fn(t / s.to(t.dtype)) for t, s in zip(wb.params(), self.scale)]
         return WeightBatch.from_params(wb.spec, out)
 
     def inverse(self, wb: WeightBatch) -> WeightBatch:

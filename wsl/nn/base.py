@@ -41,6 +41,9 @@ class Encoder(nn.Module):
     """``WeightBatch -> [B, out_dim]`` for one weight space."""
 
     raw_weights: bool = False  # True: the encoder runs the networks, so it gets unnormalized weights
+    # True: the encoder is invariant to positive rescalings of neurons, which the weight normalizer's
+    # asinh would break: it gets the weights divided by their per-tensor scale only
+    linear_normalization: bool = False
 
     def __init__(self, spec: WeightSpaceSpec, out_dim: int):
         super().__init__()

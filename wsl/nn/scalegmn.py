@@ -233,6 +233,7 @@ class ScaleGMN(Encoder):
                  message: str = "rescale"):
         super().__init__(spec, out_dim)
         self.symmetry = resolve_symmetry(spec, symmetry)
+        self.linear_normalization = self.symmetry == "positive"  # asinh is odd (sign flips survive it), not homogeneous
         if readout not in READOUTS:
             raise InputError(f"scalegmn: readout must be one of {list(READOUTS)}, found {readout!r}")
         if hidden < 1 or layers < 1:

@@ -77,7 +77,7 @@ class PropertyPredictor(WeightSpaceModule):
         """Raw outputs: standardized predictions (regression) or logits (classification)."""
         if self.encoder.raw_weights:  # it runs the networks: weights as they are
             return self.encoder(wb)
-        return self.encoder(self.weight_normalizer(wb))
+        return self.encoder(self.weight_normalizer(wb, squash=not self.encoder.linear_normalization))
 
     @torch.no_grad()
     def predict_values(self, wb: WeightBatch) -> Tensor:
