@@ -60,7 +60,7 @@ from zoo.store import Zoo  # noqa: E402
 TREES = "statnn+trees"
 LINEAR = "linear"  # logistic regression on the raw flattened weights: what a shared-init zoo gives away
 PEER = "nfn-hnp"  # the nfn package's HNP layers in our pipeline (pip install nfn): a peer check of ours
-ENCODERS = ["flat", "statnn", "deepsets", "np", "hnp", "dwsnet", "ngnn", "probe", PEER]
+ENCODERS = ["flat", "statnn", "deepsets", "np", "hnp", "dwsnet", "ngnn", "scalegmn", "probe", PEER]
 REFERENCES = [LINEAR, TREES]
 INR_PROBE = {"lr": 1e-3, "encoder_kwargs": {"probes": 256, "hidden": 256, "layers": 3, "weight_stats": True}}
 # every weight encoded by 16 random Fourier frequencies of std 0.3 (on normalized weights) before the

@@ -75,6 +75,8 @@ PREDICTORS = {
     "hnp": {"lr": 1e-3, "encoder_kwargs": {"channels": 32, "layers": 3}},
     "dwsnet": {"lr": 1e-3, "encoder_kwargs": {"channels": 16, "layers": 3}},
     "ngnn": {"lr": 1e-3, "encoder_kwargs": {"hidden": 64, "layers": 4}},
+    # at NG-GNN's width and depth (configs/predict/mnist_inr_scalegmn.yaml); symmetry from the weight space
+    "scalegmn": {"lr": 1e-3, "encoder_kwargs": {"hidden": 64, "layers": 4, "dropout": 0.1}},
     # probes from a 6-layer deep linear generator, class probabilities beside the logits: each chosen
     # on validation tau over several zoos and splits (docs/benchmarks.md, "Property prediction")
     "probe": {"lr": 1e-3, "encoder_kwargs": {"probes": 256, "hidden": 256, "layers": 3, "weight_stats": True,
@@ -89,6 +91,7 @@ QUICK_PREDICTORS = {
     "hnp": {"lr": 1e-3, "encoder_kwargs": {"channels": 4, "layers": 1, "head_hidden": 32}},
     "dwsnet": {"lr": 1e-3, "encoder_kwargs": {"channels": 4, "layers": 1, "head_hidden": 32}},
     "ngnn": {"lr": 1e-3, "encoder_kwargs": {"hidden": 8, "layers": 1}},
+    "scalegmn": {"lr": 1e-3, "encoder_kwargs": {"hidden": 8, "layers": 1}},
     "probe": {"lr": 1e-3, "encoder_kwargs": {"probes": 16, "hidden": 32, "layers": 2}},
 }
 WEIGHT_DECAY = 1e-4
