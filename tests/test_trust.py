@@ -179,3 +179,16 @@ def test_classification_predictors_give_prediction_sets(trusted, tmp_path):
     preds = run_predict(str(fitted.checkpoint), [zoo], max_rows=0)
     assert all(p.classes is not None and set(p.classes) <= {"sgd", "adam"} for p in preds)
     assert all(p.value in p.classes for p in preds if p.classes)  # the most probable class enters any set first
+
+
+def test_a_limited_reference_is_a_seeded_subset_in_loader_order(trusted):
+    _, _, dm, _ = trusted
+    every = dm.weights("train")
+    some = dm.weights("train", limit=7, seed=3)
+    assert len(some) == 7 and len(dm.weights("train", limit=10 ** 6)) == len(every)
+    rows = [next(i for i in range(len(every)) if torch.equal(every.params()[0][i], w)) for w in some.params()[0]]
+    assert rows == sorted(rows)  # the loader's order kept
+    torch.testing.assert_close(dm.weights("train", limit=7, seed=3).params()[0], some.params()[0])
+    ood = OODScore(dm.spec, k=3, max_reference=5)
+    ood.fit(every)
+    assert ood.reference.shape == (5, ood.mean.numel())  # at most max_reference training checkpoints kept
