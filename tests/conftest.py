@@ -34,6 +34,19 @@ def save_checkpoint(model, path, tag: bool = True, **extra):
     return path
 
 
+def save_untrained_predictor(zoo, path, trained_on: str = "/nowhere/src.h5"):
+    """An untrained StatNN predictor of test accuracy for ``zoo``'s weight space, saved as ``wsl fit``
+    would (its data module named ``trained_on``): for tests where only reading inputs matters."""
+    from wsl.prediction.model import PropertyPredictor
+    from zoo.store import Zoo
+
+    with Zoo(zoo) as z:
+        spec = z.spec
+    torch.manual_seed(0)
+    model = PropertyPredictor(spec.to_json(), encoder="statnn", target="test_acc").eval()
+    return save_checkpoint(model, path, datamodule_hyper_parameters={"zoos": [trained_on]})
+
+
 def generate_zoo(raw: dict, path) -> str:
     """A zoo generated quietly from a raw config dict (the tests' small zoos); its path."""
     return str(generate(parse_config(raw), path, **QUIET))

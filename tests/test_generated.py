@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import generate_zoo, hidden_perms, random_weights, save_checkpoint
+from conftest import generate_zoo, hidden_perms, random_weights, save_untrained_predictor
 from wsl.cli import main
 from wsl.data.runs import ZooRuns, check_same_space
 from wsl.diffusion import evaluate_networks, source_task, write_generated_zoo, wrong_sets
@@ -294,14 +294,7 @@ def test_cli_writes_the_report(gen_zoo, ref_zoo, tmp_path, capsys):
 
 def test_wsl_predict_reads_a_generated_zoo(gen_zoo, tmp_path, capsys):
     """A predictor (untrained: only reading matters here) predicts the generated zoo's done networks."""
-    from wsl.prediction.model import PropertyPredictor
-
-    with Zoo(gen_zoo[0]) as z:
-        spec = z.spec
-    torch.manual_seed(0)
-    model = PropertyPredictor(spec.to_json(), encoder="statnn", target="test_acc").eval()
-    ckpt = tmp_path / "p.ckpt"
-    save_checkpoint(model, ckpt, datamodule_hyper_parameters={"zoos": ["/nowhere/ref.h5"]})
+    ckpt = save_untrained_predictor(gen_zoo[0], tmp_path / "p.ckpt", trained_on="/nowhere/ref.h5")
     csv = tmp_path / "p.csv"
     assert main(["predict", "--model", str(ckpt), gen_zoo[0], "--csv", str(csv)]) == 0
     assert len(csv.read_text().strip().splitlines()) == 1 + 9  # header + the 9 done networks

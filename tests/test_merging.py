@@ -5,7 +5,7 @@ work; barriers vanish after weight matching; ``wsl merge`` writes a zoo that rea
 import pytest
 import torch
 
-from conftest import SPECS, generate_zoo, hidden_perms, max_diff, random_weights, save_checkpoint
+from conftest import SPECS, generate_zoo, hidden_perms, max_diff, random_weights, save_untrained_predictor
 from wsl.cli import main
 from wsl.data.task import source_task
 from wsl.landscape.connectivity import barrier, interpolate, linear_mode_connectivity, path_metrics
@@ -280,16 +280,9 @@ def test_wsl_merge_every_method_runs(src_zoo, tmp_path):
 
 
 def test_wsl_predict_reads_a_merged_zoo(src_zoo, tmp_path):
-    from wsl.prediction.model import PropertyPredictor
-
     out = tmp_path / "soup.h5"
     assert main(["merge", src_zoo, "--method", "soup", "--runs", "0,1", "--out", str(out)]) == 0
-    with Zoo(out) as z:
-        spec = z.spec
-    torch.manual_seed(0)
-    model = PropertyPredictor(spec.to_json(), encoder="statnn", target="test_acc").eval()
-    ckpt = tmp_path / "p.ckpt"
-    save_checkpoint(model, ckpt, datamodule_hyper_parameters={"zoos": ["/nowhere/src.h5"]})
+    ckpt = save_untrained_predictor(out, tmp_path / "p.ckpt")
     csv = tmp_path / "p.csv"
     assert main(["predict", "--model", str(ckpt), str(out), "--csv", str(csv)]) == 0
     assert len(csv.read_text().strip().splitlines()) == 2

@@ -134,7 +134,7 @@ def test_a_fitted_predictor_is_calibrated_on_its_validation_runs_and_its_checkpo
     assert ((trust.ood_p > 0) & (trust.ood_p <= 1)).all()
     again = load_model(fitted.checkpoint, PropertyPredictor).trust(wb, 0.8)
     for key in ("values", "low", "high", "ood_score", "ood_p"):
-        torch.testing.assert_close(again[key], getattr(trust, key), msg=key)
+        torch.testing.assert_close(getattr(again, key), getattr(trust, key), msg=key)
 
 
 def test_a_checkpoint_written_before_calibration_loads_and_says_so(trusted, tmp_path, capsys):

@@ -15,10 +15,12 @@ gradient stays informative outside the range).
 Every prediction can say how far to trust it: the validation runs, scored at the end of every
 validation epoch, calibrate conformal intervals (regression) or prediction sets (classification),
 ``wsl.prediction.conformal``; the training runs are the reference of an out-of-distribution score,
-``wsl.prediction.ood``, whose p-values the same validation runs calibrate. Both travel in every
-checkpoint with the weights they were computed for (``trust``).
+``wsl.prediction.ood``, whose p-values the same validation runs calibrate once per fit (they do not
+depend on the predictor's weights). Both travel in every checkpoint (``trust``).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +37,25 @@ from wsl.prediction.ood import OODScore
 from wsl.weights import WeightBatch
 from zoo.errors import InputError
 from zoo.store import metric_bounds
+
+@dataclass
+class Trust:
+    """``PropertyPredictor.trust``'s output for a batch: the values, and what says how far to trust
+    them (an entry is None where the predictor carries no calibration for it)."""
+    values: torch.Tensor  # [B] regression values, or [B, classes] probabilities
+    low: torch.Tensor | None = None  # [B] the conformal interval (regression)
+    high: torch.Tensor | None = None
+    sets: torch.Tensor | None = None  # [B, classes] bool prediction sets (classification)
+    ood_score: torch.Tensor | None = None  # [B]
+    ood_p: torch.Tensor | None = None  # [B]
+
+    @staticmethod
+    def cat(parts: list["Trust"]) -> "Trust":
+        def join(name):
+            values = [getattr(p, name) for p in parts]
+            return None if any(v is None for v in values) else torch.cat(values)
+        return Trust(**{name: join(name) for name in Trust.__dataclass_fields__})
+
 
 class PropertyPredictor(WeightSpaceModule):
     """Args (beyond ``WeightSpaceModule``'s): ``num_outputs``, ``task_type``, ``class_names`` and
@@ -94,30 +115,31 @@ class PropertyPredictor(WeightSpaceModule):
         return values.clamp(*self.target_bounds)
 
     @torch.no_grad()
-    def trust(self, wb: WeightBatch, level: float = 0.9) -> dict[str, Tensor | None]:
-        """Predictions with what says how far to trust them: ``values`` (``predict_values``);
-        ``low``/``high``, the conformal interval at coverage ``level`` (regression), or ``sets``
-        [B, classes] bool (classification); ``ood_score`` and its p-value ``ood_p`` against the
-        validation runs. An entry is None where the checkpoint carries no calibration for it."""
-        values = self.predict_values(wb)
-        out: dict[str, Tensor | None] = {"values": values, "low": None, "high": None, "sets": None,
-                                         "ood_score": None, "ood_p": None}
+    def trust(self, wb: WeightBatch, level: float = 0.9) -> Trust:
+        """Predictions with what says how far to trust them (``Trust``): the conformal interval or
+        set at coverage ``level``, and the out-of-distribution score and p-value."""
+        out = Trust(self.predict_values(wb))
         if self.conformal.calibrated and self.regression:
-            low, high = self.conformal.interval(values, level)
-            out["low"], out["high"] = self._in_range(low), self._in_range(high)
+            low, high = self.conformal.interval(out.values, level)
+            out.low, out.high = self._in_range(low), self._in_range(high)
         elif self.conformal.calibrated:
-            out["sets"] = self.conformal.prediction_sets(values, level)
+            out.sets = self.conformal.prediction_sets(out.values, level)
         if self.ood.fitted:
-            out["ood_score"] = self.ood.score(wb)
+            out.ood_score = self.ood.score(wb)
             if self.ood.calibrated:
-                out["ood_p"] = self.ood.p_value(out["ood_score"])
+                out.ood_p = self.ood.p_value(out.ood_score)
         return out
 
     def on_fit_start(self) -> None:
-        """The training runs become the out-of-distribution reference (where the data module holds them)."""
+        """The training runs become the out-of-distribution reference and the validation runs
+        calibrate its p-values (where the data module holds them): neither depends on this model's
+        weights, so once per fit."""
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and hasattr(dm, "weights") and getattr(dm, "split_runs", None) is not None:
             self.ood.fit(dm.weights("train", limit=self.ood.max_reference))
+            val = dm.weights("val", limit=self.ood.max_reference)
+            if len(val):
+                self.ood.calibrate(self.ood.features(val))
 
     def _loss(self, out: Tensor, y: Tensor) -> Tensor:
         if self.regression:
@@ -147,8 +169,7 @@ class PropertyPredictor(WeightSpaceModule):
             pred = out.softmax(-1)
             self.metrics[f"{split}_acc"].update(out.argmax(-1), y)
         if split == "val":  # the calibration of this epoch's weights
-            self.collect("calibration", (pred.detach().cpu(), y.detach().cpu(),
-                                         self.ood.features(wb) if self.ood.fitted else None))
+            self.collect("calibration", (pred.detach().cpu(), y.detach().cpu()))
 
     def _eval_epoch_end(self, split: str) -> None:
         names = ("tau", "r2", "mae") if self.regression else ("acc",)
@@ -173,14 +194,11 @@ class PropertyPredictor(WeightSpaceModule):
         self._eval_epoch_end("val")
 
     def _calibrate(self, collected: list) -> None:
-        """Calibrate the intervals and the out-of-distribution p-values on this validation epoch's
-        runs (not on the sanity check's few batches)."""
+        """Calibrate the intervals on this validation epoch's runs (not on the sanity check's few batches)."""
         if not collected or (self._trainer is not None and self.trainer.sanity_checking):
             return
-        preds, truth, feats = zip(*collected)
+        preds, truth = zip(*collected)
         self.conformal.calibrate(torch.cat(preds), torch.cat(truth))
-        if self.ood.fitted:
-            self.ood.calibrate(torch.cat(feats))
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, "test")

@@ -57,9 +57,8 @@ class OODScore(ExtraState):
         """[B, F] per-layer weight statistics, variances as log10."""
         out = []
         for s in range(0, len(wb), self.chunk):
-            part = wb[s:s + self.chunk]
-            stats = weight_statistics(self.spec, {p.name: t.detach().float().cpu()
-                                                  for p, t in zip(self.spec.params, part.params())})
+            part = {name: t.detach().float().cpu() for name, t in wb[s:s + self.chunk].to_dict().items()}
+            stats = weight_statistics(self.spec, part)
             var = STATISTICS.index("var")
             stats[:, var::len(STATISTICS)] = stats[:, var::len(STATISTICS)].clamp_min(1e-12).log10()
             out.append(stats)

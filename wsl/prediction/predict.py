@@ -37,7 +37,7 @@ from wsl.data.runs import ZooRuns
 from wsl.core.checkpoint import keeps_module_order, load_state_dict_file, model_from_checkpoint, read_checkpoint
 from wsl.weights.matching import describe_mapping, match_state_dict
 from wsl.prediction.conformal import check_level
-from wsl.prediction.model import PropertyPredictor
+from wsl.prediction.model import PropertyPredictor, Trust
 from wsl.weights import WeightBatch
 from zoo.weight_space import ACTIVATIONS
 from zoo.errors import InputError, MissingFileError, warn
@@ -58,25 +58,6 @@ class Prediction:
     classes: list[str] | None = None  # classification: the conformal prediction set
     ood_score: float | None = None  # distance to the training runs (higher: less like them)
     ood_p: float | None = None  # its p-value against the validation runs (small: unusual)
-
-
-@dataclass
-class Trust:
-    """``PropertyPredictor.trust``'s output for a batch (an entry is None where the predictor
-    carries no calibration for it)."""
-    values: torch.Tensor  # [B] regression values, or [B, classes] probabilities
-    low: torch.Tensor | None = None  # [B] the conformal interval (regression)
-    high: torch.Tensor | None = None
-    sets: torch.Tensor | None = None  # [B, classes] bool prediction sets (classification)
-    ood_score: torch.Tensor | None = None  # [B]
-    ood_p: torch.Tensor | None = None  # [B]
-
-    @staticmethod
-    def cat(parts: list["Trust"]) -> "Trust":
-        def join(name):
-            values = [getattr(p, name) for p in parts]
-            return None if any(v is None for v in values) else torch.cat(values)
-        return Trust(**{name: join(name) for name in Trust.__dataclass_fields__})
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
@@ -173,7 +154,7 @@ def predict_files(model: PropertyPredictor, files: list[Path], batch_size: int =
                                                   for k in range(len(model.spec.params))])
         if model.spec.activation is None and act is not None:
             wb.activation = [act] * len(wb)
-        out += _predictions(model, [str(f) for f, _ in chunk], Trust(**model.trust(wb, level)))
+        out += _predictions(model, [str(f) for f, _ in chunk], model.trust(wb, level))
     return out
 
 
@@ -241,7 +222,7 @@ def predict_weights(model: PropertyPredictor, wb: WeightBatch, batch_size: int =
 def predict_trust(model: PropertyPredictor, wb: WeightBatch, batch_size: int = 1024, level: float = LEVEL) -> Trust:
     """The predictor's values with their intervals or sets at coverage ``level`` and their
     out-of-distribution scores (``PropertyPredictor.trust``), in batches."""
-    return Trust.cat([Trust(**model.trust(part, level)) for part in _in_batches(model, wb, batch_size)])
+    return Trust.cat([model.trust(part, level) for part in _in_batches(model, wb, batch_size)])
 
 
 def run_predict(model_path: str, inputs: list[str], csv_path: str | None = None, split: str | None = None,
