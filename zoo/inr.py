@@ -25,6 +25,7 @@ from .checkpoints import CheckpointRecorder, PopulationResult
 from .fused import MIN_COMPILED_NUMEL, compile_enabled
 from .mlp_step import mlp_population_step
 from .optim import PopulationOptimizer
+from .threads import CoreShare
 from .train import keep_freed_memory
 from .weight_space import WeightSpaceSpec
 from .errors import InputError
@@ -86,30 +87,32 @@ def fit_population(spec: WeightSpaceSpec, coords: Tensor, targets: Tensor, hpara
     scale = 1.0 / (t.shape[1] * t.shape[2])  # the MSE's weight of each squared error
 
     compiled = fit_compiles(spec, M, x.shape[0], device)
-    for step in range(epochs + 1):
-        if step < epochs:
-            mse, grads = step_fn(params, x, t, (scale * fitting).to(t.dtype), compile=compiled)
-        else:  # the final weights are only evaluated
-            mse = net.mse(params, x, t)
-        # NaN/inf weights give a NaN/inf error too; stop these models and drop their gradients,
-        # which are NaN too (and NaN * 0 is NaN)
-        if recorder.mark_diverged(~mse.isfinite(), step) and step < epochs:
-            grads = [torch.where(alive.view(-1, *[1] * (g.dim() - 1)), g, 0.0) for g in grads]
-        fitting &= alive
-        if stop_psnr is not None:  # the weights that reach the PSNR are final: no update from this step on
-            fitting &= ~(psnr(mse, peak) >= stop_psnr)
-        if step in checkpoints:  # the weights after ``step`` updates and their error
-            recorder.record(step, {"mse": mse, "psnr": psnr(mse, peak)})
-        if step == epochs:
-            break
-        if not bool(fitting.any()):  # every INR stopped (or diverged): later checkpoints are these weights
-            for later in (c for c in checkpoints if c > step):
-                recorder.record(later, {"mse": mse, "psnr": psnr(mse, peak)})
-            if progress is not None:
-                progress(1.0)
-            break
-        opt.step(grads, fitting, compile=compiled)
-        if progress is not None and (step + 1) % max(1, epochs // 100) == 0:
-            progress((step + 1) / epochs)
+    with CoreShare() as share:
+        for step in range(epochs + 1):
+            share.adjust()  # threads for the cores other jobs leave free (zoo.threads)
+            if step < epochs:
+                mse, grads = step_fn(params, x, t, (scale * fitting).to(t.dtype), compile=compiled)
+            else:  # the final weights are only evaluated
+                mse = net.mse(params, x, t)
+            # NaN/inf weights give a NaN/inf error too; stop these models and drop their gradients,
+            # which are NaN too (and NaN * 0 is NaN)
+            if recorder.mark_diverged(~mse.isfinite(), step) and step < epochs:
+                grads = [torch.where(alive.view(-1, *[1] * (g.dim() - 1)), g, 0.0) for g in grads]
+            fitting &= alive
+            if stop_psnr is not None:  # the weights that reach the PSNR are final: no update from this step on
+                fitting &= ~(psnr(mse, peak) >= stop_psnr)
+            if step in checkpoints:  # the weights after ``step`` updates and their error
+                recorder.record(step, {"mse": mse, "psnr": psnr(mse, peak)})
+            if step == epochs:
+                break
+            if not bool(fitting.any()):  # every INR stopped (or diverged): later checkpoints are these weights
+                for later in (c for c in checkpoints if c > step):
+                    recorder.record(later, {"mse": mse, "psnr": psnr(mse, peak)})
+                if progress is not None:
+                    progress(1.0)
+                break
+            opt.step(grads, fitting, compile=compiled)
+            if progress is not None and (step + 1) % max(1, epochs // 100) == 0:
+                progress((step + 1) / epochs)
 
     return recorder.result()

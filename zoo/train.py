@@ -40,6 +40,7 @@ from .optim import PopulationOptimizer
 from .rng import permutations, stream_keys, uniform
 from .config import STRUCTURAL
 from .store import SPLITS
+from .threads import CoreShare
 from .tasks import TaskData, variant_view
 from .weight_space import WeightSpaceSpec
 from .errors import InputError
@@ -430,45 +431,47 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
     steps = int(model_steps.max())
     # rows of each kind group still inside their epoch at each step (sizes are sorted, largest first)
     stepping = [[int((model_steps[a:b] > s).sum()) for s in range(steps)] for a, b in groups]
-    for epoch in range(1, epochs + 1):
-        order = epoch_orders(seeds, examples_cpu, sizes, epoch, steps * bs).to(device)
-        for step in range(steps):
-            step_key = torch.tensor(step_key_of(epoch, step), dtype=torch.int32, device=device)
-            batches = []  # per kind group still stepping: (group, rows, x, y, weight)
-            for gi, ((a, _), counts) in enumerate(zip(groups, stepping)):
-                k = counts[step]
-                if k == 0:
-                    continue
-                rows = slice(a, a + k)
-                idx = order[rows, step * bs:(step + 1) * bs]
-                valid = (idx >= 0).to(torch.float32)
-                safe = idx.clamp_min(0)
-                y = _batch_targets(labels, rows, safe)
-                weight = valid / valid.sum(1, keepdim=True).clamp_min(1) * alive[rows].unsqueeze(1)
-                batches.append((gi, rows, _rows(task.x_train, safe), y, weight))
-            if not batches:
-                break
-            if hand_written is None:
-                losses, all_grads = _autograd_losses_and_grads(spec, params, task, batches, activation, dropout,
-                                                               keys, step_key)
-            for n, (gi, rows, x, y, weight) in enumerate(batches):
+    with CoreShare() as share:
+        for epoch in range(1, epochs + 1):
+            order = epoch_orders(seeds, examples_cpu, sizes, epoch, steps * bs).to(device)
+            for step in range(steps):
+                share.adjust()  # threads for the cores other jobs leave free (zoo.threads)
+                step_key = torch.tensor(step_key_of(epoch, step), dtype=torch.int32, device=device)
+                batches = []  # per kind group still stepping: (group, rows, x, y, weight)
+                for gi, ((a, _), counts) in enumerate(zip(groups, stepping)):
+                    k = counts[step]
+                    if k == 0:
+                        continue
+                    rows = slice(a, a + k)
+                    idx = order[rows, step * bs:(step + 1) * bs]
+                    valid = (idx >= 0).to(torch.float32)
+                    safe = idx.clamp_min(0)
+                    y = _batch_targets(labels, rows, safe)
+                    weight = valid / valid.sum(1, keepdim=True).clamp_min(1) * alive[rows].unsqueeze(1)
+                    batches.append((gi, rows, _rows(task.x_train, safe), y, weight))
+                if not batches:
+                    break
                 if hand_written is None:
-                    loss, grads = losses[n], [g[rows] for g in all_grads]
-                else:
-                    drop = None if dropout is None else (1.0 - dropout[rows], keys[rows], step_key)
-                    loss, grads = step_fn([p.detach()[rows] for p in params], x, y, weight, drop,
-                                          compile=compile_step)
-                act = alive[rows].clone()
-                bad = ~torch.isfinite(loss) & act
-                if bool(bad.any()):
-                    full = torch.zeros(M, dtype=torch.bool, device=device)
-                    full[rows] = bad
-                    recorder.mark_diverged(full, epoch)
-                    act &= ~bad
-                    grads = [torch.where(act.view(-1, *[1] * (g.dim() - 1)), g, 0.0) for g in grads]
-                opt.step_group(gi, grads, act, compile=compile_update)
-        checkpoint(epoch)
-        if progress is not None:
-            progress(epoch / epochs)
+                    losses, all_grads = _autograd_losses_and_grads(spec, params, task, batches, activation, dropout,
+                                                                   keys, step_key)
+                for n, (gi, rows, x, y, weight) in enumerate(batches):
+                    if hand_written is None:
+                        loss, grads = losses[n], [g[rows] for g in all_grads]
+                    else:
+                        drop = None if dropout is None else (1.0 - dropout[rows], keys[rows], step_key)
+                        loss, grads = step_fn([p.detach()[rows] for p in params], x, y, weight, drop,
+                                              compile=compile_step)
+                    act = alive[rows].clone()
+                    bad = ~torch.isfinite(loss) & act
+                    if bool(bad.any()):
+                        full = torch.zeros(M, dtype=torch.bool, device=device)
+                        full[rows] = bad
+                        recorder.mark_diverged(full, epoch)
+                        act &= ~bad
+                        grads = [torch.where(act.view(-1, *[1] * (g.dim() - 1)), g, 0.0) for g in grads]
+                    opt.step_group(gi, grads, act, compile=compile_update)
+            checkpoint(epoch)
+            if progress is not None:
+                progress(epoch / epochs)
 
     return recorder.result()
