@@ -14,6 +14,7 @@ the zoo trainer's minibatch cross-entropy or squared error with per-model dropou
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -43,8 +44,17 @@ def _identity(u: Tensor) -> tuple[Tensor, None]:
 
 #: Activations with a hand-written derivative; other activations train through autograd.
 ACTIVATIONS = {"sine": _sine, "relu": _relu, "tanh": _tanh, "identity": _identity}
+#: Their values alone, for evaluation.
+VALUES = {"sine": torch.sin, "relu": torch.relu, "tanh": torch.tanh, "identity": lambda u: u}
 
-Dropout = tuple[Tensor, Tensor, Tensor]  # keep probability [M], int32 keys [M], int32 step key []
+class Dropout(NamedTuple):
+    """A step's dropout: per model keep probability [M] and int32 key [M], the int32 step key [],
+    and optionally each hidden layer's ``zoo.functional.position_hashes`` (precomputed once per
+    run, they halve an eager step's hashing; a compiled step hashes inline just as fast)."""
+    keep: Tensor
+    keys: Tensor
+    step: Tensor
+    positions: list[Tensor] | None = None
 
 
 class MLPPopulation:
@@ -62,29 +72,35 @@ class MLPPopulation:
         if activation not in ACTIVATIONS:
             raise InputError(f"the hand-written MLP step supports the activations {sorted(ACTIVATIONS)}; "
                              f"found {activation!r}")
-        self.f = ACTIVATIONS[activation]
+        self.f, self.value = ACTIVATIONS[activation], VALUES[activation]
         self.scales = [omega if i < n_layers - 1 else 1.0 for i in range(n_layers)]  # the last layer is linear
 
-    def forward(self, params: list[Tensor], x: Tensor, dropout: Dropout | None = None,
+    def forward(self, params: list[Tensor], x: Tensor, dropout: Dropout | None = None, grad: bool = True,
                 ) -> tuple[Tensor, list[tuple[Tensor | None, Tensor]]]:
         """Outputs [M, P, out] and what the backward pass needs per hidden layer: the activation's
-        derivative at the pre-activation (None for the identity) and its output, both times the
-        dropout multipliers (``zoo.functional.dropout_mask``) when ``dropout`` is given."""
+        derivative at the pre-activation (None for the identity, and with ``grad=False``) and its
+        output, both times the dropout multipliers (``zoo.functional.dropout_mask``) when
+        ``dropout`` is given. A scale of 1 (every activation but SIREN's) multiplies nothing:
+        in an eager step each multiplication is one more pass over the weights."""
         saved, h = [], x
+        if dropout is not None and not isinstance(dropout, Dropout):
+            dropout = Dropout(*dropout)  # (keep, keys, step[, positions])
         for i, s in enumerate(self.scales):
-            wt = params[2 * i].transpose(1, 2) * s  # [M, in, out]
-            b = (params[2 * i + 1] * s).unsqueeze(1)
-            if h.dim() == 2:  # the shared input: [P, d] @ [M, d, out] -> [M, P, out]
-                u = torch.matmul(h, wt) + b
+            w, b = _scaled(params[2 * i], s), _scaled(params[2 * i + 1], s)  # [M, out, in], [M, out]
+            M, n_out = w.shape[:2]
+            wt, b = w.transpose(1, 2), b.unsqueeze(1)  # [M, in, out], [M, 1, out]
+            if h.dim() == 2:  # the shared input: one matmul [P, d] @ [d, M * out], seen as [M, P, out]
+                u = torch.addmm(b.reshape(-1), h, w.reshape(M * n_out, -1).t()).view(-1, M, n_out).transpose(0, 1)
             elif wt.shape[2] == 1:  # one output: a reduction the compiled step fuses with f(u) above
                 u = (h * wt.transpose(1, 2)).sum(2, keepdim=True) + b
             else:
                 u = torch.baddbmm(b, h, wt)
             if i == len(self.scales) - 1:
                 return u, saved
-            a, da = self.f(u)
+            a, da = self.f(u) if grad else (self.value(u), None)
             if dropout is not None:
-                m = dropout_mask(tuple(a.shape), 0, *dropout, layer=i, dtype=a.dtype)
+                m = dropout_mask(tuple(a.shape), 0, dropout.keep, dropout.keys, dropout.step, layer=i,
+                                 dtype=a.dtype, positions=None if dropout.positions is None else dropout.positions[i])
                 a = a * m
                 da = m if da is None else da * m
             saved.append((da, a))
@@ -101,11 +117,11 @@ class MLPPopulation:
                 gw = torch.matmul(inp.t(), g).transpose(1, 2)
             else:
                 gw = torch.bmm(g.transpose(1, 2), inp)
-            grads[2 * i] = gw * s
-            grads[2 * i + 1] = g.sum(1) * s
+            grads[2 * i] = _scaled(gw, s)
+            grads[2 * i + 1] = _scaled(g.sum(1), s)
             if i > 0:
                 da = saved[i - 1][0]
-                w = params[2 * i] * s
+                w = _scaled(params[2 * i], s)
                 g = g * w if g.shape[2] == 1 else torch.bmm(g, w)  # one output: an outer product
                 if da is not None:
                     g = g * da
@@ -121,7 +137,7 @@ class MLPPopulation:
         return mse, self.backward(params, x, saved, err * (2 * grad_scale).view(-1, 1, 1))
 
     def mse(self, params: list[Tensor], x: Tensor, targets: Tensor) -> Tensor:
-        return (self.forward(params, x)[0] - targets).square().mean((1, 2))
+        return (self.forward(params, x, grad=False)[0] - targets).square().mean((1, 2))
 
     def cross_entropy_and_grads(self, params: list[Tensor], x: Tensor, y: Tensor, weight: Tensor,
                                 dropout: Dropout | None) -> tuple[Tensor, list[Tensor]]:
@@ -148,7 +164,7 @@ class MLPPopulation:
                            ) -> tuple[Tensor, Tensor]:
         """Evaluation on shared inputs ``x`` [N, d] with labels ``y`` [M, N]: per model, the sums
         over examples of ``weight`` [M, N] times the cross-entropy and times correctness."""
-        out, _ = self.forward(params, x)
+        out, _ = self.forward(params, x, grad=False)
         lse = out.logsumexp(-1, keepdim=True)
         loss = (lse - out.gather(-1, y.unsqueeze(-1))).squeeze(-1)
         return (loss * weight).sum(1), ((out.argmax(-1) == y).to(out.dtype) * weight).sum(1)
@@ -156,8 +172,12 @@ class MLPPopulation:
     def squared_error_sums(self, params: list[Tensor], x: Tensor, y: Tensor, weight: Tensor,
                            ) -> tuple[Tensor, None]:
         """As ``cross_entropy_sums`` for regression targets ``y`` [M, N, out] (no accuracy: None)."""
-        out, _ = self.forward(params, x)
+        out, _ = self.forward(params, x, grad=False)
         return ((out - y).square().mean(-1) * weight).sum(1), None
+
+
+def _scaled(t: Tensor, s: float) -> Tensor:
+    return t if s == 1.0 else t * s
 
 
 def hand_written_activation(spec: WeightSpaceSpec, activation: str | None = None) -> str | None:

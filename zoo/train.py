@@ -33,9 +33,9 @@ from torch import Tensor
 
 from .architectures import population_init
 from .checkpoints import CheckpointRecorder, PopulationResult
-from .functional import population_forward
+from .functional import population_forward, position_hashes
 from .fused import MIN_COMPILED_NUMEL, FusedStep
-from .mlp_step import hand_written_activation, mlp_population_step
+from .mlp_step import Dropout, hand_written_activation, mlp_population_step
 from .optim import PopulationOptimizer
 from .rng import permutations, stream_keys, uniform
 from .config import STRUCTURAL
@@ -315,6 +315,20 @@ def training_work(spec: WeightSpaceSpec, n_train: int, fractions: list[float], e
     return float(epochs) * sum(_subset_size(n_train, float(f)) for f in fractions) * activation_elems(spec)
 
 
+#: Precomputed dropout hashes are kept up to this many bytes (about one step's activations).
+MAX_POSITION_BYTES = 256 * 2 ** 20
+
+
+def dropout_positions(spec: WeightSpaceSpec, keys: Tensor, batch_size: int) -> list[Tensor] | None:
+    """Each hidden layer's ``zoo.functional.position_hashes`` for a population with dropout keys
+    ``keys`` and batches of ``batch_size``, computed once per run: an eager step then hashes one
+    round instead of two. None where they would take more than ``MAX_POSITION_BYTES``."""
+    shapes = [(len(keys), batch_size, layer.out_features) for layer in spec.layers[:-1]]
+    if 4 * sum(math.prod(s) for s in shapes) > MAX_POSITION_BYTES:
+        return None
+    return [position_hashes(s, 0, keys) for s in shapes]
+
+
 def step_key_of(epoch: int, step: int) -> int:
     """The dropout masks' step key (int32) of a step of an epoch (1-based epochs)."""
     return (epoch << 20 | step) & 0x7FFFFFFF
@@ -406,6 +420,7 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
         loss_name = "cross_entropy" if classification else "squared_error"
         _, step_fn = mlp_population_step(spec, hand_written, loss_name)
         _, eval_fn = mlp_population_step(spec, hand_written, loss_name + "_sums")
+    positions = dropout_positions(spec, keys, bs) if dropout is not None and hand_written and not compile_step else None
 
     if eval_batch is None:  # evaluation activations around 128 MiB (faster than 256 MiB or 32 MiB here)
         eval_batch = max(16, int(2 ** 27 / (4 * M * activation_elems(spec))))
@@ -458,7 +473,9 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
                     if hand_written is None:
                         loss, grads = losses[n], [g[rows] for g in all_grads]
                     else:
-                        drop = None if dropout is None else (1.0 - dropout[rows], keys[rows], step_key)
+                        drop = None if dropout is None else Dropout(
+                            1.0 - dropout[rows], keys[rows], step_key,
+                            None if positions is None else [h[rows] for h in positions])
                         loss, grads = step_fn([p.detach()[rows] for p in params], x, y, weight, drop,
                                               compile=compile_step)
                     act = alive[rows].clone()
