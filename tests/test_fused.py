@@ -1,5 +1,7 @@
 """The compiled INR fitting step (zoo.fused): the same numbers as the eager step, a clear fallback
 when compiling fails, and WSL_COMPILE=0 honoured."""
+import os
+
 import pytest
 import torch
 
@@ -173,3 +175,13 @@ def test_the_compile_decision_is_the_whole_zoos(monkeypatch, tmp_path):
     gen.generate(config, tmp_path / "whole.h5", progress=False, log=lambda s: None, max_chunks=0)
     gen.generate(config, tmp_path / "whole.h5", progress=False, log=lambda s: None)  # resumed
     assert seen == [True, True]
+
+
+def test_compiled_steps_are_cached_in_the_users_cache_folder(monkeypatch, tmp_path):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert fused.inductor_cache_dir() == tmp_path / "wsl" / "inductor"
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "wsl" / "inductor")
+    mine = tmp_path / "mine"  # a folder the user chose wins
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(mine))
+    assert fused.inductor_cache_dir() == mine

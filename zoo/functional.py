@@ -84,7 +84,10 @@ def dropout_mask(shape: tuple[int, ...], model_axis: int, keep: Tensor, keys: Te
     t &= 0xFFFF  # the upper half of the hash: 16 random bits
     threshold = (keep * 65536.0).round().to(torch.int32).view(1, M, 1)
     scale = (1.0 / keep.clamp_min(1e-12).to(dtype)).view(1, M, 1)
-    return torch.where(t < threshold, scale, torch.zeros((), dtype=dtype, device=keys.device)).view(shape)
+    zero = torch.zeros((), dtype=dtype, device=keys.device)
+    if dtype.itemsize != x.dtype.itemsize:
+        return torch.where(t < threshold, scale, zero).view(shape)
+    return torch.where(t < threshold, scale, zero, out=x.view(dtype)).view(shape)  # x's memory, still in cache
 
 
 def _dropout(h: Tensor, p: Tensor | None, model_axis: int, keys: Tensor, step: Tensor, layer: int) -> Tensor:

@@ -7,8 +7,11 @@ hand-written step into a few generated loops around the matmuls (sin and cos tog
 pass, about 4x faster than ATen's; see docs/benchmarks.md) that agree with the eager ops to
 float32 rounding.
 
-Compiling needs a C++ compiler and takes seconds once per process and step function (Inductor
-keeps the kernels in its on-disk cache, so later processes start faster). Where it is unavailable
+Compiling needs a C++ compiler and takes about a minute the first time per installation and step
+function; Inductor keeps the compiled graphs and kernels on disk, and ``inductor_cache_dir`` puts
+that cache in the user's cache folder (``$XDG_CACHE_HOME/wsl/inductor``, by default
+``~/.cache/wsl/inductor``) instead of Inductor's default under ``/tmp``, which a reboot empties:
+later processes load the kernels in seconds. ``TORCHINDUCTOR_CACHE_DIR`` set by the user wins. Where it is unavailable
 or fails, or with ``WSL_COMPILE=0`` in the environment, the same function runs eagerly, with one
 warning. Callers run small inputs eagerly: compiling them would cost more than it saves; and a
 whole training run too small to earn its compilation back runs eagerly (``run_worth_compiling``),
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -34,6 +38,15 @@ MIN_COMPILED_NUMEL = 1 << 20
 #: (work 4.6e9) took 91.7 s compiled, 51.1 s eager; the same at 3x the epochs (1.4e10) 154.6 s
 #: against 145.8 s: compiling costs ~60 s and saves ~38% of eager step time, even at ~1.5e10.
 MIN_RUN_COMPILED_WORK = 1.5e10
+
+
+def inductor_cache_dir() -> Path:
+    """Where compiled steps are cached: ``TORCHINDUCTOR_CACHE_DIR`` if set, else the user's cache
+    folder, which this sets for the process (Inductor reads the variable when it compiles)."""
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(base / "wsl" / "inductor")
+    return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
 
 
 def compile_mode() -> str:
@@ -76,7 +89,10 @@ class FusedStep:
         if not compile or self._failed or not compile_enabled():
             return self.fn(*args)
         if self._compiled is None:
-            self._compiled = torch.compile(self.fn, dynamic=True)
+            inductor_cache_dir()
+            # the generated loops ask OpenMP for the thread count at run time, so they follow
+            # torch.set_num_threads (zoo.threads) instead of the count they were compiled under
+            self._compiled = torch.compile(self.fn, dynamic=True, options={"cpp.dynamic_threads": True})
         try:
             return self._compiled(*args)
         except Exception as e:  # no C++ compiler, an unsupported platform, ...

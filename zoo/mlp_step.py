@@ -25,27 +25,43 @@ from .weight_space import WeightSpaceSpec
 from .errors import InputError
 
 
-def _sine(u: Tensor) -> tuple[Tensor, Tensor]:
-    return torch.sin(u), torch.cos(u)
+def _owned(*tensors: Tensor) -> bool:
+    """Whether tensors the step made itself may be overwritten: nothing records them for autograd
+    (the trainers never do; a test's autograd reference does). In an eager step every fresh
+    activation-sized tensor costs a pass through memory that an in-place update saves."""
+    return not any(t.requires_grad for t in tensors)
 
 
-def _relu(u: Tensor) -> tuple[Tensor, Tensor]:
-    return torch.relu(u), (u > 0).to(u.dtype)
+def _sine(u: Tensor, grad: bool) -> tuple[Tensor, Tensor | None]:
+    da = torch.cos(u) if grad else None
+    return (u.sin_() if _owned(u) else torch.sin(u)), da
 
 
-def _tanh(u: Tensor) -> tuple[Tensor, Tensor]:
-    a = torch.tanh(u)
-    return a, 1 - a * a
+def _relu(u: Tensor, grad: bool) -> tuple[Tensor, Tensor | None]:
+    da = torch.gt(u, 0, out=torch.empty_like(u)) if grad else None  # 1.0 where u > 0, in one pass
+    return (u.relu_() if _owned(u) else torch.relu(u)), da
 
 
-def _identity(u: Tensor) -> tuple[Tensor, None]:
+def _tanh(u: Tensor, grad: bool) -> tuple[Tensor, Tensor | None]:
+    a = u.tanh_() if _owned(u) else torch.tanh(u)
+    if not grad:
+        return a, None
+    da = a * a
+    return a, (da.neg_().add_(1) if _owned(da) else 1 - da)  # 1 - a^2 (-x + 1 rounds as 1 - x)
+
+
+def _identity(u: Tensor, grad: bool) -> tuple[Tensor, None]:
     return u, None
 
 
-#: Activations with a hand-written derivative; other activations train through autograd.
+def _times(t: Tensor, m: Tensor) -> Tensor:
+    """``t * m``, in place when ``t`` may be overwritten."""
+    return t.mul_(m) if _owned(t, m) else t * m
+
+
+#: Activations with a hand-written derivative (``f(u, grad) -> (f(u), f'(u) or None)``, which may
+#: overwrite ``u``); other activations train through autograd.
 ACTIVATIONS = {"sine": _sine, "relu": _relu, "tanh": _tanh, "identity": _identity}
-#: Their values alone, for evaluation.
-VALUES = {"sine": torch.sin, "relu": torch.relu, "tanh": torch.tanh, "identity": lambda u: u}
 
 class Dropout(NamedTuple):
     """A step's dropout: per model keep probability [M] and int32 key [M], the int32 step key [],
@@ -72,7 +88,7 @@ class MLPPopulation:
         if activation not in ACTIVATIONS:
             raise InputError(f"the hand-written MLP step supports the activations {sorted(ACTIVATIONS)}; "
                              f"found {activation!r}")
-        self.f, self.value = ACTIVATIONS[activation], VALUES[activation]
+        self.f = ACTIVATIONS[activation]
         self.scales = [omega if i < n_layers - 1 else 1.0 for i in range(n_layers)]  # the last layer is linear
 
     def forward(self, params: list[Tensor], x: Tensor, dropout: Dropout | None = None, grad: bool = True,
@@ -97,12 +113,12 @@ class MLPPopulation:
                 u = torch.baddbmm(b, h, wt)
             if i == len(self.scales) - 1:
                 return u, saved
-            a, da = self.f(u) if grad else (self.value(u), None)
+            a, da = self.f(u, grad)
             if dropout is not None:
                 m = dropout_mask(tuple(a.shape), 0, dropout.keep, dropout.keys, dropout.step, layer=i,
                                  dtype=a.dtype, positions=None if dropout.positions is None else dropout.positions[i])
-                a = a * m
-                da = m if da is None else da * m
+                a = _times(a, m)
+                da = m if da is None else _times(da, m)
             saved.append((da, a))
             h = a
 
@@ -124,7 +140,7 @@ class MLPPopulation:
                 w = _scaled(params[2 * i], s)
                 g = g * w if g.shape[2] == 1 else torch.bmm(g, w)  # one output: an outer product
                 if da is not None:
-                    g = g * da
+                    g = _times(g, da)
         return grads
 
     def loss_and_grads(self, params: list[Tensor], x: Tensor, targets: Tensor,
