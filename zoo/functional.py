@@ -72,22 +72,22 @@ def dropout_mask(shape: tuple[int, ...], model_axis: int, keep: Tensor, keys: Te
     if positions is None:
         positions = position_hashes(shape, model_axis, keys)
     round_key = mix(mix(keys ^ int32((layer + 1) * 0x9E3779B9)) ^ step)  # [M]
-    x = positions.view(A, M, R) ^ round_key.view(1, M, 1)
-    t = (x >> 16) & 0xFFFF  # mix(x) up to its last xor, in place: one temporary, no fresh tensors
-    x ^= t
-    x *= 0x7FEB352D
-    torch.bitwise_right_shift(x, 15, out=t)
-    t &= 0x1FFFF
-    x ^= t
-    x *= -0x7B935975
+    # mix(x) up to its last xor, every pass in place or into a buffer: ATen's in-place and out=
+    # integer kernels run several times faster here than the ops that return fresh tensors
+    x = torch.empty((A, M, R), dtype=torch.int32, device=keys.device)
+    torch.bitwise_xor(positions.view(A, M, R), round_key.view(1, M, 1), out=x)
+    t = torch.empty_like(x)
+    for shift, low_bits, factor in ((16, 0xFFFF, 0x7FEB352D), (15, 0x1FFFF, -0x7B935975)):
+        torch.bitwise_right_shift(x, shift, out=t)
+        x ^= t.bitwise_and_(low_bits)
+        x *= factor
     torch.bitwise_right_shift(x, 16, out=t)
     t &= 0xFFFF  # the upper half of the hash: 16 random bits
     threshold = (keep * 65536.0).round().to(torch.int32).view(1, M, 1)
     scale = (1.0 / keep.clamp_min(1e-12).to(dtype)).view(1, M, 1)
-    zero = torch.zeros((), dtype=dtype, device=keys.device)
     if dtype.itemsize != x.dtype.itemsize:
-        return torch.where(t < threshold, scale, zero).view(shape)
-    return torch.where(t < threshold, scale, zero, out=x.view(dtype)).view(shape)  # x's memory, still in cache
+        return ((t < threshold).to(dtype) * scale).view(shape)
+    return torch.lt(t, threshold, out=x.view(dtype)).mul_(scale).view(shape)  # 1.0 or 0.0, times 1/keep
 
 
 def _dropout(h: Tensor, p: Tensor | None, model_axis: int, keys: Tensor, step: Tensor, layer: int) -> Tensor:
