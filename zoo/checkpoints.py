@@ -25,6 +25,14 @@ class PopulationResult:
     status: np.ndarray  # [M] uint8: STATUS_DONE or STATUS_DIVERGED
     diverged_epoch: np.ndarray  # [M] int32, -1 if never
 
+    @staticmethod
+    def concatenate(parts: list["PopulationResult"]) -> "PopulationResult":
+        """The results of several populations, one after the other."""
+        return PopulationResult([np.concatenate(a) for a in zip(*(r.params for r in parts))],
+                                {k: np.concatenate([r.metrics[k] for r in parts]) for k in parts[0].metrics},
+                                np.concatenate([r.status for r in parts]),
+                                np.concatenate([r.diverged_epoch for r in parts]))
+
     def rows_in_order(self, order: list[int]) -> "PopulationResult":
         """The result of a population trained in row order ``order``, back in the caller's order."""
         inv = np.argsort(order)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -26,7 +27,8 @@ from .fused import MIN_COMPILED_NUMEL, compile_enabled
 from .mlp_step import mlp_population_step
 from .optim import PopulationOptimizer
 from .threads import CoreShare
-from .train import keep_freed_memory
+from .workers import population_workers, train_in_workers
+from .train import _runs, keep_freed_memory
 from .weight_space import WeightSpaceSpec
 from .errors import InputError
 
@@ -49,13 +51,17 @@ def fit_population(spec: WeightSpaceSpec, coords: Tensor, targets: Tensor, hpara
                    seeds: list[int], *, epochs: int, checkpoints: list[int], peak: float = 2.0,
                    device: str | torch.device = "cpu", progress: Callable[[float], None] | None = None,
                    init_seeds: list[int] | None = None, init_scheme: str = "standard",
-                   stop_psnr: float | None = None) -> PopulationResult:
+                   stop_psnr: float | None = None, compiled: bool | None = None,
+                   workers: int | None = None) -> PopulationResult:
     """Fit M INRs, model m to ``targets[m]`` ([M, P, out]) sampled at ``coords`` ([P, d]); return
     weights and ``mse``/``psnr`` at the ``checkpoints`` steps (0 = initialisation).
 
     ``init_seeds`` (default ``seeds``) and ``init_scheme`` (``zoo.architectures.init_bounds``) set
     the initialisation. With ``stop_psnr``, an INR stops once its PSNR reaches that value (as
-    Navon et al. fit theirs: early stopping at 40 dB); its later checkpoints keep those weights."""
+    Navon et al. fit theirs: early stopping at 40 dB); its later checkpoints keep those weights.
+    ``compiled`` (default ``fit_compiles`` of this population) says whether the step runs
+    compiled; ``workers`` (default ``zoo.workers.population_workers``) splits the population across
+    single-threaded workers; the result does not depend on it."""
     M = len(seeds)
     order = sorted(range(M), key=lambda i: hparams["optimizer"][i])  # each optimizer kind contiguous
     if order != list(range(M)):
@@ -63,9 +69,20 @@ def fit_population(spec: WeightSpaceSpec, coords: Tensor, targets: Tensor, hpara
                              [seeds[i] for i in order], epochs=epochs, checkpoints=checkpoints, peak=peak,
                              device=device, progress=progress,
                              init_seeds=None if init_seeds is None else [init_seeds[i] for i in order],
-                             init_scheme=init_scheme, stop_psnr=stop_psnr)
+                             init_scheme=init_scheme, stop_psnr=stop_psnr, compiled=compiled, workers=workers)
         return res.rows_in_order(order)
     device = torch.device(device)
+    if compiled is None:
+        compiled = fit_compiles(spec, M, coords.shape[0], device)
+    workers = population_workers(M, device) if workers is None else workers
+    if workers > 1:  # the compile decision is the whole population's: each worker's share runs as in it
+        def fit_rows(rows: np.ndarray, report: Callable[[float], None] | None) -> PopulationResult:
+            return fit_population(spec, coords, targets[torch.as_tensor(rows)],
+                                  {k: [v[i] for i in rows] for k, v in hparams.items()}, [seeds[i] for i in rows], epochs=epochs, checkpoints=checkpoints, peak=peak,
+                                  device=device, progress=report,
+                                  init_seeds=None if init_seeds is None else [init_seeds[i] for i in rows],
+                                  init_scheme=init_scheme, stop_psnr=stop_psnr, compiled=compiled, workers=1)
+        return train_in_workers(fit_rows, _runs(hparams["optimizer"]), workers, progress)
     if device.type == "cpu":
         keep_freed_memory()
     acts = set(hparams.get("activation", [spec.activation]))
@@ -86,7 +103,6 @@ def fit_population(spec: WeightSpaceSpec, coords: Tensor, targets: Tensor, hpara
     fitting = alive.clone()  # alive and not yet stopped at stop_psnr
     scale = 1.0 / (t.shape[1] * t.shape[2])  # the MSE's weight of each squared error
 
-    compiled = fit_compiles(spec, M, x.shape[0], device)
     with CoreShare() as share:
         for step in range(epochs + 1):
             share.adjust()  # threads for the cores other jobs leave free (zoo.threads)

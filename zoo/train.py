@@ -41,6 +41,7 @@ from .rng import permutations, stream_keys, uniform
 from .config import STRUCTURAL
 from .store import SPLITS
 from .threads import CoreShare
+from .workers import population_workers, train_in_workers
 from .tasks import TaskData, variant_view
 from .weight_space import WeightSpaceSpec
 from .errors import InputError
@@ -352,10 +353,10 @@ def _autograd_losses_and_grads(spec: WeightSpaceSpec, params: list[Tensor], task
 
 def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, list], seeds: list[int], *,
                      epochs: int, checkpoints: list[int], device: str | torch.device = "cpu",
-                     eval_batch: int | None = None, compile: bool = True,
+                     eval_batch: int | None = None, compile: bool | tuple[bool, bool] = True,
                      progress: Callable[[float], None] | None = None,
                      init_seeds: list[int] | None = None,
-                     init_params: list[Tensor] | None = None) -> PopulationResult:
+                     init_params: list[Tensor] | None = None, workers: int | None = None) -> PopulationResult:
     """Train M models at once; return their weights and metrics at the ``checkpoints`` epochs.
 
     ``hparams`` maps each hyperparameter name of ``zoo.config.HPARAMS`` to M values; the models must
@@ -369,6 +370,10 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
     every model (fine-tuning from a stored network). A ``task_variant`` hyperparameter
     (``zoo.tasks.VARIANTS``) gives each model its own view of the task: its training examples,
     labels and inputs, and the validation and test examples its metrics are computed on.
+
+    ``compile`` may also be the (update, step) pair of ``compiled_parts``, decided for a larger
+    population this one is part of. ``workers`` (default ``zoo.workers.population_workers``)
+    splits the population across single-threaded workers; the result does not depend on it.
     """
     M = len(seeds)
     variants = variant_views(task, hparams.get("task_variant"), M)
@@ -383,16 +388,28 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
                                [seeds[i] for i in order], epochs=epochs, checkpoints=checkpoints, device=device,
                                eval_batch=eval_batch, compile=compile, progress=progress,
                                init_seeds=None if init_seeds is None else [init_seeds[i] for i in order],
-                               init_params=init_params)
+                               init_params=init_params, workers=workers)
         return res.rows_in_order(order)
     device = torch.device(device)
-    if device.type == "cpu":
-        keep_freed_memory()
     for name in STRUCTURAL:
         if len(set(hparams[name])) != 1:
             raise InputError(f"models of one population must share {name}, found {sorted(set(hparams[name]))}")
-    activation = hparams["activation"][0]
     bs = int(hparams["batch_size"][0])
+    parts = compile if isinstance(compile, tuple) else compiled_parts(spec, M, bs, device, compile)
+    if eval_batch is None:  # evaluation activations around 128 MiB (faster than 256 MiB or 32 MiB here)
+        eval_batch = max(16, int(2 ** 27 / (4 * M * activation_elems(spec))))
+    workers = population_workers(M, device) if workers is None else workers
+    if workers > 1:  # every decision above is the whole population's: each worker's share runs as in it
+        def train_rows(rows: np.ndarray, report: Callable[[float], None] | None) -> PopulationResult:
+            return train_population(spec, task, {k: [v[i] for i in rows] for k, v in hparams.items()},
+                                    [seeds[i] for i in rows], epochs=epochs, checkpoints=checkpoints,
+                                    device=device, eval_batch=eval_batch, compile=parts, progress=report,
+                                    init_seeds=None if init_seeds is None else [init_seeds[i] for i in rows],
+                                    init_params=init_params, workers=1)
+        return train_in_workers(train_rows, _runs(hparams["optimizer"]), workers, progress)
+    if device.type == "cpu":
+        keep_freed_memory()
+    activation = hparams["activation"][0]
     task = variants.train.to(device)  # the training examples of every variant, stacked
     classification = task.kind == "classification"
 
@@ -410,7 +427,7 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
     opt = PopulationOptimizer(params, list(hparams["optimizer"]), torch.tensor(hparams["lr"]),
                               torch.tensor(hparams["weight_decay"]), torch.tensor(hparams["momentum"]))
     # the step and the update fused by torch.compile (zoo.fused) where it pays
-    compile_update, compile_step = compiled_parts(spec, M, bs, device, compile)
+    compile_update, compile_step = parts
     dropout = torch.tensor(hparams["dropout"], dtype=torch.float32, device=device)
     dropout = dropout if bool((dropout > 0).any()) else None
     keys = stream_keys(seeds, "dropout").to(device)
@@ -422,8 +439,6 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
         _, eval_fn = mlp_population_step(spec, hand_written, loss_name + "_sums")
     positions = dropout_positions(spec, keys, bs) if dropout is not None and hand_written and not compile_step else None
 
-    if eval_batch is None:  # evaluation activations around 128 MiB (faster than 256 MiB or 32 MiB here)
-        eval_batch = max(16, int(2 ** 27 / (4 * M * activation_elems(spec))))
     recorder = CheckpointRecorder(params, checkpoints, metric_names(task))
     alive = recorder.alive  # updated in place by recorder.mark_diverged
 
