@@ -28,7 +28,7 @@ from .mlp_step import mlp_population_step
 from .optim import PopulationOptimizer
 from .threads import CoreShare
 from .workers import population_workers, train_in_workers
-from .train import _runs, keep_freed_memory
+from .train import keep_freed_memory, runs_of_equal_values
 from .weight_space import WeightSpaceSpec
 from .errors import InputError
 
@@ -78,11 +78,11 @@ def fit_population(spec: WeightSpaceSpec, coords: Tensor, targets: Tensor, hpara
     if workers > 1:  # the compile decision is the whole population's: each worker's share runs as in it
         def fit_rows(rows: np.ndarray, report: Callable[[float], None] | None) -> PopulationResult:
             return fit_population(spec, coords, targets[torch.as_tensor(rows)],
-                                  {k: [v[i] for i in rows] for k, v in hparams.items()}, [seeds[i] for i in rows], epochs=epochs, checkpoints=checkpoints, peak=peak,
-                                  device=device, progress=report,
+                                  {k: [v[i] for i in rows] for k, v in hparams.items()}, [seeds[i] for i in rows],
+                                  epochs=epochs, checkpoints=checkpoints, peak=peak, device=device, progress=report,
                                   init_seeds=None if init_seeds is None else [init_seeds[i] for i in rows],
                                   init_scheme=init_scheme, stop_psnr=stop_psnr, compiled=compiled, workers=1)
-        return train_in_workers(fit_rows, _runs(hparams["optimizer"]), workers, progress)
+        return train_in_workers(fit_rows, runs_of_equal_values(hparams["optimizer"]), workers, progress)
     if device.type == "cpu":
         keep_freed_memory()
     acts = set(hparams.get("activation", [spec.activation]))

@@ -63,6 +63,7 @@ def _times(t: Tensor, m: Tensor) -> Tensor:
 #: overwrite ``u``); other activations train through autograd.
 ACTIVATIONS = {"sine": _sine, "relu": _relu, "tanh": _tanh, "identity": _identity}
 
+
 class Dropout(NamedTuple):
     """A step's dropout: per model keep probability [M] and int32 key [M], the int32 step key [],
     and optionally each hidden layer's ``zoo.functional.position_hashes`` (precomputed once per

@@ -51,7 +51,7 @@ def _subset_size(n_train: int, fraction: float) -> int:
     return max(1, int(round(fraction * n_train)))
 
 
-def _runs(values: list) -> list[tuple[int, int]]:
+def runs_of_equal_values(values: list) -> list[tuple[int, int]]:
     """[start, end) ranges of equal consecutive values."""
     out, start = [], 0
     for i in range(1, len(values) + 1):
@@ -406,7 +406,7 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
                                     device=device, eval_batch=eval_batch, compile=parts, progress=report,
                                     init_seeds=None if init_seeds is None else [init_seeds[i] for i in rows],
                                     init_params=init_params, workers=1)
-        return train_in_workers(train_rows, _runs(hparams["optimizer"]), workers, progress)
+        return train_in_workers(train_rows, runs_of_equal_values(hparams["optimizer"]), workers, progress)
     if device.type == "cpu":
         keep_freed_memory()
     activation = hparams["activation"][0]
@@ -455,7 +455,7 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
             results[split] = evaluate_views(spec, det, variants, split, device, **opts)
         recorder.record(epoch, {f"{split}_{key}": v for split, res in results.items() for key, v in res.items()})
 
-    groups = _runs(hparams["optimizer"])  # row ranges of one optimizer kind, subset sizes sorted in each
+    groups = runs_of_equal_values(hparams["optimizer"])  # row ranges of one optimizer kind, subset sizes sorted in each
     checkpoint(0)
     model_steps = -(-sizes // bs)
     steps = int(model_steps.max())
