@@ -18,7 +18,9 @@ head, trained through the same pipeline: a peer check of our HNP.
 
 Encoders are trained with the settings of ``benchmark_predict.PREDICTORS`` (``--quick``: its tiny
 ``QUICK_PREDICTORS``; the probe encoder with ``INR_PROBE``, as its class probabilities need
-several outputs; np, hnp, dwsnet and ngnn with ``FOURIER`` features of each weight), AdamW with weight
+several outputs; np, hnp, dwsnet and ngnn with ``FOURIER`` features of each weight; ``ngnn-probe`` and
+``scalegmn-probe``: ngnn's and scalegmn's settings plus ``PROBE_FEATURES`` probe features in the
+neural graph, ``wsl.nn.neural_graph``), AdamW with weight
 decay 1e-4, and ``--augment`` (default: random hidden-neuron permutations; e.g. ``'{"scaling": true,
 "warp": true}'`` adds sign flips and ``wsl.data.augment.InputWarp``), for ``--epochs`` epochs or until
 ``--max-minutes`` of wall time, whichever comes first. Time: the wall time of ``trainer.fit``
@@ -60,7 +62,11 @@ from zoo.store import Zoo  # noqa: E402
 TREES = "statnn+trees"
 LINEAR = "linear"  # logistic regression on the raw flattened weights: what a shared-init zoo gives away
 PEER = "nfn-hnp"  # the nfn package's HNP layers in our pipeline (pip install nfn): a peer check of ours
-ENCODERS = ["flat", "statnn", "deepsets", "np", "hnp", "dwsnet", "ngnn", "scalegmn", "probe", PEER]
+# NG-GNN and ScaleGMN with 64 probe features in the neural graph (Kofinas et al. 2024: 91% -> 97% for
+# NG-GNN on MNIST-INR): the same registry entries and settings, plus encoder_kwargs probe_features
+PROBE_VARIANTS = {"ngnn-probe": "ngnn", "scalegmn-probe": "scalegmn"}
+PROBE_FEATURES = 64
+ENCODERS = ["flat", "statnn", "deepsets", "np", "hnp", "dwsnet", "ngnn", "scalegmn", "probe", *PROBE_VARIANTS, PEER]
 REFERENCES = [LINEAR, TREES]
 INR_PROBE = {"lr": 1e-3, "encoder_kwargs": {"probes": 256, "hidden": 256, "layers": 3, "weight_stats": True}}
 # every weight encoded by 16 random Fourier frequencies of std 0.3 (on normalized weights) before the
@@ -169,6 +175,10 @@ def main(argv=None) -> dict:
         predictors = predictors | {n: {**predictors[n], "encoder_kwargs": {**predictors[n]["encoder_kwargs"], **FOURIER}}
                                    for n in ("np", "hnp", "dwsnet", "ngnn")}
     predictors = predictors | {PEER: predictors["hnp"]}  # the peer at our HNP's settings
+    for variant, base in PROBE_VARIANTS.items():  # the base encoder's settings (Fourier features included)
+        WSL_ENCODERS[variant] = WSL_ENCODERS[base]
+        predictors = predictors | {variant: {**predictors[base], "encoder_kwargs": {
+            **predictors[base]["encoder_kwargs"], "probe_features": PROBE_FEATURES}}}
     if PEER in args.encoders:
         try:
             import nfn.layers  # noqa: F401

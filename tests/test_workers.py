@@ -108,3 +108,4 @@ def test_population_workers_depend_on_the_population_alone():
     assert workers(WORKERS * MIN_MODELS_PER_WORKER, 2) == WORKERS
     assert workers(WORKERS * MIN_MODELS_PER_WORKER - 1, 2) == 1  # too few models to split
     assert workers(1000, 2, "meta") == 1  # accelerators take the population whole
+    assert with_threads(2, lambda: population_workers(1000, "cpu", compiled=True)) == 1  # fused loops share threads well

@@ -61,7 +61,7 @@ def fit_population(spec: WeightSpaceSpec, coords: Tensor, targets: Tensor, hpara
     Navon et al. fit theirs: early stopping at 40 dB); its later checkpoints keep those weights.
     ``compiled`` (default ``fit_compiles`` of this population) says whether the step runs
     compiled; ``workers`` (default ``zoo.workers.population_workers``) splits the population across
-    single-threaded workers; the result does not depend on it."""
+    workers; the result does not depend on it beyond rounding."""
     M = len(seeds)
     order = sorted(range(M), key=lambda i: hparams["optimizer"][i])  # each optimizer kind contiguous
     if order != list(range(M)):
@@ -74,7 +74,7 @@ def fit_population(spec: WeightSpaceSpec, coords: Tensor, targets: Tensor, hpara
     device = torch.device(device)
     if compiled is None:
         compiled = fit_compiles(spec, M, coords.shape[0], device)
-    workers = population_workers(M, device) if workers is None else workers
+    workers = population_workers(M, device, compiled=compiled) if workers is None else workers
     if workers > 1:  # the compile decision is the whole population's: each worker's share runs as in it
         def fit_rows(rows: np.ndarray, report: Callable[[float], None] | None) -> PopulationResult:
             return fit_population(spec, coords, targets[torch.as_tensor(rows)],

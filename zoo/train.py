@@ -373,7 +373,7 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
 
     ``compile`` may also be the (update, step) pair of ``compiled_parts``, decided for a larger
     population this one is part of. ``workers`` (default ``zoo.workers.population_workers``)
-    splits the population across single-threaded workers; the result does not depend on it.
+    splits the population across workers; the result does not depend on it beyond rounding.
     """
     M = len(seeds)
     variants = variant_views(task, hparams.get("task_variant"), M)
@@ -398,7 +398,7 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
     parts = compile if isinstance(compile, tuple) else compiled_parts(spec, M, bs, device, compile)
     if eval_batch is None:  # evaluation activations around 128 MiB (faster than 256 MiB or 32 MiB here)
         eval_batch = max(16, int(2 ** 27 / (4 * M * activation_elems(spec))))
-    workers = population_workers(M, device) if workers is None else workers
+    workers = population_workers(M, device, compiled=parts[1]) if workers is None else workers
     if workers > 1:  # every decision above is the whole population's: each worker's share runs as in it
         def train_rows(rows: np.ndarray, report: Callable[[float], None] | None) -> PopulationResult:
             return train_population(spec, task, {k: [v[i] for i in rows] for k, v in hparams.items()},

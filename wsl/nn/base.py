@@ -49,6 +49,12 @@ class Encoder(nn.Module):
         super().__init__()
         self.spec, self.out_dim = spec, int(out_dim)
 
+    @property
+    def runs_networks(self) -> bool:
+        """Whether the encoder evaluates the networks (so it needs their activation, and their
+        weights as they are: ``raw_weights``, or beside the normalized ones as ``raw=``)."""
+        return self.raw_weights or getattr(self, "probes", None) is not None
+
     def check_spec(self, wb) -> None:
         if wb.spec != self.spec:
             raise InputError(f"{type(self).__name__} was built for the weight space {self.spec.architecture!r} "

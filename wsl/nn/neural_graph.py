@@ -31,8 +31,28 @@ while hidden neurons get only the embedding of their layer; every edge gets its 
 Readout: the backbone maps node features back to neuron features and edge features to weight
 features (``wsl.weights.graph``'s inverse); the encoder pools each graph (mean and max over its nodes,
 input neurons included, and the mean over its edges), which is invariant, into an MLP head.
+
+Probe features (``probe_features=K`` > 0, Kofinas et al.'s "probe features"; ``GraphProbes``): K
+learned probe inputs, shared by all networks, are run through every network of the batch in one
+batched call (``zoo.functional.population_forward`` with ``hidden=``), and every neuron's values on
+them become K more features of its node, concatenated to its bias before the input projection:
+input neurons get the probes' coordinates (the same for every network; for a convolution, each
+input channel's spatial mean), hidden neurons their post-activation values (a convolution's
+channel: its spatial mean, the value global pooling would read), output neurons the network's
+outputs; all squashed by asinh (elementwise: blown-up networks answer with 1e5 and more). A hidden
+neuron's values move with the neuron when hidden neurons are permuted (same function, relabelled
+neurons), so the encoder stays invariant; it must have the spec's activation, or the batch's
+(``WeightBatch.activation``) where that varies per network. The probes start as ``ProbeEncoder``'s
+do (a grid over [-1, 1]^d for d <= 3: *about* K points, ``GraphProbes.num_probes``; N(0, 1) draws
+otherwise) and are trained with the rest. Which weights run: ``forward(wb, raw=...)`` reads the
+probes off ``raw`` when given (the networks as they are; the graph still reads ``wb``), else off
+``wb`` itself. The predictor passes its normalized weights only, so there the probes run on the
+normalized networks: still exactly invariant (the normalizer is per tensor, so it commutes with
+permutations), but not the networks' own functions.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -41,7 +61,10 @@ from torch_geometric.utils import softmax
 
 from zoo.weight_space import WeightSpaceSpec
 
+from zoo.functional import population_forward
+
 from wsl.nn.base import Encoder, mlp, weight_encoding
+from wsl.nn.probe import _grid
 from wsl.weights import WeightBatch, WeightFeatures
 from wsl.weights.graph import graph_layout, to_graph
 from zoo.errors import InputError
@@ -116,6 +139,61 @@ class NGTConv(nn.Module):
 CONVS = {"gnn": NGGNNConv, "transformer": NGTConv}
 
 
+class GraphProbes(nn.Module):
+    """Learned probe inputs and, for a batch of networks, every node's values on them (module
+    docstring): ``forward(wb) -> [B, N, K]`` in the neural graph's node order, not squashed.
+
+    ``probes``: about K (``num_probes``) learned inputs ``[K, d]``, ``d = prod(input_shape)``,
+    initialised as ``ProbeEncoder``'s ``init="auto"``. Node ``i``'s row is: an input neuron's
+    probe coordinate, a hidden neuron's post-activation value (a channel's spatial mean), an
+    output neuron's output, at each probe."""
+
+    def __init__(self, spec: WeightSpaceSpec, probes: int):
+        super().__init__()
+        if probes < 1:
+            raise InputError(f"probe features: expected at least 1 probe, found {probes}")
+        d = math.prod(spec.input_shape)
+        start = _grid(probes, d)
+        if start is None:
+            start = torch.randn(probes, d, generator=torch.Generator().manual_seed(0))
+        self.spec = spec
+        self.num_probes = start.shape[0]
+        self.probes = nn.Parameter(start.clone())
+        lay = graph_layout(spec)
+        last = len(spec.layers) - 1
+        # per group, in node order: None for the input neurons, else the layer that computes it
+        self.sources: list[int | None] = [lay.bias_layer.get(g) for g in lay.groups]
+        if self.sources.count(None) != 1 or self.sources[0] is not None or last not in self.sources:
+            raise InputError(f"probe features: weight space {spec.architecture!r} is not a chain of layers "
+                             "from one input group to the output")
+
+    def forward(self, wb: WeightBatch) -> Tensor:
+        if wb.spec != self.spec:
+            raise InputError(f"probe features built for weight space {self.spec.architecture!r}, found "
+                             f"{wb.spec.architecture!r}")
+        if self.spec.activation is None and wb.activation is None:
+            raise InputError("probe features run the networks, and this weight space's activation varies per "
+                             "network: the batch must say which (WeightBatch.activation)")
+        act = None if self.spec.activation is not None else wb.activation
+        K, B = self.num_probes, len(wb)
+        x = self.probes.view(K, *self.spec.input_shape)
+        hidden: list[Tensor] = []
+        out = population_forward(self.spec, [p.to(x.dtype) for p in wb.params()], x, activation=act,
+                                 hidden=hidden)  # [B, K, out], hidden: [B, K, C(, *S)] per hidden layer
+        if out.dim() != 3:
+            raise InputError(f"probe features: expected outputs [B, K, out], found {list(out.shape)}")
+        last = len(self.spec.layers) - 1
+        parts = []
+        for src in self.sources:
+            if src is None:  # input neurons: the probes' coordinates (channels: their spatial mean)
+                n_in = self.spec.groups[self.spec.layers[0].in_group]
+                parts.append(x.reshape(K, n_in, -1).mean(-1).t().expand(B, n_in, K))
+            else:
+                h = out if src == last else hidden[src]
+                parts.append(h.reshape(B, K, h.shape[2], -1).mean(-1).transpose(1, 2))
+        return torch.cat(parts, 1)
+
+
 class NGBackbone(nn.Module):
     """Weight features (``in_channels``) -> neural graph -> ``layers`` NG layers -> weight features.
 
@@ -124,11 +202,14 @@ class NGBackbone(nn.Module):
     wide (a weight's edge features repeated over its kernel taps), what a pool reads; with it, a
     linear readout maps every node to ``out_channels`` neuron features and every edge to
     ``out_channels`` weight features per kernel tap, so ``out_channels=1`` is an equivariant
-    weight -> weight map (``backbone(wb.features()).to_weights()``).
+    weight -> weight map (``backbone(wb.features()).to_weights()``). ``node_features``: that many
+    more features per node, passed to ``graph`` beside the weight features (the encoder's probe
+    features), concatenated to each node's ``in_channels`` before the input projection.
     """
 
     def __init__(self, spec: WeightSpaceSpec, conv: str = "gnn", in_channels: int = 1, channels: int = 64,
-                 layers: int = 4, heads: int = 1, dropout: float = 0.0, out_channels: int | None = None):
+                 layers: int = 4, heads: int = 1, dropout: float = 0.0, out_channels: int | None = None,
+                 node_features: int = 0):
         super().__init__()
         if conv not in CONVS:
             raise InputError(f"neural graph layer must be one of {sorted(CONVS)}, found {conv!r}")
@@ -138,7 +219,8 @@ class NGBackbone(nn.Module):
         self.register_buffer("fixed", lay.fixed.clone(), persistent=False)
         self.register_buffer("fixed_index", lay.fixed_index.clamp(min=0), persistent=False)
         self.register_buffer("edge_layer", lay.edge_layer.clone(), persistent=False)
-        self.node_in = nn.Linear(in_channels, channels)
+        self.node_features = node_features
+        self.node_in = nn.Linear(in_channels + node_features, channels)
         self.edge_in = nn.Linear(in_channels * lay.edge_dim, channels)
         self.layer_emb = nn.Embedding(len(lay.groups), channels)  # hidden neurons: their layer only
         self.fixed_emb = nn.Embedding(lay.num_fixed, channels)  # input/output neurons: one each
@@ -150,8 +232,9 @@ class NGBackbone(nn.Module):
         self.out_channels = channels if out_channels is None else out_channels
         self.linear_out = out_channels is not None
 
-    def graph(self, feats: WeightFeatures) -> tuple[Tensor, Tensor]:
-        """Node and edge features after the NG layers: ``[B, N, channels]``, ``[B, E, channels]``."""
+    def graph(self, feats: WeightFeatures, node_features: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Node and edge features after the NG layers: ``[B, N, channels]``, ``[B, E, channels]``;
+        ``node_features [B, N, node_features]``: the extra node features (node order), if any."""
         if feats.spec != self.spec:
             raise InputError(f"neural graph backbone built for weight space {self.spec.architecture!r}, "
                              f"found features of {feats.spec.architecture!r} with other layers")
@@ -159,10 +242,17 @@ class NGBackbone(nn.Module):
             raise InputError(f"neural graph backbone takes {self.in_channels} channels, found {feats.channels}")
         g = to_graph(feats)
         B = len(feats)
+        x = g.x
+        if self.node_features or node_features is not None:
+            want = (B, graph_layout(self.spec).num_nodes, self.node_features)
+            if node_features is None or tuple(node_features.shape) != want:
+                raise InputError(f"neural graph backbone takes extra node features {list(want)}, found "
+                                 f"{None if node_features is None else list(node_features.shape)}")
+            x = torch.cat([x, node_features.reshape(B * want[1], -1).to(x.dtype)], -1)
         node_emb = torch.where(self.fixed.unsqueeze(-1), self.fixed_emb(self.fixed_index),
                                self.layer_emb(self.node_layer))  # [N, C], the same for every graph
         C = node_emb.shape[-1]
-        h = (self.node_in(g.x).view(B, -1, C) + node_emb).flatten(0, 1)
+        h = (self.node_in(x).view(B, -1, C) + node_emb).flatten(0, 1)
         e = (self.edge_in(g.edge_attr).view(B, -1, C) + self.edge_layer_emb(self.edge_layer)).flatten(0, 1)
         reverse = g.edge_index.flip(0)
         for layer in self.layers:
@@ -190,14 +280,18 @@ class NGEncoder(Encoder):
 
     ``conv="gnn"`` is NG-GNN (``ngnn``), ``conv="transformer"`` NG-T (``ngt``); ``edge_readout``
     adds the mean over edges to the pooled node features. ``fourier`` > 0 encodes every weight and
-    bias by random Fourier features first (Kofinas et al. do so), ``wsl.nn.base``."""
+    bias by random Fourier features first (Kofinas et al. do so), ``wsl.nn.base``. ``probe_features``
+    > 0: about that many learned probes, every node's values on them as node features (module
+    docstring, ``GraphProbes``); 0: none, the encoder as it was (same parameters)."""
 
     def __init__(self, spec: WeightSpaceSpec, out_dim: int, conv: str = "gnn", hidden: int = 64, layers: int = 4,
                  heads: int = 1, dropout: float = 0.0, edge_readout: bool = True, fourier: int = 0,
-                 fourier_scale: float = 1.0):
+                 fourier_scale: float = 1.0, probe_features: int = 0):
         super().__init__(spec, out_dim)
         self.encode, c_in = weight_encoding(fourier, fourier_scale)
-        self.backbone = NGBackbone(spec, conv, c_in, hidden, layers, heads, dropout)
+        self.probes = GraphProbes(spec, probe_features) if probe_features > 0 else None
+        k = self.probes.num_probes if self.probes is not None else 0
+        self.backbone = NGBackbone(spec, conv, c_in, hidden, layers, heads, dropout, node_features=k)
         self.edge_readout = edge_readout
         self.head = mlp((3 if edge_readout else 2) * hidden, hidden, out_dim, 2, dropout)
 
@@ -209,6 +303,20 @@ class NGEncoder(Encoder):
             pooled.append(e.mean(1))
         return torch.cat(pooled, -1)
 
-    def forward(self, wb: WeightBatch) -> Tensor:
+    def forward(self, wb: WeightBatch, raw: WeightBatch | None = None) -> Tensor:
+        """``raw``: the same networks unnormalized, for the probes to run (default: ``wb``)."""
         self.check_spec(wb)
-        return self.head(self.pool(*self.backbone.graph(self.encode(wb.features()))))
+        extra = None
+        if self.probes is not None:
+            extra = torch.asinh(self.probes(_probed(wb, raw)))
+        return self.head(self.pool(*self.backbone.graph(self.encode(wb.features()), extra)))
+
+
+def _probed(wb: WeightBatch, raw: WeightBatch | None) -> WeightBatch:
+    """The networks the probes run: ``raw`` where given (checked against ``wb``), else ``wb``."""
+    if raw is None:
+        return wb
+    if raw.spec != wb.spec or len(raw) != len(wb):
+        raise InputError(f"raw weights: {len(raw)} networks of {raw.spec.architecture!r} for "
+                         f"{len(wb)} of {wb.spec.architecture!r}")
+    return raw

@@ -62,6 +62,25 @@ forward pass needs. The edge update's invariant is a gate on the sum of per-neur
 official code runs an MLP per edge on both end neurons' invariants). All are equivariant by the same
 argument.
 
+Probe features (``probe_features=K`` > 0; Kofinas et al. 2024's probe features, built by
+``wsl.nn.neural_graph.GraphProbes``): K learned probe inputs run through every network, and node
+``i`` gets its values on them beside its bias, ``x_i = Γ_b [b_i, a_i(p_1), ..., a_i(p_K)]`` (``Γ_b``
+still linear without bias). No canonicalisation is needed, and none is applied (no ``|a|``, no
+per-neuron normalisation, which would discard the sign or the magnitude): a hidden neuron's
+activation vector transforms exactly as its bias does. Under ``q``, neuron ``i``'s pre-activation
+``z_i = sum_j w_ij a_j + b_i`` becomes ``q_i z_i`` (its inputs ``a_j`` scale by ``q_j``, its weights by
+``q_i / q_j``), and the activation commutes with the scaling, ``σ(q z) = q σ(z)`` (odd σ with
+``q = ±1``, positively homogeneous σ with ``q > 0``: the definition of the symmetry), so
+``a_i -> q_i a_i``, by induction over the layers. So ``[b_i, a_i]`` scales by ``q_i`` as a whole, as the
+lift needs, and permutations relabel it with the neuron. Input and output neurons (``q = 1``) get the
+probes' coordinates and the network's outputs, which no symmetry changes. The squash: asinh is odd,
+so it keeps ``a -> ±a`` (sign symmetry, and the permutation-only variant); it is not homogeneous, so
+for positive scaling hidden neurons' values stay linear (as the weights do: ``linear_normalization``)
+and only the input and output neurons' are squashed. The predictor's weight normalization commutes
+with every ``q`` too (asinh of a per-tensor ratio for sign flips, the ratio alone for positive
+scaling), so the probes may run on normalized weights and the encoder stays invariant; only then
+they are not the networks' own functions (``forward(wb, raw=...)`` runs the probes on ``raw``).
+
 Readout (``readout="full"``): ``mean_i ScaleInv(x_i)`` over hidden neurons, the mean over input
 neurons and the output neurons' features in order (these two are invariant as they are: ``q = 1``),
 into an MLP head. ``readout="io"`` uses the input and output neurons only (the official code's
@@ -77,6 +96,7 @@ from torch_geometric.nn import MessagePassing
 from zoo.weight_space import WeightSpaceSpec
 
 from wsl.nn.base import Encoder, mlp
+from wsl.nn.neural_graph import GraphProbes, _probed
 from wsl.weights import WeightBatch
 from wsl.weights.graph import graph_layout, to_graph
 from wsl.weights.symmetry import scaling_symmetry
@@ -225,12 +245,14 @@ class ScaleGMN(Encoder):
     ``"auto"`` (the spec's activation: sign flips for tanh/sine, positive scaling for relu, none for
     sigmoid/gelu) or ``"permutation"`` (hidden-neuron permutations only); ``bidirectional``: backward
     messages too (ScaleGMN-B); ``readout``: ``"full"`` or ``"io"``; ``message``: ``"rescale"`` or
-    the paper's per-edge ``"scale_eq"`` (module docstring).
+    the paper's per-edge ``"scale_eq"`` (module docstring); ``probe_features``: about that many learned
+    probes, every node's values on them beside its bias (module docstring; 0: none, the encoder as it
+    was, same parameters).
     """
 
     def __init__(self, spec: WeightSpaceSpec, out_dim: int, hidden: int = 64, layers: int = 4,
                  symmetry: str = "auto", bidirectional: bool = True, readout: str = "full", dropout: float = 0.0,
-                 message: str = "rescale"):
+                 message: str = "rescale", probe_features: int = 0):
         super().__init__(spec, out_dim)
         self.symmetry = resolve_symmetry(spec, symmetry)
         self.linear_normalization = self.symmetry == "positive"  # asinh is odd (sign flips survive it), not homogeneous
@@ -256,7 +278,9 @@ class ScaleGMN(Encoder):
         self.register_buffer("output_nodes", self._group_nodes(lay, out_group), persistent=False)
         self.register_buffer("hidden_nodes", (~lay.fixed).nonzero().squeeze(1), persistent=False)
 
-        self.node_in = nn.Linear(1, d, bias=False)  # Γ_b
+        self.probes = GraphProbes(spec, probe_features) if probe_features > 0 else None
+        k = self.probes.num_probes if self.probes is not None else 0
+        self.node_in = nn.Linear(1 + k, d, bias=False)  # Γ_b, on the bias and the probe values
         self.edge_in = nn.Linear(lay.edge_dim, d, bias=False)  # Γ_w, over a kernel's taps
         # Positional codes: multiply scaled features, add to fixed ones (all added: permutation only).
         multiply = self.symmetry != "permutation"
@@ -278,13 +302,19 @@ class ScaleGMN(Encoder):
         off = lay.group_offsets[group]
         return torch.arange(off, off + lay.spec.groups[group])
 
-    def lift(self, wb: WeightBatch) -> tuple[Batch, Tensor, Tensor, Tensor | None]:
-        """The neural graph of ``wb`` and its lifted features: ``x [B*N, d]``, ``e [B*E, d]``, ``f``."""
+    def lift(self, wb: WeightBatch, raw: WeightBatch | None = None) -> tuple[Batch, Tensor, Tensor, Tensor | None]:
+        """The neural graph of ``wb`` and its lifted features: ``x [B*N, d]``, ``e [B*E, d]``, ``f``;
+        ``raw``: the networks the probes run (default ``wb``)."""
         g = to_graph(wb)
         B, d = len(wb), self.node_in.out_features
-        x = self.node_in(g.x).view(B, -1, d)
-        e = self.edge_in(g.edge_attr).view(B, -1, d)
         fixed = self.fixed.unsqueeze(-1)
+        x = g.x
+        if self.probes is not None:  # values at the probes, beside the bias (module docstring)
+            p = self.probes(_probed(wb, raw))  # [B, N, K]: hidden rows scale by q_i, fixed rows by 1
+            p = torch.where(fixed, torch.asinh(p), p) if self.symmetry == "positive" else torch.asinh(p)
+            x = torch.cat([x.view(B, -1, 1), p.to(x.dtype)], -1).flatten(0, 1)
+        x = self.node_in(x).view(B, -1, d)
+        e = self.edge_in(g.edge_attr).view(B, -1, d)
         fixed_code = self.fixed_emb(self.fixed_index)
         hidden_code = self.layer_code[self.node_layer]
         if self.symmetry == "permutation":
@@ -300,12 +330,12 @@ class ScaleGMN(Encoder):
             f = (f * self.back_code[self.edge_layer]).flatten(0, 1)
         return g, x.flatten(0, 1), e.flatten(0, 1), f
 
-    def graph(self, wb: WeightBatch) -> tuple[Tensor, Tensor]:
+    def graph(self, wb: WeightBatch, raw: WeightBatch | None = None) -> tuple[Tensor, Tensor]:
         """Node and edge features after the ScaleGMN layers: ``[B, N, hidden]``, ``[B, E, hidden]``
         (node ``i`` scales by ``q_i``, edge ``j -> i`` by ``q_i / q_j``; the last layer, whose edges
         the readout does not read, updates the nodes only)."""
         self.check_spec(wb)
-        g, x, e, f = self.lift(wb)
+        g, x, e, f = self.lift(wb, raw)
         B = len(wb)
         free = self.fixed.repeat(B)
         reverse = g.edge_index.flip(0)
@@ -321,6 +351,7 @@ class ScaleGMN(Encoder):
         pooled += [h[:, self.input_nodes].mean(1), h[:, self.output_nodes].flatten(1)]
         return torch.cat(pooled, -1)
 
-    def forward(self, wb: WeightBatch) -> Tensor:
-        h, _ = self.graph(wb)
+    def forward(self, wb: WeightBatch, raw: WeightBatch | None = None) -> Tensor:
+        """``raw``: the same networks unnormalized, for the probes to run (default: ``wb``)."""
+        h, _ = self.graph(wb, raw)
         return self.head(self.pool(h))

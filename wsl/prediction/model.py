@@ -98,7 +98,10 @@ class PropertyPredictor(WeightSpaceModule):
         """Raw outputs: standardized predictions (regression) or logits (classification)."""
         if self.encoder.raw_weights:  # it runs the networks: weights as they are
             return self.encoder(wb)
-        return self.encoder(self.weight_normalizer(wb, squash=not self.encoder.linear_normalization))
+        normed = self.weight_normalizer(wb, squash=not self.encoder.linear_normalization)
+        if self.encoder.runs_networks:  # a graph with probe features: the probes run the networks as they are
+            return self.encoder(normed, raw=wb)
+        return self.encoder(normed)
 
     @torch.no_grad()
     def predict_values(self, wb: WeightBatch) -> Tensor:

@@ -117,7 +117,7 @@ def _file_activation(model: PropertyPredictor, activation: str | None) -> str | 
         if activation not in ACTIVATIONS:
             raise InputError(f"--activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}")
         return activation
-    if model.spec.activation is None and model.encoder.raw_weights:
+    if model.spec.activation is None and model.encoder.runs_networks:
         raise InputError(f"the predictor runs the networks (encoder {model.hparams.encoder!r}) and its weight space's "
                          "activation varies per network; a state_dict does not record it: pass --activation "
                          f"(one of {', '.join(ACTIVATIONS)})")
