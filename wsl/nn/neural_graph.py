@@ -46,9 +46,8 @@ neurons), so the encoder stays invariant; it must have the spec's activation, or
 do (a grid over [-1, 1]^d for d <= 3: *about* K points, ``GraphProbes.num_probes``; N(0, 1) draws
 otherwise) and are trained with the rest. Which weights run: ``forward(wb, raw=...)`` reads the
 probes off ``raw`` when given (the networks as they are; the graph still reads ``wb``), else off
-``wb`` itself. The predictor passes its normalized weights only, so there the probes run on the
-normalized networks: still exactly invariant (the normalizer is per tensor, so it commutes with
-permutations), but not the networks' own functions.
+``wb`` itself. The property predictor passes its normalized weights as ``wb`` and the networks as
+they are as ``raw`` (``Encoder.runs_networks``), so the probes read the networks' own functions.
 """
 from __future__ import annotations
 
@@ -64,7 +63,7 @@ from zoo.weight_space import WeightSpaceSpec
 from zoo.functional import population_forward
 
 from wsl.nn.base import Encoder, mlp, weight_encoding
-from wsl.nn.probe import _grid
+from wsl.nn.probe import probe_grid
 from wsl.weights import WeightBatch, WeightFeatures
 from wsl.weights.graph import graph_layout, to_graph
 from zoo.errors import InputError
@@ -153,7 +152,7 @@ class GraphProbes(nn.Module):
         if probes < 1:
             raise InputError(f"probe features: expected at least 1 probe, found {probes}")
         d = math.prod(spec.input_shape)
-        start = _grid(probes, d)
+        start = probe_grid(probes, d)
         if start is None:
             start = torch.randn(probes, d, generator=torch.Generator().manual_seed(0))
         self.spec = spec

@@ -35,7 +35,7 @@ from wsl.weights import WeightBatch
 from zoo.errors import InputError
 
 
-def _grid(k: int, d: int) -> Tensor | None:
+def probe_grid(k: int, d: int) -> Tensor | None:
     """A regular grid of about ``k`` points over [-1, 1]^d (``None`` for d > 3)."""
     if d > 3:
         return None
@@ -71,7 +71,7 @@ class ProbeEncoder(Encoder):
         if init not in ("auto", "grid", "normal", "data"):
             raise InputError(f"probe init must be 'auto', 'grid', 'normal' or 'data', found {init!r}")
         d = math.prod(spec.input_shape)
-        grid = _grid(probes, d) if init in ("auto", "grid") else None
+        grid = probe_grid(probes, d) if init in ("auto", "grid") else None
         if init == "grid" and grid is None:
             raise InputError(f"probe init 'grid' needs an input of at most 3 dimensions, found {d}")
         if init == "data":

@@ -76,10 +76,10 @@ lift needs, and permutations relabel it with the neuron. Input and output neuron
 probes' coordinates and the network's outputs, which no symmetry changes. The squash: asinh is odd,
 so it keeps ``a -> ±a`` (sign symmetry, and the permutation-only variant); it is not homogeneous, so
 for positive scaling hidden neurons' values stay linear (as the weights do: ``linear_normalization``)
-and only the input and output neurons' are squashed. The predictor's weight normalization commutes
-with every ``q`` too (asinh of a per-tensor ratio for sign flips, the ratio alone for positive
-scaling), so the probes may run on normalized weights and the encoder stays invariant; only then
-they are not the networks' own functions (``forward(wb, raw=...)`` runs the probes on ``raw``).
+and only the input and output neurons' are squashed. The property predictor runs the probes on
+the networks as they are (``forward(wb, raw=...)``, ``Encoder.runs_networks``) while the graph
+reads the normalized weights; the normalization commutes with every ``q`` (asinh of a per-tensor
+ratio for sign flips, the ratio alone for positive scaling), so the encoder stays invariant.
 
 Readout (``readout="full"``): ``mean_i ScaleInv(x_i)`` over hidden neurons, the mean over input
 neurons and the output neurons' features in order (these two are invariant as they are: ``q = 1``),
