@@ -103,11 +103,10 @@ class MLPPopulation:
         if dropout is not None and not isinstance(dropout, Dropout):
             dropout = Dropout(*dropout)  # (keep, keys, step[, positions])
         for i, s in enumerate(self.scales):
-            w, b = _scaled(params[2 * i], s), _scaled(params[2 * i + 1], s)  # [M, out, in], [M, out]
-            M, n_out = w.shape[:2]
-            wt, b = w.transpose(1, 2), b.unsqueeze(1)  # [M, in, out], [M, 1, out]
-            if h.dim() == 2:  # the shared input: one matmul [P, d] @ [d, M * out], seen as [M, P, out]
-                u = torch.addmm(b.reshape(-1), h, w.reshape(M * n_out, -1).t()).view(-1, M, n_out).transpose(0, 1)
+            wt = _scaled(params[2 * i], s).transpose(1, 2)  # [M, in, out]
+            b = _scaled(params[2 * i + 1], s).unsqueeze(1)  # [M, 1, out]
+            if h.dim() == 2:  # the shared input: [P, d] @ [M, d, out] -> [M, P, out]
+                u = torch.matmul(h, wt) + b
             elif wt.shape[2] == 1:  # one output: a reduction the compiled step fuses with f(u) above
                 u = (h * wt.transpose(1, 2)).sum(2, keepdim=True) + b
             else:
