@@ -11,9 +11,9 @@ Compiling needs a C++ compiler and takes about a minute the first time per insta
 function; Inductor keeps the compiled graphs and kernels on disk, and ``inductor_cache_dir`` puts
 that cache in the user's cache folder (``$XDG_CACHE_HOME/wsl/inductor``, by default
 ``~/.cache/wsl/inductor``) instead of Inductor's default under ``/tmp``, which a reboot empties:
-later processes load the kernels in seconds. ``TORCHINDUCTOR_CACHE_DIR`` set by the user wins. Where it is unavailable
-or fails, or with ``WSL_COMPILE=0`` in the environment, the same function runs eagerly, with one
-warning. Callers run small inputs eagerly: compiling them would cost more than it saves; and a
+later processes load the kernels in seconds. ``TORCHINDUCTOR_CACHE_DIR`` set by the user wins.
+Where it is unavailable or fails, or with ``WSL_COMPILE=0`` in the environment, the same function
+runs eagerly, with one warning. Callers run small inputs eagerly: compiling them would cost more than it saves; and a
 whole training run too small to earn its compilation back runs eagerly (``run_worth_compiling``),
 unless ``WSL_COMPILE=1`` asks for compiling wherever the inputs are large enough.
 

@@ -5,7 +5,9 @@ each ending at a barrier that waits for every thread. When another job holds the
 descheduled thread stalls the others at every loop: on 2 cores beside a 2-thread matmul job, a
 2-thread zoo run kept 22% of its solo speed, a 1-thread run 56% (docs/benchmarks.md,
 ``scripts/bench_contention.py``). So the long loops (zoo training, INR fitting) ask ``CoreShare``
-between epochs or steps how many threads the free cores carry, and it sets ``torch``'s count.
+between steps how many threads the free cores carry, and it sets ``torch``'s count. It matters
+where a population runs on intra-op threads (compiled steps, INR chunks, small populations);
+eager populations of 128+ models split across ``zoo.workers`` instead, one thread each here.
 
 The population trainers' numbers do not depend on the thread count (every reduction runs within
 one model's rows; tests/test_threads.py checks it bit for bit), so following the load never
