@@ -1,6 +1,5 @@
 """zoo.threads: the thread count follows the other processes' load, and the zoo numbers do not depend on it."""
 import os
-import types
 
 import numpy as np
 import pytest
@@ -25,6 +24,25 @@ def with_threads(n, fn):
         torch.set_num_threads(before)
 
 
+def mixed_population(M=40, seed=3, kinds=("adam", "sgd")):
+    """Hyperparameters and seeds of M models with dropout, subsets and label noise, their optimizers
+    alternating over ``kinds``: every per-model path of a step."""
+    rng = np.random.default_rng(seed)
+    kinds = [kinds[i % len(kinds)] for i in range(M)]
+    return {
+        "lr": [float(rng.uniform(1e-3, 5e-3)) if k == "adam" else float(rng.uniform(0.01, 0.1)) for k in kinds],
+        "optimizer": kinds,
+        "momentum": list(rng.uniform(0.5, 0.9, M)),
+        "weight_decay": list(rng.uniform(0.0, 1e-2, M)),
+        "init_scale": list(rng.uniform(0.5, 2.0, M)),
+        "dropout": list(rng.uniform(0.05, 0.5, M)),
+        "data_fraction": list(rng.uniform(0.2, 1.0, M)),
+        "label_noise": list(rng.uniform(0.0, 0.3, M)),
+        "batch_size": [16] * M,
+        "activation": ["relu"] * M,
+    }, list(range(900, 900 + M))
+
+
 def assert_same_result(a, b):
     assert len(a.params) == len(b.params)
     for k, (pa, pb) in enumerate(zip(a.params, b.params)):
@@ -43,21 +61,7 @@ def test_population_training_is_bitwise_independent_of_the_thread_count(monkeypa
     monkeypatch.setenv("WSL_ADAPT_THREADS", "0")  # the counts under test stay as set
     task = load_task("digits", n_train=300, n_val=97)
     spec = build_spec("mlp", task.input_shape, task.output_dim, hidden=[32, 32], activation="relu")
-    M = 40
-    rng = np.random.default_rng(3)
-    hp = {
-        "lr": list(np.exp(rng.uniform(np.log(1e-3), np.log(0.1), M))),
-        "optimizer": ["sgd"] * M,
-        "momentum": list(rng.uniform(0.0, 0.9, M)),
-        "weight_decay": list(rng.uniform(0.0, 1e-2, M)),
-        "init_scale": list(rng.uniform(0.5, 2.0, M)),
-        "dropout": list(rng.uniform(0.05, 0.5, M)),
-        "data_fraction": list(rng.uniform(0.3, 1.0, M)),
-        "label_noise": list(rng.uniform(0.0, 0.3, M)),
-        "batch_size": [16] * M,
-        "activation": ["relu"] * M,
-    }
-    seeds = list(range(500, 500 + M))
+    hp, seeds = mixed_population(M=40, kinds=("sgd",))
 
     def run():
         return train_population(spec, task, hp, seeds, epochs=2, checkpoints=[0, 1, 2], compile=False)
@@ -161,19 +165,16 @@ class FakeMachine:
         self.own_cpu += own * seconds
         self.busy += (others + own) * seconds
 
-    def install(self, monkeypatch, cores: int = 2) -> None:
-        # zoo.threads' own reference to the time module is replaced, not the time module itself
-        monkeypatch.setattr(zoo.threads, "time", types.SimpleNamespace(perf_counter=lambda: self.wall,
-                                                                       process_time=lambda: self.own_cpu))
-        monkeypatch.setattr(zoo.threads, "busy_seconds", lambda *a: self.busy)
+    def share(self, monkeypatch, cores: int = 2, **kw) -> CoreShare:
+        """A ``CoreShare`` that reads this machine, with ``cores`` usable cores."""
         monkeypatch.setattr(zoo.threads, "usable_cores", lambda: cores)
+        return CoreShare(wall_clock=lambda: self.wall, cpu=lambda: (self.own_cpu, self.busy), **kw)
 
 
 def test_core_share_is_off_with_wsl_adapt_threads_0(monkeypatch, two_threads):
     monkeypatch.setenv("WSL_ADAPT_THREADS", "0")
     machine = FakeMachine()
-    machine.install(monkeypatch)
-    share = CoreShare()
+    share = machine.share(monkeypatch)
     assert not share.enabled
     machine.advance(2.0, others=2.0)
     assert share.adjust() == 2
@@ -192,8 +193,7 @@ def test_core_share_follows_the_other_processes_load(monkeypatch, two_threads, v
     else:
         monkeypatch.setenv("WSL_ADAPT_THREADS", value)
     machine = FakeMachine()
-    machine.install(monkeypatch)
-    with CoreShare() as share:
+    with machine.share(monkeypatch) as share:
         assert share.enabled and share.most == 2 and share.cores == 2
         # an idle machine: both threads stay
         machine.advance(1.0, others=0.0, own=2.0)
@@ -219,8 +219,7 @@ def test_core_share_follows_the_other_processes_load(monkeypatch, two_threads, v
 def test_core_share_restore_brings_back_the_starting_count(monkeypatch, two_threads):
     monkeypatch.delenv("WSL_ADAPT_THREADS", raising=False)
     machine = FakeMachine()
-    machine.install(monkeypatch)
-    share = CoreShare()
+    share = machine.share(monkeypatch)
     machine.advance(0.6, others=1.9, own=0.5)
     assert share.adjust() == 1 and torch.get_num_threads() == 1
     share.restore()
@@ -230,17 +229,15 @@ def test_core_share_restore_brings_back_the_starting_count(monkeypatch, two_thre
 def test_core_share_never_exceeds_its_starting_count(monkeypatch, two_threads):
     monkeypatch.delenv("WSL_ADAPT_THREADS", raising=False)
     machine = FakeMachine()
-    machine.install(monkeypatch, cores=16)  # many free cores, but the process started with 2 threads
-    with CoreShare() as share:
+    with machine.share(monkeypatch, cores=16) as share:  # many free cores, but the process started with 2 threads
         machine.advance(1.0, others=0.0)
         assert share.adjust() == 2 and torch.get_num_threads() == 2
-    one = CoreShare(most=1)  # one thread: nothing to size
+    one = machine.share(monkeypatch, most=1)  # one thread: nothing to size
     assert not one.enabled
 
 
 def test_core_share_does_nothing_without_proc_stat(monkeypatch, two_threads):
     monkeypatch.delenv("WSL_ADAPT_THREADS", raising=False)
-    monkeypatch.setattr(zoo.threads, "busy_seconds", lambda *a: None)
-    share = CoreShare()
+    share = CoreShare(cpu=lambda: (0.0, None))  # what cpu_seconds reads where /proc/stat is missing
     assert not share.enabled
     assert share.adjust() == 2 and torch.get_num_threads() == 2

@@ -11,25 +11,7 @@ from zoo.signals import load_signals
 from zoo.tasks import load_task
 from zoo.train import train_population
 from zoo.workers import ALIGN_ROWS, MIN_MODELS_PER_WORKER, WORKERS, population_workers, train_in_workers, worker_rows
-from test_threads import with_threads
-
-
-def mixed_population(M=40, seed=3):
-    """SGD and Adam models with dropout, subsets and label noise: every per-model path of a step."""
-    rng = np.random.default_rng(seed)
-    kinds = ["adam", "sgd"] * (M // 2)
-    return {
-        "lr": [float(rng.uniform(1e-3, 5e-3)) if k == "adam" else float(rng.uniform(0.01, 0.1)) for k in kinds],
-        "optimizer": kinds,
-        "momentum": list(rng.uniform(0.5, 0.9, M)),
-        "weight_decay": list(rng.uniform(0.0, 1e-2, M)),
-        "init_scale": list(rng.uniform(0.5, 2.0, M)),
-        "dropout": list(rng.uniform(0.0, 0.5, M)),
-        "data_fraction": list(rng.uniform(0.2, 1.0, M)),
-        "label_noise": list(rng.uniform(0.0, 0.3, M)),
-        "batch_size": [16] * M,
-        "activation": ["relu"] * M,
-    }, list(range(900, 900 + M))
+from test_threads import mixed_population, with_threads
 
 
 def assert_close_result(a, b):
@@ -108,4 +90,5 @@ def test_population_workers_depend_on_the_population_alone():
     assert workers(WORKERS * MIN_MODELS_PER_WORKER, 2) == WORKERS
     assert workers(WORKERS * MIN_MODELS_PER_WORKER - 1, 2) == 1  # too few models to split
     assert workers(1000, 2, "meta") == 1  # accelerators take the population whole
-    assert with_threads(2, lambda: population_workers(1000, "cpu", compiled=True)) == 1  # fused loops share threads well
+    # a compiled step's fused loops share intra-op threads well: one worker
+    assert with_threads(2, lambda: population_workers(1000, "cpu", compiled=True)) == 1

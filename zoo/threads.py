@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -58,35 +59,41 @@ def threads_for_free_cores(others: float, cores: int, most: int) -> int:
     return max(1, min(most, int(free + 0.25)))
 
 
+def cpu_seconds() -> tuple[float, float | None]:
+    """This process's CPU seconds and all cores' busy seconds (None without /proc/stat)."""
+    return time.process_time(), busy_seconds()
+
+
 class CoreShare:
     """Follows the other processes' CPU load and sizes ``torch``'s intra-op threads to it.
 
     ``adjust()`` is cheap (one read of /proc/stat) and decides only once ``MIN_WINDOW_S`` has
     passed since the last decision: the other processes' load over that window is the busy time
-    of all cores minus this process's own CPU time.
+    of all cores minus this process's own CPU time. ``wall_clock`` and ``cpu`` (``cpu_seconds``)
+    are where it reads them; tests hand it a machine of their own.
     """
 
-    def __init__(self, most: int | None = None):
+    def __init__(self, most: int | None = None, wall_clock: Callable[[], float] = time.perf_counter,
+                 cpu: Callable[[], tuple[float, float | None]] = cpu_seconds):
         self.most = most or torch.get_num_threads()
         self.cores = usable_cores()
-        self.enabled = adapt_enabled() and busy_seconds() is not None and self.most > 1
+        self.wall_clock, self.cpu = wall_clock, cpu
+        self._wall = wall_clock()
+        self._own, self._busy = cpu()
+        self.enabled = adapt_enabled() and self._busy is not None and self.most > 1
         self.threads = self.most
         self.history: list[tuple[float, int]] = []  # (others' load, threads chosen) per decision
-        self._mark()
-
-    def _mark(self) -> None:
-        self._wall, self._own, self._busy = time.perf_counter(), time.process_time(), busy_seconds()
 
     def adjust(self) -> int:
         """Re-size the threads to the load since the last decision; returns the count in use."""
         if not self.enabled:
             return torch.get_num_threads()
-        wall = time.perf_counter() - self._wall
-        if wall < MIN_WINDOW_S:
+        now = self.wall_clock()
+        if now - self._wall < MIN_WINDOW_S:
             return self.threads
-        busy = busy_seconds()
-        others = max(0.0, (busy - self._busy) - (time.process_time() - self._own)) / wall
-        self._mark()
+        own, busy = self.cpu()
+        others = max(0.0, (busy - self._busy) - (own - self._own)) / (now - self._wall)
+        self._wall, self._own, self._busy = now, own, busy
         threads = threads_for_free_cores(others, self.cores, self.most)
         self.history.append((others, threads))
         if threads != self.threads:
