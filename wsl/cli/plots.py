@@ -150,3 +150,28 @@ def _cells(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
     mid = (t[1:] + t[:-1]) / 2
     edges = np.concatenate([[2 * t[0] - mid[0]], mid, [2 * t[-1] - mid[-1]]])
     return (np.exp(edges) if scale == "log" else edges), v, scale
+
+
+def generator_scale_plot(curves: dict[str, dict], title: str, out: str | Path) -> Path:
+    """Quality against weight novelty, one colour per training-set size (the data-scale study of
+    ``scripts/benchmark_generate.py``). ``curves``: label -> {"noise": [(novelty, quality), ...]
+    (training networks plus noise, a line), "generated": [(novelty, quality), ...] (one star per
+    seed), "reference_nn": the training networks' own median nearest-neighbour distance (a dotted
+    line)}."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for color, (label, c) in zip(colors, curves.items()):
+        if c["noise"]:
+            x, y = zip(*sorted(c["noise"]))
+            ax.plot(x, y, "--o", color=color, ms=3, lw=1, alpha=0.7, label=f"{label}: training nets + noise")
+        if c["generated"]:
+            x, y = zip(*c["generated"])
+            ax.scatter(x, y, marker="*", s=140, color=color, edgecolor="k", zorder=3, label=f"{label}: generated")
+        if c.get("reference_nn") is not None:
+            ax.axvline(c["reference_nn"], color=color, ls=":", lw=1, label=f"{label}: their own nearest neighbour")
+    ax.set_xscale("log")
+    ax.set_xlabel("weight novelty: aligned L2 distance to the nearest training network")
+    ax.set_ylabel("test accuracy (mean)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower left")
+    return _save(fig, out)

@@ -22,9 +22,9 @@ class in turn, and the report says how often the nearest test image shows the re
 Training is bounded by wall-clock minutes per generator (``--minutes``), so the figures say what
 each generator reaches in the same budget on this machine; the steps reached are printed.
 
-    python scripts/benchmark_diffusion.py                      # all generators, seeds 0 1 2
-    python scripts/benchmark_diffusion.py --generators flat --seeds 0 --minutes 2
-    python scripts/benchmark_diffusion.py --generators flat --seeds 0 --reuse --samplers 50:0 200:1
+    python scripts/benchmark_generate.py                      # all generators, seeds 0 1 2
+    python scripts/benchmark_generate.py --generators flat --seeds 0 --minutes 2
+    python scripts/benchmark_generate.py --generators flat --seeds 0 --reuse --samplers 50:0 200:1
 
 The last line is one JSON object.
 """
@@ -45,6 +45,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from wsl.cli.plots import generator_scale_plot  # noqa: E402
 from wsl.data import WeightDataModule  # noqa: E402
 from wsl.diffusion.memorization import evaluate_generated  # noqa: E402
 from wsl.diffusion.report import GENERATOR  # noqa: E402
@@ -129,9 +130,12 @@ INR_OVERRIDES = {"flat": ({"denoiser_kwargs": {"hidden": 1024, "layers": 4}}, {"
 
 
 def fit(name: str, seed: int, zoo: str, minutes: float, work: Path, conditions: list[str] | None = None,
-        checkpoints: str = "last", inr: bool = False, reuse: bool = False) -> tuple[str, dict]:
+        checkpoints: str = "last", inr: bool = False, reuse: bool = False,
+        val_every_steps: int | None = None) -> tuple[str, dict]:
     """Train one generator; its kept checkpoint and what training reached (``work/fit.json``).
-    ``reuse``: take ``work/best.ckpt`` of an earlier run of the same command instead, if there."""
+    ``reuse``: take ``work/best.ckpt`` of an earlier run of the same command instead, if there.
+    Validation every 5 epochs, or every ``val_every_steps`` optimizer steps (the same cadence
+    whatever the number of training networks: the data-scale study)."""
     if reuse and (work / "best.ckpt").exists():
         info = json.loads((work / "fit.json").read_text()) if (work / "fit.json").exists() else {}
         return str(work / "best.ckpt"), {**info, "reused": True}
@@ -146,7 +150,9 @@ def fit(name: str, seed: int, zoo: str, minutes: float, work: Path, conditions: 
                 ema_decay=0.999, eval_samples=64, **model_kw)
     model.set_normalizers(**dm.normalizers())
     ckpt = best_checkpoint("best", dirpath=work)
-    trainer = make_trainer(100000, [ckpt], max_minutes=minutes, enable_checkpointing=True, check_val_every_n_epoch=5)
+    cadence = ({"check_val_every_n_epoch": 5} if val_every_steps is None else
+               {"check_val_every_n_epoch": None, "val_check_interval": val_every_steps})
+    trainer = make_trainer(100000, [ckpt], max_minutes=minutes, enable_checkpointing=True, **cadence)
     t = time.perf_counter()
     trainer.fit(model, dm)
     info = {"train_seconds": round(time.perf_counter() - t, 1), "steps": int(trainer.global_step),
@@ -241,6 +247,113 @@ def conditional_run(args, seed: int, inr: bool, out: Path) -> dict:
     return result
 
 
+def noise_curve(report: dict) -> list[tuple[float, float, float]]:
+    """The noise baseline's (sigma, median weight novelty, mean quality) at each sigma of the grid:
+    training networks plus noise, the curve a generator must lie above."""
+    rows = [(m["sigma"], m["weight_novelty"]["median"], m["quality"]["mean"]) for k, m in report["methods"].items()
+            if k.startswith("noise sigma=") and k != "noise sigma=matched"]
+    return sorted(rows)
+
+
+def scale_targets(row: dict) -> dict:
+    """The issue's verdict on one generator trained on the largest zoo: mean test accuracy >= 0.90,
+    median aligned distance to the nearest training network >= the training networks' own median,
+    and training networks plus noise at that distance >= 10 points worse than the training networks."""
+    return {"accurate": row["gen_quality_mean"] >= 0.90,
+            "as_novel_as_training_networks": row["weight_novelty_median"] >= row["reference_nn_distance_median"],
+            "noise_there_loses_10_points": row.get("matched_noise_quality_mean", np.nan)
+            <= row["train_quality_mean"] - 0.10}
+
+
+def scale_run(args, out: Path) -> dict:
+    """The data-scale study: every generator of ``--generators`` trained on each zoo of
+    ``--scales`` (smallest first) with the same budget (``--minutes``, validation every
+    ``--val-steps`` steps), sampled and scored by the memorization suite against *that* zoo's
+    training networks. One plot per generator (accuracy against novelty, one colour per size)."""
+    rows: list[dict] = []
+    for zoo in args.scales:
+        ensure_zoo(zoo)
+        for name in args.generators:
+            for seed in args.seeds:
+                work = out / f"scale_{Path(zoo).stem}" / f"{name}_seed{seed}"
+                best, info = fit(name, seed, zoo, args.minutes, work, reuse=args.reuse, val_every_steps=args.val_steps)
+                gen_path = run_sample(best, args.num, work / "generated.h5", seed=seed, overwrite=True)
+                report = evaluate_generated(gen_path, zoo, work / "report", seed=seed)
+                row = {"zoo": zoo, "generator": name, "seed": seed, **info, **headline(report),
+                       "noise_curve": noise_curve(report)}
+                rows.append(row)
+                print(f"{Path(zoo).stem} ({info['train_runs']} training networks) {name} seed {seed}: "
+                      f"{info.get('steps', '?')} steps ({info.get('epochs', '?')} epochs); test acc "
+                      f"{row['gen_quality_mean']:.3f} (training networks {row['train_quality_mean']:.3f}); weight "
+                      f"novelty {row['weight_novelty_median']:.2f} (training networks' own NN "
+                      f"{row['reference_nn_distance_median']:.2f}); noise at that novelty "
+                      f"{row.get('matched_noise_quality_mean', float('nan')):.3f}", flush=True)
+    print("\n| generator | training networks | seeds | test acc (training nets') | weight novelty (training "
+          "nets' own NN) | behavioural novelty (training nets') | noise at equal novelty | beats noise |")
+    print("|---|---|---|---|---|---|---|---|")
+    summary: dict[str, dict[str, dict]] = {}
+    for name in args.generators:
+        for zoo in args.scales:
+            rs = [r for r in rows if r["generator"] == name and r["zoo"] == zoo]
+            m = {k: float(np.mean([r.get(k, np.nan) for r in rs])) for k in
+                 ("train_runs", "steps", "gen_quality_mean", "train_quality_mean", "weight_novelty_median",
+                  "reference_nn_distance_median", "behavioural_novelty_median", "reference_behavioural_median",
+                  "matched_noise_quality_mean")}
+            m["std_gen_quality_mean"] = float(np.std([r["gen_quality_mean"] for r in rs]))
+            m["beats_noise_seeds"] = int(sum(bool(r.get("beats_noise")) for r in rs))
+            summary.setdefault(name, {})[zoo] = m
+            print(f"| {name} | {m['train_runs']:.0f} | {len(rs)} | {m['gen_quality_mean']:.3f} ± "
+                  f"{m['std_gen_quality_mean']:.3f} ({m['train_quality_mean']:.3f}) | {m['weight_novelty_median']:.2f}"
+                  f" ({m['reference_nn_distance_median']:.2f}) | {m['behavioural_novelty_median']:.3f} "
+                  f"({m['reference_behavioural_median']:.3f}) | {m['matched_noise_quality_mean']:.3f} | "
+                  f"{m['beats_noise_seeds']}/{len(rs)} |")
+        largest = [r for r in rows if r["generator"] == name and r["zoo"] == args.scales[-1]]
+        summary[name]["targets_on_largest"] = [scale_targets(r) for r in largest]
+        plot = generator_scale_plot(
+            {f"{np.mean([r['train_runs'] for r in rs]):,.0f} training nets": {
+                "noise": [(n, q) for _, n, q in rs[0]["noise_curve"]],
+                "generated": [(r["weight_novelty_median"], r["gen_quality_mean"]) for r in rs],
+                "reference_nn": float(np.mean([r["reference_nn_distance_median"] for r in rs]))}
+             for rs in ([r for r in rows if r["generator"] == name and r["zoo"] == z] for z in args.scales)},
+            f"{name} generator: test accuracy against novelty by training-set size", out / f"scale_{name}.png")
+        print(f"{name}: targets on {Path(args.scales[-1]).stem}, per seed: {summary[name]['targets_on_largest']}; "
+              f"plot {plot}")
+    return {"scales": args.scales, "minutes_per_fit": args.minutes, "val_steps": args.val_steps, "summary": summary,
+            "runs": rows}
+
+
+def throughput(args, out: Path) -> dict:
+    """Sampled and evaluated networks per minute, through ``wsl sample``'s path: ``--throughput``
+    networks drawn from the flat generator of the first seed (the study's on the largest zoo; trained
+    here if there is none), run on the task's test examples, and written to a zoo file. Timed alone,
+    after a warm-up of 100 networks."""
+    zoo = args.scales[-1] if args.scales else args.zoo
+    work = (out / f"scale_{Path(zoo).stem}" if args.scales else out) / f"flat_seed{args.seeds[0]}"
+    best, _ = fit("flat", args.seeds[0], zoo, args.minutes, work, reuse=True,
+                  val_every_steps=args.val_steps if args.scales else None)
+    run_sample(best, 100, work / "warmup.h5", seed=1, overwrite=True)
+    t = time.perf_counter()
+    run_sample(best, args.throughput, work / "throughput.h5", seed=2, overwrite=True)
+    seconds = time.perf_counter() - t
+    with Zoo(work / "throughput.h5") as z:
+        done = int(z.done.sum())
+    per_minute = args.throughput / seconds * 60
+    print(f"throughput: {args.throughput} networks sampled ({SAMPLER[0]} DDIM steps), run on the test examples and "
+          f"written in {seconds:.1f} s: {per_minute:,.0f} networks per minute ({done} with finite weights)", flush=True)
+    return {"networks": args.throughput, "seconds": round(seconds, 2), "networks_per_minute": round(per_minute),
+            "finite": done, "sample_steps": SAMPLER[0], "threads": torch.get_num_threads()}
+
+
+def ensure_zoo(path: str) -> None:
+    """Generate the zoo at ``path`` from the shipped config of its name if it is not there (the
+    demo zoo's config for a name with none)."""
+    if Path(path).exists():
+        return
+    shipped = ROOT / "configs" / "zoo" / f"{Path(path).stem}.yaml"
+    generate(load_config(shipped if shipped.exists() else ROOT / "configs" / "zoo" / "digits_mlp.yaml"), path,
+             progress=False)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--zoo", default=str(ROOT / "zoos" / "digits_mlp.h5"))
@@ -253,21 +366,31 @@ def main() -> None:
                     help="generator conditioned on test accuracy (INR zoos: on the label; '' = none)")
     ap.add_argument("--conditional-seeds", nargs="*", type=int,
                     help="seeds of the conditional generator (default: --seeds)")
-    ap.add_argument("--out-dir", default=str(ROOT / "bench_diffusion"))
+    ap.add_argument("--out-dir", default=str(ROOT / "bench_generate"))
     ap.add_argument("--samplers", nargs="+", type=_sampler, default=[SAMPLER], metavar="STEPS:ETA",
                     help="DDIM settings to choose from on validation data, e.g. 50:0 200:0 50:1 200:1 "
                          "(default: 50:0 alone)")
     ap.add_argument("--reuse", action="store_true",
                     help="sample and evaluate the checkpoints an earlier run left in --out-dir instead of training")
+    ap.add_argument("--scales", nargs="+", metavar="ZOO",
+                    help="the data-scale study instead: zoos of one distribution at growing sizes, e.g. "
+                         "zoos/digits_mlp_good.h5 zoos/digits_mlp_good_10k.h5 zoos/digits_mlp_good_100k.h5")
+    ap.add_argument("--val-steps", type=int, default=500,
+                    help="with --scales: validate (and keep the best checkpoint) every this many steps")
+    ap.add_argument("--throughput", type=int, default=0, metavar="N",
+                    help="also time sampling, evaluating and writing N networks (networks per minute)")
     args = ap.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if not Path(args.zoo).exists():
-        shipped = ROOT / "configs" / "zoo" / f"{Path(args.zoo).stem}.yaml"
-        generate(load_config(shipped if shipped.exists() else ROOT / "configs" / "zoo" / "digits_mlp.yaml"), args.zoo,
-                 progress=False)
+    if args.scales:
+        scale = scale_run(args, out)
+        speed = throughput(args, out) if args.throughput else None
+        print(json.dumps({"benchmark": "generate_scale", "num": args.num, "scale": scale, "throughput": speed},
+                         default=float))
+        return
+    ensure_zoo(args.zoo)
     with Zoo(args.zoo) as z:
         inr = z.is_inr
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; zoo {args.zoo}{' (INRs)' if inr else ''}; "
@@ -324,7 +447,8 @@ def main() -> None:
               f"{s['behavioural_novelty_median']:.3f} ({s['reference_behavioural_median']:.3f}) | "
               f"{s.get('matched_noise_quality_mean', float('nan')):.3f} vs {s['gen_quality_mean']:.3f} | "
               f"{s['beats_noise_seeds']}/{len(results[name])} |")
-    print(json.dumps({"benchmark": "diffusion", "zoo": args.zoo, "minutes_per_fit": None if args.reuse else args.minutes,
+    speed = throughput(args, out) if args.throughput else None
+    print(json.dumps({"benchmark": "diffusion", "zoo": args.zoo, "throughput": speed, "minutes_per_fit": None if args.reuse else args.minutes,
                       "num": args.num, "generators": summary, "runs": results, "conditional": conditional},
                      default=float))
 
