@@ -51,9 +51,16 @@ def _one_thread(one_thread):
 
 @pytest.fixture(scope="module")
 def zoos(tmp_path_factory):
+    """Made on one thread like the tests' own zoos: a batched matmul's reduction order can depend on
+    the thread count, and test_same_config_same_task_zoo compares bits."""
     d = tmp_path_factory.mktemp("task_zoos")
-    pre = generate_zoo(pretrain_raw(), d / "pre.h5")
-    tasks = generate_zoo(tasks_raw(pre), d / "tasks.h5")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        pre = generate_zoo(pretrain_raw(), d / "pre.h5")
+        tasks = generate_zoo(tasks_raw(pre), d / "tasks.h5")
+    finally:
+        torch.set_num_threads(n)
     return d, pre, tasks
 
 
@@ -75,6 +82,42 @@ def test_every_model_starts_from_the_stored_network(zoos):
         variants = z.hparam("task_variant")
         assert [str(v) for v in variants] == [VARIANTS[i % 4] for i in range(8)]  # recorded per model
         assert "from" in z.summary().split("init")[1].split("\n")[0]
+
+
+def test_init_run_each_starts_every_model_from_its_own_network(zoos):
+    """``init.run: each``: model i starts from the source's finished run i mod n, bit for bit, in a
+    population whose rows the trainer reorders (two optimizers) and splits across two workers."""
+    d, pre, _ = zoos
+    raw = tasks_raw(pre, name="each", num_models=5, init={"from": pre, "run": "each"},
+                    hparams={"optimizer": {"grid": ["sgd", "adam"]}, "lr": {"log_uniform": [0.001, 0.01]},
+                             "data_fraction": {"uniform": [0.3, 1.0]}, "batch_size": 32})
+    out = generate_zoo(raw, d / "each.h5")
+    with Zoo(pre) as p, Zoo(out) as z:
+        assert len(set(z.hparam("optimizer"))) == 2
+        source, start = p.batch([0, 1], -1), z.batch(np.arange(5), 0)
+        for name, w in source.items():
+            assert torch.equal(start[name], w[torch.tensor([0, 1, 0, 1, 0])]), name
+    spec = build_spec("mlp", (64,), 10, hidden=[16], activation="relu")
+    digits = load_task("digits")
+    start = [torch.randn(6, *p.shape) for p in spec.params]
+    hp = {"lr": [0.01] * 3 + [0.001] * 3, "optimizer": ["sgd", "adam", "sgd", "adam", "sgd", "adam"],
+          "momentum": [0.9] * 6, "weight_decay": [0.0] * 6, "init_scale": [1.0] * 6, "dropout": [0.0] * 6,
+          "data_fraction": [1.0, 0.5, 0.8, 0.6, 0.9, 0.7], "label_noise": [0.0] * 6, "activation": ["relu"] * 6,
+          "batch_size": [32] * 6}
+    both = train_population(spec, digits, hp, list(range(6)), epochs=1, checkpoints=[0, 1], init_params=start,
+                            compile=False, workers=2)
+    for k in (0, 3):  # each model alone from its own start: the same run
+        alone = train_population(spec, digits, {n: v[k:k + 1] for n, v in hp.items()}, [k], epochs=1,
+                                 checkpoints=[0, 1], init_params=[p[k:k + 1] for p in start], compile=False)
+        for a, b, s0 in zip(both.params, alone.params, start):
+            assert np.array_equal(a[k, 0], s0[k].numpy())
+            np.testing.assert_allclose(a[k], b[0], rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match=r"init_params: 5 starting networks for 6 models"):
+        train_population(spec, digits, hp, list(range(6)), epochs=1, checkpoints=[1],
+                         init_params=[p[:5] for p in start])
+    with pytest.raises(InputError, match=r"init_params: layers\.0\.weight has shape \[6, 8, 64\]; expected \[16, 64\]"):
+        train_population(spec, digits, hp, list(range(6)), epochs=1, checkpoints=[1],
+                         init_params=[torch.randn(6, 8, 64)] + start[1:])
 
 
 def test_init_from_checkpoint_position_picks_the_checkpoint(zoos):
@@ -120,6 +163,8 @@ def test_wrong_file_run_checkpoint_or_architecture_is_one_clear_error(zoos):
         parse_config(tasks_raw(pre, hparams={"init_scale": 2.0}))
     with pytest.raises(ConfigError, match=r"init\.from: expected the path of a zoo file"):
         parse_config(tasks_raw(pre, init={"from": 3}))
+    with pytest.raises(ConfigError, match=r"init\.run: expected a run id \(an integer >= 0\) or 'each', found 'all'"):
+        parse_config(tasks_raw(pre, init={"from": pre, "run": "all"}))
 
 
 def test_init_from_keeps_old_configs_and_their_hash():

@@ -285,7 +285,7 @@ def parse_config(raw: dict[str, Any], source: str = "<config>") -> ZooConfig:
 
 
 def _check_init_from(source: str, out: dict[str, Any], inr: bool) -> None:
-    """``init.from`` starts every model from one stored network: nothing random about the start."""
+    """``init.from`` starts every model from a stored network: nothing random about the start."""
     if inr:
         raise _err(source, "init.from", f"INR task {out['task']['name']!r}: each network fits its own signal from "
                    f"a random initialisation; init.from applies to classification and regression tasks")
@@ -301,7 +301,9 @@ def _check_init_from(source: str, out: dict[str, Any], inr: bool) -> None:
 def _parse_init(source: str, init: Any) -> dict[str, Any]:
     """``init``: a mapping of ``INIT``'s fields (defaults filled in), or a bare ``shared`` / ``independent``;
     or ``{from: PATH.h5, run: 0, checkpoint: -1}`` (``INIT_FROM``): every model starts from the
-    weights of that run of that zoo at that checkpoint position (``zoo.generate.stored_network``)."""
+    weights of that run of that zoo at that checkpoint position (``zoo.generate.stored_network``);
+    ``run: each``: model i starts from the i-th finished run of that zoo (cycling through them), e.g.
+    the networks of a generated zoo as initialisations."""
     if isinstance(init, str):
         init = {"seeds": init}
     if not isinstance(init, dict):
@@ -321,8 +323,8 @@ def _parse_init(source: str, init: Any) -> dict[str, Any]:
         if not isinstance(path, str) or not path.strip():
             raise _err(source, "init.from", f"expected the path of a zoo file (.h5), found {path!r}")
         run, ckpt = init.get("run", INIT_FROM["run"]), init.get("checkpoint", INIT_FROM["checkpoint"])
-        if isinstance(run, bool) or not isinstance(run, int) or run < 0:
-            raise _err(source, "init.run", f"expected a run id (an integer >= 0), found {run!r}")
+        if run != "each" and (isinstance(run, bool) or not isinstance(run, int) or run < 0):
+            raise _err(source, "init.run", f"expected a run id (an integer >= 0) or 'each', found {run!r}")
         if isinstance(ckpt, bool) or not isinstance(ckpt, int):
             raise _err(source, "init.checkpoint", f"expected a checkpoint position (an integer, -1 the last), "
                        f"found {ckpt!r}")

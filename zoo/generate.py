@@ -5,7 +5,8 @@ and a shard into chunks of models that share the structural hyperparameters (act
 size) and fit in memory. The chunk plan is fixed when the file is made, so a resumed run trains
 the same chunks as an uninterrupted one and stores the same weights.
 
-Fine-tuning zoos (``init.from``) start every model from one stored network (``stored_network``),
+Fine-tuning zoos (``init.from``) start every model from one stored network, or each model from its
+own (``init.run: each``; ``stored_network``),
 and task zoos give each model its own task variant (the ``task_variant`` hyperparameter); models
 of different variants share chunks like models of different learning rates (``zoo.train``).
 
@@ -91,8 +92,10 @@ def _shapes(params) -> str:
 
 
 def stored_network(config: ZooConfig, spec: WeightSpaceSpec) -> tuple[list[torch.Tensor], str] | None:
-    """The network every model of a fine-tuning zoo starts from (``init.from``, ``init.run``,
-    ``init.checkpoint``), in ``spec.params`` order, and its activation; None for random initialisations.
+    """The network(s) the models of a fine-tuning zoo start from (``init.from``, ``init.run``,
+    ``init.checkpoint``), in ``spec.params`` order, and their activation; None for random
+    initialisations. One network for a run id; for ``run: each``, every finished run of the file
+    with finite weights (in index order, a leading dimension; ``start_rows`` hands them to the models).
     Read through ``zoo.store.Zoo``; a missing file, run or checkpoint, a run that did not finish, or
     another architecture is an error naming the field and what was expected and found."""
     init = config.init
@@ -105,13 +108,18 @@ def stored_network(config: ZooConfig, spec: WeightSpaceSpec) -> tuple[list[torch
     with Zoo(path) as z:
         if z.is_inr:
             raise InputError(f"{field}: {path} is an INR zoo; a fine-tuning zoo starts from a classifier or regressor")
-        rows = np.flatnonzero(z.index == run)
-        if not rows.size:
-            raise InputError(f"{field}: init.run {run} is not in {path} (runs {int(z.index.min())}.."
-                             f"{int(z.index.max())})")
-        row = int(rows[0])
-        if z.status[row] != STATUS_DONE:
-            raise InputError(f"{field}: run {run} of {path} is {STATUS_NAMES[int(z.status[row])]}, expected done")
+        if run == "each":
+            rows = np.flatnonzero(z.status == STATUS_DONE)
+            if not rows.size:
+                raise InputError(f"{field}: init.run each: {path} has no finished runs")
+        else:
+            rows = np.flatnonzero(z.index == run)[:1]
+            if not rows.size:
+                raise InputError(f"{field}: init.run {run} is not in {path} (runs {int(z.index.min())}.."
+                                 f"{int(z.index.max())})")
+            if z.status[rows[0]] != STATUS_DONE:
+                raise InputError(f"{field}: run {run} of {path} is {STATUS_NAMES[int(z.status[rows[0]])]}, "
+                                 f"expected done")
         try:
             c = z.checkpoint_position(init["checkpoint"])
         except OutOfRangeError:
@@ -123,11 +131,30 @@ def stored_network(config: ZooConfig, spec: WeightSpaceSpec) -> tuple[list[torch
             raise InputError(f"{field}: {path} holds another architecture: expected parameters {_shapes(expected)} "
                              f"(architecture {config.architecture}, task input {list(spec.input_shape)}), found "
                              f"{_shapes(found)}")
-        activation = z.spec.activation or str(z.hparam("activation")[row])
-        params = z.params(row, c)
-    if not all(bool(p.isfinite().all()) for p in params):
+        activations = {z.spec.activation} if z.spec.activation else {str(a) for a in np.asarray(z.hparam("activation"))[rows]}
+        if len(activations) > 1:
+            raise InputError(f"{field}: the runs of {path} mix activations {sorted(activations)}; the models of a "
+                             f"zoo that start from them share one")
+        b = z.batch(rows, c)
+        params = [b[p.name] if run == "each" else b[p.name][0] for p in z.spec.params]
+    finite = torch.stack([p.flatten(1 if run == "each" else 0).isfinite().all(-1) for p in params]).all(0)
+    if run == "each":
+        if not bool(finite.any()):
+            raise InputError(f"{field}: every finished run of {path} has NaN/inf weights at checkpoint "
+                             f"{init['checkpoint']}")
+        params = [p[finite] for p in params]
+    elif not bool(finite):
         raise InputError(f"{field}: run {run} of {path} has NaN/inf weights at checkpoint {init['checkpoint']}")
-    return params, activation
+    return params, activations.pop()
+
+
+def start_rows(config: ZooConfig, start: list[torch.Tensor], indices: np.ndarray) -> list[torch.Tensor]:
+    """What the models ``indices`` start from: the one stored network, or for ``init.run: each``
+    stored network ``index mod n`` each (a leading model dimension)."""
+    if config.init["run"] != "each":
+        return start
+    rows = torch.as_tensor(np.asarray(indices) % len(start[0]))
+    return [p[rows] for p in start]
 
 
 def check_task_variants(config: ZooConfig, task: TaskData, hparams: dict[str, list]) -> None:
@@ -319,7 +346,7 @@ def _generate(config: ZooConfig, out: Path, *, shard: tuple[int, int], device: s
                                       checkpoints=config.checkpoints, device=dev,
                                       eval_batch=config.training.get("eval_batch"), compile=compile_run,
                                       progress=on_progress, init_seeds=[int(init_seeds[j]) for j in pos],
-                                      init_params=None if start is None else start[0])
+                                      init_params=None if start is None else start_rows(config, start[0], indices[pos]))
         write_models(out, pos, {p.name: a for p, a in zip(spec.params, result.params)}, result.metrics,
                      result.status, result.diverged_epoch)
         status[pos] = result.status

@@ -351,6 +351,27 @@ def _autograd_losses_and_grads(spec: WeightSpaceSpec, params: list[Tensor], task
     return [loss.detach() for loss in losses], grads
 
 
+def _per_model(spec: WeightSpaceSpec, init_params: list[Tensor], models: int) -> bool:
+    """Whether ``init_params`` holds one network per model (a leading dimension of ``models``) or
+    one for all; anything else is an error naming the parameter, expected and found shapes."""
+    for p, t in zip(spec.params, init_params):
+        if tuple(t.shape[1:]) != tuple(p.shape) and tuple(t.shape) != tuple(p.shape):
+            raise InputError(f"init_params: {p.name} has shape {list(t.shape)}; expected {list(p.shape)} (one "
+                             f"network) or [M, {', '.join(map(str, p.shape))}] (one per model)")
+    per_model = init_params[0].dim() == len(spec.params[0].shape) + 1
+    if per_model and len(init_params[0]) != models:
+        raise InputError(f"init_params: {len(init_params[0])} starting networks for {models} models")
+    return per_model
+
+
+def _start_rows(spec: WeightSpaceSpec, init_params: list[Tensor] | None, rows, models: int) -> list[Tensor] | None:
+    """The starting weights of the models ``rows`` of a population of ``models``."""
+    if init_params is None or not _per_model(spec, init_params, models):
+        return init_params
+    idx = torch.as_tensor(np.asarray(rows), dtype=torch.long)
+    return [p[idx] for p in init_params]
+
+
 def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, list], seeds: list[int], *,
                      epochs: int, checkpoints: list[int], device: str | torch.device = "cpu",
                      eval_batch: int | None = None, compile: bool | tuple[bool, bool] = True,
@@ -366,8 +387,9 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
     earn the compilation back: ``zoo.fused.run_worth_compiling``); otherwise steps on large enough
     populations are compiled on the CPU. ``init_seeds`` (default ``seeds``) seed the
     initialisations alone (a zoo of shared initialisations gives every model the same one);
-    ``init_params`` (one network, ``spec.params`` order) replaces the random initialisation of
-    every model (fine-tuning from a stored network). A ``task_variant`` hyperparameter
+    ``init_params`` (``spec.params`` order) replaces the random initialisation: one network every
+    model starts from (fine-tuning from a stored network), or one per model (each tensor with a
+    leading dimension of M). A ``task_variant`` hyperparameter
     (``zoo.tasks.VARIANTS``) gives each model its own view of the task: its training examples,
     labels and inputs, and the validation and test examples its metrics are computed on.
 
@@ -388,7 +410,7 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
                                [seeds[i] for i in order], epochs=epochs, checkpoints=checkpoints, device=device,
                                eval_batch=eval_batch, compile=compile, progress=progress,
                                init_seeds=None if init_seeds is None else [init_seeds[i] for i in order],
-                               init_params=init_params, workers=workers)
+                               init_params=_start_rows(spec, init_params, order, M), workers=workers)
         return res.rows_in_order(order)
     device = torch.device(device)
     for name in STRUCTURAL:
@@ -405,7 +427,7 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
                                     [seeds[i] for i in rows], epochs=epochs, checkpoints=checkpoints,
                                     device=device, eval_batch=eval_batch, compile=parts, progress=report,
                                     init_seeds=None if init_seeds is None else [init_seeds[i] for i in rows],
-                                    init_params=init_params, workers=1)
+                                    init_params=_start_rows(spec, init_params, rows, M), workers=1)
         return train_in_workers(train_rows, runs_of_equal_values(hparams["optimizer"]), workers, progress)
     if device.type == "cpu":
         keep_freed_memory()
@@ -417,7 +439,9 @@ def train_population(spec: WeightSpaceSpec, task: TaskData, hparams: dict[str, l
     if init_params is None:
         init = population_init(spec, seeds if init_seeds is None else init_seeds, hparams["init_scale"])
     else:
-        init = [p.detach().to(torch.float32).unsqueeze(0).repeat(M, *[1] * p.dim()) for p in init_params]
+        per_model = _per_model(spec, init_params, M)
+        init = [p.detach().to(torch.float32).clone() if per_model
+                else p.detach().to(torch.float32).unsqueeze(0).repeat(M, *[1] * p.dim()) for p in init_params]
     params = [p.to(device).requires_grad_(True) for p in init]
     examples_cpu, sizes = training_subsets(seeds, variants.pools, hparams["data_fraction"], variants.offsets)
     labels = population_labels(seeds, task.y_train.cpu(), examples_cpu, sizes, hparams["label_noise"],
