@@ -47,13 +47,16 @@ sys.path.insert(0, str(ROOT))
 
 from wsl.cli.plots import generator_scale_plot  # noqa: E402
 from wsl.data import WeightDataModule  # noqa: E402
-from wsl.diffusion.memorization import evaluate_generated  # noqa: E402
+from wsl.data.task import source_task  # noqa: E402
+from wsl.diffusion.memorization import evaluate_generated, load_generated, load_reference  # noqa: E402
+from wsl.diffusion.networks import write_generated_zoo  # noqa: E402
+from wsl.diffusion.reference_baselines import noise_baseline  # noqa: E402
 from wsl.diffusion.report import GENERATOR  # noqa: E402
 from wsl.diffusion.model import LatentDiffusion, WeightDiffusion, WeightGenerator  # noqa: E402
 from wsl.core.checkpoint import load_model  # noqa: E402
 from wsl.diffusion.sample import run_sample  # noqa: E402
 from wsl.core.trainer import best_checkpoint, make_trainer  # noqa: E402
-from zoo.config import load_config  # noqa: E402
+from zoo.config import load_config, parse_config  # noqa: E402
 from zoo.generate import generate  # noqa: E402
 from zoo.store import Zoo  # noqa: E402
 
@@ -344,6 +347,81 @@ def throughput(args, out: Path) -> dict:
             "finite": done, "sample_steps": SAMPLER[0], "threads": torch.get_num_threads()}
 
 
+# Gong et al. 2024's use of generated weights: as the initialisation of ordinary training, on data
+# settings the generator never saw (the good zoos train on 80-100% of the examples, <= 5% label
+# noise), and on the digits with their labels permuted (zoo.tasks: relabel), where a start must be
+# retrained rather than kept
+INIT_SETTINGS = {"all data": {}, "10% of the data": {"data_fraction": 0.1}, "label noise 0.2": {"label_noise": 0.2},
+                 "label noise 0.4": {"label_noise": 0.4}, "labels permuted": {"task_variant": "relabel:1"}}
+INIT_RECIPE = {"optimizer": "sgd", "momentum": 0.9, "lr": 0.03, "batch_size": 32}  # the good zoos' median run
+
+
+def epochs_to(acc: np.ndarray, epochs: list[int], target: float) -> np.ndarray:
+    """Per model (rows of ``acc``, one column per checkpoint epoch), the first epoch whose test
+    accuracy reaches ``target``; inf where none does."""
+    hit = acc >= target
+    return np.where(hit.any(1), np.asarray(epochs)[hit.argmax(1)], np.inf)
+
+
+def init_study(args, out: Path) -> dict:
+    """Generated networks as initialisations (``init: {from: generated.h5, run: each}``): per seed,
+    the flat generator of the largest zoo's networks, training networks plus noise at the
+    generator's weight novelty (the memorization suite's matched sigma), and random
+    initialisations, each trained with one recipe (``INIT_RECIPE``) in every setting of
+    ``INIT_SETTINGS``; epochs to 0.9 test accuracy and the accuracy reached."""
+    zoo, target = args.scales[-1], 0.9
+    rows = []
+    for seed in args.seeds:
+        work = out / f"scale_{Path(zoo).stem}" / f"flat_seed{seed}"
+        report = json.loads((work / "report" / "report.json").read_text())
+        sigma = float(report["noise_calibration"]["sigma"])
+        gen = load_generated(work / "generated.h5")
+        ref = load_reference(zoo, gen["generated"])
+        config = ref["config"]
+        noisy = work / "noise_init.h5"
+        write_generated_zoo(noisy, name="training networks + noise", source_config=config, spec=gen["spec"],
+                            task=source_task(config), wb=noise_baseline(ref["wb"], len(gen["wb"]), sigma, seed),
+                            hparams={}, generated={"baseline": "training networks + Gaussian noise", "sigma": sigma,
+                                                   "source_zoo": zoo}, checkpoint_epoch=int(config["epochs"]))
+        starts = {"random": None, "generated": work / "generated.h5", f"training nets + noise (sigma {sigma:.2f})": noisy}
+        for setting, change in INIT_SETTINGS.items():
+            for kind, source in starts.items():
+                raw = {"name": f"init_{len(rows)}", "seed": 1000 + seed, "num_models": len(gen["wb"]),
+                       "epochs": args.init_epochs, "checkpoints": list(range(args.init_epochs + 1)),
+                       "task": config["task"], "architecture": config["architecture"],
+                       "hparams": INIT_RECIPE | change}
+                if source is not None:
+                    raw["init"] = {"from": str(source), "run": "each"}
+                path = generate(parse_config(raw), work / "init" / f"{raw['name']}.h5", progress=False)
+                with Zoo(path) as z:
+                    acc = z.metric("test_acc")[z.done]
+                    reached = epochs_to(acc, z.checkpoint_epochs, target)
+                rows.append({"seed": seed, "setting": setting, "init": kind.split(" (")[0], "label": kind,
+                             "start_acc": float(acc[:, 0].mean()), "final_acc": float(acc[:, -1].mean()),
+                             "reached": float(np.isfinite(reached).mean()),
+                             "median_epochs": float(np.median(reached)), "curve": acc.mean(0).tolist()})
+                r = rows[-1]
+                print(f"init seed {seed}, {setting}, {kind}: test acc {r['start_acc']:.3f} at the start, "
+                      f"{r['final_acc']:.3f} after {args.init_epochs} epochs; {target} reached by "
+                      f"{r['reached']:.0%}, median epoch {r['median_epochs']:g}", flush=True)
+    print(f"\n| setting | initialisation | test acc at start | after {args.init_epochs} epochs | reach {target} "
+          f"| median epochs to {target} | against random |")
+    print("|---|---|---|---|---|---|---|")
+    summary = {}
+    for setting in INIT_SETTINGS:
+        base = [r for r in rows if r["setting"] == setting and r["init"] == "random"]
+        for kind in dict.fromkeys(r["init"] for r in rows):
+            rs = [r for r in rows if r["setting"] == setting and r["init"] == kind]
+            m = {k: float(np.mean([r[k] for r in rs])) for k in ("start_acc", "final_acc", "reached")}
+            m["median_epochs"] = float(np.median([r["median_epochs"] for r in rs]))
+            m["epochs_ratio_to_random"] = m["median_epochs"] / float(np.median([r["median_epochs"] for r in base]))
+            summary.setdefault(setting, {})[kind] = m
+            print(f"| {setting} | {kind} | {m['start_acc']:.3f} | {m['final_acc']:.3f} | {m['reached']:.0%} | "
+                  f"{m['median_epochs']:g} | {m['epochs_ratio_to_random']:.2f} |")
+    return {"target": target, "recipe": INIT_RECIPE, "epochs": args.init_epochs, "settings": INIT_SETTINGS,
+            "summary": summary, "runs": rows}
+
+
 def ensure_zoo(path: str) -> None:
     """Generate the zoo at ``path`` from the shipped config of its name if it is not there (the
     demo zoo's config for a name with none)."""
@@ -379,6 +457,9 @@ def main() -> None:
                     help="with --scales: validate (and keep the best checkpoint) every this many steps")
     ap.add_argument("--throughput", type=int, default=0, metavar="N",
                     help="also time sampling, evaluating and writing N networks (networks per minute)")
+    ap.add_argument("--init-epochs", type=int, default=0, metavar="E",
+                    help="with --scales: also train from the flat generator's networks of the largest zoo, from "
+                         "training networks plus noise and from random initialisations for E epochs")
     args = ap.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -387,8 +468,9 @@ def main() -> None:
     if args.scales:
         scale = scale_run(args, out)
         speed = throughput(args, out) if args.throughput else None
-        print(json.dumps({"benchmark": "generate_scale", "num": args.num, "scale": scale, "throughput": speed},
-                         default=float))
+        init = init_study(args, out) if args.init_epochs else None
+        print(json.dumps({"benchmark": "generate_scale", "num": args.num, "scale": scale, "throughput": speed,
+                          "generated_init": init}, default=float))
         return
     ensure_zoo(args.zoo)
     with Zoo(args.zoo) as z:
