@@ -103,7 +103,61 @@ def grid_comparison(model: HyperNetwork, zoo_path: Path) -> dict:
                     for v in np.unique(points[:, j])}
     return {"grid_points": len(points), "direct_mean": float(direct.mean()), "emitted_mean": float(emitted.mean()),
             "mean_diff": float(diff.mean()), "mean_abs_diff": float(np.abs(diff).mean()),
-            "emitted_below_direct_by_2pts": int((diff < -0.02).sum()), "by_hparam": by}
+            "emitted_below_direct_by_2pts": int((diff < -0.02).sum()), "by_hparam": by,
+            "pearson": pearson(emitted, direct),
+            "pearson_by_axis": {name: axis_pearson(points, j, emitted, direct) for j, name in enumerate(model.conditions)}}
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den > 0 else float("nan")
+
+
+def axis_pearson(points: np.ndarray, j: int, emitted: np.ndarray, direct: np.ndarray) -> float:
+    """Does the emitted network follow the trained ones along λ axis ``j``? The Pearson correlation,
+    over the grid, of emitted and direct accuracy after removing each line's mean (a line: the grid
+    points that share every other coordinate), so that only the change along axis ``j`` is compared."""
+    others = np.delete(points, j, axis=1)
+    _, line = np.unique(others, axis=0, return_inverse=True)
+    line = line.reshape(-1)
+
+    def centred(v: np.ndarray) -> np.ndarray:
+        means = np.bincount(line, weights=v) / np.bincount(line)
+        return v - means[line]
+
+    return pearson(centred(emitted), centred(direct))
+
+
+def direct_ceiling(zoo_path: Path, conditions: list[str], repeats: int = 20, seed: int = 0) -> dict:
+    """How closely any emitter can follow the directly trained networks, given their seed noise:
+    the networks at each grid point split at random into two halves, the Pearson r of the halves'
+    mean accuracies (over the grid and along each axis, as ``grid_comparison``; mean of ``repeats``
+    splits), and the Spearman-Brown ceiling for a perfect emitter against the mean of all seeds,
+    sqrt(2r / (1 + r))."""
+    with Zoo(zoo_path) as z:
+        cols = np.stack([z.hparam(n).astype(np.float64) for n in conditions], 1)[z.done]
+        test = z.metric("test_acc")[z.done, -1]
+    points, inverse = np.unique(cols, axis=0, return_inverse=True)
+    members = [np.flatnonzero(inverse.reshape(-1) == k) for k in range(len(points))]
+    rng = np.random.default_rng(seed)
+    split: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        halves = [rng.permutation(m) for m in members]
+        a = np.array([test[h[:len(h) // 2]].mean() for h in halves])
+        b = np.array([test[h[len(h) // 2:]].mean() for h in halves])
+        split.setdefault("all", []).append(pearson(a, b))
+        for j, name in enumerate(conditions):
+            split.setdefault(name, []).append(axis_pearson(points, j, a, b))
+    r = {k: float(np.mean(v)) for k, v in split.items()}
+    return {"split_half": r, "ceiling": {k: float(np.sqrt(max(0.0, 2 * v / (1 + v)))) for k, v in r.items()},
+            "seeds_per_point": float(np.mean([len(m) for m in members]))}
+
+
+def following(comp: dict) -> str:
+    """How the emitted networks follow the trained ones, in words: Pearson r over the grid and along each axis."""
+    axes = ", ".join(f"{k} {v:.2f}" for k, v in comp["pearson_by_axis"].items())
+    return f"Pearson r of emitted and direct accuracy {comp['pearson']:.2f}; along each axis: {axes}"
 
 
 def cost_of_one_network(model: HyperNetwork, zoo_path: Path, repeats: int = 50) -> dict:
@@ -146,6 +200,10 @@ def run_zoo(name: str, args) -> dict:
         zoo_models = int(z.done.sum())
     res: dict = {"zoo": str(zoo_path), "zoo_models": zoo_models, "zoo_generate_s": gen_seconds, "runs": {}}
     print(f"\n== {name}: {zoo_models} directly trained networks ==", flush=True)
+    res["direct_ceiling"] = direct_ceiling(zoo_path, CONDITIONS)
+    print("how closely any emitter can follow them (seed noise; Spearman-Brown ceiling of Pearson r): over the grid "
+          f"{res['direct_ceiling']['ceiling']['all']:.2f}; along each axis: "
+          + ", ".join(f"{k} {res['direct_ceiling']['ceiling'][k]:.2f}" for k in CONDITIONS), flush=True)
     curves, models = {}, {}
     for param in (("plain", "mip") if "grid" in args.parts else ()):
         for seed in args.seeds:
@@ -161,7 +219,7 @@ def run_zoo(name: str, args) -> dict:
                                               "best_val_loss": min(p[1] for p in points), **comp}
             print(f"{param} seed {seed}: {seconds:.0f} s, val loss {points[-1][1]:.4f}; test acc at the grid points: "
                   f"emitted {comp['emitted_mean']:.4f}, direct {comp['direct_mean']:.4f} (diff {comp['mean_diff']:+.4f}, "
-                  f"|diff| {comp['mean_abs_diff']:.4f})", flush=True)
+                  f"|diff| {comp['mean_abs_diff']:.4f}); {following(comp)}", flush=True)
     if not curves:
         return finish_zoo(res, models, zoo_path, gen_seconds, zoo_models, out, args)
     threshold = max(p[-1][1] for p in curves.values())
@@ -206,7 +264,8 @@ def finish_zoo(res: dict, models: dict, zoo_path: Path, gen_seconds, zoo_models:
         comp = grid_comparison(best, zoo_path)
         res["runs"][f"distill_{signal}"] = {"seconds": seconds, "final_val_loss": points[-1][1], **comp}
         print(f"distilled from {signal}: {seconds:.0f} s, emitted {comp['emitted_mean']:.4f} vs direct "
-              f"{comp['direct_mean']:.4f} (diff {comp['mean_diff']:+.4f}, |diff| {comp['mean_abs_diff']:.4f})", flush=True)
+              f"{comp['direct_mean']:.4f} (diff {comp['mean_diff']:+.4f}, |diff| {comp['mean_abs_diff']:.4f}); "
+              f"{following(comp)}", flush=True)
 
     if models:
         best_plain = min((k for k in models if k[0] == "plain"),
@@ -269,6 +328,8 @@ def main() -> None:
     args = ap.parse_args()
     results = {name: run_zoo(name, args) for name in args.zoos}
     compact = {name: {"summary": r.get("summary"), "mip_speedup_steps": r.get("mip_speedup_steps"),
+                      "pearson_by_axis": {k: v["pearson_by_axis"] for k, v in r["runs"].items()},
+                      "direct_ceiling": r["direct_ceiling"]["ceiling"],
                       "distill": {k: {m: r["runs"][k][m] for m in ("emitted_mean", "direct_mean", "mean_diff")}
                                   for k in r["runs"] if k.startswith("distill")},
                       "cost": r.get("cost"), "search": r.get("search")} for name, r in results.items()}

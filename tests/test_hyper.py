@@ -186,6 +186,15 @@ def test_hypernetwork_refuses_what_it_cannot_train_under(tiny_yaml, tmp_path):
         load_model(bad, HyperNetwork)
 
 
+def test_functional_label_noise_and_data_fraction_warn_that_they_leak(tiny_yaml, capsys):
+    data = TaskDataModule(tiny_yaml, conditions=CONDITIONS)
+    HyperNetwork(data.spec_json, data.source_json, CONDITIONS).on_fit_start()
+    assert "functional conditions ['label_noise', 'data_fraction']" in capsys.readouterr().err
+    HyperNetwork(data.spec_json, data.source_json, ["weight_decay", "dropout"],
+                 fixed={"label_noise": 0.0, "data_fraction": 1.0}).on_fit_start()
+    assert "functional conditions" not in capsys.readouterr().err
+
+
 def test_distillation_from_zoo_weights_and_outputs(tiny_zoo, one_thread):
     for signal, align in (("weights", True), ("outputs", False)):
         torch.manual_seed(0)

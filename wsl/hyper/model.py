@@ -28,12 +28,12 @@ from torch import Tensor
 from wsl.core.module import WeightSpaceModule
 from wsl.data.normalize import TargetNormalizer, WeightNormalizer
 from wsl.data.task import TASK, source_task
-from wsl.hyper.conditioning import FUNCTIONAL_HPARAMS, HparamEncoder, LabelEncoder, hparam_range
+from wsl.hyper.conditioning import FUNCTIONAL_HPARAMS, LEAKING_HPARAMS, HparamEncoder, LabelEncoder, hparam_range
 from wsl.hyper.emitter import WeightEmitter
 from wsl.hyper.objectives import ExampleDraws, functional_loss, output_distillation_loss
 from wsl.weights import WeightBatch
 from zoo.train import evaluate
-from zoo.errors import InputError
+from zoo.errors import InputError, warn
 
 SIGNALS = ("functional", "weights", "outputs")
 PARAMETRIZATIONS = ("plain", "mip")
@@ -103,6 +103,15 @@ class HyperNetwork(WeightSpaceModule):
             raise InputError("the weight space's activation varies per network; a hypernetwork emits networks of one "
                              "activation: select one in the data (e.g. select: {activation: relu})")
         self.fixed = self._fixed_hparams(hp, dict(fixed or {})) if signal == "functional" else {}
+
+    def on_fit_start(self) -> None:
+        leaking = [n for n in self.hparam_names if n in LEAKING_HPARAMS]
+        if self.hparams.signal == "functional" and leaking:
+            warn(f"functional conditions {leaking}: the loss trains each emitted network on its own subset and "
+                 f"noisy labels, but one emitter learns from every example across λ, so networks emitted there "
+                 f"are better than networks trained there and do not emulate them; to predict what training at λ "
+                 f"gives, distil a zoo (signal: outputs)")
+        super().on_fit_start()
 
     def _fixed_hparams(self, hp: dict[str, Any], fixed: dict[str, float]) -> dict[str, float]:
         """The functional λ that are not conditions: given in ``fixed``, or fixed in the config."""
