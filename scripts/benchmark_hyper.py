@@ -8,15 +8,17 @@ few seeds per point; ``configs/zoo/*_grid.yaml``):
    each run needs to reach a common validation loss (the highest final loss of all runs).
 2. Emitted against direct: at every grid point, the test accuracy of the network emitted at λ
    (from the checkpoint with the best validation score) against the mean test accuracy of the
-   networks trained directly at λ; mean difference and mean absolute difference, and by each
-   hyperparameter's value.
+   networks trained directly at λ; mean difference and mean absolute difference, by each
+   hyperparameter's value, and how the emitted networks follow the trained ones: Pearson r over
+   the grid and along each λ axis, beside the ceiling the trained networks' own seed noise sets.
 3. Distillation from the zoo's training runs (its weights, aligned, or its outputs), same comparison.
 4. Cost of one network: emitting it against training it (alone, and per network of the zoo's population run).
 5. ``wsl hyper search``'s procedure on weight decay and dropout (no label noise, all data: more
    data and fewer wrong labels are always better, so their optimum is the range's end): a
    hypernetwork trained on those two, λ by gradient on its emitted network's validation loss,
    networks trained directly at λ, against the grid point (of that slice) with the best mean
-   validation accuracy, retrained with the same seeds.
+   validation accuracy, retrained with the same seeds. With the output-distilled hypernetwork
+   (part 3), the same search over all four λ against the grid's best point.
 
     OMP_NUM_THREADS=2 .venv/bin/python scripts/benchmark_hyper.py --zoos digits_mlp_grid mnist1d_mlp_grid
 
@@ -261,13 +263,14 @@ def finish_zoo(res: dict, models: dict, zoo_path: Path, gen_seconds, zoo_models:
                              hidden=args.hidden, lr=args.lr)
         model.set_normalizers(**data.normalizers())
         best, points, seconds = fit(model, data, args.steps, args.val_every, out / f"distill_{signal}")
+        models[("distill", signal)] = best
         comp = grid_comparison(best, zoo_path)
         res["runs"][f"distill_{signal}"] = {"seconds": seconds, "final_val_loss": points[-1][1], **comp}
         print(f"distilled from {signal}: {seconds:.0f} s, emitted {comp['emitted_mean']:.4f} vs direct "
               f"{comp['direct_mean']:.4f} (diff {comp['mean_diff']:+.4f}, |diff| {comp['mean_abs_diff']:.4f}); "
               f"{following(comp)}", flush=True)
 
-    if models:
+    if any(k[0] == "plain" for k in models):
         best_plain = min((k for k in models if k[0] == "plain"),
                          key=lambda k: res["runs"][f"plain_{k[1]}"]["final_val_loss"])
         res["cost"] = cost_of_one_network(models[best_plain], zoo_path)
@@ -277,6 +280,30 @@ def finish_zoo(res: dict, models: dict, zoo_path: Path, gen_seconds, zoo_models:
               f"{res['cost']['train_one_directly_s']:.2f} s ({res['cost']['speedup_one']:.0f}x)", flush=True)
     if "search" in args.parts:
         res["search"] = search_benchmark(zoo_path, out, args)
+    if ("distill", "outputs") in models and "search" in args.parts:
+        res["search_all"] = search_all(models[("distill", "outputs")], zoo_path, args)
+    return res
+
+
+def search_all(model: HyperNetwork, zoo_path: Path, args) -> dict:
+    """``wsl hyper search`` over all four λ through the output-distilled hypernetwork (the emulator
+    of trained networks), networks trained at the λ found, against the grid's best point by mean
+    validation accuracy, retrained with the same seeds."""
+    t = time.perf_counter()
+    found = gradient_search(model, steps=300, starts=8)
+    seconds = time.perf_counter() - t
+    direct = train_directly(model, found["lambda"], seeds=args.search_seeds)["test_acc"]
+    grid = best_grid_point(zoo_path, list(model.hparam_names))
+    at_grid = train_directly(model, grid["lambda"], seeds=args.search_seeds)["test_acc"]
+    res = {"lambda": found["lambda"], "search_s": seconds, "direct_test_acc": float(np.mean(direct)),
+           "direct_test_acc_std": float(np.std(direct)), "grid_best": grid,
+           "grid_best_retrained_test_acc": float(np.mean(at_grid)), "seeds": args.search_seeds,
+           "gap_points": 100 * float(np.mean(at_grid) - np.mean(direct))}
+    print(f"search over all of {list(model.hparam_names)} (output-distilled hypernetwork): λ "
+          + ", ".join(f"{k}={v:.4g}" for k, v in found["lambda"].items())
+          + f" -> {args.search_seeds} networks trained there: test acc {res['direct_test_acc']:.4f}; best grid point "
+          f"{grid['lambda']} retrained with the same seeds {res['grid_best_retrained_test_acc']:.4f} "
+          f"({res['gap_points']:+.2f} points behind)", flush=True)
     return res
 
 
@@ -332,7 +359,8 @@ def main() -> None:
                       "direct_ceiling": r["direct_ceiling"]["ceiling"],
                       "distill": {k: {m: r["runs"][k][m] for m in ("emitted_mean", "direct_mean", "mean_diff")}
                                   for k in r["runs"] if k.startswith("distill")},
-                      "cost": r.get("cost"), "search": r.get("search")} for name, r in results.items()}
+                      "cost": r.get("cost"), "search": r.get("search"), "search_all": r.get("search_all")}
+               for name, r in results.items()}
     Path(args.out, "results.json").write_text(json.dumps(results, indent=1))
     print(json.dumps(compact))
 
