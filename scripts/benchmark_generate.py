@@ -432,7 +432,8 @@ def ensure_zoo(path: str) -> None:
              progress=False)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark; its figures (also the last line printed, as JSON)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--zoo", default=str(ROOT / "zoos" / "digits_mlp.h5"))
     ap.add_argument("--generators", nargs="*", default=list(GENERATORS), choices=list(GENERATORS),
@@ -460,7 +461,7 @@ def main() -> None:
     ap.add_argument("--init-epochs", type=int, default=0, metavar="E",
                     help="with --scales: also train from the flat generator's networks of the largest zoo, from "
                          "training networks plus noise and from random initialisations for E epochs")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     out = Path(args.out_dir)
@@ -469,9 +470,10 @@ def main() -> None:
         scale = scale_run(args, out)
         speed = throughput(args, out) if args.throughput else None
         init = init_study(args, out) if args.init_epochs else None
-        print(json.dumps({"benchmark": "generate_scale", "num": args.num, "scale": scale, "throughput": speed,
-                          "generated_init": init}, default=float))
-        return
+        result = {"benchmark": "generate_scale", "num": args.num, "scale": scale, "throughput": speed,
+                  "generated_init": init}
+        print(json.dumps(result, default=float))
+        return result
     ensure_zoo(args.zoo)
     with Zoo(args.zoo) as z:
         inr = z.is_inr
@@ -530,9 +532,11 @@ def main() -> None:
               f"{s.get('matched_noise_quality_mean', float('nan')):.3f} vs {s['gen_quality_mean']:.3f} | "
               f"{s['beats_noise_seeds']}/{len(results[name])} |")
     speed = throughput(args, out) if args.throughput else None
-    print(json.dumps({"benchmark": "diffusion", "zoo": args.zoo, "throughput": speed, "minutes_per_fit": None if args.reuse else args.minutes,
-                      "num": args.num, "generators": summary, "runs": results, "conditional": conditional},
-                     default=float))
+    result = {"benchmark": "diffusion", "zoo": args.zoo, "throughput": speed,
+              "minutes_per_fit": None if args.reuse else args.minutes, "num": args.num, "generators": summary,
+              "runs": results, "conditional": conditional}
+    print(json.dumps(result, default=float))
+    return result
 
 
 if __name__ == "__main__":

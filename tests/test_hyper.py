@@ -2,7 +2,10 @@
 training, checkpoints, the search, and the CLI."""
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -333,3 +336,19 @@ def test_the_shipped_hyperparameter_configs_build_and_emit(name, tiny_zoo):
     model.set_normalizers(**data.normalizers())
     wb = model.emit(model.eval_lambdas()[:3])
     assert len(wb) == 3 and wb.spec == data.spec
+
+
+def test_benchmark_follows_each_axis_apart_from_the_others():
+    """``benchmark_hyper.axis_pearson``: only the change along one λ axis is compared, whatever the
+    emitted networks do along the others."""
+    spec = importlib.util.spec_from_file_location(
+        "benchmark_hyper", Path(__file__).resolve().parents[1] / "scripts" / "benchmark_hyper.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    a, b = np.meshgrid(np.arange(4.0), np.arange(3.0), indexing="ij")
+    points = np.stack([a.ravel(), b.ravel()], 1)
+    direct = 0.9 - 0.05 * points[:, 0] + 0.01 * np.sin(points[:, 1])
+    emitted = 0.95 - 0.02 * points[:, 0] + 0.3 * points[:, 1]  # follows axis 0, not axis 1
+    assert bench.axis_pearson(points, 0, emitted, direct) == pytest.approx(1.0)
+    assert bench.axis_pearson(points, 1, emitted, direct) < 0.9
+    assert bench.pearson(emitted, direct) < 0.5  # over the grid, axis 1 drowns axis 0
