@@ -1,8 +1,9 @@
-"""Benchmark of the diffusion weight generators on the demo zoo or an INR zoo (issue 15).
+"""Benchmark of the diffusion weight generators: on one zoo, at growing numbers of training
+networks (the data-scale study), as initialisations of ordinary training, and their throughput.
 
-For each generator and seed: train it with Lightning on the training runs of the demo zoo's ReLU
+For each generator and seed: train it with Lightning on the training runs of the zoo's ReLU
 networks (the checkpoint kept: the best validation accuracy of sampled networks on the task's
-validation examples, ``val/score``; validation every 5 epochs), sample networks (DDIM, 50 steps,
+validation examples, ``val/score``; validation every 5 epochs or ``--val-steps``), sample networks (DDIM, 50 steps,
 eta 0; with ``--samplers``, the setting chosen by the sampled networks' quality on the validation
 examples, for a conditional generator by how well they meet requests there) with
 ``wsl sample``'s code path into a generated zoo file, and score them with the memorization suite
@@ -19,12 +20,25 @@ validation images (PSNR), and quality is the PSNR of a generated INR's rendering
 test image; the conditional generator is conditioned on the digit (``label``) and asked for each
 class in turn, and the report says how often the nearest test image shows the requested digit.
 
+``--scales ZOO ...`` runs the data-scale study instead (Zeng et al. 2025: more training networks
+is the lever that moves a generator from replication toward generalization): zoos of one
+distribution at growing sizes (``digits_mlp_good``, ``_10k``, ``_100k``: each smaller one the first
+runs of the larger), each generator trained on each with the same budget and validation cadence,
+scored against *that* zoo's training networks, whose own nearest-neighbour distances shrink as
+they grow; one plot per generator. ``--init-epochs E`` then trains from the flat generator's
+networks of the largest zoo (Gong et al. 2024), from training networks plus noise at the same
+novelty and from random starts, on data the generator never saw (``INIT_SETTINGS``).
+``--throughput N`` times ``wsl sample``'s path for N networks (sampled, run on the test examples,
+written): networks per minute.
+
 Training is bounded by wall-clock minutes per generator (``--minutes``), so the figures say what
 each generator reaches in the same budget on this machine; the steps reached are printed.
 
     python scripts/benchmark_generate.py                      # all generators, seeds 0 1 2
     python scripts/benchmark_generate.py --generators flat --seeds 0 --minutes 2
     python scripts/benchmark_generate.py --generators flat --seeds 0 --reuse --samplers 50:0 200:1
+    python scripts/benchmark_generate.py --generators flat --scales zoos/digits_mlp_good.h5 \
+        zoos/digits_mlp_good_10k.h5 zoos/digits_mlp_good_100k.h5 --init-epochs 10 --throughput 10000
 
 The last line is one JSON object.
 """
@@ -82,6 +96,7 @@ GENERATORS = {
 
 GUIDANCE = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0)  # classifier-free guidance scales tried, chosen on validation data
 SAMPLER = (50, 0.0)  # (DDIM steps, eta) unless --samplers asks for a choice on validation data
+SCALE_VAL_STEPS = 500  # the data-scale study validates by steps: an epoch of 70,000 networks outlasts the budget
 
 
 def _best(scores: dict):
@@ -197,7 +212,7 @@ def conditional_run(args, seed: int, inr: bool, out: Path) -> dict:
     work = out / f"{args.conditional}_conditional_seed{seed}"
     if inr:
         best, info = fit(args.conditional, seed, args.zoo, args.minutes, work, conditions=["label"], inr=True,
-                         reuse=args.reuse)
+                         reuse=args.reuse, val_every_steps=args.val_steps)
         requests = np.resize(np.arange(10.0), args.num)
         gen = load_model(best, WeightGenerator)
         guidance, tried = choose_guidance(gen, requests)
@@ -220,7 +235,7 @@ def conditional_run(args, seed: int, inr: bool, out: Path) -> dict:
               f"{head['gen_quality_mean']:.2f} dB (train nets {head['train_quality_mean']:.2f})", flush=True)
         return result
     best, info = fit(args.conditional, seed, args.zoo, args.minutes, work, conditions=["test_acc"], checkpoints="all",
-                     reuse=args.reuse)
+                     reuse=args.reuse, val_every_steps=args.val_steps)
     requests = np.linspace(0.2, 0.95, args.num)
     gen = load_model(best, WeightGenerator)
     guidance, tried = choose_guidance(gen, requests)
@@ -279,7 +294,8 @@ def scale_run(args, out: Path) -> dict:
         for name in args.generators:
             for seed in args.seeds:
                 work = out / f"scale_{Path(zoo).stem}" / f"{name}_seed{seed}"
-                best, info = fit(name, seed, zoo, args.minutes, work, reuse=args.reuse, val_every_steps=args.val_steps)
+                best, info = fit(name, seed, zoo, args.minutes, work, reuse=args.reuse,
+                                 val_every_steps=args.val_steps or SCALE_VAL_STEPS)
                 gen_path = run_sample(best, args.num, work / "generated.h5", seed=seed, overwrite=True)
                 report = evaluate_generated(gen_path, zoo, work / "report", seed=seed)
                 row = {"zoo": zoo, "generator": name, "seed": seed, **info, **headline(report),
@@ -333,7 +349,7 @@ def throughput(args, out: Path) -> dict:
     zoo = args.scales[-1] if args.scales else args.zoo
     work = (out / f"scale_{Path(zoo).stem}" if args.scales else out) / f"flat_seed{args.seeds[0]}"
     best, _ = fit("flat", args.seeds[0], zoo, args.minutes, work, reuse=True,
-                  val_every_steps=args.val_steps if args.scales else None)
+                  val_every_steps=args.val_steps or (SCALE_VAL_STEPS if args.scales else None))
     run_sample(best, 100, work / "warmup.h5", seed=1, overwrite=True)
     t = time.perf_counter()
     run_sample(best, args.throughput, work / "throughput.h5", seed=2, overwrite=True)
@@ -454,8 +470,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--scales", nargs="+", metavar="ZOO",
                     help="the data-scale study instead: zoos of one distribution at growing sizes, e.g. "
                          "zoos/digits_mlp_good.h5 zoos/digits_mlp_good_10k.h5 zoos/digits_mlp_good_100k.h5")
-    ap.add_argument("--val-steps", type=int, default=500,
-                    help="with --scales: validate (and keep the best checkpoint) every this many steps")
+    ap.add_argument("--val-steps", type=int, default=None,
+                    help="validate (and keep the best checkpoint) every this many steps (default: every 5 epochs; "
+                         f"with --scales every {SCALE_VAL_STEPS} steps)")
     ap.add_argument("--throughput", type=int, default=0, metavar="N",
                     help="also time sampling, evaluating and writing N networks (networks per minute)")
     ap.add_argument("--init-epochs", type=int, default=0, metavar="E",
@@ -484,7 +501,8 @@ def main(argv: list[str] | None = None) -> dict:
     for name in args.generators:
         for seed in args.seeds:
             work = out / f"{name}_seed{seed}"
-            best, info = fit(name, seed, args.zoo, args.minutes, work, inr=inr, reuse=args.reuse)
+            best, info = fit(name, seed, args.zoo, args.minutes, work, inr=inr, reuse=args.reuse,
+                             val_every_steps=args.val_steps)
             (steps, eta), samplers = (choose_sampler(load_model(best, WeightGenerator), args.samplers, args.num)
                                       if len(args.samplers) > 1 else (args.samplers[0], {}))
             gen_path = run_sample(best, args.num, work / "generated.h5", seed=seed, steps=steps, eta=eta)
