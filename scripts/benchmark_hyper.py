@@ -107,7 +107,8 @@ def grid_comparison(model: HyperNetwork, zoo_path: Path) -> dict:
             "mean_diff": float(diff.mean()), "mean_abs_diff": float(np.abs(diff).mean()),
             "emitted_below_direct_by_2pts": int((diff < -0.02).sum()), "by_hparam": by,
             "pearson": pearson(emitted, direct),
-            "pearson_by_axis": {name: axis_pearson(points, j, emitted, direct) for j, name in enumerate(model.conditions)}}
+            "pearson_by_axis": {name: axis_pearson(points, j, emitted, direct) for j, name in enumerate(model.conditions)},
+            "slope_by_axis": {name: axis_slope(points, j, emitted, direct) for j, name in enumerate(model.conditions)}}
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -116,19 +117,26 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / den) if den > 0 else float("nan")
 
 
-def axis_pearson(points: np.ndarray, j: int, emitted: np.ndarray, direct: np.ndarray) -> float:
-    """Does the emitted network follow the trained ones along λ axis ``j``? The Pearson correlation,
-    over the grid, of emitted and direct accuracy after removing each line's mean (a line: the grid
-    points that share every other coordinate), so that only the change along axis ``j`` is compared."""
-    others = np.delete(points, j, axis=1)
-    _, line = np.unique(others, axis=0, return_inverse=True)
+def along_axis(points: np.ndarray, j: int, *values: np.ndarray) -> list[np.ndarray]:
+    """``values`` with each line's mean removed (a line: the grid points that share every coordinate
+    but the ``j``-th), so that only their change along λ axis ``j`` is left."""
+    _, line = np.unique(np.delete(points, j, axis=1), axis=0, return_inverse=True)
     line = line.reshape(-1)
+    return [v - (np.bincount(line, weights=v) / np.bincount(line))[line] for v in values]
 
-    def centred(v: np.ndarray) -> np.ndarray:
-        means = np.bincount(line, weights=v) / np.bincount(line)
-        return v - means[line]
 
-    return pearson(centred(emitted), centred(direct))
+def axis_pearson(points: np.ndarray, j: int, emitted: np.ndarray, direct: np.ndarray) -> float:
+    """Does the emitted network follow the trained ones along λ axis ``j``? The Pearson correlation
+    of their accuracies' changes along it (``along_axis``)."""
+    return pearson(*along_axis(points, j, emitted, direct))
+
+
+def axis_slope(points: np.ndarray, j: int, emitted: np.ndarray, direct: np.ndarray) -> float:
+    """How much of the trained networks' change along λ axis ``j`` the emitted ones show: the least
+    squares slope of their changes on the trained ones' (1: all of it; Pearson r ignores the size)."""
+    e, d = along_axis(points, j, emitted, direct)
+    den = float((d * d).sum())
+    return float((e * d).sum() / den) if den > 0 else float("nan")
 
 
 def direct_ceiling(zoo_path: Path, conditions: list[str], repeats: int = 20, seed: int = 0) -> dict:
@@ -158,7 +166,7 @@ def direct_ceiling(zoo_path: Path, conditions: list[str], repeats: int = 20, see
 
 def following(comp: dict) -> str:
     """How the emitted networks follow the trained ones, in words: Pearson r over the grid and along each axis."""
-    axes = ", ".join(f"{k} {v:.2f}" for k, v in comp["pearson_by_axis"].items())
+    axes = ", ".join(f"{k} {v:.2f} (slope {comp['slope_by_axis'][k]:.2f})" for k, v in comp["pearson_by_axis"].items())
     return f"Pearson r of emitted and direct accuracy {comp['pearson']:.2f}; along each axis: {axes}"
 
 
@@ -356,6 +364,7 @@ def main() -> None:
     results = {name: run_zoo(name, args) for name in args.zoos}
     compact = {name: {"summary": r.get("summary"), "mip_speedup_steps": r.get("mip_speedup_steps"),
                       "pearson_by_axis": {k: v["pearson_by_axis"] for k, v in r["runs"].items()},
+                      "slope_by_axis": {k: v["slope_by_axis"] for k, v in r["runs"].items()},
                       "direct_ceiling": r["direct_ceiling"]["ceiling"],
                       "distill": {k: {m: r["runs"][k][m] for m in ("emitted_mean", "direct_mean", "mean_diff")}
                                   for k in r["runs"] if k.startswith("distill")},

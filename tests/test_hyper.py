@@ -352,3 +352,4 @@ def test_benchmark_follows_each_axis_apart_from_the_others():
     assert bench.axis_pearson(points, 0, emitted, direct) == pytest.approx(1.0)
     assert bench.axis_pearson(points, 1, emitted, direct) < 0.9
     assert bench.pearson(emitted, direct) < 0.5  # over the grid, axis 1 drowns axis 0
+    assert bench.axis_slope(points, 0, emitted, direct) == pytest.approx(0.4)  # 0.02 of the trained 0.05 per step
