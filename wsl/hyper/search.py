@@ -27,7 +27,7 @@ from wsl.core.checkpoint import load_model
 from wsl.weights import WeightBatch
 from zoo.config import model_seed, parse_config
 from zoo.functional import population_forward
-from zoo.generate import build_task_and_spec, stored_network
+from zoo.generate import build_task_and_spec, start_rows, stored_network
 from zoo.store import Zoo
 from zoo.train import per_example_loss, train_population
 from zoo.errors import InputError
@@ -103,9 +103,9 @@ def train_directly(model: HyperNetwork, values: dict[str, float], seeds: int = 5
             v = space
         hp[name] = [v] * seeds
     model_seeds = [model_seed(config.seed + seed_offset, i) for i in range(seeds)]
-    start = stored_network(config, spec)  # a fine-tuning zoo's networks start from its stored one
+    start = stored_network(config, spec)  # a fine-tuning zoo's networks start from its stored one(s)
     res = train_population(spec, task_data, hp, model_seeds, epochs=config.epochs, checkpoints=[config.epochs],
-                           init_params=None if start is None else start[0])
+                           init_params=None if start is None else start_rows(config, start[0], np.arange(seeds)))
     return {k: v[:, -1] for k, v in res.metrics.items()}
 
 
