@@ -75,9 +75,11 @@ def _equivariant_denoiser(spec, kind: str, num_conditions: int = 0):
     return den
 
 
-@pytest.mark.parametrize("backbone", ["hnp", "np", "dwsnet", "ngnn", "canonical"])
-def test_equivariant_denoiser_commutes_with_hidden_permutations(backbone):
-    spec = SPECS["mlp"]
+@pytest.mark.parametrize("backbone,space", [("hnp", "mlp"), ("np", "mlp"), ("dwsnet", "mlp"), ("ngnn", "mlp"),
+                                            ("canonical", "mlp"), ("canonical", "cnn"), ("hnp", "cnn")])
+def test_equivariant_denoiser_commutes_with_hidden_permutations(backbone, space):
+    """Hidden neurons of an MLP, channels of a CNN: permuted in, permuted out."""
+    spec = SPECS[space]
     den = _equivariant_denoiser(spec, backbone, num_conditions=1)
     wb = random_weights(spec, n=3)
     perms = hidden_perms(spec, n=3)
