@@ -45,6 +45,7 @@ The last line is one JSON object.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import sys
@@ -296,6 +297,7 @@ def scale_run(args, out: Path) -> dict:
                 work = out / f"scale_{Path(zoo).stem}" / f"{name}_seed{seed}"
                 best, info = fit(name, seed, zoo, args.minutes, work, reuse=args.reuse,
                                  val_every_steps=args.val_steps or SCALE_VAL_STEPS)
+                gc.collect()  # the trainer's reference cycles hold the data module: 100,000 networks
                 gen_path = run_sample(best, args.num, work / "generated.h5", seed=seed, overwrite=True)
                 report = evaluate_generated(gen_path, zoo, work / "report", seed=seed)
                 row = {"zoo": zoo, "generator": name, "seed": seed, **info, **headline(report),

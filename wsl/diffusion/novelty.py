@@ -26,6 +26,7 @@ from zoo.errors import InputError
 
 DEFAULT_CANDIDATES = 16
 DEFAULT_ANCHORS = 3
+INDEX_BLOCK = 8192  # references put in the frames at a time
 
 
 @contextmanager
@@ -74,10 +75,11 @@ def _pairwise(a: Tensor, b: Tensor, exclude: np.ndarray | None) -> Tensor:
 
 
 def _nearest_unaligned(a: Tensor, b: Tensor, exclude: np.ndarray | None) -> Tensor:
-    """[n]: each row's plain L2 distance to its nearest row of ``b``, the nearest found by
-    ``_pairwise`` and its distance recomputed from the difference (exact: copies are at 0)."""
-    nearest = _pairwise(a, b, exclude).argmin(1)
-    return (a - b[nearest]).norm(dim=1)
+    """[n]: each row of ``a`` (float64)'s plain L2 distance to its nearest row of ``b`` (any
+    precision), the nearest found by ``_pairwise`` and its distance recomputed in float64 from the
+    difference (exact: copies are at 0)."""
+    nearest = _pairwise(a.to(b.dtype), b, exclude).argmin(1)
+    return (a - b[nearest].to(a.dtype)).norm(dim=1)
 
 
 #: Input (or output) axes wider than this are randomly projected before taking Gram matrices.
@@ -136,17 +138,28 @@ class ReferenceIndex:
     def __init__(self, reference: WeightBatch, anchors: int = DEFAULT_ANCHORS, seed: int = 0, max_iter: int = 50):
         if not finite_networks(reference).all():
             raise InputError("the reference networks must have finite weights")
-        self.reference = reference.to(torch.float64)
+        # kept in the references' own precision (a zoo's float32: 100,000 digits MLPs in 4 frames are
+        # 5.5 GB, not the 22 GB of float64 copies); every distance is computed in float64 from them
+        self.reference = reference
         self.max_iter, self.seed = max_iter, seed
         picks = np.random.default_rng(seed).choice(len(reference), min(anchors, len(reference)), replace=False)
-        self.anchors = [self.reference[int(a)] for a in picks]
-        with one_thread():
-            self.frames = self.put(self.reference)
-        self.flat = [_flat64(f) for f in self.frames]
-        self.features = invariant_features(self.reference, seed)
+        self.anchors = [reference[int(a)].to(torch.float64) for a in picks]
+        parts, features = [], []
+        for rows in torch.arange(len(reference)).split(INDEX_BLOCK):  # a block at a time: float64 work stays small
+            block = reference[rows]
+            with one_thread():
+                parts.append([f.flatten().to(block.weights[0].dtype) for f in self.put(block)])
+            features.append(invariant_features(block, seed).float())
+        #: per frame, every reference's flat weights in it (in the references' precision)
+        self.flat = [torch.cat(frame) for frame in zip(*parts)]
+        self.features = torch.cat(features)
 
     def __len__(self) -> int:
         return len(self.reference)
+
+    def in_frame(self, frame: int, r: int) -> WeightBatch:
+        """Reference ``r`` in frame ``frame``, float64."""
+        return WeightBatch.from_flat(self.reference.spec, self.flat[frame][r:r + 1].to(torch.float64))
 
     def put(self, wb: WeightBatch) -> list[WeightBatch]:
         """``wb`` (float64) in every frame: canonical order, then aligned to each anchor."""
@@ -181,13 +194,13 @@ def weight_novelty(wb: WeightBatch, reference: WeightBatch, *, candidates: int =
     if not len(ok) or k < 1:
         return out
     wb = wb[torch.as_tensor(ok)]
-    out["distance_unaligned"][ok] = _nearest_unaligned(_flat64(wb), _flat64(index.reference), excl).numpy()
+    out["distance_unaligned"][ok] = _nearest_unaligned(_flat64(wb), index.reference.flatten(), excl).numpy()
     with one_thread():
         mine = index.put(wb)
     mine_flat = [_flat64(f) for f in mine]
-    d, frame = torch.stack([_pairwise(x, r, excl) for x, r in zip(mine_flat, index.flat)]).min(0)  # [n_ok, m]
+    d, frame = torch.stack([_pairwise(x.to(r.dtype), r, excl) for x, r in zip(mine_flat, index.flat)]).min(0)  # [n_ok, m]
     by_frames = d.topk(k, dim=1, largest=False).indices
-    by_features = _pairwise(invariant_features(wb, index.seed), index.features, excl).topk(
+    by_features = _pairwise(invariant_features(wb, index.seed).float(), index.features, excl).topk(
         max(1, k // 4), dim=1, largest=False).indices
     cand = torch.cat([by_frames, by_features], 1)  # [n_ok, k + k // 4], repeats are aligned twice, harmlessly
     cand_frame = frame.gather(1, cand)
@@ -196,13 +209,13 @@ def weight_novelty(wb: WeightBatch, reference: WeightBatch, *, candidates: int =
     with one_thread():
         for r, f in pairs.tolist():  # one weight-matching call per reference and frame
             rows, cols = ((cand == r) & (cand_frame == f)).nonzero(as_tuple=True)
-            ref_r, x = index.frames[f][r], mine[f][rows]
+            ref_r, x = index.in_frame(f, r), mine[f][rows]
             moved = permute(x, match_permutations(ref_r, x, max_iter=max_iter, seed=seed))
-            aligned[rows, cols] = (_flat64(moved) - index.flat[f][r]).norm(dim=1)
+            aligned[rows, cols] = (_flat64(moved) - _flat64(ref_r)).norm(dim=1)
     best = aligned.min(1)
     first = by_frames[:, 0]  # its frame distance recomputed from the difference (exact: 0 for a copy)
     first_frame = frame.gather(1, first[:, None]).squeeze(1)
-    diffs = [mine_flat[f][i] - index.flat[f][r] for i, (r, f) in enumerate(zip(first.tolist(), first_frame.tolist()))]
+    diffs = [mine_flat[f][i] - index.flat[f][r].double() for i, (r, f) in enumerate(zip(first.tolist(), first_frame.tolist()))]
     out["distance_pruning"][ok] = torch.stack(diffs).norm(dim=1).numpy()
     out["distance"][ok] = best.values.numpy()
     out["nearest"][ok] = cand.gather(1, best.indices[:, None]).squeeze(1).numpy()
