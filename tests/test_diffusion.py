@@ -102,6 +102,27 @@ def test_dropped_condition_is_the_unconditional_embedding():
     assert (den(x, ls, torch.randn(3, 2), None) - dropped).abs().max() > 1e-4
 
 
+@pytest.mark.parametrize("kind", ["mlp", "hnp"])
+def test_shared_noise_level_embeds_once_with_the_same_prediction(kind):
+    """Sampling gives every network one noise level: the embedding is then computed once and
+    broadcast, which must predict what each network alone gets."""
+    torch.manual_seed(0)
+    spec = SPECS["mlp"]
+    den = (MLPDenoiser(spec.num_params, hidden=16, layers=2, emb_dim=8, num_conditions=1) if kind == "mlp"
+           else EquivariantDenoiser(spec, "hnp", channels=4, layers=2, emb_dim=8, num_conditions=1))
+    for p in den.parameters():
+        p.data.normal_(0, 0.3)
+    x, ls = random_weights(spec, n=4, dtype=torch.float32).flatten(), torch.full((4,), 1.5)
+    together = den(x, ls, None, None)
+    alone = torch.cat([den(x[i:i + 1], ls[i:i + 1], None, None) for i in range(4)])
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
+    # one level apart: the embedding is per network again, and that network's prediction changes
+    ls[2] = -1.0
+    moved = den(x, ls, None, None)
+    torch.testing.assert_close(moved[[0, 1, 3]], alone[[0, 1, 3]], rtol=1e-5, atol=1e-5)
+    assert (moved[2] - alone[2]).abs().max() > 1e-4
+
+
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
 def test_neuron_tokens_round_trip(name):
     spec = SPECS[name]

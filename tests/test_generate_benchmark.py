@@ -75,3 +75,8 @@ def test_scale_study_init_study_and_throughput_end_to_end(tmp_path, one_thread):
 
     speed = res["throughput"]
     assert speed["networks"] == 40 and 0 <= speed["finite"] <= 40 and speed["networks_per_minute"] > 0
+    half = speed["half_steps"]
+    assert (speed["sample_steps"], half["sample_steps"]) == (50, 25) and half["networks"] == 40
+    with Zoo(out / f"scale_{Path(zoos[-1]).stem}" / "flat_seed0" / "throughput_25.h5") as z:
+        assert z.generated["steps"] == 25
+        assert half["test_acc_mean"] == pytest.approx(float(np.nanmean(z.column("test_acc"))))

@@ -50,6 +50,11 @@ class NoiseEmbedding(nn.Module):
             self.null = nn.Parameter(torch.zeros(dim))
 
     def forward(self, logsnr: Tensor, conditions: Tensor | None = None, drop: Tensor | None = None) -> Tensor:
+        """``[B, dim]``; ``[1, dim]`` (to broadcast) when every example has the same noise level and
+        there are no conditions, as in unconditional sampling: the per-block scale and shift of the
+        MLP are then computed once per step instead of once per network."""
+        if conditions is None and logsnr.numel() > 1 and bool((logsnr == logsnr[:1]).all()):
+            logsnr = logsnr[:1]
         ang = logsnr.unsqueeze(1) * self.freqs
         emb = self.time(torch.cat([ang.sin(), ang.cos()], 1))
         if not self.num_conditions:
@@ -87,7 +92,7 @@ class EquivariantDenoiser(nn.Module):
 
     def forward(self, x: Tensor, logsnr: Tensor, conditions: Tensor | None = None,
                 drop: Tensor | None = None) -> Tensor:
-        emb = self.embed(logsnr, conditions, drop)
+        emb = self.embed(logsnr, conditions, drop).expand(x.shape[0], -1)
         feats = WeightBatch.from_flat(self.spec, x).features()
         const = self.to_channels(emb)  # [B, E]: the same value at every weight and neuron
         feats = WeightFeatures(
