@@ -68,8 +68,10 @@ from wsl.diffusion.networks import write_generated_zoo  # noqa: E402
 from wsl.diffusion.reference_baselines import noise_baseline  # noqa: E402
 from wsl.diffusion.report import GENERATOR  # noqa: E402
 from wsl.diffusion.model import LatentDiffusion, WeightDiffusion, WeightGenerator  # noqa: E402
-from wsl.core.checkpoint import load_model  # noqa: E402
-from wsl.diffusion.sample import run_sample  # noqa: E402
+from wsl.core.checkpoint import load_model, read_checkpoint  # noqa: E402
+from wsl.diffusion.denoisers import CanonicalDenoiser  # noqa: E402
+from wsl.diffusion.sample import run_sample, train_runs  # noqa: E402
+from wsl.weights import WeightBatch  # noqa: E402
 from wsl.core.trainer import best_checkpoint, make_trainer  # noqa: E402
 from zoo.config import load_config, parse_config  # noqa: E402
 from zoo.generate import generate  # noqa: E402
@@ -254,6 +256,11 @@ def conditional_run(args, seed: int, inr: bool, out: Path) -> dict:
     hi_path = run_sample(best, args.num, work / "high.h5", [f"test_acc={high}"], guidance=guidance, seed=2 * seed + 1,
                          steps=steps, eta=eta)
     hi = headline(evaluate_generated(hi_path, args.zoo, work / "high_report", seed=seed))
+    if isinstance(gen.net, CanonicalDenoiser):
+        info = {**info, "canonical_order_kept": canonical_order_kept(gen, args.zoo, best)}
+        print(f"seed {seed}: fraction of hidden neurons the noisy networks' canonical order keeps in place, by "
+              f"log-SNR: " + "; ".join(f"{lv:g}: " + "/".join(f"{v:.2f}" for v in per.values())
+                                       for lv, per in info["canonical_order_kept"].items()), flush=True)
     result = {"seed": seed, **info, "guidance": guidance, "validation_pearson_by_guidance": tried,
               "sample_steps": steps, "eta": eta, "validation_pearson_by_sampler": samplers,
               "pearson": agree["pearson"], "spearman": agree["spearman"], "mae": agree["mae"], "requested_high": high,
@@ -264,6 +271,30 @@ def conditional_run(args, seed: int, inr: bool, out: Path) -> dict:
           f"{high}: median achieved {hi['gen_quality_median']:.3f} (train median {hi['train_quality_median']:.3f})",
           flush=True)
     return result
+
+
+CANONICAL_LEVELS = (8.0, 4.0, 2.0, 0.0, -2.0, -4.0)  # log-SNRs at which the canonical order is checked
+
+
+def canonical_order_kept(gen: WeightGenerator, zoo: str, best: str, num: int = 500, seed: int = 0) -> dict:
+    """For a canonical-order denoiser: at each noise level of ``CANONICAL_LEVELS``, the fraction of
+    hidden neurons (per hidden layer) that the canonical order of a noisy training network ``x_t``
+    puts where the clean network's own order puts them (chance: 1 / width). Where it is near chance
+    the denoiser sees its data in an order set by the noise, not by the network: what it can
+    predict there, conditioned or not, is the average over orders."""
+    den = gen.net
+    runs = train_runs(read_checkpoint(best, WeightGenerator))
+    rows = np.sort(np.random.default_rng(seed).choice(runs, min(num, len(runs)), replace=False))
+    with Zoo(zoo) as z:
+        x0 = gen.weight_normalizer(WeightBatch.from_params(gen.spec, z.batch(rows, -1))).flatten()
+    clean = den.canonical_order(x0)
+    g = torch.Generator().manual_seed(seed)
+    kept = {}
+    for level in CANONICAL_LEVELS:
+        a, s = gen.diffusion.alpha_sigma(torch.tensor(level))
+        noisy = den.canonical_order(a * x0 + s * torch.randn(x0.shape, generator=g))
+        kept[level] = {k: float((noisy[k] == clean[k]).float().mean()) for k in clean}
+    return kept
 
 
 def noise_curve(report: dict) -> list[tuple[float, float, float]]:

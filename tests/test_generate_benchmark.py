@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from zoo.config import load_config
+from zoo.config import load_config, parse_config
 from zoo.generate import generate
 from zoo.store import Zoo
 
@@ -80,3 +80,21 @@ def test_scale_study_init_study_and_throughput_end_to_end(tmp_path, one_thread):
     with Zoo(out / f"scale_{Path(zoos[-1]).stem}" / "flat_seed0" / "throughput_25.h5") as z:
         assert z.generated["steps"] == 25
         assert half["test_acc_mean"] == pytest.approx(float(np.nanmean(z.column("test_acc"))))
+
+
+def test_canonical_order_is_kept_at_low_noise_and_lost_at_high(tmp_path, one_thread):
+    """The diagnostic behind the canonical generator's conditional figures: near-clean networks keep
+    their canonical order, pure noise sets its own (chance: 1 / width)."""
+    bench = _bench()
+    cfg = tiny_good(60) | {"architecture": {"name": "mlp", "hidden": [16, 16], "activation": "relu"}}
+    zoo = tmp_path / "tiny.h5"
+    generate(parse_config(cfg), zoo, progress=False)
+    best, _ = bench.fit("canonical", 0, str(zoo), 0.02, tmp_path / "canonical")
+    from wsl.core.checkpoint import load_model
+    from wsl.diffusion.model import WeightGenerator
+
+    kept = bench.canonical_order_kept(load_model(best, WeightGenerator), str(zoo), best, num=40)
+    assert list(kept) == list(bench.CANONICAL_LEVELS) and set(kept[8.0]) == {"hidden0", "hidden1"}
+    for layer in ("hidden0", "hidden1"):
+        assert kept[8.0][layer] > 0.6 and kept[-4.0][layer] < 0.35
+        assert all(0 <= kept[lv][layer] <= 1 for lv in kept)
