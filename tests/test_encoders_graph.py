@@ -1,18 +1,22 @@
-"""Neural-graph networks (NG-GNN, NG-T on PyG; NG-GNN on dense tensors): backbones equivariant to
+"""Neural-graph networks (NG-GNN, NG-T on PyG and on dense tensors): backbones equivariant to
 hidden permutations, encoders invariant but not constant, fixed neurons told apart, gradients to
-every parameter, a tiny overfit, and the dense NG-GNN computing the PyG one's function."""
+every parameter, a tiny overfit, and the dense models computing the PyG ones' function."""
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 
 from conftest import SPECS, hidden_perms, max_diff, random_features, random_weights
 from wsl.nn import build_backbone, build_encoder
 from wsl.nn.neural_graph import NGBackbone, NGEncoder
-from wsl.nn.dense_ngnn import DenseNGGNN
+from wsl.nn.dense_graph import DenseNGEncoder
 from wsl.weights import WeightBatch, WeightFeatures
 from wsl.weights.symmetry import permute
 
+ROOT = Path(__file__).resolve().parents[1]
 CONVS = {"ngnn": "gnn", "ngt": "transformer"}
-ENCODERS = ["ngnn", "ngnn-dense", "ngt"]
+ENCODERS = ["ngnn", "ngnn-dense", "ngt", "ngt-dense"]
 
 
 @pytest.fixture(autouse=True)
@@ -99,18 +103,25 @@ def test_encoder_invariant_and_not_constant(name, arch):
 
 
 @pytest.mark.parametrize("arch", SPECS)
-def test_dense_ngnn_computes_the_pyg_function(arch):
-    """Same parameters, same outputs: a checkpoint of either loads into the other."""
+@pytest.mark.parametrize("conv", ["gnn", "transformer"])
+@pytest.mark.parametrize("kw", [{}, {"edge_readout": False}, {"fourier": 3, "probe_features": 4}])
+def test_dense_graph_computes_the_pyg_function(arch, conv, kw):
+    """Same parameters, same outputs (and gradients): a checkpoint of either loads into the other."""
     spec = SPECS[arch]
-    pyg = encoder("ngnn", spec)
-    dense = DenseNGGNN(spec, 2, hidden=16, layers=2, heads=2).double()
+    torch.manual_seed(0)
+    pyg = NGEncoder(spec, 2, conv, hidden=16, layers=2, heads=2, **kw).double()
+    dense = DenseNGEncoder(spec, 2, conv, hidden=16, layers=2, heads=2, **kw).double()
     dense.load_state_dict(pyg.state_dict())
     wb = random_weights(spec, n=5)
-    assert (pyg(wb) - dense(wb)).abs().max() < 1e-10
-    no_edges = NGEncoder(spec, 2, "gnn", hidden=16, layers=2, edge_readout=False).double()
-    dense = DenseNGGNN(spec, 2, hidden=16, layers=2, edge_readout=False).double()
-    dense.load_state_dict(no_edges.state_dict())
-    assert (no_edges(wb) - dense(wb)).abs().max() < 1e-10
+    y = pyg(wb)
+    assert (y - dense(wb)).abs().max() < 1e-10
+    y.square().sum().backward()
+    dense(wb).square().sum().backward()
+    for (name, p), q in zip(pyg.named_parameters(), dense.parameters()):
+        if p.grad is None:  # unused by the output (the last edge update without an edge readout)
+            assert q.grad is None or not q.grad.any(), name
+        else:
+            assert (p.grad - q.grad).abs().max() < 1e-9, name
 
 
 def test_config_kwargs_still_build():
@@ -119,6 +130,19 @@ def test_config_kwargs_still_build():
     assert model(random_weights(SPECS["mlp"], dtype=torch.float32)).shape == (4, 3)
     with pytest.raises(ValueError, match="divisible"):
         build_encoder("ngt", SPECS["mlp"], 3, hidden=10, heads=4)
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs" / "predict").glob("*_ng*.yaml")))
+def test_shipped_graph_configs_build_their_encoder_and_its_dense_twin(config):
+    cfg = yaml.safe_load((ROOT / "configs" / "predict" / config).read_text())["model"]["init_args"]
+    spec = SPECS["mlp"]
+    kw = {**cfg["encoder_kwargs"], "hidden": 8, "layers": 1}
+    torch.manual_seed(0)
+    pyg = build_encoder(cfg["encoder"], spec, 3, **kw)
+    dense = build_encoder(f"{cfg['encoder']}-dense", spec, 3, **kw)
+    dense.load_state_dict(pyg.state_dict())
+    wb = random_weights(spec, dtype=torch.float32)
+    torch.testing.assert_close(dense(wb), pyg(wb), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("arch", SPECS)

@@ -9,8 +9,9 @@ features), by name.
 | ``np`` / ``hnp`` | ``nfn.NFNEncoder`` | NFN NP / HNP backbone, invariant pool, MLP head (Zhou et al. 2023) |
 | ``dwsnet`` | ``dwsnet.DWSNetEncoder`` | DWSNet backbone, MLP weight spaces (Navon et al. 2023) |
 | ``ngnn`` | ``neural_graph.NGEncoder`` | NG-GNN: message passing on the neural graph (PyG), edge features and updates (Kofinas et al. 2024) |
-| ``ngnn-dense`` | ``dense_ngnn.DenseNGGNN`` | the same NG-GNN (same parameters and function) on dense edge tensors: less memory, faster on one CPU thread |
+| ``ngnn-dense`` | ``dense_graph.DenseNGEncoder`` | the same NG-GNN (same parameters and function) on dense edge tensors: less memory, faster on a CPU |
 | ``ngt`` | ``neural_graph.NGEncoder`` | NG-T: a transformer on the neural graph (PyG), edges in keys and values (Kofinas et al. 2024) |
+| ``ngt-dense`` | ``dense_graph.DenseNGEncoder`` | the same NG-T on dense edge tensors |
 | ``scalegmn`` | ``scalegmn.ScaleGMN`` | ScaleGMN: the neural graph with layers equivariant to the activation's scalings too (sign flips, positive rescaling; Kalogeropoulos et al. 2024) |
 | ``probe`` | ``probe.ProbeEncoder`` | the network's outputs on learned probe inputs into an MLP (raw weights) |
 
@@ -35,8 +36,9 @@ ENCODERS: dict[str, tuple[str, str, dict]] = {
     "hnp": ("wsl.nn.nfn", "NFNEncoder", {"mode": "hnp"}),
     "dwsnet": ("wsl.nn.dwsnet", "DWSNetEncoder", {}),
     "ngnn": ("wsl.nn.neural_graph", "NGEncoder", {"conv": "gnn"}),
-    "ngnn-dense": ("wsl.nn.dense_ngnn", "DenseNGGNN", {}),
+    "ngnn-dense": ("wsl.nn.dense_graph", "DenseNGEncoder", {"conv": "gnn"}),
     "ngt": ("wsl.nn.neural_graph", "NGEncoder", {"conv": "transformer"}),
+    "ngt-dense": ("wsl.nn.dense_graph", "DenseNGEncoder", {"conv": "transformer"}),
     "probe": ("wsl.nn.probe", "ProbeEncoder", {}),
     "scalegmn": ("wsl.nn.scalegmn", "ScaleGMN", {}),
 }
