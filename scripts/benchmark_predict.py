@@ -75,6 +75,7 @@ PREDICTORS = {
     "hnp": {"lr": 1e-3, "encoder_kwargs": {"channels": 32, "layers": 3}},
     "dwsnet": {"lr": 1e-3, "encoder_kwargs": {"channels": 16, "layers": 3}},
     "ngnn": {"lr": 1e-3, "encoder_kwargs": {"hidden": 64, "layers": 4}},
+    "ngt": {"lr": 1e-3, "encoder_kwargs": {"hidden": 64, "layers": 4}},  # NG-GNN's settings
     # at NG-GNN's width and depth (configs/predict/mnist_inr_scalegmn.yaml); symmetry from the weight space
     "scalegmn": {"lr": 1e-3, "encoder_kwargs": {"hidden": 64, "layers": 4, "dropout": 0.1}},
     # probes from a 6-layer deep linear generator, class probabilities beside the logits: each chosen
@@ -91,6 +92,7 @@ QUICK_PREDICTORS = {
     "hnp": {"lr": 1e-3, "encoder_kwargs": {"channels": 4, "layers": 1, "head_hidden": 32}},
     "dwsnet": {"lr": 1e-3, "encoder_kwargs": {"channels": 4, "layers": 1, "head_hidden": 32}},
     "ngnn": {"lr": 1e-3, "encoder_kwargs": {"hidden": 8, "layers": 1}},
+    "ngt": {"lr": 1e-3, "encoder_kwargs": {"hidden": 8, "layers": 1}},
     "scalegmn": {"lr": 1e-3, "encoder_kwargs": {"hidden": 8, "layers": 1}},
     "probe": {"lr": 1e-3, "encoder_kwargs": {"probes": 16, "hidden": 32, "layers": 2}},
 }
