@@ -79,13 +79,18 @@ def gnn_layer(conv: NGGNNConv, h: Tensor, edges: list[Tensor], st: _Structure) -
     ``edges[l] [B, out_l, in_l, hidden]`` edge features."""
     a_src, a_dst = conv.node_proj(h).chunk(2, dim=-1)
     a_src, a_dst = a_src.split(st.group_sizes, 1), a_dst.split(st.group_sizes, 1)  # per group
-    zs, l_fwd, l_bwd = [], [], []
+    # the edge update psi and the attention logits read the same z: one product for both (a product
+    # with 2 * heads columns alone is slow to differentiate: its input gradient has K = 2 * heads)
+    w = torch.cat([conv.psi.weight, conv.attention.weight])
+    b = torch.cat([conv.psi.bias, conv.attention.bias])
+    zs, psis, l_fwd, l_bwd = [], [], [], []
     for (src, dst), e in zip(st.layers, edges):
         z = nn.functional.silu(a_src[src].unsqueeze(1) + a_dst[dst].unsqueeze(2) + conv.edge_proj(e))
-        f, b = conv.attention(z).chunk(2, dim=-1)
+        psi, f, bwd = nn.functional.linear(z, w, b).split([conv.hidden, conv.heads, conv.heads], -1)
         zs.append(z)
+        psis.append(psi)
         l_fwd.append(f)
-        l_bwd.append(b)
+        l_bwd.append(bwd)
     fwd, bwd = [], []
     for (into, out_of), n in zip(st.groups, st.group_sizes):
         # the softmax over a node's incoming edges runs over its layer's input axis
@@ -95,7 +100,7 @@ def gnn_layer(conv: NGGNNConv, h: Tensor, edges: list[Tensor], st: _Structure) -
         bwd.append((sum(_weighted_sum(zs[k], a, 1) for k, a in zip(out_of, attn)) if out_of else None, n))
     agg_fwd, agg_bwd = _per_node(h, fwd, conv.hidden), _per_node(h, bwd, conv.hidden)
     h = conv.norm_h(h + conv.drop(conv.node_mlp(torch.cat([h, agg_fwd, agg_bwd], -1))))
-    edges = [conv.norm_e(e + conv.drop(conv.psi(z))) for e, z in zip(edges, zs)]
+    edges = [conv.norm_e(e + conv.drop(psi)) for e, psi in zip(edges, psis)]
     return h, edges
 
 
