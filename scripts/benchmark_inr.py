@@ -21,7 +21,7 @@ Encoders are trained with the settings of ``benchmark_predict.PREDICTORS`` (``--
 several outputs; np, hnp, dwsnet, ngnn and ngt with ``FOURIER`` features of each weight; ``ngnn-probe`` and
 ``scalegmn-probe``: ngnn's and scalegmn's settings plus ``PROBE_FEATURES`` probe features in the
 neural graph, ``wsl.nn.neural_graph``; ``ngnn-dense`` and ``ngt-dense``: the same functions as ngnn
-and ngt on dense tensors, ``DENSE_TWINS``, with their settings), AdamW with weight
+and ngt on dense tensors, ``benchmark_predict.DENSE_TWINS``, with their settings), AdamW with weight
 decay 1e-4, and ``--augment`` (default: random hidden-neuron permutations; e.g. ``'{"scaling": true,
 "warp": true}'`` adds sign flips and ``wsl.data.augment.InputWarp``), for ``--epochs`` epochs or until
 ``--max-minutes`` of wall time, whichever comes first. Time: the wall time of ``trainer.fit``
@@ -67,10 +67,8 @@ PEER = "nfn-hnp"  # the nfn package's HNP layers in our pipeline (pip install nf
 # NG-GNN on MNIST-INR): the same registry entries and settings, plus encoder_kwargs probe_features
 PROBE_VARIANTS = {"ngnn-probe": "ngnn", "scalegmn-probe": "scalegmn"}
 PROBE_FEATURES = 64
-# the neural graphs on dense tensors (wsl.nn.dense_graph): the same functions, faster on a CPU
-DENSE_TWINS = {"ngnn-dense": "ngnn", "ngt-dense": "ngt"}
 ENCODERS = ["flat", "statnn", "deepsets", "np", "hnp", "dwsnet", "ngnn", "ngt", "scalegmn", "probe", *PROBE_VARIANTS,
-            *DENSE_TWINS, PEER]
+            *bp.DENSE_TWINS, PEER]
 REFERENCES = [LINEAR, TREES]
 INR_PROBE = {"lr": 1e-3, "encoder_kwargs": {"probes": 256, "hidden": 256, "layers": 3, "weight_stats": True}}
 # every weight encoded by 16 random Fourier frequencies of std 0.3 (on normalized weights) before the
@@ -178,7 +176,7 @@ def main(argv=None) -> dict:
         predictors = predictors | {"probe": INR_PROBE}
         predictors = predictors | {n: {**predictors[n], "encoder_kwargs": {**predictors[n]["encoder_kwargs"], **FOURIER}}
                                    for n in ("np", "hnp", "dwsnet", "ngnn", "ngt")}
-    predictors = predictors | {twin: predictors[base] for twin, base in DENSE_TWINS.items()}
+    predictors = predictors | {twin: predictors[base] for twin, base in bp.DENSE_TWINS.items()}  # after FOURIER
     predictors = predictors | {PEER: predictors["hnp"]}  # the peer at our HNP's settings
     for variant, base in PROBE_VARIANTS.items():  # the base encoder's settings (Fourier features included)
         WSL_ENCODERS[variant] = WSL_ENCODERS[base]

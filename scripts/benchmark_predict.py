@@ -63,6 +63,10 @@ from zoo.store import SPLITS, Zoo  # noqa: E402
 TARGET = "test_acc"
 DEFAULT_ZOOS = ["digits_mlp", "mnist1d_mlp_precise"]  # the demo zoo; the precise zoo (16,000 runs, 20,000 test examples)
 ENCODERS = ["flat", "statnn", "deepsets", "np", "hnp", "dwsnet", "ngnn", "probe"]
+# also selectable: NG-T, ScaleGMN, and the neural graphs on dense tensors (wsl.nn.dense_graph: the
+# same functions as their PyG twins, at their settings, faster on a CPU)
+DENSE_TWINS = {"ngnn-dense": "ngnn", "ngt-dense": "ngt"}
+MORE_ENCODERS = ["ngt", "scalegmn", *DENSE_TWINS]
 REFERENCES = {"hparam oracle (trees)": hyperparameter_oracle, "StatNN + trees": statnn_trees}
 
 # Per-encoder settings, from configs/predict/digits_<encoder>.yaml (all: weight decay 1e-4,
@@ -96,6 +100,8 @@ QUICK_PREDICTORS = {
     "scalegmn": {"lr": 1e-3, "encoder_kwargs": {"hidden": 8, "layers": 1}},
     "probe": {"lr": 1e-3, "encoder_kwargs": {"probes": 16, "hidden": 32, "layers": 2}},
 }
+PREDICTORS |= {twin: PREDICTORS[base] for twin, base in DENSE_TWINS.items()}
+QUICK_PREDICTORS |= {twin: QUICK_PREDICTORS[base] for twin, base in DENSE_TWINS.items()}
 WEIGHT_DECAY = 1e-4
 SPLIT = [0.7, 0.1, 0.2]
 AUGMENT = {"permutation": True}
@@ -317,7 +323,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--zoo-overrides", default=None,
                     help="config overrides for zoos made from configs, e.g. 'num_models=200,epochs=5' "
                          "(the zoo gets another name and file); --quick: 'num_models=200,epochs=5'")
-    ap.add_argument("--encoders", nargs="+", default=ENCODERS, choices=ENCODERS)
+    ap.add_argument("--encoders", nargs="+", default=ENCODERS, choices=ENCODERS + MORE_ENCODERS)
     ap.add_argument("--no-references", action="store_true", help="skip the hyperparameter oracle and StatNN + trees")
     ap.add_argument("--seeds", nargs="+", type=int, default=None, help="default 0 1 2 (--quick: 0 1)")
     ap.add_argument("--epochs", type=int, default=None, help="training epochs per encoder (default 30, --quick 2)")
