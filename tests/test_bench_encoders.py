@@ -1,0 +1,36 @@
+"""``scripts/bench_encoders.py``'s helpers: encoders built at their shipped settings, and the share
+of a step's time spent in matrix products."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_encoders", ROOT / "scripts" / "bench_encoders.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_shipped_settings_read_the_config_and_dense_twins_share_it():
+    bench = _bench()
+    kw, batch = bench.shipped_settings("mnist_inr", "ngnn")
+    assert kw == {"hidden": 64, "layers": 4, "fourier": 16, "fourier_scale": 0.3} and batch == 64
+    assert bench.shipped_settings("mnist_inr", "ngnn-dense") == (kw, batch)
+    assert bench.shipped_settings("mnist_inr", "hnp")[0]["channels"] == 32
+    with pytest.raises(SystemExit, match="no shipped config"):
+        bench.shipped_settings("mnist_inr", "deepsets")
+
+
+def test_matmul_share_tells_products_from_elementwise_work(one_thread):
+    bench = _bench()
+    a, b = torch.randn(256, 256), torch.randn(256, 256)
+    x = torch.randn(2_000_000)
+    assert bench.matmul_share(lambda: [a @ b for _ in range(20)]) > 0.9
+    assert bench.matmul_share(lambda: [x.sin() for _ in range(5)]) < 0.1
+    mixed = bench.matmul_share(lambda: ([a @ b for _ in range(20)], [x.sin() for _ in range(5)]))
+    assert 0.05 < mixed < 0.95
