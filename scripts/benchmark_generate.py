@@ -319,12 +319,14 @@ def scale_run(args, out: Path) -> dict:
     """The data-scale study: every generator of ``--generators`` trained on each zoo of
     ``--scales`` (smallest first) with the same budget (``--minutes``, validation every
     ``--val-steps`` steps), sampled and scored by the memorization suite against *that* zoo's
-    training networks. One plot per generator (accuracy against novelty, one colour per size)."""
+    training networks. One plot per generator (accuracy against novelty, one colour per size).
+    Seeds outside, generators inside: the generators of one seed are scored against one reference
+    index (``reference_index``, made once per zoo and seed)."""
     rows: list[dict] = []
     for zoo in args.scales:
         ensure_zoo(zoo)
-        for name in args.generators:
-            for seed in args.seeds:
+        for seed in args.seeds:
+            for name in args.generators:
                 work = out / f"scale_{Path(zoo).stem}" / f"{name}_seed{seed}"
                 best, info = fit(name, seed, zoo, args.minutes, work, reuse=args.reuse,
                                  val_every_steps=args.val_steps or SCALE_VAL_STEPS)

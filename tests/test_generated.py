@@ -13,7 +13,7 @@ from wsl.cli import main
 from wsl.data.runs import ZooRuns, check_same_space
 from wsl.diffusion import evaluate_networks, source_task, write_generated_zoo, wrong_sets
 from wsl.diffusion.memorization import evaluate_generated
-from wsl.diffusion.novelty import behavioural_novelty, weight_novelty
+from wsl.diffusion.novelty import behavioural_novelty, reference_index, weight_novelty
 from wsl.diffusion.reference_baselines import average_baseline, calibrate_noise, gaussian_baseline, noise_baseline
 from wsl.diffusion.scores import conditional_agreement
 from wsl.weights import WeightBatch
@@ -170,6 +170,21 @@ def test_weight_novelty_excludes_self_and_sees_nan(setup):
     nan = ref[0].map(lambda t: torch.full_like(t, float("nan")))
     out = weight_novelty(WeightBatch.cat([nan, ref[1]]), ref, candidates=4)
     assert np.isnan(out["distance"][0]) and out["nearest"][0] == -1 and out["distance"][1] < 1e-9
+
+
+def test_reference_index_is_reused_only_for_the_same_networks_and_settings(setup):
+    ref = setup["wb"][torch.arange(16)]
+    first = reference_index(ref, anchors=2, seed=0)
+    assert reference_index(ref[torch.arange(16)], anchors=2, seed=0) is first  # same content, another object
+    held = setup["wb"][torch.arange(16, 20)]
+    fresh = weight_novelty(held, ref, candidates=4, anchors=2, seed=0)
+    cached = weight_novelty(held, ref, candidates=4, seed=0, index=reference_index(ref, anchors=2, seed=0))
+    np.testing.assert_array_equal(fresh["distance"], cached["distance"])
+    other_seed = reference_index(ref, anchors=2, seed=1)
+    assert other_seed is not first
+    changed = ref.map(lambda t: t.clone())
+    changed.weights[0][3, 0, 0] += 1e-3  # one weight of one network
+    assert reference_index(changed, anchors=2, seed=1) is not other_seed
 
 
 def test_behavioural_novelty_of_a_copy_is_one(setup):

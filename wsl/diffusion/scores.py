@@ -12,7 +12,7 @@ import torch
 from scipy.stats import rankdata
 
 from wsl.diffusion.networks import evaluate_networks, finite_networks, inr_metrics, nearest_signal, render, wrong_sets
-from wsl.diffusion.novelty import (DEFAULT_ANCHORS, DEFAULT_CANDIDATES, ReferenceIndex, behavioural_novelty,
+from wsl.diffusion.novelty import (DEFAULT_ANCHORS, DEFAULT_CANDIDATES, behavioural_novelty, reference_index,
                                    weight_novelty)
 from wsl.weights import WeightBatch
 from zoo.inr import psnr
@@ -78,7 +78,7 @@ class Scorer:
                  anchors: int = DEFAULT_ANCHORS, seed: int = 0):
         self.reference, self.task, self.activation = reference, task, activation
         self.candidates, self.seed = candidates, seed
-        self.index = ReferenceIndex(reference, anchors, seed)
+        self.index = reference_index(reference, anchors, seed)
         self.metric = quality_metric(task)
         self.inr = isinstance(task, SignalSet)
         self.classification = not self.inr and task.kind == "classification"
