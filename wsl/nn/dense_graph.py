@@ -86,11 +86,11 @@ def gnn_layer(conv: NGGNNConv, h: Tensor, edges: list[Tensor], st: _Structure) -
     zs, psis, l_fwd, l_bwd = [], [], [], []
     for (src, dst), e in zip(st.layers, edges):
         z = nn.functional.silu(a_src[src].unsqueeze(1) + a_dst[dst].unsqueeze(2) + conv.edge_proj(e))
-        psi, f, bwd = nn.functional.linear(z, w, b).split([conv.hidden, conv.heads, conv.heads], -1)
+        psi, logit_fwd, logit_bwd = nn.functional.linear(z, w, b).split([conv.hidden, conv.heads, conv.heads], -1)
         zs.append(z)
         psis.append(psi)
-        l_fwd.append(f)
-        l_bwd.append(bwd)
+        l_fwd.append(logit_fwd)
+        l_bwd.append(logit_bwd)
     fwd, bwd = [], []
     for (into, out_of), n in zip(st.groups, st.group_sizes):
         # the softmax over a node's incoming edges runs over its layer's input axis
@@ -117,8 +117,8 @@ def _attend(attn, h: Tensor, edges: list[Tensor], st: _Structure, forward: bool)
     H, d = attn.heads, attn.out_channels
     w_edge = attn.lin_edge.weight.view(H, d, -1)  # [H, d, C]
     q, k, v = (lin(h).split(st.group_sizes, 1) for lin in (attn.lin_query, attn.lin_key, attn.lin_value))
-    # node i attends over the edges on axis ``ax`` of [B, out, in, C]: the input axis for incoming edges
-    ax = 2 if forward else 1
+    # logits [B, me, other, H]: "me" the attending end of each layer's edges (its output neurons when
+    # attending over incoming edges), "other" the far end; edges are [B, out, in, C] either way
     logits = []
     for (src, dst), e in zip(st.layers, edges):
         me, other = (dst, src) if forward else (src, dst)
@@ -126,7 +126,7 @@ def _attend(attn, h: Tensor, edges: list[Tensor], st: _Structure, forward: bool)
         node = torch.einsum("bmhd,bnhd->bmnh", qm, ko)  # [B, me, other, H]
         edge = torch.einsum("bmhc,bmnc->bmnh" if forward else "bmhc,bnmc->bmnh",
                             torch.einsum("bmhd,hdc->bmhc", qm, w_edge), e)
-        logits.append((node + edge) / math.sqrt(d))  # [B, me, other, H]
+        logits.append((node + edge) / math.sqrt(d))
     parts = []
     for (into, out_of), n in zip(st.groups, st.group_sizes):
         layers = into if forward else out_of
