@@ -1,19 +1,13 @@
 """``scripts/bench_encoders.py``'s helpers: encoders built at their shipped settings, and the share
 of a step's time spent in matrix products."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_script
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_encoders", ROOT / "scripts" / "bench_encoders.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return load_script("bench_encoders")
 
 
 def test_shipped_settings_read_the_config_and_dense_twins_share_it():

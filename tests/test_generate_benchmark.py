@@ -1,24 +1,20 @@
 """``scripts/benchmark_generate.py``'s data-scale study, generated initialisations and throughput,
 end to end on two tiny nested zoos; and the helpers its verdicts rest on."""
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from conftest import load_script
 from zoo.config import load_config, parse_config
 from zoo.generate import generate
 from zoo.store import Zoo
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("benchmark_generate", ROOT / "scripts" / "benchmark_generate.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return load_script("benchmark_generate")
 
 
 def tiny_good(num_models: int) -> dict:

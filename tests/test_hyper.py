@@ -2,15 +2,13 @@
 training, checkpoints, the search, and the CLI."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import generate_zoo, hidden_perms
+from conftest import generate_zoo, hidden_perms, load_script
 
 from wsl.data import TaskDataModule, WeightDataModule
 from wsl.hyper import HyperNetwork
@@ -341,10 +339,7 @@ def test_the_shipped_hyperparameter_configs_build_and_emit(name, tiny_zoo):
 def test_benchmark_follows_each_axis_apart_from_the_others():
     """``benchmark_hyper.axis_pearson``: only the change along one λ axis is compared, whatever the
     emitted networks do along the others."""
-    spec = importlib.util.spec_from_file_location(
-        "benchmark_hyper", Path(__file__).resolve().parents[1] / "scripts" / "benchmark_hyper.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("benchmark_hyper")
     a, b = np.meshgrid(np.arange(4.0), np.arange(3.0), indexing="ij")
     points = np.stack([a.ravel(), b.ravel()], 1)
     direct = 0.9 - 0.05 * points[:, 0] + 0.01 * np.sin(points[:, 1])

@@ -6,16 +6,14 @@ error naming what was expected and found; each variant does what its name says; 
 population of mixed variants equals the same model trained alone on its variant; and
 ``scripts/benchmark_merge.py --tasks`` runs end to end on a tiny pair of zoos.
 """
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
 
-from conftest import QUIET, generate_zoo
+from conftest import QUIET, generate_zoo, load_script
 from zoo.architectures import build_spec
 from zoo.config import ConfigError, parse_config
 from zoo.errors import InputError, MissingFileError
@@ -24,7 +22,6 @@ from zoo.store import Zoo
 from zoo.tasks import load_task, parse_variant, variant_view
 from zoo.train import train_population, training_subsets, variant_views
 
-ROOT = Path(__file__).resolve().parents[1]
 ARCH = {"name": "mlp", "hidden": [16], "activation": "relu"}
 VARIANTS = ["classes:0-4", "relabel:1", "permute:1", "flip"]
 
@@ -275,9 +272,7 @@ def test_wsl_merge_scores_a_task_zoo_on_the_runs_own_tasks(zoos):
 
 
 def test_benchmark_merges_tasks_end_to_end(tmp_path):
-    spec = importlib.util.spec_from_file_location("benchmark_merge", ROOT / "scripts" / "benchmark_merge.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("benchmark_merge")
     (tmp_path / "pre.yaml").write_text(yaml.safe_dump(pretrain_raw()))
     (tmp_path / "tasks.yaml").write_text(yaml.safe_dump(tasks_raw("elsewhere.h5")))  # init.from is pointed here
     plot = tmp_path / "plot.png"
